@@ -1,0 +1,30 @@
+# Two entry points (see README): `make report` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-stamp
+
+.PHONY: setup report train test lint clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (vaelib)"
+	touch $(STAMP)
+
+# The main job: train the digits preset and write its checkpoint, figures and metrics to runs/digits/.
+report: setup
+	$(PY) -m vaelib train --preset digits --out runs/digits
+
+test: setup lint
+	$(PY) -m pytest
+
+lint: setup
+	$(PY) -m ruff check vaelib tests benchmarks
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

@@ -1,0 +1,31 @@
+import os
+
+import matplotlib
+import pytest
+import torch
+
+from vaelib.config import Config, DataConfig, ModelConfig, TrainConfig
+
+matplotlib.use("Agg")
+os.environ.setdefault("TQDM_DISABLE", "1")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture
+def tiny_config() -> Config:
+    """A 1x16x16 VAE small enough to train in a second."""
+    return Config(name="tiny", data=DataConfig(dataset="digits", image_size=16, channels=1),
+                  model=ModelConfig(hidden_dims=(8, 16), latent_dim=4),
+                  train=TrainConfig(epochs=2, batch_size=16, sync_every=3))
+
+
+@pytest.fixture
+def tiny_data() -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic uint8 images (train 64, val 16) with structure a VAE can learn."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.zeros(80, 1, 16, 16)
+    rows = torch.randint(2, 14, (80,), generator=g)
+    for i, r in enumerate(rows):
+        base[i, 0, r - 2:r + 2, 3:13] = 1.0
+    images = (base * 255).to(torch.uint8)
+    return images[:64], images[64:]

@@ -1,0 +1,88 @@
+import dataclasses
+import json
+
+import pytest
+
+from vaelib.config import (
+    PRESETS,
+    BetaSchedule,
+    Config,
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+    get_preset,
+    with_overrides,
+)
+
+
+def test_presets_match_the_reports():
+    fm, cf, ce, cs = (PRESETS[k] for k in ("fashion_mnist", "cifar10", "celeba", "celeba_small"))
+    assert fm.input_shape == (1, 32, 32) and fm.model.hidden_dims == (32, 64) and fm.model.latent_dim == 32
+    assert fm.train.schedule == BetaSchedule("constant", beta=0.8)
+    assert cf.input_shape == (3, 32, 32) and cf.model.hidden_dims == (64, 128, 256, 512)
+    assert cf.model.latent_dim == 256
+    assert (cf.train.schedule.kind, cf.train.schedule.warmup_epochs, cf.train.schedule.beta) == ("warmup", 15, 0.1)
+    assert ce.input_shape == (3, 64, 64) and ce.model.latent_dim == 256
+    assert (ce.train.schedule.kind, ce.train.schedule.warmup_epochs, ce.train.schedule.beta) == ("warmup", 2, 0.9)
+    assert cs.model.hidden_dims == (32, 64, 128, 256) and cs.model.latent_dim == 128
+    assert cs.model.batch_norm and cs.train.grad_clip == 1.0
+    assert all(c.train.lr == 1e-3 and c.train.recon == "mse" for c in PRESETS.values())
+    assert set(PRESETS) == {"fashion_mnist", "cifar10", "celeba", "celeba_small", "digits", "shapes"}
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_round_trip_through_json(name):
+    c = PRESETS[name]
+    assert Config.from_json(c.to_json()) == c
+    assert Config.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+
+
+def test_overrides_with_replace_and_dotted_paths():
+    c = get_preset("digits")
+    c2 = dataclasses.replace(c, train=dataclasses.replace(c.train, epochs=3))
+    assert c2.train.epochs == 3 and c.train.epochs == 100
+    c3 = with_overrides(c, **{"train.epochs": 3, "train.schedule.beta": 2.0, "model.latent_dim": 8})
+    assert (c3.train.epochs, c3.train.schedule.beta, c3.model.latent_dim) == (3, 2.0, 8)
+    with pytest.raises(ValueError, match="unknown config field 'train.epoch'"):
+        with_overrides(c, **{"train.epoch": 3})
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: get_preset("mnist"), "unknown preset 'mnist': allowed fashion_mnist"),
+    (lambda: DataConfig(dataset="svhn"), "data.dataset='svhn' is invalid: allowed one of fashion_mnist"),
+    (lambda: ModelConfig(latent_dim=0), "model.latent_dim=0 is invalid: allowed an integer >= 1"),
+    (lambda: ModelConfig(hidden_dims=()), r"model.hidden_dims=\(\) is invalid: allowed at least one layer"),
+    (lambda: ModelConfig(hidden_dims=(32, -4)), r"model.hidden_dims=\(32, -4\) is invalid: allowed positive"),
+    (lambda: ModelConfig(hidden_dims=(32, 0)), r"model.hidden_dims=\(32, 0\) is invalid"),
+    (lambda: Config(model=ModelConfig(hidden_dims=(8,) * 6)),
+     r"model.hidden_dims=\(8, 8, 8, 8, 8, 8\) is invalid: allowed at most 5 stride-2 layers for 32x32 images"),
+    (lambda: BetaSchedule(beta=-0.1), "schedule.beta=-0.1 is invalid: allowed a value >= 0"),
+    (lambda: TrainConfig(lr=0), "train.lr=0 is invalid: allowed a value > 0"),
+    (lambda: TrainConfig(lr=-1e-3), "train.lr=-0.001 is invalid"),
+    (lambda: TrainConfig(epochs=0), "train.epochs=0 is invalid: allowed an integer >= 1"),
+    (lambda: TrainConfig(batch_size=0), "train.batch_size=0 is invalid: allowed an integer >= 1"),
+    (lambda: TrainConfig(grad_clip=0.0), "train.grad_clip=0.0 is invalid: allowed None or a value > 0"),
+    (lambda: TrainConfig(grad_clip=-1), "train.grad_clip=-1 is invalid"),
+    (lambda: BetaSchedule(kind="sigmoid"), "schedule.kind='sigmoid' is invalid: allowed one of constant, warmup"),
+    (lambda: BetaSchedule(kind="cyclic", ratio=1.5), r"schedule.ratio=1.5 is invalid: allowed a value in \(0, 1\]"),
+    (lambda: BetaSchedule(kind="cyclic", cycles=0), "schedule.cycles=0 is invalid: allowed an integer >= 1"),
+    (lambda: BetaSchedule(kind="warmup", warmup_epochs=-2), "schedule.warmup_epochs=-2 is invalid"),
+    (lambda: BetaSchedule(kind="linear", anneal_steps=0), "schedule.anneal_steps=0 is invalid"),
+    (lambda: TrainConfig(recon="l1"), "train.recon='l1' is invalid: allowed one of mse, bernoulli"),
+    (lambda: Config.from_dict({"name": "x", "optimizer": "sgd"}), r"unknown config keys \['optimizer'\]"),
+    (lambda: Config.from_dict({"train": {"epoch": 3}}), r"unknown train keys \['epoch'\]"),
+])
+def test_bad_values_are_refused_with_a_message(make, message):
+    with pytest.raises(ValueError, match=message) as err:
+        make()
+    assert "\n" not in str(err.value)
+
+
+def test_five_layers_fit_on_32_pixels():
+    c = Config(model=ModelConfig(hidden_dims=(8,) * 5))
+    assert len(c.model.hidden_dims) == 5
+
+
+def test_configs_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        PRESETS["digits"].train.epochs = 2

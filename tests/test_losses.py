@@ -1,0 +1,55 @@
+import math
+
+import pytest
+import torch
+
+from vaelib.losses import elbo, kl_per_dim, reconstruction
+
+
+def test_kl_of_standard_normal_is_zero():
+    mu, logvar = torch.zeros(5, 7), torch.zeros(5, 7)
+    assert torch.equal(kl_per_dim(mu, logvar), torch.zeros(5, 7))
+
+
+def test_kl_against_a_hand_computed_case():
+    # KL(N(1, e^1) || N(0, 1)) = 0.5 * (sigma^2 + mu^2 - 1 - log sigma^2) = 0.5 * (e + 1 - 1 - 1)
+    kl = kl_per_dim(torch.tensor([[1.0]]), torch.tensor([[1.0]]))
+    assert kl.item() == pytest.approx(0.5 * (math.e - 1), rel=1e-6)
+
+
+def test_kl_matches_monte_carlo():
+    g = torch.Generator().manual_seed(0)
+    mu, logvar = torch.tensor([0.7, -1.2, 0.1]), torch.tensor([-0.5, 0.3, -1.5])
+    std = torch.exp(0.5 * logvar)
+    z = mu + std * torch.randn(400_000, 3, generator=g)
+    log_q = torch.distributions.Normal(mu, std).log_prob(z)
+    log_p = torch.distributions.Normal(0.0, 1.0).log_prob(z)
+    mc = (log_q - log_p).mean(0)
+    analytic = kl_per_dim(mu[None], logvar[None])[0]
+    assert torch.allclose(mc, analytic, atol=0.01), (mc, analytic)
+
+
+def test_reconstruction_sums_pixels_and_terms_average_images():
+    x = torch.zeros(2, 1, 2, 2)
+    logits = torch.zeros(2, 1, 2, 2)  # sigmoid(0) = 0.5 everywhere
+    assert torch.allclose(reconstruction(logits, x, "mse"), torch.full((2,), 4 * 0.25))
+    assert torch.allclose(reconstruction(logits, x, "bernoulli"), torch.full((2,), 4 * math.log(2)))
+    mu, logvar = torch.ones(2, 3), torch.zeros(2, 3)  # KL 0.5 per dim
+    t = elbo(x, logits, mu, logvar, beta=2.0, kind="mse")
+    assert t.recon.item() == pytest.approx(1.0)
+    assert t.kl.item() == pytest.approx(1.5)
+    assert t.total.item() == pytest.approx(1.0 + 2.0 * 1.5)
+    assert t.kl_per_dim.shape == (3,)
+
+
+def test_free_bits_floor_only_the_optimised_total():
+    x, logits = torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2)
+    mu = torch.tensor([[0.0, 2.0]])  # KL 0 and 2 nats
+    t = elbo(x, logits, mu, torch.zeros(1, 2), beta=1.0, free_bits=0.5)
+    assert t.kl.item() == pytest.approx(2.0)
+    assert t.total.item() == pytest.approx(t.recon.item() + 0.5 + 2.0)
+
+
+def test_bad_recon_kind():
+    with pytest.raises(ValueError, match="recon kind 'l1' is invalid"):
+        reconstruction(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), "l1")

@@ -1,0 +1,62 @@
+import pytest
+import torch
+
+from vaelib.config import PRESETS, Config, DataConfig, ModelConfig
+from vaelib.model import VAE
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_shapes_per_preset(name):
+    c = PRESETS[name]
+    model = VAE(c).eval()
+    x = torch.rand(2, *c.input_shape)
+    logits, mu, logvar = model(x)
+    assert logits.shape == x.shape
+    assert mu.shape == logvar.shape == (2, c.model.latent_dim)
+    r = model.reconstruct(x)
+    assert r.shape == x.shape and r.min() >= 0 and r.max() <= 1
+    assert model.sample(3).shape == (3, *c.input_shape)
+
+
+def test_parameter_counts():
+    counts = {k: VAE(c).parameter_count() for k, c in PRESETS.items()}
+    # Encoder convs + two linear heads + decoder linear + mirrored transposed convs, kernel 3.
+    assert counts["fashion_mnist"] == 434_945
+    assert counts["celeba_small"] == 2_355_203  # the CelebA report states ~1.18M for its design
+    assert counts["cifar10"] < counts["celeba"]
+
+
+@pytest.mark.parametrize("size", [28, 30, 36])
+def test_output_size_safety_step(size):
+    # 28 -> 14 -> 7 -> 4 and back up to 32: the interpolation makes the output 28 again.
+    c = Config(data=DataConfig(image_size=size), model=ModelConfig(hidden_dims=(4, 8, 8), latent_dim=2))
+    model = VAE(c)
+    assert model.decode(torch.zeros(1, 2)).shape == (1, 1, size, size)
+    names = [n for n, _ in model.layer_shapes()]
+    assert names[0] == "input" and names[-1] == "output"
+
+
+def test_layer_shapes_halve_then_double():
+    model = VAE(PRESETS["digits"])
+    shapes = dict(model.layer_shapes())
+    assert shapes["encoder.0"] == (1, 32, 16, 16)
+    assert shapes["encoder.1"] == (1, 64, 8, 8)
+    assert shapes["encoder.fc_mu"] == (1, 32)
+    assert shapes["decoder.0"] == (1, 32, 16, 16)
+    assert shapes["output"] == (1, 1, 32, 32)
+
+
+def test_reparameterize_is_mu_plus_sigma_eps():
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    mu, logvar = torch.tensor([[1.0, -2.0]]), torch.tensor([[0.0, 2.0]])
+    z = VAE.reparameterize(mu, logvar, g1)
+    eps = torch.randn(1, 2, generator=g2)
+    assert torch.allclose(z, mu + torch.exp(0.5 * logvar) * eps)
+
+
+def test_wrong_input_shape_is_refused():
+    model = VAE(PRESETS["digits"])
+    with pytest.raises(ValueError, match=r"input of shape \(2, 3, 32, 32\) is invalid: allowed \(B, 1, 32, 32\)"):
+        model.encode(torch.zeros(2, 3, 32, 32))
+    with pytest.raises(ValueError, match="n=0 is invalid"):
+        model.sample(0)

@@ -1,0 +1,149 @@
+import matplotlib.pyplot as plt
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from vaelib import plots
+from vaelib.config import BetaSchedule, Config, DataConfig, ModelConfig
+from vaelib.model import VAE
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture
+def model() -> VAE:
+    torch.manual_seed(0)
+    config = Config(name="t", data=DataConfig(dataset="digits", image_size=16, channels=1),
+                    model=ModelConfig(hidden_dims=(4, 8), latent_dim=3))
+    return VAE(config).eval()
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    return torch.randint(0, 256, (10, 1, 16, 16), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+
+
+def n_images(fig: Figure) -> int:
+    return sum(len(ax.images) for ax in fig.axes)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_image_grid_tiles_into_one_image(channels):
+    x = torch.rand(10, channels, 8, 8)
+    fig = plots.image_grid(x, nrow=4, title="grid")
+    assert isinstance(fig, Figure) and len(fig.axes) == 1 and n_images(fig) == 1
+    shown = fig.axes[0].images[0].get_array()
+    assert shown.shape[:2] == (3 * 9 - 1, 4 * 9 - 1)  # 3 rows of 4, 1-pixel gaps
+    assert fig.axes[0].get_title() == "grid"
+
+
+def test_image_grid_refuses_a_single_image():
+    with pytest.raises(ValueError, match=r"\(1, 8, 8\)"):
+        plots.image_grid(torch.rand(1, 8, 8))
+
+
+def test_reconstruction_grid_has_labelled_rows(model, images):
+    fig = plots.reconstruction_grid(model, images, n=6)
+    assert len(fig.axes) == 2 and n_images(fig) == 2
+    assert [ax.get_ylabel() for ax in fig.axes] == ["original", "reconstruction"]
+
+
+def test_sample_grid(model):
+    fig = plots.sample_grid(model, n=9, temperature=0.5)
+    assert len(fig.axes) == 1 and n_images(fig) == 1
+    assert "T=0.5" in fig.axes[0].get_title()
+
+
+@pytest.mark.parametrize("spherical", [False, True])
+def test_interpolate_latents_ends_exactly_at_the_endpoints(spherical):
+    g = torch.Generator().manual_seed(0)
+    z_a, z_b = torch.randn(5, generator=g), torch.randn(5, generator=g)
+    z = plots.interpolate_latents(z_a, z_b, steps=7, spherical=spherical)
+    assert z.shape == (7, 5)
+    assert torch.equal(z[0], z_a) and torch.equal(z[-1], z_b)
+
+
+def test_slerp_keeps_the_norm_and_lerp_does_not():
+    z_a, z_b = torch.tensor([3.0, 0.0, 0.0]), torch.tensor([0.0, 0.0, 3.0])
+    slerp = plots.interpolate_latents(z_a, z_b, steps=9, spherical=True)
+    assert torch.allclose(slerp.norm(dim=1), torch.full((9,), 3.0), atol=1e-5)
+    lerp = plots.interpolate_latents(z_a, z_b, steps=9)
+    assert lerp[4].norm() < 2.2  # the midpoint of a chord is inside the sphere
+    assert torch.allclose(lerp[4], torch.tensor([1.5, 0.0, 1.5]))
+
+
+def test_interpolate_latents_refuses_one_step():
+    with pytest.raises(ValueError, match="steps=1"):
+        plots.interpolate_latents(torch.zeros(3), torch.ones(3), steps=1)
+
+
+@pytest.mark.parametrize("spherical", [False, True])
+def test_interpolation_figure(model, images, spherical):
+    fig = plots.interpolation(model, images[0], images[1:2], steps=5, spherical=spherical)
+    assert len(fig.axes) == 1 and n_images(fig) == 1
+    assert fig.axes[0].images[0].get_array().shape == (16, 5 * 17 - 1)
+
+
+def fake_history(epochs: int = 3, steps_per_epoch: int = 4) -> dict:
+    steps = [{"step": s, "epoch": s // steps_per_epoch, "beta": min(1.0, s / 5), "lr": 1e-3,
+              "total": 100.0 - s, "recon": 90.0 - s, "kl": 10.0, "grad_norm": 1.0}
+             for s in range(epochs * steps_per_epoch)]
+    rows = [{"epoch": e, "beta": 1.0, "seconds": 1.0, "images_per_sec": 100.0,
+             "train_total": 100.0 - e, "train_recon": 90.0 - e, "train_kl": 10.0,
+             "val_total": 101.0 - e, "val_recon": 91.0 - e, "val_kl": 10.0} for e in range(epochs)]
+    return {"steps": steps, "epochs": rows}
+
+
+@pytest.mark.parametrize("per,lines", [("step", 3), ("epoch", 6)])
+def test_training_curves(per, lines):
+    fig = plots.training_curves(fake_history(), per=per, log_y=True)
+    ax, twin = fig.axes
+    assert len(ax.lines) == lines and len(twin.lines) == 1
+    assert "nats per image" in ax.get_ylabel() and "beta" in twin.get_ylabel()
+    assert ax.get_yscale() == "log"
+
+
+def test_training_curves_refuses_bad_per():
+    with pytest.raises(ValueError, match="per='batch'"):
+        plots.training_curves(fake_history(), per="batch")
+
+
+def test_kl_per_dimension_plot_sorts_and_marks_the_threshold():
+    fig = plots.kl_per_dimension_plot([0.001, 2.0, 0.5, 0.0])
+    ax = fig.axes[0]
+    assert [p.get_height() for p in ax.patches] == [2.0, 0.5, 0.001, 0.0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "0", "3"]
+    assert "2 of 4" in ax.get_title() and len(ax.lines) == 1  # the 0.01 line
+
+
+def test_latent_traversal(model, images):
+    fig = plots.latent_traversal(model, images[0], dim=2, steps=5)
+    assert len(fig.axes) == 1 and n_images(fig) == 1
+    with pytest.raises(ValueError, match="dim=3"):
+        plots.latent_traversal(model, images[0], dim=3)
+
+
+def test_beta_schedule_plot_follows_the_schedule():
+    fig = plots.beta_schedule_plot(BetaSchedule("warmup", beta=0.5, warmup_epochs=2), total_steps=40,
+                                   steps_per_epoch=10)
+    y = fig.axes[0].lines[0].get_ydata()
+    assert len(y) == 40 and y[19] == 0.0 and y[20] == 0.5
+
+
+def test_rate_distortion_labels_each_beta():
+    points = [{"beta": 4.0, "recon": 60.0, "kl": 5.0}, {"beta": 1.0, "recon": 40.0, "kl": 20.0}]
+    ax = plots.rate_distortion(points).axes[0]
+    assert sorted(t.get_text() for t in ax.texts) == ["beta=1", "beta=4"]
+    assert "rate" in ax.get_xlabel() and "distortion" in ax.get_ylabel()
+    with pytest.raises(ValueError, match="points\\[0\\]"):
+        plots.rate_distortion([{"beta": 1.0}])
+
+
+def test_save_figure_writes_a_png(tmp_path):
+    path = plots.save_figure(plots.image_grid(torch.rand(4, 1, 8, 8)), tmp_path / "sub" / "grid.png")
+    assert path.exists() and path.stat().st_size > 100
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

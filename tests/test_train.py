@@ -1,0 +1,156 @@
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from vaelib.checkpoint import load_checkpoint, read_checkpoint
+from vaelib.config import BetaSchedule, with_overrides
+from vaelib.train import NonFiniteLossError, evaluate, fit, resolve_device
+
+
+def test_loss_falls_on_a_fixed_batch(tiny_config, tiny_data):
+    train, val = tiny_data
+    c = with_overrides(tiny_config, **{"train.epochs": 60, "train.batch_size": 64, "train.lr": 3e-3})
+    _, h = fit(c, train, val, quiet=True, device="cpu")
+    first, last = h["steps"][0]["total"], h["steps"][-1]["total"]
+    assert len(h["steps"]) == 60
+    assert last < 0.5 * first, (first, last)
+
+
+def test_history_has_every_step_and_epoch(tiny_config, tiny_data):
+    _, h = fit(tiny_config, *tiny_data, quiet=True, device="cpu")
+    assert [r["step"] for r in h["steps"]] == list(range(8))  # 64 images / 16 per batch * 2 epochs
+    assert set(h["steps"][0]) >= {"total", "recon", "kl", "beta", "grad_norm", "lr", "epoch"}
+    assert [e["epoch"] for e in h["epochs"]] == [0, 1]
+    assert all(e["images_per_sec"] > 0 and e["val_total"] > 0 for e in h["epochs"])
+    assert h["options"]["device"] == "cpu"
+
+
+def test_same_seed_same_history(tiny_config, tiny_data):
+    _, h1 = fit(tiny_config, *tiny_data, quiet=True, device="cpu")
+    _, h2 = fit(tiny_config, *tiny_data, quiet=True, device="cpu")
+    strip = [{k: v for k, v in r.items()} for r in h1["steps"]]
+    assert strip == h2["steps"]
+    other = with_overrides(tiny_config, **{"train.seed": 1})
+    _, h3 = fit(other, *tiny_data, quiet=True, device="cpu")
+    assert h3["steps"][0]["total"] != h1["steps"][0]["total"]
+
+
+def test_beta_follows_the_schedule(tiny_config, tiny_data):
+    c = dataclasses.replace(tiny_config, train=dataclasses.replace(
+        tiny_config.train, epochs=3, schedule=BetaSchedule("warmup", beta=0.5, warmup_epochs=1)))
+    _, h = fit(c, *tiny_data, quiet=True, device="cpu")
+    assert [r["beta"] for r in h["steps"]] == [0.0] * 4 + [0.5] * 8
+
+
+def test_gradient_clipping_records_pre_clip_norm(tiny_config, tiny_data):
+    c = with_overrides(tiny_config, **{"train.grad_clip": 1e-3})
+    _, h = fit(c, *tiny_data, quiet=True, device="cpu")
+    assert all(r["grad_norm"] > 1e-3 for r in h["steps"])  # the norm before clipping, not after
+
+
+def test_checkpoint_is_self_describing(tiny_config, tiny_data, tmp_path):
+    model, h = fit(tiny_config, *tiny_data, quiet=True, device="cpu", out_dir=tmp_path)
+    state = read_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["epoch"] == 2 and state["seed"] == 0
+    assert set(state["versions"]) >= {"torch", "torchvision", "vaelib", "python", "git_commit"}
+    rebuilt, _ = load_checkpoint(tmp_path / "checkpoint.pt")
+    x = tiny_data[1].float() / 255
+    assert torch.equal(rebuilt.reconstruct(x), model.reconstruct(x))
+    assert json.loads((tmp_path / "history.json").read_text())["steps"] == h["steps"]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_interrupted_run_resumes_to_the_same_history(tiny_config, tiny_data, tmp_path):
+    c = with_overrides(tiny_config, **{"train.epochs": 4})
+    _, full = fit(c, *tiny_data, quiet=True, device="cpu")
+
+    def interrupt(epoch, history):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(c, *tiny_data, quiet=True, device="cpu", out_dir=tmp_path, callbacks=[interrupt])
+    assert read_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 2
+    _, resumed = fit(c, *tiny_data, quiet=True, device="cpu", out_dir=tmp_path)
+    assert resumed["steps"] == full["steps"]
+    assert [e["val_total"] for e in resumed["epochs"]] == [e["val_total"] for e in full["epochs"]]
+
+
+def test_resume_refuses_a_different_config(tiny_config, tiny_data, tmp_path):
+    fit(tiny_config, *tiny_data, quiet=True, device="cpu", out_dir=tmp_path)
+    other = with_overrides(tiny_config, **{"train.lr": 1e-2})
+    with pytest.raises(ValueError, match="was made with a different config"):
+        fit(other, *tiny_data, quiet=True, device="cpu", out_dir=tmp_path)
+
+
+def test_killed_process_leaves_a_loadable_checkpoint(tiny_config, tiny_data, tmp_path):
+    """SIGKILL during training: the checkpoint on disk is the last complete epoch's, never a torn file."""
+    torch.save(tiny_data, tmp_path / "data.pt")
+    c = with_overrides(tiny_config, **{"train.epochs": 10_000})
+    script = textwrap.dedent(f"""
+        import torch
+        from vaelib.config import Config
+        from vaelib.train import fit
+        train, val = torch.load({str(tmp_path / 'data.pt')!r})
+        fit(Config.from_json({c.to_json()!r}), train, val, quiet=True, device="cpu", out_dir={str(tmp_path)!r})
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    ckpt = tmp_path / "checkpoint.pt"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if ckpt.exists() and read_checkpoint(ckpt)["epoch"] >= 3:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "training process ended early"
+        proc.kill()  # SIGKILL: no chance to clean up
+    finally:
+        proc.wait()
+    state = read_checkpoint(ckpt)
+    assert state["epoch"] >= 3 and len(state["history"]["epochs"]) == state["epoch"]
+    model, _ = load_checkpoint(ckpt)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    # The killed run resumes: one more epoch continues from the saved one.
+    _, h = fit(with_overrides(c, **{"train.epochs": state["epoch"] + 1}), *tiny_data, quiet=True, device="cpu",
+               out_dir=tmp_path)
+    assert len(h["epochs"]) == state["epoch"] + 1
+    assert h["steps"][: len(state["history"]["steps"])] == state["history"]["steps"]
+
+
+def test_non_finite_loss_stops_and_keeps_the_good_checkpoint(tiny_config, tiny_data, tmp_path):
+    fit(tiny_config, *tiny_data, quiet=True, device="cpu", out_dir=tmp_path / "run")
+    good = read_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    c = with_overrides(tiny_config, **{"train.epochs": 3})
+    bad_train = tiny_data[0].float() / 255
+    bad_train[5] = float("nan")
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss or gradient at step \d+ \(epoch 2\)"):
+        # epochs 0-1 come from the good checkpoint; the corrupted data poisons epoch 2
+        fit(c, bad_train, tiny_data[1], quiet=True, device="cpu", out_dir=tmp_path / "run")
+    after = read_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert after["epoch"] == good["epoch"] == 2
+    for k, v in good["model"].items():
+        assert torch.equal(v, after["model"][k])
+
+
+def test_device_and_data_errors(tiny_config, tiny_data):
+    with pytest.raises(ValueError, match="device='tpu' is invalid"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match=r"train images of shape \(4, 3, 16, 16\) are invalid"):
+        fit(tiny_config, torch.zeros(4, 3, 16, 16, dtype=torch.uint8), tiny_data[1], quiet=True, device="cpu")
+
+
+def test_evaluate_is_deterministic_and_in_nats(tiny_config, tiny_data):
+    model, _ = fit(tiny_config, *tiny_data, quiet=True, device="cpu")
+    a = evaluate(model, tiny_data[1], tiny_config)
+    b = evaluate(model, tiny_data[1], tiny_config)
+    assert a == b and a["total"] == pytest.approx(a["recon"] + tiny_config.train.schedule.beta * a["kl"], rel=1e-5)

@@ -1,0 +1,264 @@
+"""Frozen configuration dataclasses, the per-dataset presets, and their validation.
+
+A `Config` is three parts: what data (`DataConfig`), what network (`ModelConfig`)
+and how to train it (`TrainConfig`, with its `BetaSchedule`). Override fields with
+`dataclasses.replace` or `with_overrides`; every constructor validates itself and
+refuses bad values with a one-line `ValueError` that names the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+DATASETS = ("fashion_mnist", "cifar10", "celeba", "digits", "shapes")
+SCHEDULES = ("constant", "warmup", "linear", "cyclic")
+RECON_LOSSES = ("mse", "bernoulli")
+BACKGROUNDS = ("plain", "textured")
+PRECISIONS = ("fp32", "bf16")
+ADAM_IMPLS = ("auto", "foreach", "fused", "for")
+
+
+def _refuse(owner: str, name: str, value: Any, allowed: str) -> None:
+    raise ValueError(f"{owner}.{name}={value!r} is invalid: allowed {allowed}")
+
+
+def _choice(owner: str, name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        _refuse(owner, name, value, "one of " + ", ".join(allowed))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset, at what size, from where."""
+
+    dataset: str = "digits"  # one of DATASETS
+    image_size: int = 32  # pixels per side after preprocessing
+    channels: int = 1  # 1 (grey) or 3 (RGB)
+    root: str = "data"  # folder holding torchvision's files
+    download: bool = False  # let torchvision fetch missing files
+    max_train: int | None = None  # keep only the first N training images (small budgets)
+    shapes_train: int = 10_000  # shapes: images generated for the training split
+    background: str = "plain"  # shapes: plain black or textured background
+
+    def __post_init__(self) -> None:
+        _choice("data", "dataset", self.dataset, DATASETS)
+        if self.channels not in (1, 3):
+            _refuse("data", "channels", self.channels, "1 or 3")
+        if self.image_size < 8:
+            _refuse("data", "image_size", self.image_size, "an integer >= 8")
+        if self.max_train is not None and self.max_train < 1:
+            _refuse("data", "max_train", self.max_train, "None or an integer >= 1")
+        if self.shapes_train < 1:
+            _refuse("data", "shapes_train", self.shapes_train, "an integer >= 1")
+        _choice("data", "background", self.background, BACKGROUNDS)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The convolutional encoder/decoder shape."""
+
+    hidden_dims: tuple[int, ...] = (32, 64)  # channels of each stride-2 conv layer
+    latent_dim: int = 32  # size of z
+    batch_norm: bool = False  # BatchNorm after each conv
+    kernel_size: int = 3  # conv kernel, padding kernel_size // 2
+    leaky_slope: float = 0.2  # LeakyReLU negative slope
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden_dims", tuple(self.hidden_dims))
+        if self.latent_dim < 1:
+            _refuse("model", "latent_dim", self.latent_dim, "an integer >= 1")
+        if len(self.hidden_dims) == 0:
+            _refuse("model", "hidden_dims", self.hidden_dims, "at least one layer")
+        for c in self.hidden_dims:
+            if not isinstance(c, int) or c < 1:
+                _refuse("model", "hidden_dims", self.hidden_dims, "positive integer channel counts")
+        if self.kernel_size not in (3, 4, 5):
+            _refuse("model", "kernel_size", self.kernel_size, "3, 4 or 5")
+        if not 0 <= self.leaky_slope < 1:
+            _refuse("model", "leaky_slope", self.leaky_slope, "a value in [0, 1)")
+
+
+@dataclass(frozen=True)
+class BetaSchedule:
+    """beta as a function of the training step; see vaelib.schedules for the formulas."""
+
+    kind: str = "constant"  # constant | warmup | linear | cyclic
+    beta: float = 1.0  # the target (final) weight of the KL term
+    warmup_epochs: float = 0.0  # warmup: epochs at beta_start before jumping to beta
+    beta_start: float = 0.0  # warmup/linear/cyclic: the value before (or at the start of) the ramp
+    anneal_steps: int = 1000  # linear: steps of the ramp from beta_start to beta
+    cycles: int = 4  # cyclic: number of cycles over the whole run (Fu et al., 2019: M)
+    ratio: float = 0.5  # cyclic: fraction of each cycle spent ramping (Fu et al., 2019: R)
+
+    def __post_init__(self) -> None:
+        _choice("schedule", "kind", self.kind, SCHEDULES)
+        if not self.beta >= 0:
+            _refuse("schedule", "beta", self.beta, "a value >= 0")
+        if not self.beta_start >= 0:
+            _refuse("schedule", "beta_start", self.beta_start, "a value >= 0")
+        if not self.warmup_epochs >= 0:
+            _refuse("schedule", "warmup_epochs", self.warmup_epochs, "a value >= 0")
+        if self.anneal_steps < 1:
+            _refuse("schedule", "anneal_steps", self.anneal_steps, "an integer >= 1")
+        if self.cycles < 1:
+            _refuse("schedule", "cycles", self.cycles, "an integer >= 1")
+        if not 0 < self.ratio <= 1:
+            _refuse("schedule", "ratio", self.ratio, "a value in (0, 1]")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings."""
+
+    epochs: int = 30  # passes over the training set
+    batch_size: int = 128  # images per step
+    lr: float = 1e-3  # Adam learning rate
+    grad_clip: float | None = None  # max global grad norm; None disables clipping
+    recon: str = "mse"  # mse (sum over pixels) or bernoulli (BCE, sum over pixels)
+    free_bits: float = 0.0  # KL floor per latent dimension, nats (0 disables)
+    schedule: BetaSchedule = field(default_factory=BetaSchedule)
+    seed: int = 0  # seeds weights, shuffling and sampling
+    precision: str = "fp32"  # fp32 or bf16 autocast (loss always accumulated in fp32)
+    channels_last: bool = False  # NHWC memory format
+    sync_every: int = 50  # steps between reads of the on-device scalars (every step is still recorded)
+    adam_impl: str = "auto"  # auto | foreach | fused | for (torch.optim.Adam implementation)
+    compile: bool = False  # opt-in torch.compile of the model
+
+    def __post_init__(self) -> None:
+        if isinstance(self.schedule, dict):
+            object.__setattr__(self, "schedule", BetaSchedule(**self.schedule))
+        if self.epochs < 1:
+            _refuse("train", "epochs", self.epochs, "an integer >= 1")
+        if self.batch_size < 1:
+            _refuse("train", "batch_size", self.batch_size, "an integer >= 1")
+        if not self.lr > 0:
+            _refuse("train", "lr", self.lr, "a value > 0")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            _refuse("train", "grad_clip", self.grad_clip, "None or a value > 0")
+        _choice("train", "recon", self.recon, RECON_LOSSES)
+        if not self.free_bits >= 0:
+            _refuse("train", "free_bits", self.free_bits, "a value >= 0")
+        _choice("train", "precision", self.precision, PRECISIONS)
+        if self.sync_every < 1:
+            _refuse("train", "sync_every", self.sync_every, "an integer >= 1")
+        _choice("train", "adam_impl", self.adam_impl, ADAM_IMPLS)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A complete experiment: data + model + training, under a preset name."""
+
+    name: str = "digits"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        for part, cls in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig)):
+            value = getattr(self, part)
+            if isinstance(value, dict):
+                object.__setattr__(self, part, cls(**value))
+        layers = len(self.model.hidden_dims)
+        if self.data.image_size >> layers < 1 or self.data.image_size < 2**layers:
+            _refuse(
+                "model", "hidden_dims", self.model.hidden_dims,
+                f"at most {self.data.image_size.bit_length() - 1} stride-2 layers "
+                f"for {self.data.image_size}x{self.data.image_size} images",
+            )
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        return (self.data.channels, self.data.image_size, self.data.image_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["model"]["hidden_dims"] = list(self.model.hidden_dims)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        allowed = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - allowed
+        if unknown:
+            raise ValueError(f"unknown config keys {sorted(unknown)}: allowed {sorted(allowed)}")
+        parts = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+        kwargs = {}
+        for key, value in d.items():
+            if key in parts and isinstance(value, dict):
+                value = _build(parts[key], value, key)
+            kwargs[key] = value
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> Config:
+        return cls.from_dict(json.loads(text))
+
+
+def _build(cls: type, d: dict[str, Any], where: str) -> Any:
+    allowed = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - allowed
+    if unknown:
+        raise ValueError(f"unknown {where} keys {sorted(unknown)}: allowed {sorted(allowed)}")
+    d = dict(d)
+    if cls is TrainConfig and isinstance(d.get("schedule"), dict):
+        d["schedule"] = _build(BetaSchedule, d["schedule"], "train.schedule")
+    return cls(**d)
+
+
+def with_overrides(config: Config, **overrides: Any) -> Config:
+    """Return a copy with dotted-path overrides, e.g. `with_overrides(c, **{"train.epochs": 3})`."""
+    d = config.to_dict()
+    for path, value in overrides.items():
+        keys = path.replace("__", ".").split(".")
+        node = d
+        for k in keys[:-1]:
+            if not isinstance(node, dict) or k not in node:
+                raise ValueError(f"unknown config field {path!r}")
+            node = node[k]
+        if not isinstance(node, dict) or keys[-1] not in node:
+            raise ValueError(f"unknown config field {path!r}")
+        node[keys[-1]] = value
+    return Config.from_dict(d)
+
+
+def _preset(name: str, dataset: str, size: int, channels: int, hidden: tuple[int, ...], latent: int,
+            schedule: BetaSchedule, epochs: int, batch_norm: bool = False,
+            grad_clip: float | None = None, batch_size: int = 128) -> Config:
+    return Config(
+        name=name,
+        data=DataConfig(dataset=dataset, image_size=size, channels=channels),
+        model=ModelConfig(hidden_dims=hidden, latent_dim=latent, batch_norm=batch_norm),
+        train=TrainConfig(epochs=epochs, schedule=schedule, grad_clip=grad_clip, batch_size=batch_size),
+    )
+
+
+# The seed tables of the two source reports (docs/architecture.md), plus the embedded stand-ins.
+PRESETS: dict[str, Config] = {
+    "fashion_mnist": _preset("fashion_mnist", "fashion_mnist", 32, 1, (32, 64), 32,
+                             BetaSchedule("constant", beta=0.8), epochs=20),
+    "cifar10": _preset("cifar10", "cifar10", 32, 3, (64, 128, 256, 512), 256,
+                       BetaSchedule("warmup", beta=0.1, warmup_epochs=15), epochs=50),
+    "celeba": _preset("celeba", "celeba", 64, 3, (64, 128, 256, 512), 256,
+                      BetaSchedule("warmup", beta=0.9, warmup_epochs=2), epochs=20),
+    "celeba_small": _preset("celeba_small", "celeba", 64, 3, (32, 64, 128, 256), 128,
+                            BetaSchedule("constant", beta=1.0), epochs=20,
+                            batch_norm=True, grad_clip=1.0),
+    "digits": _preset("digits", "digits", 32, 1, (32, 64), 32,
+                      BetaSchedule("constant", beta=0.8), epochs=100, batch_size=64),  # ~2k steps, ~1 min
+    "shapes": _preset("shapes", "shapes", 32, 3, (32, 64, 128), 10,
+                      BetaSchedule("constant", beta=1.0), epochs=10),
+}
+
+
+def get_preset(name: str) -> Config:
+    """The preset called `name`; refuses unknown names with the list of known ones."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}: allowed {', '.join(PRESETS)}")
+    return PRESETS[name]

@@ -1,0 +1,372 @@
+"""Dataset registry: every dataset as uint8 image tensors in memory, (N, C, H, W) in 0..255.
+
+Three torchvision datasets (fashion_mnist, cifar10, celeba) read their genuine files from `root`;
+two stand-ins ship with the code: `digits` (scikit-learn's 8x8 handwritten digits, upsampled) and
+`shapes` (procedurally rendered RGB shapes with known generative factors, for disentanglement).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .config import BACKGROUNDS, DATASETS, DataConfig
+
+SPLITS = ("train", "val", "test")
+CHUNK = 4096  # images per chunk in tensor loops, so float copies of big datasets stay small
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset gives by default."""
+
+    image_size: int  # default pixels per side
+    channels: int  # 1 grey, 3 RGB
+    embedded: bool  # True: ships with the code, no download
+    options: tuple[str, ...] = ()  # extra keyword options of load_dataset
+    splits: tuple[str, ...] = SPLITS
+
+
+DATASET_INFO: dict[str, DatasetInfo] = {
+    "fashion_mnist": DatasetInfo(32, 1, False),
+    "cifar10": DatasetInfo(32, 3, False),
+    "celeba": DatasetInfo(64, 3, False),
+    "digits": DatasetInfo(32, 1, True),
+    "shapes": DatasetInfo(32, 3, True, options=("n", "background")),
+}
+
+
+@dataclass
+class ImageSplit:
+    """One split of a dataset: uint8 images plus whatever labels or factors it has."""
+
+    images: torch.Tensor  # uint8 (N, C, H, W), 0..255
+    labels: torch.Tensor | None  # int64 (N,) classes, or (N, 40) CelebA attributes in {0, 1}
+    factors: torch.Tensor | None  # shapes: int64 (N, F) index of each ground-truth factor
+    factor_names: tuple[str, ...] = ()
+    factor_sizes: tuple[int, ...] = ()  # values each factor takes
+    class_names: tuple[str, ...] = ()  # class names, or CelebA attribute names
+    name: str = ""
+    split: str = ""
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def float(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """Images as float32 in [0, 1] on `device` (moved as uint8 first: 4x less traffic)."""
+        images = self.images if device is None else self.images.to(device)
+        return images.float().div_(255)
+
+    def subset(self, index: slice | torch.Tensor) -> ImageSplit:
+        """The same split restricted to `index` (a slice or index tensor) of its images."""
+        labels = None if self.labels is None else self.labels[index]
+        factors = None if self.factors is None else self.factors[index]
+        return replace(self, images=self.images[index], labels=labels, factors=factors)
+
+
+def load_dataset(name: str, split: str = "train", *, root: str | Path = "data", download: bool = False,
+                 image_size: int | None = None, seed: int = 0, **options: Any) -> ImageSplit:
+    """Load split `split` of dataset `name` as uint8 tensors at `image_size` (the dataset default if None)."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}: allowed {', '.join(DATASETS)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: allowed {', '.join(SPLITS)}")
+    info = DATASET_INFO[name]
+    unknown = sorted(set(options) - set(info.options))
+    if unknown:
+        raise ValueError(f"unknown options {unknown} for {name}: allowed {list(info.options) or 'none'}")
+    size = info.image_size if image_size is None else image_size
+    if not isinstance(size, int) or size < 8:
+        raise ValueError(f"image_size={size!r} is invalid: allowed an integer >= 8")
+    loader = _LOADERS[name]
+    out = loader(split, root=Path(root), download=download, size=size, seed=seed, **options)
+    return replace(out, name=name, split=split)
+
+
+def load_from_config(data: DataConfig, split: str) -> ImageSplit:
+    """Load `split` as `data` says: dataset, size, channels, root, download, max_train, shapes options."""
+    options: dict[str, Any] = {}
+    if data.dataset == "shapes":
+        n = data.shapes_train if split == "train" else max(1, data.shapes_train // 10)
+        options = {"n": n, "background": data.background}
+    out = load_dataset(data.dataset, split, root=data.root, download=data.download,
+                       image_size=data.image_size, **options)
+    out = replace(out, images=to_channels(out.images, data.channels))
+    if split == "train" and data.max_train is not None:
+        out = out.subset(slice(0, data.max_train))
+    return out
+
+
+def to_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) with C turned into `channels`: grey repeated to RGB, RGB to luma (ITU-R 601)."""
+    if images.shape[1] == channels:
+        return images
+    if channels == 3:
+        return images.expand(-1, 3, -1, -1).contiguous()
+    if channels == 1:
+        luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        return torch.cat([(c.float() * luma).sum(1, keepdim=True).round().to(torch.uint8)
+                          for c in images.split(CHUNK)])
+    raise ValueError(f"channels={channels!r} is invalid: allowed 1 or 3")
+
+
+def data_mean_baseline(train: ImageSplit, split: ImageSplit) -> float:
+    """MSE per image (summed over pixels in [0, 1], mean over images) of always predicting train's mean."""
+    if train.images.shape[1:] != split.images.shape[1:]:
+        raise ValueError(f"image shapes differ: train {tuple(train.images.shape[1:])}, "
+                         f"split {tuple(split.images.shape[1:])}")
+    total = torch.zeros(train.images.shape[1:], dtype=torch.float64)
+    for chunk in train.images.split(CHUNK):
+        total += chunk.double().sum(0)
+    mean = total / (255.0 * len(train))  # (C, H, W) in [0, 1]
+    sse = sum(((c.double() / 255 - mean) ** 2).sum().item() for c in split.images.split(CHUNK))
+    return sse / len(split)
+
+
+def data_mean_mse_per_pixel(train: ImageSplit, split: ImageSplit) -> float:
+    """The same baseline as `data_mean_baseline`, averaged over pixels instead of summed."""
+    return data_mean_baseline(train, split) / split.images[0].numel()
+
+
+# --- helpers shared by the loaders ---------------------------------------------------------------
+
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) resized to (N, C, size, size): bilinear with antialiasing, rounded."""
+    if images.shape[-2:] == (size, size):
+        return images
+    out = [F.interpolate(c.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+           for c in images.split(CHUNK)]
+    return torch.cat(out).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _holdout(n: int, split: str, seed: int, frac: float = 0.1) -> torch.Tensor:
+    """Indices (sorted) of a seeded `frac` validation holdout of n official training images, or the rest."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_val = round(n * frac)
+    return (perm[:n_val] if split == "val" else perm[n_val:]).sort().values
+
+
+def _fetch_errors() -> tuple[type[BaseException], ...]:
+    # torchvision raises RuntimeError for missing/corrupt files, urllib URLError (an OSError) offline,
+    # and gdown its own error for a Google Drive quota.
+    try:
+        from gdown.exceptions import FileURLRetrievalError
+    except ImportError:
+        return (RuntimeError, OSError)
+    return (RuntimeError, OSError, FileURLRetrievalError)
+
+
+def _open(make: Callable[[], Any], download: bool, missing: str, hint: str = "", manual: str = "") -> Any:
+    """Build a torchvision dataset; turn its missing-file or download error into one FileNotFoundError."""
+    try:
+        return make()
+    except _fetch_errors() as err:
+        said = " ".join(str(err).split())  # one line, whatever torchvision or urllib said
+        tried = f"download=True was tried and failed ({said})." if download else hint
+        raise FileNotFoundError(" ".join(part for part in (missing, tried, manual) if part)) from err
+
+
+def _official(images: torch.Tensor, labels: torch.Tensor, split: str, seed: int, size: int,
+              classes: list[str]) -> ImageSplit:
+    """An official train/test pair as our splits: val is a seeded 10% of train, train the rest."""
+    if split != "test":
+        keep = _holdout(len(labels), split, seed)
+        images, labels = images[keep], labels[keep]
+    return ImageSplit(resize(images, size), labels, None, class_names=tuple(classes))
+
+
+# --- torchvision datasets ------------------------------------------------------------------------
+
+def _fashion_mnist(split: str, root: Path, download: bool, size: int, seed: int) -> ImageSplit:
+    from torchvision.datasets import FashionMNIST
+
+    names = "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
+    missing = f"Fashion-MNIST not found or unreadable: expected {root}/FashionMNIST/raw/{{{names}}}."
+    hint = "Pass download=True (DataConfig.download) to fetch them (about 30 MB), or copy the files there."
+    ds = _open(lambda: FashionMNIST(root, train=split != "test", download=download), download, missing, hint)
+    images = F.pad(ds.data.unsqueeze(1), (2, 2, 2, 2))  # (N, 1, 28, 28) -> (N, 1, 32, 32), zero border
+    return _official(images, ds.targets.long(), split, seed, size, ds.classes)
+
+
+def _cifar10(split: str, root: Path, download: bool, size: int, seed: int) -> ImageSplit:
+    from torchvision.datasets import CIFAR10
+
+    missing = (f"CIFAR-10 not found or corrupted: expected {root}/cifar-10-batches-py/{{data_batch_1..5, "
+               f"test_batch, batches.meta}} (cifar-10-python.tar.gz from "
+               f"https://www.cs.toronto.edu/~kriz/cifar.html, extracted into {root}).")
+    hint = "Pass download=True (DataConfig.download) to fetch it (about 170 MB)."
+    ds = _open(lambda: CIFAR10(root, train=split != "test", download=download), download, missing, hint)
+    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, 32, 32, 3) -> (N, 3, 32, 32)
+    return _official(images, torch.tensor(ds.targets, dtype=torch.int64), split, seed, size, ds.classes)
+
+
+CELEBA_FILES = ("list_eval_partition.txt", "list_attr_celeba.txt", "identity_CelebA.txt",
+                "list_bbox_celeba.txt", "list_landmarks_align_celeba.txt")
+
+
+def _celeba_missing(root: Path) -> str:
+    where = root / "celeba"
+    return (f"CelebA not found or corrupted: expected the aligned images {where}/img_align_celeba/*.jpg "
+            f"plus {where}/{{{', '.join(CELEBA_FILES)}}}.")
+
+
+def _celeba_manual(root: Path) -> str:
+    where = root / "celeba"
+    return ("download=True uses torchvision's Google Drive download (needs the gdown package), which often "
+            "fails with a quota error ('Too many users have viewed or downloaded this file recently'). "
+            "To install it by hand: from the official CelebA page "
+            "(https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html, its Google Drive 'Align&Cropped Images' "
+            "and 'Anno'/'Eval' folders) download img_align_celeba.zip and the five txt files, put the "
+            f"txt files in {where}/ and unzip the archive there, so that {where}/img_align_celeba/000001.jpg "
+            "exists.")
+
+
+def _celeba(split: str, root: Path, download: bool, size: int, seed: int) -> ImageSplit:
+    cache = root / "celeba" / f"vaelib_cache_{split}_{size}.pt"
+    if cache.exists():
+        saved = torch.load(cache, weights_only=True)
+    else:
+        saved = _decode_celeba(split, root, download, size)
+        _save_atomic(saved, cache)
+    return ImageSplit(saved["images"], saved["attrs"], None, class_names=tuple(saved["attr_names"]))
+
+
+def _decode_celeba(split: str, root: Path, download: bool, size: int) -> dict[str, Any]:
+    """Decode every JPEG of a split once: CenterCrop(140) then Resize(size), as uint8."""
+    from torchvision import transforms as T
+    from torchvision.datasets import CelebA
+    from tqdm.auto import tqdm
+
+    tf = T.Compose([T.CenterCrop(140), T.Resize(size), T.PILToTensor()])
+    official = {"train": "train", "val": "valid", "test": "test"}[split]
+
+    def make() -> CelebA:
+        return CelebA(root, split=official, target_type="attr", transform=tf, download=download)
+
+    ds = _open(make, download, _celeba_missing(root), manual=_celeba_manual(root))
+    images = torch.empty((len(ds), 3, size, size), dtype=torch.uint8)  # (N, 3, size, size)
+    for i in tqdm(range(len(ds)), desc=f"decoding CelebA {split}", disable=None):
+        images[i] = ds[i][0]
+    names = [n for n in ds.attr_names if n]  # the real header line ends in a space: drop the empty name
+    return {"images": images, "attrs": ds.attr.long(), "attr_names": names}
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file beside `path`, then rename: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+# --- embedded datasets ---------------------------------------------------------------------------
+
+def _digits(split: str, root: Path, download: bool, size: int, seed: int) -> ImageSplit:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16  # (1797, 1, 8, 8) in [0, 1]
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    images = (x * 255).round_().clamp_(0, 255).to(torch.uint8)
+    labels = torch.tensor(bunch.target, dtype=torch.int64)
+    n = len(labels)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_train, n_val = int(0.7 * n), int(0.15 * n)  # 70% / 15% / 15% (the rest)
+    bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n)}[split]
+    keep = perm[bounds[0]:bounds[1]].sort().values
+    return ImageSplit(images[keep], labels[keep], None, class_names=tuple(str(d) for d in range(10)))
+
+
+SHAPE_NAMES = ("square", "circle", "triangle")
+COLOUR_NAMES = ("red", "yellow", "green", "cyan", "blue", "magenta")
+COLOURS = torch.tensor([[1.0, 0, 0], [1, 1, 0], [0, 1, 0], [0, 1, 1], [0, 0, 1], [1, 0, 1]])  # RGB in [0, 1]
+SCALES = torch.linspace(0.08, 0.18, 6)  # radius of the unit shape, as a fraction of the image side
+REACH = 0.18 * math.sqrt(2)  # farthest pixel of the largest shape from its centre (a square's corner)
+POSITIONS = torch.linspace(REACH + 0.02, 1 - REACH - 0.02, 8)  # centre x and y, fraction of the side
+ROTATIONS = torch.arange(8) * (90.0 / 8)  # degrees, 0 .. 78.75
+TRIANGLE_INRADIUS = 0.6  # equilateral triangle: inradius 0.6, circumradius 1.2 (unit-shape units)
+FACTOR_NAMES = ("shape", "colour", "scale", "x", "y", "rotation")
+FACTOR_SIZES = (3, 6, 6, 8, 8, 8)
+WAVES = 3  # sinusoids per channel of a textured background
+
+
+def _shapes(split: str, root: Path, download: bool, size: int, seed: int, n: int | None = None,
+            background: str = "plain") -> ImageSplit:
+    n = (10_000 if split == "train" else 1_000) if n is None else n
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n={n!r} is invalid: allowed an integer >= 1")
+    gen = torch.Generator().manual_seed(seed * 1000 + SPLITS.index(split))  # differs per split
+    factors = torch.stack([torch.randint(k, (n,), generator=gen) for k in FACTOR_SIZES], 1)  # (n, 6)
+    images = render_shapes(factors, size, background, gen)
+    return ImageSplit(images, None, factors, FACTOR_NAMES, FACTOR_SIZES)
+
+
+def render_shapes(factors: torch.Tensor, image_size: int = 32, background: str = "plain",
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """uint8 (N, 3, S, S) images of the shapes whose factor indices are the rows of `factors` (N, 6)."""
+    if factors.ndim != 2 or factors.shape[1] != len(FACTOR_SIZES):
+        raise ValueError(f"factors of shape {tuple(factors.shape)} are invalid: allowed (N, 6)")
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background={background!r} is invalid: allowed {', '.join(BACKGROUNDS)}")
+    waves = None
+    if background == "textured":  # per image, channel, wave: x/y frequency (cycles per image) and phase
+        n = factors.shape[0]
+        freq = torch.rand((n, 3, WAVES, 2), generator=generator) * 5 - 2.5
+        phase = torch.rand((n, 3, WAVES, 1), generator=generator) * 2 * math.pi
+        waves = torch.cat([freq, phase], -1)  # (N, 3, WAVES, 3)
+    out = []
+    for i in range(0, factors.shape[0], 512):
+        chunk_waves = None if waves is None else waves[i:i + 512]
+        out.append(_render_chunk(factors[i:i + 512], image_size, chunk_waves))
+    return torch.cat(out) if out else torch.empty((0, 3, image_size, image_size), dtype=torch.uint8)
+
+
+def _render_chunk(factors: torch.Tensor, size: int, waves: torch.Tensor | None) -> torch.Tensor:
+    shape, colour, scale, x, y, rot = factors.long().unbind(1)
+    grid = (torch.arange(size) + 0.5) / size  # pixel centres in [0, 1]
+    dx = grid.view(1, 1, size) - POSITIONS[x].view(-1, 1, 1)  # (B, 1, S)
+    dy = grid.view(1, size, 1) - POSITIONS[y].view(-1, 1, 1)  # (B, S, 1); y grows downwards
+    theta = torch.deg2rad(ROTATIONS[rot]).view(-1, 1, 1)
+    r = SCALES[scale].view(-1, 1, 1)
+    u = (torch.cos(theta) * dx + torch.sin(theta) * dy) / r  # (B, S, S) unit-shape coordinates
+    v = (-torch.sin(theta) * dx + torch.cos(theta) * dy) / r
+    square = torch.maximum(u.abs(), v.abs()) <= 1
+    circle = u**2 + v**2 <= 1
+    triangle = torch.ones_like(square)
+    for k in range(3):  # the three edges' outward normals point at -90, 30 and 150 degrees
+        a = math.radians(-90 + 120 * k)
+        triangle &= u * math.cos(a) + v * math.sin(a) <= TRIANGLE_INRADIUS
+    sel = shape.view(-1, 1, 1)
+    mask = torch.where(sel == 0, square, torch.where(sel == 1, circle, triangle)).unsqueeze(1)  # (B, 1, S, S)
+    bg = torch.zeros((len(factors), 3, size, size)) if waves is None else _texture(waves, grid)
+    img = torch.where(mask, COLOURS[colour].view(-1, 3, 1, 1), bg)
+    return (img * 255).round_().to(torch.uint8)
+
+
+def _texture(waves: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Mid-intensity coloured texture (B, 3, S, S) in [0.25, 0.75]: a mean of low-frequency sinusoids."""
+    fx, fy, phase = (w.unsqueeze(-1) for w in waves.unbind(-1))  # each (B, 3, WAVES, 1)
+    a = 2 * math.pi * fx * grid + phase  # (B, 3, WAVES, S) along x
+    b = 2 * math.pi * fy * grid  # (B, 3, WAVES, S) along y
+    # sum_k sin(a_k + b_k) = sum_k cos(b_k) sin(a_k) + sin(b_k) cos(a_k): one batched matmul per channel
+    rows = torch.cat([torch.cos(b), torch.sin(b)], 2).transpose(2, 3)  # (B, 3, S, 2 WAVES)
+    cols = torch.cat([torch.sin(a), torch.cos(a)], 2)  # (B, 3, 2 WAVES, S)
+    return 0.5 + (0.25 / WAVES) * (rows @ cols)  # (B, 3, S, S) in [0.25, 0.75]
+
+
+_LOADERS: dict[str, Callable[..., ImageSplit]] = {
+    "fashion_mnist": _fashion_mnist, "cifar10": _cifar10, "celeba": _celeba,
+    "digits": _digits, "shapes": _shapes,
+}

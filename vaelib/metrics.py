@@ -1,0 +1,239 @@
+"""Evaluation metrics for a trained VAE: ELBO, reconstruction error, KL use, importance-weighted NLL, MIG.
+
+Every model metric runs batched under `torch.no_grad()` on the model's device, in eval mode, and
+accepts images as uint8 (N, C, H, W) or float in [0, 1]. Units: nats per image unless a name says
+otherwise (`mse_per_pixel`, `psnr` in dB, `bits_per_dim`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import mutual_info_score
+from torch import nn
+
+from .config import RECON_LOSSES, Config
+from .losses import kl_per_dim
+from .train import evaluate, to_float
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a parameter-free module)."""
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put the model in eval mode for the block, then restore its previous mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def as_float(images: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
+    """uint8 or float images -> float32 in [0, 1] on `device`."""
+    x = images.to(device) if device is not None else images
+    return to_float(x) if x.dtype == torch.uint8 else x.float()
+
+
+def _batches(images: torch.Tensor, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} is invalid: allowed an integer >= 1")
+    if len(images) == 0:
+        raise ValueError("images are empty: allowed at least one image")
+    for start in range(0, len(images), batch_size):
+        yield as_float(images[start:start + batch_size], device)  # (B, C, H, W)
+
+
+@torch.no_grad()
+def posterior_stats(model: nn.Module, images: torch.Tensor, batch_size: int = 512
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu, logvar) of q(z|x) for every image, each (N, D), on the model's device."""
+    device = model_device(model)
+    with eval_mode(model):
+        pairs = [model.encode(x) for x in _batches(images, batch_size, device)]
+    return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+
+
+def test_elbo(model: nn.Module, images: torch.Tensor, config: Config, batch_size: int = 512,
+              seed: int = 1234) -> dict[str, float]:
+    """Negative ELBO at beta = 1 (total, recon, kl; nats per image), one posterior sample per image."""
+    return evaluate(model, images, config, beta=1.0, batch_size=batch_size, seed=seed)
+
+
+test_elbo.__test__ = False  # not a pytest test, despite the name
+
+
+@torch.no_grad()
+def reconstruction_errors(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Per-image sum of squared errors of `model.reconstruct` (posterior-mean decoding), (N,) on CPU."""
+    device = model_device(model)
+    out = []
+    with eval_mode(model):
+        for x in _batches(images, batch_size, device):
+            out.append((model.reconstruct(x) - x).pow(2).flatten(1).sum(1).cpu())  # (B,)
+    return torch.cat(out)
+
+
+def reconstruction_mse(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> float:
+    """Squared error summed over pixels, averaged over images (the unit of the data-mean baseline)."""
+    return reconstruction_errors(model, images, batch_size).mean().item()
+
+
+def mse_per_pixel(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> float:
+    """Mean squared error per pixel (per channel value) of the posterior-mean reconstruction."""
+    pixels = math.prod(images.shape[1:])
+    return reconstruction_errors(model, images, batch_size).mean().item() / pixels
+
+
+def psnr_from_mse(mse: float | torch.Tensor, peak: float = 1.0) -> float | torch.Tensor:
+    """PSNR in dB = 10 log10(peak^2 / mse); inf where mse is 0."""
+    if isinstance(mse, torch.Tensor):
+        return 10 * torch.log10(peak**2 / mse)  # division by 0 gives inf
+    if mse < 0:
+        raise ValueError(f"mse={mse!r} is invalid: allowed a value >= 0")
+    return math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)
+
+
+def psnr(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> float:
+    """PSNR in dB (peak 1.0), computed per image from its per-pixel MSE, then averaged over images."""
+    pixels = math.prod(images.shape[1:])
+    per_image = psnr_from_mse(reconstruction_errors(model, images, batch_size).double() / pixels)
+    return per_image.mean().item()
+
+
+def kl_per_dimension(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> np.ndarray:
+    """Analytic KL(q(z|x) || N(0, I)) of each latent dimension, averaged over images, (D,) nats."""
+    mu, logvar = posterior_stats(model, images, batch_size)
+    return kl_per_dim(mu.double(), logvar.double()).mean(0).cpu().numpy()
+
+
+def posterior_mean_variance(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> np.ndarray:
+    """Var_x(E_q(z|x)[z_u]) for each latent unit u, (D,): the activity statistic of Burda et al. (2016)."""
+    mu, _ = posterior_stats(model, images, batch_size)
+    return mu.double().var(0, unbiased=False).cpu().numpy()
+
+
+def active_units(model: nn.Module, images: torch.Tensor, threshold: float = 0.01, batch_size: int = 512) -> int:
+    """Units with Cov_x(E_q(z|x)[z_u]) > threshold (Burda et al., 2016, Section 5.2: A_u, threshold 0.01)."""
+    return int((posterior_mean_variance(model, images, batch_size) > threshold).sum())
+
+
+def _log_px_given_z(logits: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
+    """log p(x|z) summed over pixels, (B,), for decoder logits (B, C, H, W)."""
+    if likelihood == "bernoulli":
+        return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+    pixels = x[0].numel()  # Gaussian, variance 1/2 per pixel: -(x - x_hat)^2 - 0.5 log(pi)
+    return -(torch.sigmoid(logits) - x).pow(2).flatten(1).sum(1) - 0.5 * pixels * math.log(math.pi)
+
+
+def _iw_log_px(model: nn.Module, x: torch.Tensor, k: int, likelihood: str, gen: torch.Generator,
+               decode_batch: int) -> torch.Tensor:
+    """log (1/k) sum_i w_i for each image of a batch x (B, C, H, W) -> (B,)."""
+    mu, logvar = model.encode(x)  # (B, D)
+    std = torch.exp(0.5 * logvar)
+    chunk = max(1, decode_batch // len(x))  # samples per image decoded at once
+    log_w = []
+    for start in range(0, k, chunk):
+        c = min(chunk, k - start)
+        eps = torch.randn((len(x), c, mu.shape[1]), generator=gen, device=x.device)  # (B, c, D)
+        z = mu[:, None] + std[:, None] * eps  # (B, c, D)
+        logits = model.decoder.forward_logits(z.flatten(0, 1)).float()  # (B*c, C, H, W)
+        x_rep = x[:, None].expand(-1, c, *x.shape[1:]).flatten(0, 1)  # (B*c, C, H, W)
+        log_px = _log_px_given_z(logits, x_rep, likelihood).view(len(x), c)  # (B, c)
+        # log p(z) - log q(z|x); the 0.5 log(2 pi) per dimension cancels between the two.
+        log_pz_minus_qz = (-0.5 * z.pow(2) + 0.5 * eps.pow(2) + 0.5 * logvar[:, None]).sum(-1)  # (B, c)
+        log_w.append(log_px + log_pz_minus_qz)
+    return torch.logsumexp(torch.cat(log_w, 1).double(), 1) - math.log(k)  # (B,)
+
+
+@torch.no_grad()
+def iw_nll(model: nn.Module, images: torch.Tensor, k: int = 64, batch_size: int = 64, seed: int = 0,
+           likelihood: str | None = None, decode_batch: int = 4096) -> dict[str, Any]:
+    """Importance-weighted upper bound on -log p(x), nats per image (Burda et al., 2016, eq. 8).
+
+    log p(x) >= log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x); k=1 is the ELBO and the
+    bound tightens as k grows.
+
+    Args:
+        likelihood: None uses the model's training loss (`model.config.train.recon`). 'bernoulli':
+            log p(x|z) = -BCE-with-logits summed over pixels (the usual "Bernoulli" on x in [0, 1], not
+            the normalised continuous Bernoulli). 'mse': a Gaussian with variance 1/2 per pixel,
+            log p(x|z) = -sum (x - x_hat)^2 - 0.5 * D * log(pi), as in vaelib.losses.
+        decode_batch: at most this many (image, sample) pairs are decoded at once, to bound memory.
+
+    The mse likelihood is a continuous density on [0, 1], so its bits/dim is not comparable with papers
+    that report discrete (e.g. 256-way or discretised logistic) likelihoods.
+    """
+    likelihood = model.config.train.recon if likelihood is None else likelihood
+    if likelihood not in RECON_LOSSES:
+        raise ValueError(f"likelihood={likelihood!r} is invalid: allowed one of {', '.join(RECON_LOSSES)}")
+    if k < 1:
+        raise ValueError(f"k={k!r} is invalid: allowed an integer >= 1")
+    device = model_device(model)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    with eval_mode(model):
+        log_px = torch.cat([_iw_log_px(model, x, k, likelihood, gen, decode_batch).cpu()
+                            for x in _batches(images, batch_size, device)])
+    nll = -log_px.mean().item()
+    pixels = math.prod(images.shape[1:])
+    return {"nll_nats": nll, "bits_per_dim": nll / (pixels * math.log(2)), "k": k, "likelihood": likelihood,
+            "n_images": len(images)}
+
+
+def _discretize(latents: np.ndarray, n_bins: int) -> np.ndarray:
+    """Each column into n_bins equal-width histogram bins (as disentanglement_lib), (N, D) ints."""
+    out = np.zeros(latents.shape, dtype=np.int64)
+    for j in range(latents.shape[1]):
+        edges = np.histogram(latents[:, j], n_bins)[1]
+        out[:, j] = np.digitize(latents[:, j], edges[:-1])
+    return out
+
+
+def mutual_information_gap(latents: np.ndarray, factors: np.ndarray, n_bins: int = 20) -> dict[str, Any]:
+    """MIG (Chen et al., 2018, eq. 6) with the discretised estimator of disentanglement_lib.
+
+    Args:
+        latents: (N, D) codes, usually posterior means; D >= 2.
+        factors: (N, F) integer ground-truth factors.
+    MI of every binned latent with every factor is divided by the factor's entropy H(v_k); the gap is
+    top-1 minus top-2 over latents, averaged over factors. A factor that is constant in the sample has
+    no entropy: its gap is nan and it is left out of the mean.
+    """
+    latents, factors = np.asarray(latents, dtype=np.float64), np.asarray(factors)
+    if latents.ndim != 2 or latents.shape[1] < 2:
+        raise ValueError(f"latents of shape {latents.shape} are invalid: allowed (N, D) with D >= 2")
+    if factors.ndim != 2 or len(factors) != len(latents):
+        raise ValueError(f"factors of shape {factors.shape} are invalid: allowed (N, F) with N={len(latents)}")
+    if n_bins < 2:
+        raise ValueError(f"n_bins={n_bins!r} is invalid: allowed an integer >= 2")
+    binned = _discretize(latents, n_bins)  # (N, D)
+    n_dims, n_factors = latents.shape[1], factors.shape[1]
+    mi = np.array([[mutual_info_score(factors[:, f], binned[:, d]) for f in range(n_factors)]
+                   for d in range(n_dims)])  # (D, F) nats
+    entropy = np.array([mutual_info_score(factors[:, f], factors[:, f]) for f in range(n_factors)])  # (F,)
+    top = np.sort(mi, axis=0)[::-1]  # (D, F), largest first
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gaps = np.where(entropy > 0, (top[0] - top[1]) / entropy, np.nan)  # (F,)
+    if np.all(np.isnan(gaps)):
+        raise ValueError("factors are all constant: allowed factors that vary across the sample")
+    return {"mig": float(np.nanmean(gaps)), "per_factor": gaps.tolist(), "mi": mi}
+
+
+def mig_score(model: nn.Module, split: Any, n_bins: int = 20, batch_size: int = 512) -> dict[str, Any]:
+    """MIG of the posterior means of `split.images` against `split.factors`."""
+    if getattr(split, "factors", None) is None:
+        raise ValueError("MIG needs ground-truth factors; only the shapes dataset has them")
+    mu, _ = posterior_stats(model, split.images, batch_size)
+    factors = torch.as_tensor(split.factors).cpu().numpy()
+    return mutual_information_gap(mu.cpu().numpy(), factors, n_bins)

@@ -1,0 +1,152 @@
+"""The convolutional VAE: Encoder, Decoder and VAE, built from a Config."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import Config
+
+
+def _block(conv: nn.Module, channels: int, batch_norm: bool, slope: float) -> nn.Sequential:
+    layers = [conv]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(channels))
+    layers.append(nn.LeakyReLU(slope))
+    return nn.Sequential(*layers)
+
+
+class Encoder(nn.Module):
+    """x (B, C, H, W) in [0, 1] -> (mu, logvar), each (B, latent_dim)."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        m, c = config.model, config.input_shape[0]
+        k = m.kernel_size
+        blocks = []
+        for h in m.hidden_dims:  # each stride-2 conv halves H and W
+            blocks.append(_block(nn.Conv2d(c, h, k, stride=2, padding=(k - 1) // 2), h, m.batch_norm,
+                                 m.leaky_slope))
+            c = h
+        self.convs = nn.Sequential(*blocks)
+        with torch.no_grad():  # the real feature shape, whatever the padding arithmetic
+            self.feature_shape = tuple(self.convs(torch.zeros(1, *config.input_shape)).shape[1:])
+        flat = int(torch.tensor(self.feature_shape).prod())
+        self.fc_mu = nn.Linear(flat, m.latent_dim)
+        self.fc_logvar = nn.Linear(flat, m.latent_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.convs(x).flatten(1)  # (B, C' * H' * W')
+        return self.fc_mu(h), self.fc_logvar(h)
+
+
+class Decoder(nn.Module):
+    """z (B, latent_dim) -> image (B, C, H, W) of probabilities in [0, 1] (after the Sigmoid)."""
+
+    def __init__(self, config: Config, feature_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        m, (c_out, size, _) = config.model, config.input_shape
+        k = m.kernel_size
+        self.feature_shape = feature_shape
+        self.output_size = size
+        self.fc = nn.Linear(m.latent_dim, int(torch.tensor(feature_shape).prod()))
+        dims = list(reversed(m.hidden_dims)) + [c_out]
+        blocks = []
+        for i, (c_in, c) in enumerate(zip(dims[:-1], dims[1:])):  # mirror: each doubles H and W
+            conv = nn.ConvTranspose2d(c_in, c, k, stride=2, padding=(k - 1) // 2, output_padding=k % 2)
+            last = i == len(dims) - 2
+            blocks.append(conv if last else _block(conv, c, m.batch_norm, m.leaky_slope))
+        self.deconvs = nn.Sequential(*blocks)
+
+    def forward_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """Pre-Sigmoid outputs (logits), resized to the input size."""
+        h = self.fc(z).view(-1, *self.feature_shape)  # (B, C', H', W')
+        logits = self.deconvs(h)
+        if logits.shape[-1] != self.output_size or logits.shape[-2] != self.output_size:
+            # Safety step: odd sizes (e.g. 28 -> 14 -> 7 -> 4 -> 8 ...) do not mirror exactly.
+            logits = F.interpolate(logits, size=(self.output_size, self.output_size), mode="bilinear",
+                                   align_corners=False)
+        return logits
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.forward_logits(z))
+
+
+class VAE(nn.Module):
+    """Kingma & Welling (2014) VAE with a diagonal Gaussian posterior and a N(0, I) prior."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+        self.latent_dim = config.model.latent_dim
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config, self.encoder.feature_shape)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, C, H, W) in [0, 1] -> (mu, logvar), each (B, latent_dim)."""
+        expected = self.config.input_shape
+        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+            allowed = ", ".join(map(str, expected))
+            raise ValueError(f"input of shape {tuple(x.shape)} is invalid: allowed (B, {allowed})")
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, latent_dim) -> probabilities (B, C, H, W) in [0, 1]."""
+        return self.decoder(z)
+
+    @staticmethod
+    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """z = mu + sigma * eps, eps ~ N(0, I) (Kingma & Welling, 2014, eq. 10)."""
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        return mu + torch.exp(0.5 * logvar) * eps
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns (recon_logits, mu, logvar); apply sigmoid to the logits for probabilities."""
+        mu, logvar = self.encode(x)
+        z = self.reparameterize(mu, logvar, generator)
+        return self.decoder.forward_logits(z), mu, logvar
+
+    @torch.no_grad()
+    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None
+               ) -> torch.Tensor:
+        """n images decoded from z ~ N(0, temperature^2 I)."""
+        if n < 1:
+            raise ValueError(f"n={n!r} is invalid: allowed an integer >= 1")
+        device = next(self.parameters()).device
+        z = torch.randn(n, self.latent_dim, generator=generator, device=device) * temperature
+        return self.decode(z)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Decode the posterior mean of x (no sampling noise)."""
+        mu, _ = self.encode(x)
+        return self.decode(mu)
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def layer_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """The output shape of every layer for one input image, from a real forward pass."""
+        shapes: list[tuple[str, tuple[int, ...]]] = [("input", (1, *self.config.input_shape))]
+        hooks = []
+        named = [(f"encoder.{i}", b) for i, b in enumerate(self.encoder.convs)]
+        named += [("encoder.fc_mu", self.encoder.fc_mu), ("decoder.fc", self.decoder.fc)]
+        named += [(f"decoder.{i}", b) for i, b in enumerate(self.decoder.deconvs)]
+        for name, mod in named:
+            hooks.append(mod.register_forward_hook(
+                lambda _m, _i, out, name=name: shapes.append((name, tuple(out.shape)))))
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                device = next(self.parameters()).device
+                out = self.reconstruct(torch.zeros(1, *self.config.input_shape, device=device))
+        finally:
+            for h in hooks:
+                h.remove()
+            self.train(was_training)
+        shapes.append(("output", tuple(out.shape)))
+        return shapes

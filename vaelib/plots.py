@@ -1,0 +1,252 @@
+"""Figures for notebooks and reports: image grids, reconstructions, samples, interpolations, curves.
+
+Every function builds and returns its own matplotlib Figure and never calls `plt.show()`, so it works
+with the Agg backend; save one with `save_figure`. Losses are in nats per image.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from .config import BetaSchedule
+from .metrics import as_float, eval_mode, model_device
+from .schedules import beta_curve
+
+COLORS = {"total": "black", "recon": "tab:blue", "kl": "tab:red", "beta": "tab:green"}
+
+
+def _tile(images: torch.Tensor, nrow: int, pad: int = 1) -> np.ndarray:
+    """(N, C, H, W) in [0, 1] -> one (rows*H, nrow*W, C) array with `pad` pixels of white between."""
+    x = as_float(images.detach().cpu()).clamp(0, 1)  # (N, C, H, W)
+    n, c, h, w = x.shape
+    ncol = min(nrow, n)
+    rows = math.ceil(n / ncol)
+    grid = torch.ones(c, rows * (h + pad) - pad, ncol * (w + pad) - pad)
+    for i in range(n):
+        r, col = divmod(i, ncol)
+        grid[:, r * (h + pad):r * (h + pad) + h, col * (w + pad):col * (w + pad) + w] = x[i]
+    return grid.permute(1, 2, 0).numpy()  # (H', W', C)
+
+
+def _show(ax: plt.Axes, grid: np.ndarray) -> None:
+    if grid.shape[-1] == 1:
+        ax.imshow(grid[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        ax.imshow(grid, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _check_images(images: torch.Tensor) -> None:
+    if images.dim() != 4 or len(images) == 0:
+        raise ValueError(f"images of shape {tuple(images.shape)} are invalid: allowed (N, C, H, W) with N >= 1")
+
+
+def image_grid(images: torch.Tensor, nrow: int = 8, title: str | None = None) -> Figure:
+    """A grid of images (N, C, H, W), uint8 or float in [0, 1]; grey for C=1; `nrow` images per row."""
+    _check_images(images)
+    if nrow < 1:
+        raise ValueError(f"nrow={nrow!r} is invalid: allowed an integer >= 1")
+    grid = _tile(images, nrow)
+    scale = 6 / max(grid.shape[:2])
+    fig, ax = plt.subplots(figsize=(max(2.0, grid.shape[1] * scale), max(2.0, grid.shape[0] * scale)))
+    _show(ax, grid)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def _one_image(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    x = x if x.dim() == 4 else x[None]  # (1, C, H, W)
+    if len(x) != 1:
+        raise ValueError(f"image of shape {tuple(x.shape)} is invalid: allowed (C, H, W) or (1, C, H, W)")
+    return as_float(x, device)
+
+
+def _strip(rows: list[tuple[str, torch.Tensor]], title: str, xlabel: str | None = None) -> Figure:
+    """One labelled row of images per entry, (n, C, H, W) each."""
+    n = len(rows[0][1])
+    fig, axes = plt.subplots(len(rows), 1, figsize=(min(1.1 * n + 1, 14), 1.3 * len(rows) + 0.6), squeeze=False)
+    for ax, (label, images) in zip(axes[:, 0], rows):
+        _show(ax, _tile(images, nrow=n))
+        ax.set_ylabel(label)
+    axes[0, 0].set_title(title)
+    if xlabel:
+        axes[-1, 0].set_xlabel(xlabel)
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def reconstruction_grid(model: nn.Module, images: torch.Tensor, n: int = 8) -> Figure:
+    """The first n originals (top row) above their posterior-mean reconstructions (bottom row)."""
+    _check_images(images)
+    x = as_float(images[:n], model_device(model))  # (n, C, H, W)
+    with eval_mode(model):
+        recon = model.reconstruct(x)
+    return _strip([("original", x), ("reconstruction", recon)], "Reconstructions (decoded posterior mean)")
+
+
+@torch.no_grad()
+def sample_grid(model: nn.Module, n: int = 64, temperature: float = 1.0, seed: int = 0) -> Figure:
+    """n images decoded from z ~ N(0, temperature^2 I), with a fixed seed."""
+    gen = torch.Generator(device=model_device(model)).manual_seed(seed)
+    with eval_mode(model):
+        images = model.sample(n, temperature=temperature, generator=gen)
+    return image_grid(images, nrow=math.ceil(math.sqrt(n)), title=f"Samples from the prior (T={temperature:g})")
+
+
+def interpolate_latents(z_a: torch.Tensor, z_b: torch.Tensor, steps: int, spherical: bool = False) -> torch.Tensor:
+    """(steps, D) codes from z_a to z_b inclusive; spherical=True uses slerp (White, 2016, "Sampling
+    Generative Networks"; Shoemake, 1985), which keeps the norm when |z_a| = |z_b|."""
+    if steps < 2:
+        raise ValueError(f"steps={steps!r} is invalid: allowed an integer >= 2")
+    z_a, z_b = z_a.reshape(-1), z_b.reshape(-1)  # (D,)
+    if z_a.shape != z_b.shape:
+        raise ValueError(f"z_b of shape {tuple(z_b.shape)} is invalid: allowed the shape of z_a, {tuple(z_a.shape)}")
+    t = torch.linspace(0, 1, steps, dtype=torch.float64, device=z_a.device)[:, None]  # (steps, 1)
+    a, b = z_a.double(), z_b.double()
+    cos = torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(1e-12)
+    omega = torch.arccos(cos.clamp(-1, 1))
+    if spherical and omega.sin().abs() > 1e-6:
+        out = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+    else:  # linear, or slerp between (anti)parallel codes, where it is undefined or equal to lerp
+        out = (1 - t) * a + t * b
+    out = out.to(z_a.dtype)
+    out[0], out[-1] = z_a, z_b  # exact endpoints, free of rounding
+    return out
+
+
+@torch.no_grad()
+def interpolation(model: nn.Module, x_a: torch.Tensor, x_b: torch.Tensor, steps: int = 10,
+                  spherical: bool = False) -> Figure:
+    """Decoded interpolation between the posterior means of two images (C, H, W) or (1, C, H, W)."""
+    device = model_device(model)
+    with eval_mode(model):
+        mu_a, _ = model.encode(_one_image(x_a, device))  # (1, D)
+        mu_b, _ = model.encode(_one_image(x_b, device))
+        images = model.decode(interpolate_latents(mu_a[0], mu_b[0], steps, spherical))  # (steps, C, H, W)
+    kind = "spherical" if spherical else "linear"
+    return _strip([("decoded", images)], f"Latent interpolation ({kind}, {steps} steps)", "x_a  ->  x_b")
+
+
+def training_curves(history: dict[str, Any], per: str = "step", log_y: bool = False) -> Figure:
+    """Total, recon and KL (nats per image, one axis) with beta on a twin axis; per 'step' or 'epoch'."""
+    if per not in ("step", "epoch"):
+        raise ValueError(f"per={per!r} is invalid: allowed 'step' or 'epoch'")
+    rows = history.get(per + "s") or []
+    if not rows:
+        raise ValueError(f"history has no {per + 's'!r} rows: allowed a history returned by vaelib.train.fit")
+    x = [r[per] + (1 if per == "epoch" else 0) for r in rows]  # epochs counted from 1 once finished
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for key in ("total", "recon", "kl"):
+        if per == "step":
+            ax.plot(x, [r[key] for r in rows], color=COLORS[key], lw=1, label=key)
+        else:
+            ax.plot(x, [r["train_" + key] for r in rows], color=COLORS[key], marker="o", label=f"train {key}")
+            ax.plot(x, [r["val_" + key] for r in rows], color=COLORS[key], ls="--", marker="s", label=f"val {key}")
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel(per)
+    ax.set_ylabel("loss (nats per image)")
+    ax.grid(alpha=0.3)
+    twin = ax.twinx()
+    twin.plot(x, [r["beta"] for r in rows], color=COLORS["beta"], lw=1.5, ls=":", label="beta")
+    twin.set_ylabel("beta (KL weight)", color=COLORS["beta"])
+    lines = ax.get_legend_handles_labels()
+    extra = twin.get_legend_handles_labels()
+    ax.legend(lines[0] + extra[0], lines[1] + extra[1], loc="upper right", fontsize="small", ncol=2)
+    ax.set_title(f"Training curves per {per} (total = recon + beta * KL)")
+    fig.tight_layout()
+    return fig
+
+
+def kl_per_dimension_plot(kl: np.ndarray, sort: bool = True, threshold: float = 0.01) -> Figure:
+    """Bar chart of the mean KL of each latent dimension (nats), largest first when sort=True.
+
+    The dashed line marks `threshold` nats: dimensions below it carry almost no information (collapsed).
+    This is a KL heuristic; Burda et al.'s active-unit test (metrics.active_units) thresholds Var_x(mu) instead.
+    """
+    kl = np.asarray(kl, dtype=float).reshape(-1)  # (D,)
+    order = np.argsort(-kl) if sort else np.arange(len(kl))
+    fig, ax = plt.subplots(figsize=(min(max(4.0, 0.25 * len(kl) + 2), 14), 4))
+    ax.bar(np.arange(len(kl)), kl[order], color=np.where(kl[order] > threshold, "tab:blue", "tab:gray"))
+    if len(kl) <= 40:
+        ax.set_xticks(np.arange(len(kl)), [str(i) for i in order], fontsize="small")
+    ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"{threshold:g} nats")
+    ax.set_xlabel("latent dimension" + (" (sorted by KL)" if sort else ""))
+    ax.set_ylabel("KL (nats per image)")
+    used = int((kl > threshold).sum())
+    ax.set_title(f"KL per latent dimension: {used} of {len(kl)} above {threshold:g} nats, total {kl.sum():.1f}")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def latent_traversal(model: nn.Module, x: torch.Tensor, dim: int, span: float = 3.0, steps: int = 9) -> Figure:
+    """Decode the posterior mean of x with dimension `dim` swept over [-span, span]."""
+    device = model_device(model)
+    with eval_mode(model):
+        mu, _ = model.encode(_one_image(x, device))  # (1, D)
+        if not 0 <= dim < mu.shape[1]:
+            raise ValueError(f"dim={dim!r} is invalid: allowed 0 <= dim < {mu.shape[1]}")
+        z = mu.repeat(steps, 1)  # (steps, D)
+        z[:, dim] = torch.linspace(-span, span, steps, device=device)
+        images = model.decode(z)
+    return _strip([(f"z[{dim}]", images)], f"Traversal of latent {dim}", f"z[{dim}] from {-span:g} to {span:g}")
+
+
+def beta_schedule_plot(schedule: BetaSchedule, total_steps: int, steps_per_epoch: int) -> Figure:
+    """beta at every optimiser step (vaelib.schedules.beta_curve), with epochs on the top axis."""
+    beta = beta_curve(schedule, total_steps, steps_per_epoch)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(np.arange(total_steps), beta, color=COLORS["beta"], lw=2)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("beta (KL weight)")
+    ax.set_ylim(bottom=0, top=max(float(beta.max()), 1e-3) * 1.1)
+    top = ax.secondary_xaxis("top", functions=(lambda s: s / steps_per_epoch, lambda e: e * steps_per_epoch))
+    top.set_xlabel("epoch")
+    ax.set_title(f"beta schedule: {schedule.kind}", pad=12)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def rate_distortion(points: list[dict[str, float]]) -> Figure:
+    """Rate (KL) against distortion (recon), both nats per image, one labelled point per beta."""
+    if not points:
+        raise ValueError("points=[] is invalid: allowed a non-empty list of dicts with beta, recon, kl")
+    for i, p in enumerate(points):
+        if not {"beta", "recon", "kl"} <= set(p):
+            raise ValueError(f"points[{i}]={p!r} is invalid: allowed a dict with keys beta, recon, kl")
+    pts = sorted(points, key=lambda p: p["kl"])
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.plot([p["kl"] for p in pts], [p["recon"] for p in pts], color="gray", lw=1, zorder=1)
+    ax.scatter([p["kl"] for p in pts], [p["recon"] for p in pts], color="tab:blue", zorder=2)
+    for p in pts:
+        ax.annotate(f"beta={p['beta']:g}", (p["kl"], p["recon"]), textcoords="offset points", xytext=(5, 5),
+                    fontsize="small")
+    ax.set_xlabel("rate: KL (nats per image)")
+    ax.set_ylabel("distortion: recon (nats per image)")
+    ax.set_title("Rate-distortion trade-off (Alemi et al., 2018)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
+    """Save to path (creating its folder) at `dpi`, cropped tight; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path

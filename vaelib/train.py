@@ -1,0 +1,257 @@
+"""fit / evaluate: the training loop with history, checkpoints and resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import read_checkpoint, save_checkpoint, save_json, versions
+from .config import Config
+from .losses import elbo
+from .model import VAE
+from .schedules import beta_at
+
+CHECKPOINT = "checkpoint.pt"
+HISTORY = "history.json"
+STEP_KEYS = ("total", "recon", "kl", "grad_norm")  # read from the device once per sync
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced NaN or Inf; the last good checkpoint is left untouched."""
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """CUDA when available unless told otherwise; refuses unknown device strings."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={device!r} is invalid: allowed 'auto', 'cpu', 'cuda', 'cuda:N'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} is invalid: CUDA is not available here; allowed 'auto' or 'cpu'")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={device!r} is invalid: allowed 'auto', 'cpu', 'cuda', 'cuda:N'")
+    return dev
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """bf16 autocast pays off on CUDA, and on CPUs with avx512_bf16 or AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _autocast(config: Config, device: torch.device):
+    if config.train.precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _optimizer(model: VAE, config: Config, device: torch.device) -> torch.optim.Adam:
+    impl = config.train.adam_impl
+    if impl == "auto":
+        impl = "fused" if device.type == "cuda" else "foreach"
+    kw = {"fused": impl == "fused", "foreach": impl == "foreach"}
+    return torch.optim.Adam(model.parameters(), lr=config.train.lr, **kw)
+
+
+def to_float(images_u8: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float32 in [0, 1], converted on whatever device holds it."""
+    x = images_u8.float().div_(255)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@torch.no_grad()
+def evaluate(model: VAE, images: torch.Tensor, config: Config, beta: float | None = None,
+             batch_size: int = 512, seed: int = 1234) -> dict[str, float]:
+    """Mean negative-ELBO terms (nats per image) over uint8 or float images, without gradients."""
+    device = next(model.parameters()).device
+    beta = config.train.schedule.beta if beta is None else beta
+    gen = torch.Generator(device=device).manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    for start in range(0, len(images), batch_size):
+        xb = images[start:start + batch_size].to(device)
+        x = to_float(xb) if xb.dtype == torch.uint8 else xb.float()
+        logits, mu, logvar = model(x, generator=gen)
+        t = elbo(x, logits, mu, logvar, beta=beta, kind=config.train.recon)
+        sums += torch.stack([t.total, t.recon, t.kl]).double() * len(x)
+    model.train(was_training)
+    total, recon, kl = (sums / len(images)).tolist()
+    return {"total": total, "recon": recon, "kl": kl}
+
+
+def _load_data(config: Config, train, val):
+    from .data import load_from_config
+
+    train = load_from_config(config.data, "train") if train is None else train
+    val = load_from_config(config.data, "val") if val is None else val
+    return train, val
+
+
+def _images(split: Any) -> torch.Tensor:
+    return split.images if hasattr(split, "images") else split
+
+
+def _check_images(images: torch.Tensor, config: Config, what: str) -> None:
+    if images.dim() != 4 or tuple(images.shape[1:]) != config.input_shape:
+        raise ValueError(f"{what} images of shape {tuple(images.shape)} are invalid: "
+                         f"allowed (N, {', '.join(map(str, config.input_shape))}) for preset {config.name!r}")
+    if len(images) == 0:
+        raise ValueError(f"{what} images are empty: allowed at least one image")
+
+
+def _state(model, opt, config, history, epoch, gen, seed) -> dict[str, Any]:
+    return {"model": model.state_dict(), "optimizer": opt.state_dict(), "config": config.to_dict(),
+            "history": history, "epoch": epoch, "generator": gen.get_state(), "seed": seed,
+            "versions": versions()}
+
+
+def _resume(path: Path, config: Config, model, opt, gen, device) -> tuple[dict, int]:
+    state = read_checkpoint(path, map_location=device)
+    saved = Config.from_dict(state["config"])
+    same_but_epochs = dataclasses.replace(saved, train=dataclasses.replace(saved.train, epochs=config.train.epochs))
+    if same_but_epochs != config:
+        raise ValueError(f"checkpoint {str(path)!r} was made with a different config; "
+                         "allowed: the same config (epochs may grow), another out_dir, or resume=False")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    gen.set_state(state["generator"].cpu() if device.type == "cpu" else state["generator"])
+    return state["history"], state["epoch"]
+
+
+def _flush(buffer: list[torch.Tensor], meta: list[dict], history: dict) -> None:
+    """Read the buffered per-step scalars in one device->host copy and check they are finite."""
+    if not buffer:
+        return
+    values = torch.stack(buffer).tolist()  # (steps, len(STEP_KEYS)): the only host sync
+    for row, vals in zip(meta, values):
+        row.update(zip(STEP_KEYS, vals))
+        if not all(math.isfinite(v) for v in vals):
+            last = history["steps"][-1] if history["steps"] else {}
+            raise NonFiniteLossError(
+                f"non-finite loss or gradient at step {row['step']} (epoch {row['epoch']}): "
+                f"{ {k: row[k] for k in STEP_KEYS} }; last finite step: {last}. "
+                "The last good checkpoint was kept; try a lower lr or grad_clip.")
+        history["steps"].append(row)
+    buffer.clear()
+    meta.clear()
+
+
+def fit(config: Config, train: Any = None, val: Any = None, *, device: str | torch.device | None = None,
+        out_dir: str | Path | None = None, resume: bool = True, quiet: bool = False,
+        callbacks: list[Callable[[int, dict], None]] = ()) -> tuple[VAE, dict]:
+    """Train a VAE; returns (model, history).
+
+    train/val: ImageSplit or uint8/float tensors (N, C, H, W); loaded from config.data when None.
+    out_dir: where checkpoint.pt and history.json go (written atomically after every epoch);
+    with resume=True an existing checkpoint of the same config is continued.
+    callbacks: called as cb(epoch, history) after each epoch's checkpoint.
+    """
+    device = resolve_device(device)
+    tc = config.train
+    if tc.precision == "bf16" and not bf16_supported(device):
+        raise ValueError(f"precision='bf16' is invalid on {device}: this device has no fast bf16; allowed 'fp32'")
+    train, val = _load_data(config, train, val)
+    x_train, x_val = _images(train).to(device), _images(val).to(device)  # data resident on the device
+    _check_images(x_train, config, "train")
+    _check_images(x_val, config, "val")
+
+    torch.manual_seed(tc.seed)
+    model = VAE(config).to(device)
+    if tc.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = _optimizer(model, config, device)
+    gen = torch.Generator(device=device).manual_seed(tc.seed)  # reparameterisation noise
+    run_model = torch.compile(model) if tc.compile else model
+
+    n, bs = len(x_train), min(tc.batch_size, len(x_train))
+    steps_per_epoch = n // bs  # drop the last partial batch: fixed shapes, equal weights
+    total_steps = steps_per_epoch * tc.epochs
+    history: dict[str, Any] = {"steps": [], "epochs": [], "options": _options(config, device)}
+    start_epoch = 0
+    ckpt = Path(out_dir) / CHECKPOINT if out_dir is not None else None
+    if ckpt is not None and resume and ckpt.exists():
+        history, start_epoch = _resume(ckpt, config, model, opt, gen, device)
+
+    bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, disable=quiet or None,
+               desc=f"fit {config.name}", unit="step", dynamic_ncols=True)
+    params = [p for p in model.parameters()]
+    try:
+        for epoch in range(start_epoch, tc.epochs):
+            t0 = time.perf_counter()
+            perm_gen = torch.Generator(device=device).manual_seed(tc.seed * 100_003 + epoch)
+            perm = torch.randperm(n, generator=perm_gen, device=device)
+            buffer: list[torch.Tensor] = []
+            meta: list[dict] = []
+            model.train()
+            for i in range(steps_per_epoch):
+                step = epoch * steps_per_epoch + i
+                beta = beta_at(tc.schedule, step, steps_per_epoch, total_steps)
+                x = to_float(x_train[perm[i * bs:(i + 1) * bs]], tc.channels_last)  # (B, C, H, W)
+                with _autocast(config, device):
+                    logits, mu, logvar = run_model(x, generator=gen)
+                terms = elbo(x, logits, mu, logvar, beta=beta, kind=tc.recon, free_bits=tc.free_bits)
+                opt.zero_grad(set_to_none=True)
+                terms.total.backward()
+                if tc.grad_clip is not None:
+                    norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)  # pre-clip norm
+                else:
+                    norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+                opt.step()
+                buffer.append(torch.stack([terms.total.detach(), terms.recon.detach(), terms.kl.detach(),
+                                           norm.detach().float()]))
+                meta.append({"step": step, "epoch": epoch, "beta": beta, "lr": opt.param_groups[0]["lr"]})
+                if len(buffer) >= tc.sync_every:
+                    _flush(buffer, meta, history)
+                    bar.set_postfix(loss=f"{history['steps'][-1]['total']:.1f}", beta=f"{beta:.3g}")
+                bar.update(1)
+            _flush(buffer, meta, history)
+            _end_epoch(model, x_val, config, history, epoch, steps_per_epoch, bs, t0, device)
+            last = history["epochs"][-1]
+            bar.set_postfix(loss=f"{last['train_total']:.1f}", val=f"{last['val_total']:.1f}",
+                            beta=f"{last['beta']:.3g}")
+            if ckpt is not None:
+                save_checkpoint(ckpt, _state(model, opt, config, history, epoch + 1, gen, tc.seed))
+                save_json(ckpt.parent / HISTORY, history)
+            for cb in callbacks:
+                cb(epoch, history)
+    finally:
+        bar.close()
+    model.eval()
+    return model, history
+
+
+def _end_epoch(model, x_val, config, history, epoch, steps, bs, t0, device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+    rows = [r for r in history["steps"] if r["epoch"] == epoch]
+    beta = rows[-1]["beta"] if rows else config.train.schedule.beta
+    val = evaluate(model, x_val, config, beta=beta)
+    mean = {k: sum(r[k] for r in rows) / max(len(rows), 1) for k in ("total", "recon", "kl")}
+    history["epochs"].append({
+        "epoch": epoch, "beta": beta, "seconds": seconds, "images_per_sec": steps * bs / seconds,
+        **{f"train_{k}": v for k, v in mean.items()}, **{f"val_{k}": v for k, v in val.items()}})
+    model.train()
+
+
+def _options(config: Config, device: torch.device) -> dict[str, Any]:
+    tc = config.train
+    return {"device": str(device), "precision": tc.precision, "channels_last": tc.channels_last,
+            "adam_impl": tc.adam_impl, "compile": tc.compile, "sync_every": tc.sync_every,
+            "data_resident_on_device": True}
