@@ -60,13 +60,51 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_parser(sub) -> None:
+    p = sub.add_parser("report", help="run every numbered notebook for a dataset and render reports/<dataset>/",
+                       description="Execute notebooks/NN_*.ipynb with papermill for one dataset and render "
+                                   "them with nbconvert into reports/<dataset>/ (HTML, executed notebooks, "
+                                   "figures, metrics.json); updates reports/index.html.")
+    p.add_argument("--dataset", default="digits", help="digits, shapes, fashion_mnist, cifar10 or celeba")
+    p.add_argument("--budget", default="small", help="tiny (seconds), small (minutes on a CPU) or full")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--out", default=None, help="reports folder (default: reports/)")
+    p.add_argument("--timeout", type=int, default=3600, help="seconds allowed per notebook cell")
+    p.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="extra notebook parameter (refused if a notebook does not declare it)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import REPO, NotebookFailed, build_report
+
+    extra = {name: _literal(value) for name, value in args.param}
+    try:
+        out = build_report(args.dataset, args.budget, seed=args.seed, device=args.device, extra=extra,
+                           out_root=args.out or REPO / "reports", timeout=args.timeout, quiet=args.quiet)
+    except NotebookFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"report written to {out}/index.html")
+    return 0
+
+
+def _literal(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vaelib", description="vaelib command line")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
+    _report_parser(sub)
     args = parser.parse_args(argv)
     try:
-        return {"train": _train}[args.command](args)
+        return {"train": _train, "report": _report}[args.command](args)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -99,3 +99,37 @@ def run_experiment(config: Config, out_dir: str | Path, *, device: str | None = 
     result["seconds"] = time.perf_counter() - t0
     save_json(Path(out_dir) / "metrics.json", result)
     return result
+
+
+BUDGETS = ("tiny", "small", "full")
+DATASET_PRESET = {"digits": "digits", "shapes": "shapes", "fashion_mnist": "fashion_mnist",
+                  "cifar10": "cifar10", "celeba": "celeba_small"}
+# Per budget: training images kept (None = all) and epochs (None = the preset's, the reports' budget).
+_BUDGET = {"tiny": {"max_train": 256, "epochs": 2, "shapes_train": 512},
+           "small": {"max_train": 5000, "epochs": 5, "shapes_train": 2000},
+           "full": {"max_train": None, "epochs": None, "shapes_train": 10_000}}
+_SMALL_EPOCHS = {"digits": 20, "shapes": 10}  # the embedded sets are small: more passes, still ~10-30 s
+
+
+def notebook_config(dataset: str = "digits", budget: str = "small", seed: int = 0, *,
+                    image_size: int | None = None, data_root: str = "data", preset: str | None = None) -> Config:
+    """The config a notebook trains for a dataset and budget: tiny (seconds), small (minutes on a CPU), full."""
+    from .config import DATASETS, get_preset, with_overrides
+
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset={dataset!r} is invalid: allowed {', '.join(DATASETS)}")
+    if budget not in BUDGETS:
+        raise ValueError(f"budget={budget!r} is invalid: allowed {', '.join(BUDGETS)}")
+    config = get_preset(preset or DATASET_PRESET[dataset])
+    b = _BUDGET[budget]
+    epochs = b["epochs"] or config.train.epochs
+    if budget == "small":
+        epochs = _SMALL_EPOCHS.get(dataset, epochs)
+    overrides: dict[str, Any] = {"train.epochs": epochs, "train.seed": seed, "data.root": data_root,
+                                 "data.max_train": b["max_train"], "data.shapes_train": b["shapes_train"]}
+    if image_size:
+        overrides["data.image_size"] = image_size
+    if config.train.schedule.kind == "warmup" and budget != "full":  # keep the warmup's share of the run
+        share = config.train.schedule.warmup_epochs / config.train.epochs
+        overrides["train.schedule.warmup_epochs"] = round(share * epochs, 2)
+    return with_overrides(config, **overrides)

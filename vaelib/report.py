@@ -1,0 +1,149 @@
+"""Batch reports: run the numbered notebooks for one dataset with papermill, render them to HTML."""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import save_json, versions
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO / "notebooks"
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook of the batch raised; the partly executed notebook is kept for inspection."""
+
+
+def numbered_notebooks(folder: str | Path = NOTEBOOKS) -> list[Path]:
+    """notebooks/NN_*.ipynb in order."""
+    return sorted(p for p in Path(folder).glob("[0-9][0-9]_*.ipynb"))
+
+
+def check_parameters(notebook: Path, params: dict[str, Any]) -> None:
+    """Refuse parameter names the notebook's `parameters` cell does not declare."""
+    import papermill
+
+    declared = papermill.inspect_notebook(str(notebook))
+    unknown = sorted(set(params) - set(declared))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown} for {notebook.name}: allowed {sorted(declared)}")
+
+
+def run_notebook(notebook: Path, output: Path, params: dict[str, Any], timeout: int, quiet: bool) -> float:
+    """Execute one notebook with papermill (kernel python3, cwd notebooks/); returns seconds."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    try:
+        papermill.execute_notebook(str(notebook), str(output), parameters=params, kernel_name="python3",
+                                   cwd=str(notebook.parent), progress_bar=not quiet,
+                                   execution_timeout=timeout)
+    except PapermillExecutionError as err:
+        raise NotebookFailed(f"{notebook.name} failed in cell {err.exec_count} (index {err.cell_index}): "
+                             f"{err.ename}: {err.evalue}; partly executed notebook kept at {output}") from None
+    return time.perf_counter() - t0
+
+
+def render_html(executed: Path, html_path: Path, title: str) -> None:
+    """nbconvert to a standalone HTML page: inputs hidden, images embedded."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(nbformat.read(str(executed), as_version=4),
+                                          resources={"metadata": {"name": title}})
+    html_path.write_text(body, encoding="utf-8")
+
+
+def build_report(dataset: str = "digits", budget: str = "small", *, seed: int = 0, device: str = "auto",
+                 out_root: str | Path = REPO / "reports", runs_dir: str | Path = REPO / "runs",
+                 data_root: str | Path = REPO / "data", extra: dict[str, Any] | None = None,
+                 notebooks: list[Path] | None = None, timeout: int = 3600, quiet: bool = False) -> Path:
+    """Execute every numbered notebook for one dataset into reports/<dataset>/ and update reports/index.html."""
+    from .pipeline import BUDGETS, notebook_config
+
+    config = notebook_config(dataset, budget, seed)  # validates dataset and budget up front
+    if budget not in BUDGETS:
+        raise ValueError(f"budget={budget!r} is invalid: allowed {', '.join(BUDGETS)}")
+    notebooks = notebooks or numbered_notebooks()
+    if not notebooks:
+        raise FileNotFoundError(f"no numbered notebooks (NN_*.ipynb) in {NOTEBOOKS}")
+    out = Path(out_root) / dataset
+    base = {"dataset": dataset, "budget": budget, "seed": seed, "device": device,
+            "runs_dir": str(Path(runs_dir).resolve()), "data_root": str(Path(data_root).resolve()),
+            **(extra or {})}
+    for nb in notebooks:  # refuse every bad name before any work is done
+        check_parameters(nb, {**base, "out_dir": ""})
+    entries = []
+    for nb in notebooks:
+        fig_dir = (out / "figures" / nb.stem).resolve()
+        executed = out / "notebooks" / nb.name
+        seconds = run_notebook(nb, executed, {**base, "out_dir": str(fig_dir)}, timeout, quiet)
+        render_html(executed, out / f"{nb.stem}.html", f"{nb.stem} ({dataset}, {budget})")
+        metrics_file = fig_dir / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+        entries.append({"notebook": nb.stem, "seconds": round(seconds, 1), "html": f"{nb.stem}.html",
+                        "metrics": metrics})
+    summary = {"dataset": dataset, "budget": budget, "seed": seed, "parameters": base,
+               "config": config.to_dict(), "versions": versions(), "notebooks": entries}
+    save_json(out / "metrics.json", summary)
+    (out / "index.html").write_text(_dataset_page(summary), encoding="utf-8")
+    write_index(Path(out_root))
+    return out
+
+
+def headline(summary: dict[str, Any], limit: int = 8) -> dict[str, Any]:
+    """The scalar numbers of each notebook's metrics.json (the first few), for the index pages."""
+    out: dict[str, Any] = {}
+    for entry in summary["notebooks"]:
+        items = entry["metrics"].get("headline") or entry["metrics"]
+        for key, value in items.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "seed":
+                out[f"{entry['notebook']}: {key}"] = value
+    return dict(list(out.items())[:limit])
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
+
+
+def _dataset_page(summary: dict[str, Any]) -> str:
+    rows = "".join(f"<tr><td><a href='{e['html']}'>{e['notebook']}</a></td><td>{e['seconds']}</td></tr>"
+                   for e in summary["notebooks"])
+    params = "".join(f"<li>{html.escape(k)} = {html.escape(str(v))}</li>" for k, v in summary["parameters"].items()
+                     if k not in ("runs_dir", "data_root"))
+    heads = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in headline(summary).items())
+    v = summary["versions"]
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>vaelib report: {summary['dataset']}</title>"
+            f"<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td{{padding:.2em 1em}}</style>"
+            f"</head><body><h1>vaelib report: {summary['dataset']} ({summary['budget']} budget)</h1>"
+            f"<h2>Notebooks</h2><table><tr><th>notebook</th><th>seconds</th></tr>{rows}</table>"
+            f"<h2>Parameters</h2><ul>{params}</ul><h2>Headline metrics</h2><table>{heads}</table>"
+            f"<p>vaelib {v['vaelib']}, torch {v['torch']}, git {v['git_commit']}. "
+            f"All numbers: <a href='metrics.json'>metrics.json</a>.</p></body></html>")
+
+
+def write_index(out_root: Path) -> Path:
+    """reports/index.html: every dataset's report with its parameters and headline metrics."""
+    sections = []
+    for path in sorted(out_root.glob("*/metrics.json")):
+        s = json.loads(path.read_text())
+        if "notebooks" not in s:
+            continue
+        heads = "".join(f"<li>{html.escape(k)}: {_fmt(v)}</li>" for k, v in headline(s, 4).items())
+        sections.append(f"<h2><a href='{path.parent.name}/index.html'>{s['dataset']}</a></h2>"
+                        f"<p>budget {s['budget']}, seed {s['seed']}, git {s['versions']['git_commit']}</p>"
+                        f"<ul>{heads}</ul>")
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>vaelib reports</title>"
+            "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}</style></head><body>"
+            "<h1>vaelib reports</h1>" + "".join(sections) + "</body></html>")
+    index = out_root / "index.html"
+    index.parent.mkdir(parents=True, exist_ok=True)
+    index.write_text(page, encoding="utf-8")
+    return index
