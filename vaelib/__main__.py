@@ -41,6 +41,7 @@ def _train_parser(sub) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from . import distributed
     from .pipeline import run_experiment
 
     config = get_preset(args.preset)
@@ -50,7 +51,10 @@ def _train(args: argparse.Namespace) -> int:
         overrides["data.download"] = True
     config = with_overrides(config, **overrides)
     out = args.out or f"runs/{config.name}"
-    result = run_experiment(config, out, device=args.device, quiet=args.quiet)
+    device = distributed.init(args.device) if distributed.launched_by_torchrun() else args.device
+    result = run_experiment(config, out, device=device, quiet=args.quiet)
+    if not distributed.is_main():
+        return 0
     m = result["metrics"]
     print(json.dumps({"out": out, "test_elbo": m["test_elbo"], "recon_mse": m["recon_mse"],
                       "data_mean_baseline_mse": m["data_mean_baseline_mse"],

@@ -96,17 +96,18 @@ class VAE(nn.Module):
         return self.decoder(z)
 
     @staticmethod
-    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
-        """z = mu + sigma * eps, eps ~ N(0, I) (Kingma & Welling, 2014, eq. 10)."""
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None,
+                       eps: torch.Tensor | None = None) -> torch.Tensor:
+        """z = mu + sigma * eps, eps ~ N(0, I) (Kingma & Welling, 2014, eq. 10); eps drawn unless given."""
+        if eps is None:
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return mu + torch.exp(0.5 * logvar) * eps
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None, eps: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns (recon_logits, mu, logvar); apply sigmoid to the logits for probabilities."""
         mu, logvar = self.encode(x)
-        z = self.reparameterize(mu, logvar, generator)
+        z = self.reparameterize(mu, logvar, generator, eps)
         return self.decoder.forward_logits(z), mu, logvar
 
     @torch.no_grad()

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from . import distributed
 from .checkpoint import save_json, versions
 from .config import Config
 from .train import CHECKPOINT, fit, resolve_device
@@ -90,6 +91,8 @@ def run_experiment(config: Config, out_dir: str | Path, *, device: str | None = 
     device = resolve_device(device)
     train, val, test = (load_from_config(config.data, s) for s in ("train", "val", "test"))
     model, history = fit(config, train, val, device=device, out_dir=out_dir, quiet=quiet)
+    if not distributed.is_main():  # under torchrun, rank 0 evaluates and writes
+        return {}
     torch.manual_seed(config.train.seed)
     result = {"config": config.to_dict(), "seed": config.train.seed, "versions": versions(),
               "device": str(device), "options": history["options"],

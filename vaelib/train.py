@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .checkpoint import read_checkpoint, save_checkpoint, save_json, versions
 from .config import Config
 from .losses import elbo
@@ -138,7 +139,7 @@ def _flush(buffer: list[torch.Tensor], meta: list[dict], history: dict) -> None:
     """Read the buffered per-step scalars in one device->host copy and check they are finite."""
     if not buffer:
         return
-    values = torch.stack(buffer).tolist()  # (steps, len(STEP_KEYS)): the only host sync
+    values = distributed.mean_over_ranks(torch.stack(buffer)).tolist()  # (steps, 4): the only host sync
     for row, vals in zip(meta, values):
         row.update(zip(STEP_KEYS, vals))
         if not all(math.isfinite(v) for v in vals):
@@ -159,13 +160,19 @@ def fit(config: Config, train: Any = None, val: Any = None, *, device: str | tor
 
     train/val: ImageSplit or uint8/float tensors (N, C, H, W); loaded from config.data when None.
     out_dir: where checkpoint.pt and history.json go (written atomically after every epoch);
-    with resume=True an existing checkpoint of the same config is continued.
+    with resume=True an existing checkpoint of the same config is continued (epochs may grow).
     callbacks: called as cb(epoch, history) after each epoch's checkpoint.
+    Under torchrun (a process group is initialised) each rank takes its share of every global batch,
+    gradients are averaged by DistributedDataParallel, and only rank 0 writes files.
     """
     device = resolve_device(device)
     tc = config.train
     if tc.precision == "bf16" and not bf16_supported(device):
         raise ValueError(f"precision='bf16' is invalid on {device}: this device has no fast bf16; allowed 'fp32'")
+    rank, world_size = distributed.world()
+    if tc.batch_size % world_size:
+        raise ValueError(f"train.batch_size={tc.batch_size} is invalid with {world_size} processes: "
+                         "allowed a multiple of the number of processes")
     train, val = _load_data(config, train, val)
     x_train, x_val = _images(train).to(device), _images(val).to(device)  # data resident on the device
     _check_images(x_train, config, "train")
@@ -176,64 +183,86 @@ def fit(config: Config, train: Any = None, val: Any = None, *, device: str | tor
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = _optimizer(model, config, device)
-    gen = torch.Generator(device=device).manual_seed(tc.seed)  # reparameterisation noise
-    run_model = torch.compile(model) if tc.compile else model
-
-    n, bs = len(x_train), min(tc.batch_size, len(x_train))
-    steps_per_epoch = n // bs  # drop the last partial batch: fixed shapes, equal weights
-    total_steps = steps_per_epoch * tc.epochs
-    history: dict[str, Any] = {"steps": [], "epochs": [], "options": _options(config, device)}
+    gen = torch.Generator(device=device).manual_seed(tc.seed)  # reparameterisation noise, same on all ranks
+    history: dict[str, Any] = {"steps": [], "epochs": [], "options": _options(config, device, world_size)}
     start_epoch = 0
     ckpt = Path(out_dir) / CHECKPOINT if out_dir is not None else None
     if ckpt is not None and resume and ckpt.exists():
         history, start_epoch = _resume(ckpt, config, model, opt, gen, device)
+    run_model = _wrap(model, config, device, world_size)
 
-    bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, disable=quiet or None,
-               desc=f"fit {config.name}", unit="step", dynamic_ncols=True)
-    params = [p for p in model.parameters()]
+    bs = min(tc.batch_size, len(x_train))  # the global batch
+    steps_per_epoch = len(x_train) // bs  # drop the last partial batch: fixed shapes, equal weights
+    plan = {"bs": bs, "steps_per_epoch": steps_per_epoch, "total_steps": steps_per_epoch * tc.epochs,
+            "rank": rank, "world": world_size}
+    bar = tqdm(total=plan["total_steps"], initial=start_epoch * steps_per_epoch,
+               disable=quiet or rank != 0 or None, desc=f"fit {config.name}", unit="step", dynamic_ncols=True)
     try:
         for epoch in range(start_epoch, tc.epochs):
             t0 = time.perf_counter()
-            perm_gen = torch.Generator(device=device).manual_seed(tc.seed * 100_003 + epoch)
-            perm = torch.randperm(n, generator=perm_gen, device=device)
-            buffer: list[torch.Tensor] = []
-            meta: list[dict] = []
-            model.train()
-            for i in range(steps_per_epoch):
-                step = epoch * steps_per_epoch + i
-                beta = beta_at(tc.schedule, step, steps_per_epoch, total_steps)
-                x = to_float(x_train[perm[i * bs:(i + 1) * bs]], tc.channels_last)  # (B, C, H, W)
-                with _autocast(config, device):
-                    logits, mu, logvar = run_model(x, generator=gen)
-                terms = elbo(x, logits, mu, logvar, beta=beta, kind=tc.recon, free_bits=tc.free_bits)
-                opt.zero_grad(set_to_none=True)
-                terms.total.backward()
-                if tc.grad_clip is not None:
-                    norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)  # pre-clip norm
-                else:
-                    norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-                opt.step()
-                buffer.append(torch.stack([terms.total.detach(), terms.recon.detach(), terms.kl.detach(),
-                                           norm.detach().float()]))
-                meta.append({"step": step, "epoch": epoch, "beta": beta, "lr": opt.param_groups[0]["lr"]})
-                if len(buffer) >= tc.sync_every:
-                    _flush(buffer, meta, history)
-                    bar.set_postfix(loss=f"{history['steps'][-1]['total']:.1f}", beta=f"{beta:.3g}")
-                bar.update(1)
-            _flush(buffer, meta, history)
+            _train_epoch(run_model, model, opt, gen, x_train, config, epoch, plan, history, bar)
             _end_epoch(model, x_val, config, history, epoch, steps_per_epoch, bs, t0, device)
             last = history["epochs"][-1]
             bar.set_postfix(loss=f"{last['train_total']:.1f}", val=f"{last['val_total']:.1f}",
                             beta=f"{last['beta']:.3g}")
-            if ckpt is not None:
+            if ckpt is not None and rank == 0:
                 save_checkpoint(ckpt, _state(model, opt, config, history, epoch + 1, gen, tc.seed))
                 save_json(ckpt.parent / HISTORY, history)
+            distributed.barrier()
             for cb in callbacks:
                 cb(epoch, history)
     finally:
         bar.close()
     model.eval()
     return model, history
+
+
+def _wrap(model: VAE, config: Config, device: torch.device, world_size: int):
+    """The module the steps call: DDP across ranks, optionally compiled."""
+    run = model
+    if world_size > 1:
+        if config.model.batch_norm:
+            run = torch.nn.SyncBatchNorm.convert_sync_batchnorm(run)
+        run = torch.nn.parallel.DistributedDataParallel(run, device_ids=[device.index] if device.type == "cuda"
+                                                        else None)
+    return torch.compile(run) if config.train.compile else run
+
+
+def _train_epoch(run_model, model: VAE, opt, gen, x_train, config: Config, epoch: int, plan: dict,
+                 history: dict, bar) -> None:
+    tc, device = config.train, x_train.device
+    bs, rank, world_size = plan["bs"], plan["rank"], plan["world"]
+    local = bs // world_size  # this rank's share of each global batch
+    perm_gen = torch.Generator(device=device).manual_seed(tc.seed * 100_003 + epoch)
+    perm = torch.randperm(len(x_train), generator=perm_gen, device=device)  # same on every rank
+    params = list(model.parameters())
+    buffer: list[torch.Tensor] = []
+    meta: list[dict] = []
+    model.train()
+    for i in range(plan["steps_per_epoch"]):
+        step = epoch * plan["steps_per_epoch"] + i
+        beta = beta_at(tc.schedule, step, plan["steps_per_epoch"], plan["total_steps"])
+        idx = perm[i * bs + rank * local:i * bs + (rank + 1) * local]
+        x = to_float(x_train[idx], tc.channels_last)  # (B / world, C, H, W)
+        eps = torch.randn(bs, config.model.latent_dim, generator=gen, device=device)[rank * local:][:local]
+        with _autocast(config, device):
+            logits, mu, logvar = run_model(x, eps=eps)
+        terms = elbo(x, logits, mu, logvar, beta=beta, kind=tc.recon, free_bits=tc.free_bits)
+        opt.zero_grad(set_to_none=True)
+        terms.total.backward()  # DDP averages the gradients over ranks here
+        if tc.grad_clip is not None:
+            norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)  # the pre-clip norm
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        opt.step()
+        buffer.append(torch.stack([terms.total.detach(), terms.recon.detach(), terms.kl.detach(),
+                                   norm.detach().float()]))
+        meta.append({"step": step, "epoch": epoch, "beta": beta, "lr": opt.param_groups[0]["lr"]})
+        if len(buffer) >= tc.sync_every:
+            _flush(buffer, meta, history)
+            bar.set_postfix(loss=f"{history['steps'][-1]['total']:.1f}", beta=f"{beta:.3g}")
+        bar.update(1)
+    _flush(buffer, meta, history)
 
 
 def _end_epoch(model, x_val, config, history, epoch, steps, bs, t0, device) -> None:
@@ -250,8 +279,8 @@ def _end_epoch(model, x_val, config, history, epoch, steps, bs, t0, device) -> N
     model.train()
 
 
-def _options(config: Config, device: torch.device) -> dict[str, Any]:
+def _options(config: Config, device: torch.device, world_size: int = 1) -> dict[str, Any]:
     tc = config.train
     return {"device": str(device), "precision": tc.precision, "channels_last": tc.channels_last,
             "adam_impl": tc.adam_impl, "compile": tc.compile, "sync_every": tc.sync_every,
-            "data_resident_on_device": True}
+            "data_resident_on_device": True, "world_size": world_size}
