@@ -94,6 +94,54 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_parser(sub) -> None:
+    p = sub.add_parser("bench", help="training throughput, side by side: naive, bare, fit and its options",
+                       description="Measure images/s of the naive tutorial loop, a bare loop and fit with each "
+                                   "fast-path option, in alternating rounds; print ratios; write JSON + plot.")
+    p.add_argument("--preset", default="fashion_mnist", help="a preset name, or 'all' for the four report presets")
+    p.add_argument("--batch-sizes", default="128,best", help="comma list; 'best' searches 64..512 first")
+    p.add_argument("--rounds", type=int, default=3, help="alternating measurement rounds (median reported)")
+    p.add_argument("--steps", type=int, default=8, help="training steps per measurement")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to warm up)")
+    p.add_argument("--out", default="reports/benchmarks", help="folder for bench.json, bench.png, bench.txt")
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import bench
+    from .checkpoint import save_json, versions
+
+    presets = ["fashion_mnist", "cifar10", "celeba_small", "celeba"] if args.preset == "all" else [args.preset]
+    for name in presets:
+        get_preset(name)
+    results, searches = [], {}
+    for name in presets:
+        sizes = []
+        for item in args.batch_sizes.split(","):
+            if item == "best":
+                best, searches[name] = bench.best_batch_size(name, device=args.device)
+                speeds = ", ".join(f"{k}: {v:.0f}" for k, v in searches[name].items())
+                print(f"{name}: best batch size {best} ({speeds} img/s)")
+                sizes.append(best)
+            elif item.isdigit() and int(item) > 0:
+                sizes.append(int(item))
+            else:
+                raise ValueError(f"--batch-sizes item {item!r} is invalid: allowed positive integers or 'best'")
+        results += bench.bench_preset(name, tuple(dict.fromkeys(sizes)), rounds=args.rounds, steps=args.steps,
+                                      device=args.device, compile_=args.compile)
+    text = bench.table(results)
+    print(text)
+    out = Path(args.out)
+    save_json(out / "bench.json", {"results": results, "batch_size_search": searches, "host": bench.host_info(),
+                                   "versions": versions(), "command": " ".join(sys.argv)})
+    (out / "bench.txt").write_text(text + "\n")
+    bench.plot(results, out / "bench.png")
+    print(f"wrote {out}/bench.json, bench.txt and bench.png")
+    return 0
+
+
 def _literal(text: str):
     try:
         return json.loads(text)
@@ -106,9 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     _report_parser(sub)
+    _bench_parser(sub)
     args = parser.parse_args(argv)
     try:
-        return {"train": _train, "report": _report}[args.command](args)
+        return {"train": _train, "report": _report, "bench": _bench}[args.command](args)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
