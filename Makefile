@@ -4,9 +4,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-stamp
 
-.PHONY: setup report train test lint clean
+.PHONY: setup browser report test lint clean
 
 setup: $(STAMP)
+
+# Chromium from Debian for the browser test (tests/test_browser.py drives it with Playwright).
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "chromium is missing and this is not root: tests/test_browser.py will skip"; fi; \
+	fi
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +27,7 @@ $(STAMP): requirements.txt pyproject.toml
 report: setup
 	$(PY) -m vaelib train --preset digits --out runs/digits
 
-test: setup lint
+test: setup browser lint
 	$(PY) -m pytest
 
 lint: setup

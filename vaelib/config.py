@@ -228,6 +228,11 @@ def with_overrides(config: Config, **overrides: Any) -> Config:
     return Config.from_dict(d)
 
 
+def comparable(config: Config) -> Config:
+    """The config with the fields that cannot change a trained model (data.root, data.download) blanked."""
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, root="", download=False))
+
+
 def _preset(name: str, dataset: str, size: int, channels: int, hidden: tuple[int, ...], latent: int,
             schedule: BetaSchedule, epochs: int, batch_norm: bool = False,
             grad_clip: float | None = None, batch_size: int = 128) -> Config:

@@ -11,13 +11,16 @@ import torch
 
 from . import distributed
 from .checkpoint import save_json, versions
-from .config import Config
+from .config import Config, comparable
 from .train import CHECKPOINT, fit, resolve_device
 
 
 def config_hash(config: Config) -> str:
-    """A short stable hash of everything in the config: the cache key of a trained model."""
-    return hashlib.sha256(config.to_json().encode()).hexdigest()[:10]
+    """A short stable hash of everything that shapes the trained model: the cache key of a run.
+
+    Where the dataset files live (data.root) and whether they may be downloaded do not change the model.
+    """
+    return hashlib.sha256(comparable(config).to_json().encode()).hexdigest()[:10]
 
 
 def run_dir(config: Config, root: str | Path = "runs") -> Path:

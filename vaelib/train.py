@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .checkpoint import read_checkpoint, save_checkpoint, save_json, versions
-from .config import Config
+from .config import Config, comparable
 from .losses import elbo
 from .model import VAE
 from .schedules import beta_at
@@ -126,7 +126,7 @@ def _resume(path: Path, config: Config, model, opt, gen, device) -> tuple[dict, 
     state = read_checkpoint(path, map_location=device)
     saved = Config.from_dict(state["config"])
     same_but_epochs = dataclasses.replace(saved, train=dataclasses.replace(saved.train, epochs=config.train.epochs))
-    if same_but_epochs != config:
+    if comparable(same_but_epochs) != comparable(config):
         raise ValueError(f"checkpoint {str(path)!r} was made with a different config; "
                          "allowed: the same config (epochs may grow), another out_dir, or resume=False")
     model.load_state_dict(state["model"])
