@@ -23,9 +23,9 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (vaelib)"
 	touch $(STAMP)
 
-# The main job: train the digits preset and write its checkpoint, figures and metrics to runs/digits/.
+# The main job: run every notebook on the embedded digits dataset and render reports/digits/.
 report: setup
-	$(PY) -m vaelib train --preset digits --out runs/digits
+	$(PY) -m vaelib report --dataset digits --budget small
 
 test: setup browser lint
 	$(PY) -m pytest

@@ -154,3 +154,18 @@ def test_evaluate_is_deterministic_and_in_nats(tiny_config, tiny_data):
     a = evaluate(model, tiny_data[1], tiny_config)
     b = evaluate(model, tiny_data[1], tiny_config)
     assert a == b and a["total"] == pytest.approx(a["recon"] + tiny_config.train.schedule.beta * a["kl"], rel=1e-5)
+
+
+def test_float_images_in_unit_range_are_not_rescaled(tiny_config, tiny_data):
+    train_u8, val_u8 = tiny_data
+    _, h_u8 = fit(tiny_config, train_u8, val_u8, quiet=True, device="cpu")
+    _, h_f = fit(tiny_config, train_u8.float() / 255, val_u8.float() / 255, quiet=True, device="cpu")
+    assert [r["total"] for r in h_f["steps"]] == pytest.approx([r["total"] for r in h_u8["steps"]], rel=1e-5)
+
+
+def test_non_finite_error_carries_step_and_history(tiny_config, tiny_data):
+    bad = tiny_data[0].float() / 255
+    bad[:] = float("nan")
+    with pytest.raises(NonFiniteLossError) as err:
+        fit(tiny_config, bad, tiny_data[1], quiet=True, device="cpu")
+    assert err.value.step == 0 and err.value.epoch == 0 and err.value.history["steps"] == []

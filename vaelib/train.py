@@ -26,7 +26,14 @@ STEP_KEYS = ("total", "recon", "kl", "grad_norm")  # read from the device once p
 
 
 class NonFiniteLossError(RuntimeError):
-    """Training produced NaN or Inf; the last good checkpoint is left untouched."""
+    """Training produced NaN or Inf; the last good checkpoint is left untouched.
+
+    Attributes: step and epoch of the first non-finite value, and the history up to it.
+    """
+
+    def __init__(self, message: str, step: int = -1, epoch: int = -1, history: dict | None = None) -> None:
+        super().__init__(message)
+        self.step, self.epoch, self.history = step, epoch, history
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -69,9 +76,9 @@ def _optimizer(model: VAE, config: Config, device: torch.device) -> torch.optim.
     return torch.optim.Adam(model.parameters(), lr=config.train.lr, **kw)
 
 
-def to_float(images_u8: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
-    """uint8 (B, C, H, W) -> float32 in [0, 1], converted on whatever device holds it."""
-    x = images_u8.float().div_(255)
+def to_float(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float32 in [0, 1] on whatever device holds it; float input is taken as [0, 1]."""
+    x = images.float().div_(255) if images.dtype == torch.uint8 else images.float()
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
@@ -147,7 +154,8 @@ def _flush(buffer: list[torch.Tensor], meta: list[dict], history: dict) -> None:
             raise NonFiniteLossError(
                 f"non-finite loss or gradient at step {row['step']} (epoch {row['epoch']}): "
                 f"{ {k: row[k] for k in STEP_KEYS} }; last finite step: {last}. "
-                "The last good checkpoint was kept; try a lower lr or grad_clip.")
+                "The last good checkpoint was kept; try a lower lr or grad_clip.",
+                step=row["step"], epoch=row["epoch"], history=history)
         history["steps"].append(row)
     buffer.clear()
     meta.clear()

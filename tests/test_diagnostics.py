@@ -1,0 +1,109 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vaelib import diagnostics as D
+from vaelib.model import VAE
+
+
+def _checkerboard(n: int = 8) -> torch.Tensor:
+    i = torch.arange(n)
+    return ((i.view(-1, 1) + i.view(1, -1)) % 2).float().view(1, 1, n, n)  # (1, 1, n, n) of 0 and 1
+
+
+def _noise(n: int = 4, size: int = 32) -> torch.Tensor:
+    return torch.rand((n, 3, size, size), generator=torch.Generator().manual_seed(0))
+
+
+def _blur(x: torch.Tensor) -> torch.Tensor:
+    return F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+
+
+def test_laplacian_variance_of_known_images():
+    assert D.laplacian_variance(torch.full((2, 3, 8, 8), 0.7)).tolist() == [0.0, 0.0]
+    assert D.laplacian_variance(_checkerboard()).item() == pytest.approx(16.0)  # +-4 at every interior pixel
+    x = _noise()
+    assert (D.laplacian_variance(_blur(x)) < 0.2 * D.laplacian_variance(x)).all()
+
+
+def test_uint8_and_float_agree():
+    x = (_noise() * 255).round().to(torch.uint8)
+    assert torch.allclose(D.laplacian_variance(x), D.laplacian_variance(x.float() / 255))
+
+
+def test_high_frequency_share():
+    assert D.high_frequency_share(_checkerboard()).item() == pytest.approx(1.0)  # all power at (0.5, 0.5)
+    assert D.high_frequency_share(torch.full((1, 1, 8, 8), 0.3)).item() == 0.0  # flat: no power at all
+    x = _noise()
+    sharp, blurred = D.high_frequency_share(x), D.high_frequency_share(_blur(x))
+    assert (sharp > 0.5).all() and (blurred < 0.5 * sharp).all()
+    with pytest.raises(ValueError, match="cutoff"):
+        D.high_frequency_share(x, cutoff=0.0)
+
+
+def test_radial_profile_peaks_at_a_sinusoid_frequency():
+    size, k = 32, 4  # 4 cycles across the image: 0.125 cycles per pixel
+    xs = torch.arange(size).float()
+    wave = 0.5 + 0.5 * torch.sin(2 * math.pi * k * xs / size).view(1, -1).expand(size, -1)
+    f, p = D.radial_profile(wave.view(1, 1, size, size))
+    assert f[np.argmax(p)] == pytest.approx(k / size)
+    assert f.min() > 0 and f.max() <= 0.5
+
+
+def test_error_maps_and_regions():
+    x = torch.rand(2, 3, 8, 8)
+    assert D.squared_error(x, x).abs().max().item() == 0.0
+    err = torch.zeros(1, 8, 8)
+    err[0, :, :2] = 3.0  # all error in the two left columns
+    border = D.border_mask(8, 1)
+    assert border.sum().item() == 28 and not border[1:-1, 1:-1].any()
+    r = D.region_errors(err, border)
+    assert r["inside"] == pytest.approx(3.0 * 10 / 28)  # column 0 and the two corners of column 1
+    assert r["outside"] == pytest.approx(3.0 * 6 / 36) and r["share_inside"] == pytest.approx(10 / 16)
+    e = D.explained(torch.where(border, 1.0, 2.0).expand(1, 8, 8), torch.full((1, 8, 8), 2.0), border)
+    assert e["inside"] == pytest.approx(0.5) and e["outside"] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="width"):
+        D.border_mask(8, 4)
+    with pytest.raises(ValueError, match="mask"):
+        D.region_errors(err, torch.ones(8, 8, dtype=torch.bool))
+
+
+def test_object_mask_covers_the_shape_only():
+    small = torch.tensor([[1, 0, 0, 3, 3, 0]])  # a circle, smallest scale, centre-ish
+    large = torch.tensor([[1, 0, 5, 3, 3, 0]])
+    m_small, m_large = D.object_mask(small, 32), D.object_mask(large, 32)
+    assert m_small.shape == (1, 32, 32) and 0 < m_small.sum() < m_large.sum() < 32 * 32
+    assert not m_small[0, 0, 0]  # the corner is background
+
+
+def test_distance_to_mean_on_hand_made_data():
+    mean = torch.zeros(1, 2, 2)
+    x = torch.ones(3, 1, 2, 2)
+    recon = 0.25 * x  # a quarter of the way from the mean to the input
+    d = D.distance_to_mean(x, recon, mean)
+    assert d["recon_to_mean"] == pytest.approx(4 * 0.0625) and d["recon_to_input"] == pytest.approx(4 * 0.5625)
+    assert d["input_to_mean"] == pytest.approx(4.0) and d["pull"] == pytest.approx(1 - 0.0625)
+    assert d["closer_to_mean"] == 1.0
+    assert D.distance_to_mean(x, x, mean)["pull"] == pytest.approx(0.0)
+
+
+def test_collapse_summary_of_a_collapsed_encoder(tiny_config, tiny_data):
+    model = VAE(tiny_config)
+    for layer in (model.encoder.fc_mu, model.encoder.fc_logvar):  # q(z|x) = N(0, I) for every x
+        torch.nn.init.zeros_(layer.weight)
+        torch.nn.init.zeros_(layer.bias)
+    s = D.collapse_summary(model, tiny_data[0])
+    assert s["kl_total"] == 0.0 and s["dims_above"] == 0 and s["active_units"] == 0 and s["latent_dim"] == 4
+    recon = D.reconstruct(model, tiny_data[0])
+    assert recon.shape == (64, 1, 16, 16) and torch.allclose(recon, recon[:1].expand_as(recon))  # one image
+
+
+def test_plots_build():
+    x = _noise()
+    figs = [D.spectrum_plot({"a": D.radial_profile(x)}, cutoff=0.25),
+            D.error_maps_plot({"a": torch.rand(8, 8), "b": torch.rand(8, 8)}, "maps"),
+            D.kl_bars({"a": np.array([1.0, 0.0]), "b": np.array([0.5, 0.02])})]
+    assert all(f.axes for f in figs)

@@ -1,0 +1,290 @@
+"""Controlled ablations: a set of named configs through cached training, a metrics table, per-step traces.
+
+A run that raises `NonFiniteLossError` does not stop the set: it is recorded as failed, with the step where
+training stopped, and a `failed.json` beside its checkpoint so that a cached re-run reports the same failure
+without training again. Losses are nats per image, as everywhere in vaelib.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from .config import BetaSchedule, Config, with_overrides
+from .pipeline import cached_fit, run_dir
+from .schedules import beta_at
+from .train import HISTORY, NonFiniteLossError
+
+FAILED = "failed.json"
+
+
+@dataclass
+class Run:
+    """One trained (or failed) config of an ablation."""
+
+    label: str
+    config: Config
+    model: Any  # the trained VAE, None when the run failed
+    history: dict[str, Any]  # fit's history; for a failed run, up to its last finished epoch
+    path: Path
+    failed_step: int | None = None  # the optimiser step that went non-finite
+    error: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.error)
+
+
+def check_parameters(at_least_zero: dict[str, float] | None = None, above_zero: dict[str, float] | None = None
+                     ) -> None:
+    """Refuse notebook parameters out of range, naming the parameter: {name: value} per rule."""
+    for values, ok, allowed in ((at_least_zero, lambda v: v >= 0, "a value >= 0"),
+                                (above_zero, lambda v: v > 0, "a value > 0")):
+        for name, value in (values or {}).items():
+            if not isinstance(value, (int, float)) or not ok(value):
+                raise ValueError(f"{name}={value!r} is invalid: allowed {allowed}")
+
+
+def with_epochs(config: Config, epochs: int = 0) -> Config:
+    """The config with `epochs` passes (0 keeps the config's own), and warmups scaled to keep their share."""
+    if epochs <= 0 or epochs == config.train.epochs:
+        return config
+    s = config.train.schedule
+    overrides: dict[str, Any] = {"train.epochs": epochs}
+    if s.kind == "warmup":
+        overrides["train.schedule.warmup_epochs"] = round(s.warmup_epochs * epochs / config.train.epochs, 2)
+    return with_overrides(config, **overrides)
+
+
+def ablation_base(config: Config, epochs: int = 0) -> Config:
+    """The config every ablation run starts from: at most `epochs` passes (0 = the config's own)."""
+    return with_epochs(config, min(epochs, config.train.epochs)) if epochs > 0 else config
+
+
+def steps_per_epoch(config: Config, n_train: int) -> int:
+    """Optimiser steps per epoch as fit counts them (the last partial batch is dropped)."""
+    return n_train // min(config.train.batch_size, n_train)
+
+
+def schedule_config(base: Config, schedule: BetaSchedule, **overrides: Any) -> Config:
+    """base with another beta schedule and any dotted-path overrides."""
+    return with_overrides(base, **{"train.schedule": dataclasses.asdict(schedule), **overrides})
+
+
+def clipping_configs(base: Config, clips: tuple[float | None, ...] = (None, 1.0, 0.5, 0.1),
+                     lr: float | None = None) -> dict[str, Config]:
+    """The same run without clipping and with each max gradient norm, optionally at another lr."""
+    lr = base.train.lr if lr is None else lr
+    return {("no clip" if c is None else f"clip {c:g}"): with_overrides(base, **{"train.grad_clip": c, "train.lr": lr})
+            for c in clips}
+
+
+def annealing_configs(base: Config, beta: float, n_train: int, cycles: int = 4) -> dict[str, Config]:
+    """Static beta vs a linear ramp 0 -> beta over the first half of the run vs cyclic annealing (Fu et al., 2019)."""
+    half = max(1, steps_per_epoch(base, n_train) * base.train.epochs // 2)
+    return {"static": schedule_config(base, BetaSchedule("constant", beta=beta)),
+            "linear": schedule_config(base, BetaSchedule("linear", beta=beta, anneal_steps=half)),
+            "cyclic": schedule_config(base, BetaSchedule("cyclic", beta=beta, cycles=cycles, ratio=0.5))}
+
+
+def beta_sweep_configs(base: Config, betas: tuple[float, ...]) -> dict[str, Config]:
+    """One static-beta run per beta."""
+    return {f"beta {b:g}": schedule_config(base, BetaSchedule("constant", beta=b)) for b in betas}
+
+
+def warmup_configs(base: Config) -> dict[str, Config]:
+    """The reports' recipes at this run's length: CIFAR-10 (30% of epochs at 0, then 0.1), CelebA (10%, then 0.9),
+    each beside the static beta it ends at."""
+    e = base.train.epochs
+    return {"static 0.1": schedule_config(base, BetaSchedule("constant", beta=0.1)),
+            "CIFAR-10 warmup": schedule_config(base, BetaSchedule("warmup", beta=0.1, warmup_epochs=round(0.3 * e, 2))),
+            "static 0.9": schedule_config(base, BetaSchedule("constant", beta=0.9)),
+            "CelebA warmup": schedule_config(base, BetaSchedule("warmup", beta=0.9, warmup_epochs=round(0.1 * e, 2)))}
+
+
+def collapse_configs(base: Config, beta: float, free_bits: float, n_train: int) -> dict[str, Config]:
+    """A static high beta (collapse), the same with free bits, and cyclic annealing to that beta."""
+    static = schedule_config(base, BetaSchedule("constant", beta=beta))
+    return {f"beta {beta:g}": static, "+ free bits": with_overrides(static, **{"train.free_bits": free_bits}),
+            "cyclic": annealing_configs(base, beta, n_train)["cyclic"]}
+
+
+def background_configs(budget: str, seed: int, epochs: int = 0, image_size: int | None = None,
+                       data_root: str = "data", fix_beta: float = 0.1, fix_latent: int = 32) -> dict[str, Config]:
+    """shapes on a textured background at this budget: the preset, and a fix with more latent units and lower beta."""
+    from .pipeline import notebook_config
+
+    c = with_overrides(notebook_config("shapes", budget, seed, image_size=image_size, data_root=data_root),
+                       **{"data.background": "textured"})
+    c = ablation_base(c, epochs)
+    fix = with_overrides(c, **{"model.latent_dim": max(fix_latent, c.model.latent_dim)})
+    fix = schedule_config(fix, BetaSchedule("constant", beta=fix_beta))
+    return {f"latent {c.model.latent_dim}, beta {c.train.schedule.beta:g}": c,
+            f"latent {fix.model.latent_dim}, beta {fix_beta:g}": fix}
+
+
+def run_one(label: str, config: Config, train: Any, val: Any, *, root: str | Path = "runs", retrain: bool = False,
+            device: str | None = None) -> Run:
+    """cached_fit one config; a NonFiniteLossError becomes a failed Run (remembered in failed.json)."""
+    path = run_dir(config, root)
+    marker = path / FAILED
+    if marker.exists() and not retrain:
+        return _failed_run(label, config, path, json.loads(marker.read_text()))
+    marker.unlink(missing_ok=True)
+    try:
+        model, history, path = cached_fit(config, train, val, root=root, retrain=retrain, device=device, quiet=True)
+    except NonFiniteLossError as err:
+        match = re.search(r"at step (\d+)", str(err))
+        info = {"step": int(match.group(1)) if match else None, "error": str(err)}
+        path.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps(info, indent=2))
+        return _failed_run(label, config, path, info)
+    return Run(label, config, model, history, path)
+
+
+def _failed_run(label: str, config: Config, path: Path, info: dict[str, Any]) -> Run:
+    saved = path / HISTORY
+    history = json.loads(saved.read_text()) if saved.exists() else {"steps": [], "epochs": []}
+    return Run(label, config, None, history, path, failed_step=info["step"], error=info["error"] or "non-finite")
+
+
+def run_all(configs: dict[str, Config], train: Any, val: Any, **kwargs: Any) -> dict[str, Run]:
+    """run_one for every labelled config, in order."""
+    return {label: run_one(label, c, train, val, **kwargs) for label, c in configs.items()}
+
+
+def trace(run: Run, key: str) -> np.ndarray:
+    """The per-step values of `key` (total, recon, kl, beta, grad_norm, lr) of a run, (steps,)."""
+    return np.array([row[key] for row in run.history["steps"]], dtype=float)
+
+
+def loss_spread(run: Run, last: int = 100) -> float:
+    """Standard deviation of the total loss over the last `last` recorded steps (nan when none)."""
+    total = trace(run, "total")[-last:]
+    return float(total.std()) if len(total) else math.nan
+
+
+def summarize(run: Run, test: Any, last: int = 100) -> dict[str, Any]:
+    """The table row of a run: stability of its last steps and its test metrics (ELBO terms at beta = 1)."""
+    from . import metrics
+
+    grad = trace(run, "grad_norm")
+    final = float(trace(run, "total")[-last:].mean()) if len(grad) else math.nan
+    row: dict[str, Any] = {"run": run.label, "steps": len(grad), "failed_step": run.failed_step,
+                           "nonfinite_steps": int(run.failed) + int((~np.isfinite(trace(run, "total"))).sum()),
+                           "loss_spread": loss_spread(run, last), "final_total": final,
+                           "relative_spread": loss_spread(run, last) / final if len(grad) else math.nan,
+                           "max_grad_norm": float(grad.max()) if len(grad) else math.nan,
+                           "median_grad_norm": float(np.median(grad)) if len(grad) else math.nan}
+    if run.model is None:
+        return {**row, "test_total": math.nan, "test_recon": math.nan, "test_kl": math.nan, "active_units": 0}
+    elbo = metrics.test_elbo(run.model, test.images, run.config)
+    return {**row, **{f"test_{k}": v for k, v in elbo.items()},
+            "active_units": metrics.active_units(run.model, test.images)}
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    """A fixed-width text table of `columns` (default: the first row's keys) of `rows`, floats to 4 digits."""
+    columns = list(rows[0]) if columns is None else columns
+    def cell(v: Any) -> str:
+        return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    cells = [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(line, widths)) for line in cells]
+    return "\n".join(lines)
+
+
+def settings(configs: dict[str, Config], n_train: int, at: tuple[float, ...] = (0, 0.25, 0.5, 0.75, 1)
+             ) -> list[dict[str, Any]]:
+    """One row per config: lr, clip, free bits, epochs, schedule, and beta at fractions `at` of the run."""
+    rows = []
+    for label, c in configs.items():
+        spe = steps_per_epoch(c, n_train)
+        total = spe * c.train.epochs
+        row = {"run": label, "latent": c.model.latent_dim, "lr": c.train.lr, "clip": c.train.grad_clip,
+               "free_bits": c.train.free_bits,
+               "epochs": c.train.epochs, "steps": total, "schedule": c.train.schedule.kind}
+        for f in at:
+            step = min(int(f * total), total - 1)
+            row[f"beta@{step}"] = beta_at(c.train.schedule, step, spe, total)
+        rows.append(row)
+    return rows
+
+
+def verdict(agrees: bool) -> str:
+    """The word a finding uses for a computed comparison."""
+    return "agrees with the report" if agrees else "does not agree here"
+
+
+def trace_plot(runs: dict[str, Run], key: str = "total", log_y: bool = True, title: str = "",
+               clip_lines: bool = False) -> Figure:
+    """`key` per step for every run on one axis; a failed run ends in a red x at the step it went non-finite."""
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    for i, (label, run) in enumerate(runs.items()):
+        y = trace(run, key)
+        color = f"C{i}"
+        ax.plot(np.arange(len(y)), y, lw=0.8, alpha=0.85, color=color, label=label)
+        if run.failed:
+            ax.plot([run.failed_step or len(y)], [y[-1] if len(y) else 1], "x", color="red", ms=10, mew=2)
+        if clip_lines and run.config.train.grad_clip:
+            ax.axhline(run.config.train.grad_clip, color=color, ls=":", lw=1)
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel(f"{key} (pre-clip)" if key == "grad_norm" else f"{key} (nats per image)")
+    ax.set_title(title or f"{key} per step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def curves_with_beta(runs: dict[str, Run], key: str = "total", title: str = "", paired: bool = False) -> Figure:
+    """`key` per step for every run (solid, log axis) with each run's beta on a twin axis (dotted).
+
+    paired=True colours runs two by two in one hue, light then dark (e.g. a static run, then its warmup).
+    """
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    twin = ax.twinx()
+    name = "KL" if key == "kl" else key
+    for i, (label, run) in enumerate(runs.items()):
+        color = plt.cm.tab20(i ^ 1) if paired else f"C{i}"
+        ax.plot(trace(run, key), lw=0.9, color=color, label=f"{label}: {name}")
+        twin.plot(trace(run, "beta"), lw=1.5, ls=":", color=color, label=f"{label}: beta")
+    ax.set_yscale("log")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel(f"{name} (nats per image, log)")
+    twin.set_ylabel("beta (dotted)")
+    twin.set_ylim(0, 1.1 * max(float(trace(r, "beta").max(initial=0)) for r in runs.values()) or 1)
+    lines, labels = ax.get_legend_handles_labels()
+    lines2, labels2 = twin.get_legend_handles_labels()
+    ax.legend(lines + lines2, labels + labels2, fontsize="small", ncol=len(runs), loc="upper center",
+              bbox_to_anchor=(0.5, -0.14))
+    ax.set_title(title or f"{name} per step, with beta")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def sample_rows(runs: dict[str, Run], n: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
+    """n prior samples per trained run, all from the same z (fixed seed), (n, C, H, W) each."""
+    out = {}
+    for label, run in runs.items():
+        if run.model is not None:
+            gen = torch.Generator(device=next(run.model.parameters()).device).manual_seed(seed)
+            out[label] = run.model.sample(n, generator=gen).cpu()
+    return out

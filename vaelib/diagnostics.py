@@ -1,0 +1,210 @@
+"""Failure-mode measurements: blur (Laplacian variance, power spectrum), where the error lies (object vs
+background, centre vs border), the pull of reconstructions towards the data mean, and posterior collapse.
+
+Images are (N, C, H, W), uint8 or float in [0, 1]; squared errors are summed over channels per pixel unless a
+name says otherwise. Every function works on CPU tensors and returns CPU results.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from torch import nn
+
+from .metrics import active_units, as_float, eval_mode, kl_per_dimension, model_device
+from .plots import _show, _tile
+
+LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])  # 4-neighbour discrete Laplacian
+
+
+def _float(images: torch.Tensor) -> torch.Tensor:
+    if images.dim() != 4 or len(images) == 0:
+        raise ValueError(f"images of shape {tuple(images.shape)} are invalid: allowed (N, C, H, W) with N >= 1")
+    return as_float(images.detach().cpu())
+
+
+def laplacian_variance(images: torch.Tensor) -> torch.Tensor:
+    """Variance of the 3x3 Laplacian over interior pixels, averaged over channels, (N,): low = blurry
+    (Pech-Pacheco et al., 2000)."""
+    x = _float(images)
+    n, c, h, w = x.shape
+    lap = F.conv2d(x.reshape(n * c, 1, h, w), LAPLACIAN.view(1, 1, 3, 3))  # (N*C, 1, H-2, W-2), no padding
+    return lap.flatten(1).var(1, unbiased=False).view(n, c).mean(1)
+
+
+def radial_frequency(h: int, w: int) -> torch.Tensor:
+    """|f| in cycles per pixel of every 2-D FFT bin, (H, W); 0 at DC, 0.5 * sqrt(2) at the corner."""
+    fy = torch.fft.fftfreq(h).view(h, 1)
+    fx = torch.fft.fftfreq(w).view(1, w)
+    return (fy**2 + fx**2).sqrt()
+
+
+def power_spectrum(images: torch.Tensor) -> torch.Tensor:
+    """|FFT2|^2 / (H W) of each image with its per-channel mean removed, summed over channels, (N, H, W)."""
+    x = _float(images)
+    x = x - x.mean(dim=(2, 3), keepdim=True)
+    return (torch.fft.fft2(x).abs() ** 2).sum(1) / (x.shape[-1] * x.shape[-2])
+
+
+def high_frequency_share(images: torch.Tensor, cutoff: float = 0.25) -> torch.Tensor:
+    """Fraction of each image's (non-DC) spectral power above `cutoff` cycles per pixel, (N,); 0 for flat images."""
+    if not 0 < cutoff < 0.5**0.5:
+        raise ValueError(f"cutoff={cutoff!r} is invalid: allowed a value in (0, 0.707) cycles per pixel")
+    power = power_spectrum(images)  # (N, H, W)
+    high = radial_frequency(*power.shape[1:]) > cutoff
+    total = power.flatten(1).sum(1)
+    return torch.where(total > 0, power[:, high].sum(1) / total.clamp_min(1e-30), torch.zeros_like(total))
+
+
+def radial_profile(images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Radially averaged power spectrum: (frequencies in cycles per pixel (R,), mean power per bin (R,))."""
+    power = power_spectrum(images).mean(0)  # (H, W)
+    h, w = power.shape
+    bins = (radial_frequency(h, w) * min(h, w)).round().long()  # bin width 1 / min(H, W) cycles per pixel
+    keep = (bins > 0) & (bins <= min(h, w) // 2)  # no DC, no corners beyond Nyquist
+    sums = torch.zeros(int(bins.max()) + 1, dtype=torch.float64).index_add_(0, bins[keep], power[keep].double())
+    counts = torch.zeros_like(sums).index_add_(0, bins[keep], torch.ones_like(power[keep], dtype=torch.float64))
+    r = torch.arange(len(sums))[counts > 0]
+    return (r / min(h, w)).numpy(), (sums[counts > 0] / counts[counts > 0]).numpy()
+
+
+@torch.no_grad()
+def reconstruct(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Posterior-mean reconstructions of every image, float (N, C, H, W) in [0, 1] on CPU."""
+    device = model_device(model)
+    with eval_mode(model):
+        return torch.cat([model.reconstruct(as_float(images[i:i + batch_size], device)).cpu()
+                          for i in range(0, len(images), batch_size)])
+
+
+def squared_error(images: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+    """Squared error per pixel, summed over channels, (N, H, W)."""
+    x, r = _float(images), _float(recon)
+    if x.shape != r.shape:
+        raise ValueError(f"recon of shape {tuple(r.shape)} is invalid: allowed the images' shape {tuple(x.shape)}")
+    return (x - r).pow(2).sum(1)
+
+
+def error_images(error: torch.Tensor) -> torch.Tensor:
+    """Per-pixel errors (N, H, W) as grey images (N, 1, H, W), each scaled to a maximum of 1 (for display)."""
+    return (error / error.amax((1, 2), keepdim=True).clamp_min(1e-12))[:, None]
+
+
+def object_mask(factors: torch.Tensor, image_size: int) -> torch.Tensor:
+    """Pixels covered by the shape, bool (N, H, W): the same factors rendered on a plain (black) background."""
+    from .data import render_shapes
+
+    return render_shapes(torch.as_tensor(factors), image_size, "plain").amax(1) > 0
+
+
+def border_mask(image_size: int, width: int) -> torch.Tensor:
+    """Pixels within `width` of the image edge, bool (H, W)."""
+    if not 0 < 2 * width < image_size:
+        raise ValueError(f"width={width!r} is invalid: allowed 1 <= width < {image_size / 2:g}")
+    m = torch.ones(image_size, image_size, dtype=torch.bool)
+    m[width:-width, width:-width] = False
+    return m
+
+
+def region_errors(error: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """Mean per-pixel error inside and outside a mask ((N, H, W) or (H, W), broadcast), and their ratio."""
+    mask = mask.expand_as(error)
+    if mask.all() or not mask.any():
+        raise ValueError("mask is invalid: allowed a mask with pixels both inside and outside")
+    inside, outside = error[mask].mean().item(), error[~mask].mean().item()
+    return {"inside": inside, "outside": outside, "ratio": inside / outside if outside > 0 else float("inf"),
+            "share_inside": error[mask].sum().item() / max(error.sum().item(), 1e-30)}
+
+
+def explained(error: torch.Tensor, baseline: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """1 - error / baseline error (e.g. of the data mean) inside and outside a mask: 0 = no better than the baseline."""
+    e, b = region_errors(error, mask), region_errors(baseline, mask)
+    return {"inside": 1 - e["inside"] / b["inside"], "outside": 1 - e["outside"] / b["outside"]}
+
+
+def distance_to_mean(images: torch.Tensor, recon: torch.Tensor, mean: torch.Tensor) -> dict[str, float]:
+    """How far reconstructions moved towards the data mean (C, H, W); squared L2 per image, averaged.
+
+    pull = 1 - |recon - mean|^2 / |x - mean|^2 (0: as spread out as the data, 1: every recon is the mean);
+    closer_to_mean: the fraction of reconstructions nearer the data mean than their own input.
+    """
+    x, r, m = _float(images), _float(recon), as_float(mean.detach().cpu())
+    d_rm, d_rx, d_xm = ((a - b).pow(2).flatten(1).sum(1) for a, b in ((r, m), (r, x), (x, m)))  # (N,) each
+    return {"recon_to_mean": d_rm.mean().item(), "recon_to_input": d_rx.mean().item(),
+            "input_to_mean": d_xm.mean().item(), "pull": 1 - d_rm.mean().item() / d_xm.mean().item(),
+            "closer_to_mean": (d_rm < d_rx).double().mean().item()}
+
+
+def collapse_summary(model: nn.Module, images: torch.Tensor, threshold: float = 0.01) -> dict[str, Any]:
+    """KL per dimension (nats), dimensions above `threshold` nats, active units (Burda et al., 2016)."""
+    kl = kl_per_dimension(model, images)
+    return {"kl_per_dim": [float(v) for v in kl], "kl_total": float(kl.sum()), "latent_dim": len(kl),
+            "dims_above": int((kl > threshold).sum()), "active_units": active_units(model, images)}
+
+
+def image_rows(rows: dict[str, torch.Tensor], title: str) -> Figure:
+    """One labelled row of images (n, C, H, W) in [0, 1] per entry."""
+    n = max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(len(rows), 1, figsize=(min(1.0 * n + 1.5, 14), 1.15 * len(rows) + 0.7), squeeze=False)
+    for ax, (label, images) in zip(axes[:, 0], rows.items()):
+        _show(ax, _tile(images, nrow=n))
+        ax.set_ylabel(label, rotation=0, ha="right", va="center")
+    axes[0, 0].set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def spectrum_plot(profiles: dict[str, tuple[np.ndarray, np.ndarray]], cutoff: float | None = None) -> Figure:
+    """Radially averaged power spectra (log) of several image sets; right: each one's power over the first's."""
+    fig, (ax, ax_ratio) = plt.subplots(1, 2, figsize=(11, 4))
+    ref = next(iter(profiles.values()))[1]
+    for label, (f, p) in profiles.items():
+        ax.semilogy(f, p, marker=".", label=label)
+        ax_ratio.semilogy(f, p / ref, marker=".", label=label)
+    ax_ratio.axhline(1, color="black", lw=0.8)
+    for a in (ax, ax_ratio):
+        if cutoff:
+            a.axvline(cutoff, color="gray", ls="--", lw=1, label=f"cutoff {cutoff:g}")
+        a.set_xlabel("spatial frequency (cycles per pixel)")
+        a.grid(alpha=0.3)
+        a.legend(fontsize="small")
+    ax.set_ylabel("mean power (log)")
+    ax.set_title("Radially averaged power spectrum")
+    ax_ratio.set_ylabel(f"power / power of {next(iter(profiles))} (log)")
+    ax_ratio.set_title("Power kept at each frequency (1 = all of it)")
+    fig.tight_layout()
+    return fig
+
+
+def error_maps_plot(maps: dict[str, torch.Tensor], title: str) -> Figure:
+    """Mean per-pixel error maps (H, W) side by side, on one shared colour scale."""
+    vmax = max(float(m.max()) for m in maps.values())
+    fig, axes = plt.subplots(1, len(maps), figsize=(3.2 * len(maps) + 0.8, 3.4), squeeze=False)
+    for ax, (label, m) in zip(axes[0], maps.items()):
+        im = ax.imshow(m.numpy(), cmap="magma", vmin=0, vmax=vmax)
+        ax.set_title(label, fontsize="small")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.85, label="squared error per pixel")
+    fig.suptitle(title)
+    return fig
+
+
+def kl_bars(kls: dict[str, np.ndarray], threshold: float = 0.01) -> Figure:
+    """KL per latent dimension (sorted, largest first) for several runs, one panel each, shared y axis."""
+    fig, axes = plt.subplots(1, len(kls), figsize=(4.2 * len(kls), 3.4), sharey=True, squeeze=False)
+    for ax, (label, kl) in zip(axes[0], kls.items()):
+        kl = np.sort(np.asarray(kl, dtype=float))[::-1]
+        ax.bar(np.arange(len(kl)), kl, color=np.where(kl > threshold, "tab:blue", "tab:gray"))
+        ax.axhline(threshold, color="tab:red", ls="--", lw=1)
+        ax.set_yscale("symlog", linthresh=threshold)
+        ax.set_title(f"{label}\n{int((kl > threshold).sum())}/{len(kl)} dims > {threshold:g} nats", fontsize="small")
+        ax.set_xlabel("latent dimension (sorted)")
+    axes[0, 0].set_ylabel("KL (nats per image)")
+    fig.tight_layout()
+    return fig
