@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -76,15 +77,14 @@ def build_report(dataset: str = "digits", budget: str = "small", *, seed: int = 
         raise FileNotFoundError(f"no numbered notebooks (NN_*.ipynb) in {NOTEBOOKS}")
     out = Path(out_root) / dataset
     base = {"dataset": dataset, "budget": budget, "seed": seed, "device": device,
-            "runs_dir": str(Path(runs_dir).resolve()), "data_root": str(Path(data_root).resolve()),
-            **(extra or {})}
+            "runs_dir": _from_notebooks(runs_dir), "data_root": _from_notebooks(data_root), **(extra or {})}
     for nb in notebooks:  # refuse every bad name before any work is done
         check_parameters(nb, {**base, "out_dir": ""})
     entries = []
     for nb in notebooks:
         fig_dir = (out / "figures" / nb.stem).resolve()
         executed = out / "notebooks" / nb.name
-        seconds = run_notebook(nb, executed, {**base, "out_dir": str(fig_dir)}, timeout, quiet)
+        seconds = run_notebook(nb, executed, {**base, "out_dir": _from_notebooks(fig_dir)}, timeout, quiet)
         render_html(executed, out / f"{nb.stem}.html", f"{nb.stem} ({dataset}, {budget})")
         metrics_file = fig_dir / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
@@ -98,15 +98,21 @@ def build_report(dataset: str = "digits", budget: str = "small", *, seed: int = 
     return out
 
 
-def headline(summary: dict[str, Any], limit: int = 8) -> dict[str, Any]:
-    """The scalar numbers of each notebook's metrics.json (the first few), for the index pages."""
+def _from_notebooks(path: str | Path) -> str:
+    """A path as the notebooks (run with cwd notebooks/) see it: relative inside the repository."""
+    path = Path(path).resolve()
+    return os.path.relpath(path, NOTEBOOKS) if path.is_relative_to(REPO) else str(path)
+
+
+def headline(summary: dict[str, Any], per_notebook: int = 3) -> dict[str, Any]:
+    """The first few scalar numbers of each notebook's metrics.json (or its "headline" dict), for the index pages."""
     out: dict[str, Any] = {}
     for entry in summary["notebooks"]:
         items = entry["metrics"].get("headline") or entry["metrics"]
-        for key, value in items.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "seed":
-                out[f"{entry['notebook']}: {key}"] = value
-    return dict(list(out.items())[:limit])
+        scalars = [(k, v) for k, v in items.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "seed"]
+        out.update((f"{entry['notebook']}: {k}", v) for k, v in scalars[:per_notebook])
+    return out
 
 
 def _fmt(v: Any) -> str:
@@ -136,7 +142,7 @@ def write_index(out_root: Path) -> Path:
         s = json.loads(path.read_text())
         if "notebooks" not in s:
             continue
-        heads = "".join(f"<li>{html.escape(k)}: {_fmt(v)}</li>" for k, v in headline(s, 4).items())
+        heads = "".join(f"<li>{html.escape(k)}: {_fmt(v)}</li>" for k, v in headline(s, 2).items())
         sections.append(f"<h2><a href='{path.parent.name}/index.html'>{s['dataset']}</a></h2>"
                         f"<p>budget {s['budget']}, seed {s['seed']}, git {s['versions']['git_commit']}</p>"
                         f"<ul>{heads}</ul>")
