@@ -20,6 +20,7 @@ def test_variants_cover_each_option_alone_and_all_together():
     assert rows["fit all fast options"].train.adam_impl == "fused"
     assert ("fit bf16" in rows) == bf16_supported(cpu)
     assert sum(1 for k in rows if k.startswith("fit channels_last")) == 1  # the non-default setting only
+    assert rows["fit adam foreach"].train.adam_impl == "foreach"
 
 
 def test_bench_preset_rows_and_ratios():

@@ -147,6 +147,7 @@ def variants(config: Config, device: torch.device, compile_: bool = False) -> di
     rows = {"fit default": config,
             "fit channels_last": dataclasses.replace(config, train=dataclasses.replace(t, channels_last=True)),
             "fit channels_last off": dataclasses.replace(config, train=dataclasses.replace(t, channels_last=False)),
+            "fit adam foreach": dataclasses.replace(config, train=dataclasses.replace(t, adam_impl="foreach")),
             "fit adam fused": dataclasses.replace(config, train=dataclasses.replace(t, adam_impl="fused"))}
     fast = {"channels_last": True, "adam_impl": "fused"}
     if bf16_supported(device):

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 from .config import BetaSchedule
@@ -164,7 +165,10 @@ def training_curves(history: dict[str, Any], per: str = "step", log_y: bool = Fa
     twin.set_ylabel("beta (KL weight)", color=COLORS["beta"])
     lines = ax.get_legend_handles_labels()
     extra = twin.get_legend_handles_labels()
-    ax.legend(lines[0] + extra[0], lines[1] + extra[1], loc="upper right", fontsize="small", ncol=2)
+    twin.set_ylim(bottom=0, top=max(max(r["beta"] for r in rows), 1e-3) * 1.1)
+    if per == "epoch":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(lines[0] + extra[0], lines[1] + extra[1], loc="best", fontsize="small", ncol=2)
     ax.set_title(f"Training curves per {per} (total = recon + beta * KL)")
     fig.tight_layout()
     return fig

@@ -68,10 +68,13 @@ def _autocast(config: Config, device: torch.device):
     return nullcontext()
 
 
+def adam_impl(config: Config) -> str:
+    """'auto' means fused: measured 1.01-1.07x over foreach on CPU (reports/benchmarks), and fastest on CUDA."""
+    return "fused" if config.train.adam_impl == "auto" else config.train.adam_impl
+
+
 def _optimizer(model: VAE, config: Config, device: torch.device) -> torch.optim.Adam:
-    impl = config.train.adam_impl
-    if impl == "auto":
-        impl = "fused" if device.type == "cuda" else "foreach"
+    impl = adam_impl(config)
     kw = {"fused": impl == "fused", "foreach": impl == "foreach"}
     return torch.optim.Adam(model.parameters(), lr=config.train.lr, **kw)
 
@@ -186,6 +189,8 @@ def fit(config: Config, train: Any = None, val: Any = None, *, device: str | tor
     _check_images(x_train, config, "train")
     _check_images(x_val, config, "val")
 
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # shapes are fixed (full batches only): autotune once
     torch.manual_seed(tc.seed)
     model = VAE(config).to(device)
     if tc.channels_last:
@@ -290,5 +295,6 @@ def _end_epoch(model, x_val, config, history, epoch, steps, bs, t0, device) -> N
 def _options(config: Config, device: torch.device, world_size: int = 1) -> dict[str, Any]:
     tc = config.train
     return {"device": str(device), "precision": tc.precision, "channels_last": tc.channels_last,
-            "adam_impl": tc.adam_impl, "compile": tc.compile, "sync_every": tc.sync_every,
-            "data_resident_on_device": True, "world_size": world_size}
+            "adam_impl": adam_impl(config), "compile": tc.compile, "sync_every": tc.sync_every,
+            "data_resident_on_device": True, "world_size": world_size,
+            "cudnn_benchmark": device.type == "cuda"}
