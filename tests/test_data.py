@@ -21,7 +21,6 @@ from vaelib.data import (
     DATASET_INFO,
     FACTOR_SIZES,
     SCALES,
-    TRIANGLE_INRADIUS,
     ImageSplit,
     data_mean_baseline,
     data_mean_mse_per_pixel,
@@ -29,6 +28,7 @@ from vaelib.data import (
     load_from_config,
     render_shapes,
 )
+from vaelib.shapes import TRIANGLE_INRADIUS
 
 
 def _exists_only(fpath, md5=None) -> bool:
