@@ -1,0 +1,31 @@
+import json
+import subprocess
+import sys
+
+from vaelib.__main__ import TRAIN_OVERRIDES, main
+
+
+def test_help_documents_every_train_option():
+    out = subprocess.run([sys.executable, "-m", "vaelib", "train", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for flag in TRAIN_OVERRIDES:
+        assert "--" + flag.replace("_", "-") in out.stdout
+
+
+def test_bad_input_is_one_line_and_exit_2(capsys):
+    assert main(["train", "--preset", "mnist"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: unknown preset 'mnist': allowed fashion_mnist, cifar10, celeba, celeba_small, digits, shapes"
+    assert main(["train", "--preset", "digits", "--epochs", "0"]) == 2
+    assert "train.epochs=0 is invalid" in capsys.readouterr().err
+
+
+def test_train_writes_metrics_and_figures(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "digits", "--epochs", "1", "--max-train", "128", "--device", "cpu",
+                 "--quiet", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["train"]["epochs"] == 1 and metrics["train_images"] == 128
+    assert metrics["metrics"]["data_mean_baseline_mse"] > 0 and len(metrics["figures"]) == 6
+    assert all((out / f).exists() for f in metrics["figures"])
+    assert "mse_over_baseline" in capsys.readouterr().out
