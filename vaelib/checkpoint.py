@@ -61,7 +61,7 @@ def save_json(path: str | Path, obj: Any) -> None:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Atomically torch.save a checkpoint dict (a crash leaves the previous file intact)."""
+    """Atomically torch.save a dict, e.g. a checkpoint or a dataset cache (a crash leaves the old file intact)."""
     atomic_write_bytes(path, lambda f: torch.save(state, f))
 
 

@@ -7,8 +7,6 @@ two stand-ins ship with the code: `digits` (scikit-learn's 8x8 handwritten digit
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .checkpoint import save_checkpoint
 from .config import DATASETS, DataConfig
 from .shapes import (  # noqa: F401  (re-exported: part of the data API)
     COLOUR_NAMES,
@@ -245,7 +244,7 @@ def _celeba(split: str, root: Path, download: bool, size: int, seed: int) -> Ima
         saved = torch.load(cache, weights_only=True)
     else:
         saved = _decode_celeba(split, root, download, size)
-        _save_atomic(saved, cache)
+        save_checkpoint(cache, saved)  # atomic: readers never see half a file
     return ImageSplit(saved["images"], saved["attrs"], None, class_names=tuple(saved["attr_names"]))
 
 
@@ -267,18 +266,6 @@ def _decode_celeba(split: str, root: Path, download: bool, size: int) -> dict[st
         images[i] = ds[i][0]
     names = [n for n in ds.attr_names if n]  # the real header line ends in a space: drop the empty name
     return {"images": images, "attrs": ds.attr.long(), "attr_names": names}
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file beside `path`, then rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 # --- embedded datasets ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from .metrics import active_units, as_float, eval_mode, kl_per_dimension, model_device
-from .plots import _show, _tile
+from .plots import show, tile
 
 LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])  # 4-neighbour discrete Laplacian
 
@@ -152,7 +152,7 @@ def image_rows(rows: dict[str, torch.Tensor], title: str) -> Figure:
     n = max(len(v) for v in rows.values())
     fig, axes = plt.subplots(len(rows), 1, figsize=(min(1.0 * n + 1.5, 14), 1.15 * len(rows) + 0.7), squeeze=False)
     for ax, (label, images) in zip(axes[:, 0], rows.items()):
-        _show(ax, _tile(images, nrow=n))
+        show(ax, tile(images, nrow=n))
         ax.set_ylabel(label, rotation=0, ha="right", va="center")
     axes[0, 0].set_title(title)
     fig.tight_layout()

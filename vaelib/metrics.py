@@ -42,8 +42,7 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 def as_float(images: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
     """uint8 or float images -> float32 in [0, 1] on `device`."""
-    x = images.to(device) if device is not None else images
-    return to_float(x) if x.dtype == torch.uint8 else x.float()
+    return to_float(images.to(device) if device is not None else images)
 
 
 def _batches(images: torch.Tensor, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from . import data as D
+from . import plots
 from .config import PRESETS, BetaSchedule, Config, with_overrides
 from .data import SPLITS, ImageSplit, data_mean_baseline, load_from_config, render_shapes
 from .losses import elbo
@@ -103,15 +104,9 @@ def _label(split: ImageSplit, i: int) -> str:
     return ""
 
 
-def _show(ax: plt.Axes, image: torch.Tensor, **kw: Any) -> None:
+def _show(ax: plt.Axes, image: torch.Tensor) -> None:
     """One image (C, H, W), uint8 or float in [0, 1], without ticks."""
-    x = image.double() / 255 if image.dtype == torch.uint8 else image.double()
-    if x.shape[0] == 1:
-        ax.imshow(x[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest", **kw)
-    else:
-        ax.imshow(x.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest", **kw)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    plots.show(ax, plots.tile(image[None], nrow=1))
 
 
 def labelled_grid(split: ImageSplit, n: int = 24, ncol: int = 8, title: str = "") -> Figure:

@@ -24,7 +24,7 @@ from .schedules import beta_curve
 COLORS = {"total": "black", "recon": "tab:blue", "kl": "tab:red", "beta": "tab:green"}
 
 
-def _tile(images: torch.Tensor, nrow: int, pad: int = 1) -> np.ndarray:
+def tile(images: torch.Tensor, nrow: int, pad: int = 1) -> np.ndarray:
     """(N, C, H, W) in [0, 1] -> one (rows*H, nrow*W, C) array with `pad` pixels of white between."""
     x = as_float(images.detach().cpu()).clamp(0, 1)  # (N, C, H, W)
     n, c, h, w = x.shape
@@ -37,7 +37,8 @@ def _tile(images: torch.Tensor, nrow: int, pad: int = 1) -> np.ndarray:
     return grid.permute(1, 2, 0).numpy()  # (H', W', C)
 
 
-def _show(ax: plt.Axes, grid: np.ndarray) -> None:
+def show(ax: plt.Axes, grid: np.ndarray) -> None:
+    """Draw a tiled grid (H', W', C) in [0, 1] without ticks, grey for one channel."""
     if grid.shape[-1] == 1:
         ax.imshow(grid[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     else:
@@ -56,10 +57,10 @@ def image_grid(images: torch.Tensor, nrow: int = 8, title: str | None = None) ->
     _check_images(images)
     if nrow < 1:
         raise ValueError(f"nrow={nrow!r} is invalid: allowed an integer >= 1")
-    grid = _tile(images, nrow)
+    grid = tile(images, nrow)
     scale = 6 / max(grid.shape[:2])
     fig, ax = plt.subplots(figsize=(max(2.0, grid.shape[1] * scale), max(2.0, grid.shape[0] * scale)))
-    _show(ax, grid)
+    show(ax, grid)
     if title:
         ax.set_title(title)
     fig.tight_layout()
@@ -78,7 +79,7 @@ def _strip(rows: list[tuple[str, torch.Tensor]], title: str, xlabel: str | None 
     n = len(rows[0][1])
     fig, axes = plt.subplots(len(rows), 1, figsize=(min(1.1 * n + 1, 14), 1.3 * len(rows) + 0.6), squeeze=False)
     for ax, (label, images) in zip(axes[:, 0], rows):
-        _show(ax, _tile(images, nrow=n))
+        show(ax, tile(images, nrow=n))
         ax.set_ylabel(label)
     axes[0, 0].set_title(title)
     if xlabel:

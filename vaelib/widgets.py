@@ -28,7 +28,7 @@ from .losses import kl_per_dim
 from .metrics import model_device, posterior_stats
 from .model import VAE
 from .pipeline import cached_fit, notebook_config, run_dir
-from .plots import interpolate_latents
+from .plots import interpolate_latents, tile
 from .train import CHECKPOINT, resolve_device
 
 TABS = ("Sliders", "Interpolate", "Sample", "Traverse")
@@ -40,14 +40,9 @@ FACTOR_TEXT = {"shape": lambda i: SHAPE_NAMES[i], "colour": lambda i: COLOUR_NAM
 
 def to_png(images: torch.Tensor, px: int = 160, nrow: int | None = None) -> bytes:
     """PNG bytes of images (N, C, H, W) in [0, 1], `nrow` per row, each upscaled (nearest) to about px pixels."""
-    x = images.detach().to("cpu", torch.float32).clamp(0, 1).mul(255).round().to(torch.uint8)
-    n, c, h, w = x.shape
-    ncol = min(nrow or n, n)
-    grid = torch.full((c, -(-n // ncol) * (h + 1) - 1, ncol * (w + 1) - 1), 255, dtype=torch.uint8)
-    for i in range(n):  # one white pixel between images
-        r, k = divmod(i, ncol)
-        grid[:, r * (h + 1):r * (h + 1) + h, k * (w + 1):k * (w + 1) + w] = x[i]
-    arr = grid.permute(1, 2, 0).numpy()  # (H', W', C)
+    h, c = images.shape[-2], images.shape[1]
+    grid = tile(images.detach().to("cpu", torch.float32), nrow or len(images))  # one white pixel between
+    arr = (grid * 255).round().astype(np.uint8)  # (H', W', C)
     img = PILImage.fromarray(arr[..., 0] if c == 1 else arr)
     scale = max(1, round(px / h))  # an integer factor keeps the pixels crisp
     img = img.resize((img.width * scale, img.height * scale), PILImage.Resampling.NEAREST)
