@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import distributed
@@ -58,7 +59,8 @@ def standard_metrics(model, config: Config, train, test, iw_samples: int = 64) -
     return out
 
 
-def standard_figures(model, config: Config, history: dict, test, out_dir: str | Path) -> list[Path]:
+def standard_figures(model, config: Config, history: dict, test, out_dir: str | Path,
+                     kl: Any = None) -> list[Path]:
     """Reconstructions, samples, curves, KL per dim, a traversal and an interpolation, saved as PNG."""
     import matplotlib.pyplot as plt
 
@@ -68,7 +70,7 @@ def standard_figures(model, config: Config, history: dict, test, out_dir: str | 
     out_dir = Path(out_dir)
     device = next(model.parameters()).device
     x = to_float(test.images[:16].to(device))
-    kl = metrics.kl_per_dimension(model, test.images)
+    kl = metrics.kl_per_dimension(model, test.images) if kl is None else np.asarray(kl)  # (D,)
     figs = {
         "reconstructions": plots.reconstruction_grid(model, x, n=8),
         "samples": plots.sample_grid(model, n=64, seed=config.train.seed),
@@ -101,7 +103,8 @@ def run_experiment(config: Config, out_dir: str | Path, *, device: str | None = 
               "device": str(device), "options": history["options"],
               "train_images": len(train), "test_images": len(test),
               "metrics": standard_metrics(model, config, train, test)}
-    result["figures"] = [p.name for p in standard_figures(model, config, history, test, out_dir)]
+    figures = standard_figures(model, config, history, test, out_dir, kl=result["metrics"]["kl_per_dim"])
+    result["figures"] = [p.name for p in figures]
     result["seconds"] = time.perf_counter() - t0
     save_json(Path(out_dir) / "metrics.json", result)
     return result

@@ -282,7 +282,7 @@ def _end_epoch(model, x_val, config, history, epoch, steps, bs, t0, device) -> N
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
-    rows = [r for r in history["steps"] if r["epoch"] == epoch]
+    rows = history["steps"][-steps:]  # this epoch's rows: _flush appended exactly `steps` of them
     beta = rows[-1]["beta"] if rows else config.train.schedule.beta
     val = evaluate(model, x_val, config, beta=beta)
     mean = {k: sum(r[k] for r in rows) / max(len(rows), 1) for k in ("total", "recon", "kl")}
