@@ -26,12 +26,16 @@ def versions() -> dict[str, str]:
 
 
 def git_commit() -> str:
-    """The commit of the vaelib checkout, with '+dirty' when it has changes, or 'unknown'."""
+    """The commit of the vaelib checkout, '+dirty' when its sources have changes, or 'unknown'.
+
+    Generated output under reports/ does not count: a report build rewrites it while it runs.
+    """
     here = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
                              timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                                ":(top,exclude)reports"], cwd=here,
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
