@@ -6,7 +6,8 @@ All three train the preset's model at its batch size on the same images (vaelib.
 - naive: a DataLoader over a dataset doing per-sample PIL conversion + ToTensor, `.item()` every step;
 - bare:  eager fp32 NCHW forward/backward/Adam over a float tensor already in memory, no logging;
 - fit:   vaelib.train.fit with the preset's defaults (its per-epoch images/s, warm-up epoch dropped).
-Rounds alternate the three so machine noise hits each alike; medians and ratios are printed.
+Rounds alternate the three so machine noise hits each alike; medians and ratios are printed. naive and bare
+run in a worker process with the system allocator, fit in one where fit has tuned it (vaelib/allocator.py).
 `python -m vaelib bench` measures every fast-path option as well.
 """
 
@@ -18,7 +19,7 @@ import statistics
 
 import torch
 
-from vaelib.bench import bare_loop, fit_loop, images_for, naive_loop
+from vaelib.bench import Row, Workers
 from vaelib.config import get_preset
 
 
@@ -30,13 +31,14 @@ def main() -> None:
     p.add_argument("--out", default=None, help="also write the result as JSON here")
     args = p.parse_args()
     config, device = get_preset(args.preset), torch.device("cpu")
-    x = images_for(config, config.train.batch_size * args.steps)
-    loops = {"naive": naive_loop, "bare": bare_loop, "fit": fit_loop}
+    loops = {"naive": False, "bare": False, "fit": True}  # loop -> runs in the tuned worker
     rows: dict[str, list[float]] = {k: [] for k in loops}
-    for r in range(args.rounds):
-        for name, loop in loops.items():
-            rows[name].append(loop(config, x, args.steps, device))
-        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rows.items()) + " images/s", flush=True)
+    with Workers() as workers:
+        for r in range(args.rounds):
+            for name, tuned in loops.items():
+                rows[name].append(workers.run(Row(name, name, config, tuned), args.steps, device))
+            print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rows.items()) + " images/s",
+                  flush=True)
     med = {k: statistics.median(v) for k, v in rows.items()}
     print(f"\n{'loop':<8}{'images/s':>10}{'x naive':>9}{'x bare':>8}")
     for k in loops:

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from vaelib import bench
@@ -33,5 +34,23 @@ def test_bench_preset_rows_and_ratios():
     results = bench.bench_preset("fashion_mnist", batch_sizes=(16,), rounds=1, steps=2, device="cpu",
                                  log=lambda _: None)
     naive = next(r for r in results if r["row"] == "naive")
-    assert naive["x_naive"] == 1.0 and {"bare", "fit default"} <= {r["row"] for r in results}
+    assert naive["x_naive"] == 1.0
+    rows = {r["row"]: r for r in results}
+    assert {"bare", "fit default", "bare, allocator tuned", "fit, allocator untuned"} <= set(rows)
+    assert all(r["images_per_sec"] > 0 for r in results)
+    assert not rows["bare"]["allocator_tuned"] and rows["bare, allocator tuned"]["allocator_tuned"]
+    assert rows["fit default"]["allocator_tuned"] and not rows["fit, allocator untuned"]["allocator_tuned"]
     assert "fit default" in bench.table(results)
+
+
+def test_rows_run_in_the_worker_their_allocator_setting_asks_for():
+    # fit tunes the allocator of the process it runs in, so untuned rows must run in a process of their own
+    config = with_overrides(get_preset("fashion_mnist"), **{"train.batch_size": 16})
+    rows = bench.rows_for(config, torch.device("cpu"))
+    assert [r.name for r in rows if not r.tuned] == ["naive", "bare", "fit, allocator untuned"]
+    cpu = torch.device("cpu")
+    with bench.Workers() as workers:
+        for tuned in (False, True):
+            with pytest.raises(RuntimeError, match="benchmark row 'broken' failed in its worker: KeyError"):
+                workers.run(bench.Row("broken", "no such loop", config, tuned), 2, cpu)
+            assert workers.run(bench.Row("fit", "fit", config, tuned), 2, cpu) > 0  # and it keeps serving

@@ -116,21 +116,25 @@ def _bench(args: argparse.Namespace) -> int:
     presets = ["fashion_mnist", "cifar10", "celeba_small", "celeba"] if args.preset == "all" else [args.preset]
     for name in presets:
         get_preset(name)
+    items = args.batch_sizes.split(",")
+    for item in items:  # all checked before any measuring
+        if item != "best" and not (item.isdigit() and int(item) > 0):
+            raise ValueError(f"--batch-sizes item {item!r} is invalid: allowed positive integers or 'best'")
     results, searches = [], {}
-    for name in presets:
-        sizes = []
-        for item in args.batch_sizes.split(","):
-            if item == "best":
-                best, searches[name] = bench.best_batch_size(name, device=args.device)
-                speeds = ", ".join(f"{k}: {v:.0f}" for k, v in searches[name].items())
-                print(f"{name}: best batch size {best} ({speeds} img/s)")
-                sizes.append(best)
-            elif item.isdigit() and int(item) > 0:
-                sizes.append(int(item))
-            else:
-                raise ValueError(f"--batch-sizes item {item!r} is invalid: allowed positive integers or 'best'")
-        results += bench.bench_preset(name, tuple(dict.fromkeys(sizes)), rounds=args.rounds, steps=args.steps,
-                                      device=args.device, compile_=args.compile)
+    with bench.Workers() as workers:
+        for name in presets:
+            sizes = []
+            for item in items:
+                if item == "best":
+                    best, searches[name] = bench.best_batch_size(name, device=args.device, workers=workers)
+                    speeds = ", ".join(f"{k}: {v:.0f}" for k, v in searches[name].items())
+                    print(f"{name}: best batch size {best} ({speeds} img/s)", flush=True)
+                    sizes.append(best)
+                else:
+                    sizes.append(int(item))
+            results += bench.bench_preset(name, tuple(dict.fromkeys(sizes)), rounds=args.rounds,
+                                          steps=args.steps, device=args.device, compile_=args.compile,
+                                          log=lambda m: print(m, flush=True), workers=workers)
     text = bench.table(results)
     print(text)
     out = Path(args.out)

@@ -4,13 +4,21 @@ Each row trains the same preset's model at the same batch size on the same image
 second and its ratio to the naive row. Rows are measured in alternating rounds (the machine is shared and
 noisy) and the median round is reported. On CUDA, timing uses CUDA events after warm-up, and FLOPs per
 image (torch.utils.flop_counter) give the achieved fraction of the device's peak.
+
+fit tunes the process's memory allocator on the CPU (allocator.py), which would also speed up any loop run
+after it in the same process. So the rows run in two long-lived worker processes that take turns: one
+left with the system's allocator (the naive and bare loops, as a user would run them, and fit with the
+tuning switched off), one tuned (fit, and the bare loop again to show what the tuning alone gives).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
+import os
 import statistics
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +27,7 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
+from .allocator import tune_cpu_allocator
 from .config import Config, get_preset, with_overrides
 from .losses import elbo
 from .model import VAE
@@ -184,43 +193,115 @@ def peak_flops(device: torch.device) -> float | None:
     return None
 
 
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One benchmark row: which loop, with which config, in which worker process."""
+
+    name: str
+    loop: str  # "naive" | "bare" | "fit"
+    config: Config
+    tuned: bool  # run in the worker whose allocator is tuned
+
+
+LOOPS: dict[str, Callable[..., float]] = {"naive": naive_loop, "bare": bare_loop, "fit": fit_loop}
+
+
+def _serve(conn, tuned: bool) -> None:
+    """Worker process: run (loop, config, steps, device) requests until None arrives."""
+    if tuned:
+        tune_cpu_allocator()
+    else:
+        os.environ["VAELIB_MALLOC_TUNING"] = "0"  # fit must leave this process's allocator alone
+    images: dict[tuple, torch.Tensor] = {}
+    while (msg := conn.recv()) is not None:
+        loop, config_json, steps, device = msg
+        try:
+            config = Config.from_json(config_json)
+            key = (config.input_shape, config.train.batch_size * steps)
+            if key not in images:
+                images[key] = images_for(config, key[1])
+            conn.send(("ok", LOOPS[loop](config, images[key], steps, torch.device(device))))
+        except Exception as err:  # reported to the parent, which raises it with the row's name
+            conn.send(("error", f"{type(err).__name__}: {err}\n{traceback.format_exc()}"))
+
+
+class Workers:
+    """Two worker processes, one with the system allocator and one tuned; `run(row, ...)` picks one."""
+
+    def __enter__(self) -> Workers:
+        ctx = multiprocessing.get_context("spawn")
+        self.procs, self.conns = {}, {}
+        for tuned in (False, True):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_serve, args=(child, tuned), daemon=True)
+            proc.start()
+            self.procs[tuned], self.conns[tuned] = proc, parent
+        return self
+
+    def run(self, row: Row, steps: int, device: torch.device) -> float:
+        conn = self.conns[row.tuned]
+        conn.send((row.loop, row.config.to_json(), steps, str(device)))
+        status, value = conn.recv()
+        if status != "ok":
+            raise RuntimeError(f"benchmark row {row.name!r} failed in its worker: {value}")
+        return value
+
+    def __exit__(self, *exc) -> None:
+        for tuned, conn in self.conns.items():
+            try:
+                conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+            self.procs[tuned].join(timeout=30)
+            if self.procs[tuned].is_alive():
+                self.procs[tuned].kill()
+
+
+def rows_for(config: Config, device: torch.device, compile_: bool = False) -> list[Row]:
+    """naive and bare (system allocator), bare tuned, fit untuned, then every fit variant (tuned)."""
+    rows = [Row("naive", "naive", config, False), Row("bare", "bare", config, False)]
+    if device.type == "cpu":
+        rows += [Row("bare, allocator tuned", "bare", config, True),
+                 Row("fit, allocator untuned", "fit", config, False)]
+    rows += [Row(name, "fit", c, True) for name, c in variants(config, device, compile_).items()]
+    return rows
+
+
 def bench_preset(preset: str, batch_sizes: tuple[int, ...] = (128,), rounds: int = 3, steps: int = 8,
-                 device: str | None = None, compile_: bool = False, log: Callable[[str], None] = print
-                 ) -> list[dict[str, Any]]:
+                 device: str | None = None, compile_: bool = False, log: Callable[[str], None] = print,
+                 workers: Workers | None = None) -> list[dict[str, Any]]:
     """Measure every row for one preset at each batch size; returns one dict per (batch size, row)."""
+    if workers is None:
+        with Workers() as w:
+            return bench_preset(preset, batch_sizes, rounds, steps, device, compile_, log, w)
     dev = resolve_device(device)
     base = get_preset(preset)
     flops = flops_per_image(base, dev)
     peak = peak_flops(dev)
     results = []
     for bs in batch_sizes:
-        config = with_overrides(base, **{"train.batch_size": bs})
-        x = images_for(config, bs * steps)
-        rows: dict[str, Callable[[], float]] = {
-            "naive": lambda c=config, x=x: naive_loop(c, x, steps, dev),
-            "bare": lambda c=config, x=x: bare_loop(c, x, steps, dev)}
-        for name, c in variants(config, dev, compile_).items():
-            rows[name] = lambda c=c, x=x: fit_loop(c, x, steps, dev)
-        measured: dict[str, list[float]] = {k: [] for k in rows}
+        rows = rows_for(with_overrides(base, **{"train.batch_size": bs}), dev, compile_)
+        measured: dict[str, list[float]] = {r.name: [] for r in rows}
         for r in range(rounds):
-            for name, run in rows.items():
-                measured[name].append(run())
+            for row in rows:
+                measured[row.name].append(workers.run(row, steps, dev))
             log(f"  {preset} batch {bs} round {r + 1}/{rounds} done")
-        naive = statistics.median(measured["naive"])
-        for name, values in measured.items():
-            ips = statistics.median(values)
-            results.append({"preset": preset, "batch_size": bs, "row": name, "images_per_sec": ips,
-                            "x_naive": ips / naive, "x_bare": ips / statistics.median(measured["bare"]),
-                            "flops_per_image": flops,
-                            "peak_fraction": ips * flops / peak if peak else None, "rounds": values})
+        naive, bare = statistics.median(measured["naive"]), statistics.median(measured["bare"])
+        for row in rows:
+            ips = statistics.median(measured[row.name])
+            results.append({"preset": preset, "batch_size": bs, "row": row.name, "images_per_sec": ips,
+                            "x_naive": ips / naive, "x_bare": ips / bare, "flops_per_image": flops,
+                            "allocator_tuned": row.tuned,
+                            "peak_fraction": ips * flops / peak if peak else None,
+                            "rounds": measured[row.name]})
     return results
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    lines = [f"{'preset':<14}{'batch':>6}  {'row':<24}{'images/s':>10}{'x naive':>9}{'x bare':>8}{'%peak':>7}"]
+    lines = [f"{'preset':<14}{'batch':>6}  {'row':<26}{'images/s':>10}{'x naive':>9}{'x bare':>8}{'%peak':>7}"]
     for r in results:
         peak = f"{100 * r['peak_fraction']:.1f}" if r["peak_fraction"] else "-"
-        lines.append(f"{r['preset']:<14}{r['batch_size']:>6}  {r['row']:<24}{r['images_per_sec']:>10.0f}"
+        lines.append(f"{r['preset']:<14}{r['batch_size']:>6}  {r['row']:<26}{r['images_per_sec']:>10.0f}"
                      f"{r['x_naive']:>9.2f}{r['x_bare']:>8.2f}{peak:>7}")
     return "\n".join(lines)
 
@@ -262,14 +343,14 @@ def _cycle(loader):
         yield from loader
 
 
-
 def best_batch_size(preset: str, candidates: tuple[int, ...] = (64, 128, 256, 512), steps: int = 4,
-                    device: str | None = None) -> tuple[int, dict[int, float]]:
+                    device: str | None = None, workers: Workers | None = None) -> tuple[int, dict[int, float]]:
     """The batch size at which fit with all fast options is quickest (one short measurement each)."""
+    if workers is None:
+        with Workers() as w:
+            return best_batch_size(preset, candidates, steps, device, w)
     dev = resolve_device(device)
     fast = variants(get_preset(preset), dev)["fit all fast options"]
-    speed = {}
-    for bs in candidates:
-        c = with_overrides(fast, **{"train.batch_size": bs})
-        speed[bs] = fit_loop(c, images_for(c, bs * steps), steps, dev)
+    speed = {bs: workers.run(Row("search", "fit", with_overrides(fast, **{"train.batch_size": bs}), True), steps, dev)
+             for bs in candidates}
     return max(speed, key=speed.get), speed

@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed
+from .allocator import tune_cpu_allocator
 from .checkpoint import read_checkpoint, save_checkpoint, save_json, versions
 from .config import Config, comparable
 from .losses import elbo
@@ -191,13 +192,15 @@ def fit(config: Config, train: Any = None, val: Any = None, *, device: str | tor
 
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # shapes are fixed (full batches only): autotune once
+    malloc_tuned = device.type == "cpu" and tune_cpu_allocator()  # no page faults per step (allocator.py)
     torch.manual_seed(tc.seed)
     model = VAE(config).to(device)
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = _optimizer(model, config, device)
     gen = torch.Generator(device=device).manual_seed(tc.seed)  # reparameterisation noise, same on all ranks
-    history: dict[str, Any] = {"steps": [], "epochs": [], "options": _options(config, device, world_size)}
+    history: dict[str, Any] = {"steps": [], "epochs": [],
+                               "options": _options(config, device, world_size, malloc_tuned)}
     start_epoch = 0
     ckpt = Path(out_dir) / CHECKPOINT if out_dir is not None else None
     if ckpt is not None and resume and ckpt.exists():
@@ -292,9 +295,10 @@ def _end_epoch(model, x_val, config, history, epoch, steps, bs, t0, device) -> N
     model.train()
 
 
-def _options(config: Config, device: torch.device, world_size: int = 1) -> dict[str, Any]:
+def _options(config: Config, device: torch.device, world_size: int = 1, malloc_tuned: bool = False
+             ) -> dict[str, Any]:
     tc = config.train
     return {"device": str(device), "precision": tc.precision, "channels_last": tc.channels_last,
             "adam_impl": adam_impl(config), "compile": tc.compile, "sync_every": tc.sync_every,
             "data_resident_on_device": True, "world_size": world_size,
-            "cudnn_benchmark": device.type == "cuda"}
+            "cudnn_benchmark": device.type == "cuda", "malloc_tuned": malloc_tuned}
