@@ -22,6 +22,7 @@ def test_variants_cover_each_option_alone_and_all_together():
     assert ("fit bf16" in rows) == bf16_supported(cpu)
     assert sum(1 for k in rows if k.startswith("fit channels_last")) == 1  # the non-default setting only
     assert rows["fit adam foreach"].train.adam_impl == "foreach"
+    assert "fit adam fused" not in rows  # fused is what the default 'auto' means: the same run twice
 
 
 def test_bench_preset_rows_and_ratios():

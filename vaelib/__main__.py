@@ -100,7 +100,7 @@ def _bench_parser(sub) -> None:
                                    "fast-path option, in alternating rounds; print ratios; write JSON + plot.")
     p.add_argument("--preset", default="fashion_mnist", help="a preset name, or 'all' for the four report presets")
     p.add_argument("--batch-sizes", default="128,best", help="comma list; 'best' searches 64..512 first")
-    p.add_argument("--rounds", type=int, default=3, help="alternating measurement rounds (median reported)")
+    p.add_argument("--rounds", type=int, default=5, help="alternating measurement rounds (median reported)")
     p.add_argument("--steps", type=int, default=8, help="training steps per measurement")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to warm up)")

@@ -31,7 +31,7 @@ from .allocator import tune_cpu_allocator
 from .config import Config, get_preset, with_overrides
 from .losses import elbo
 from .model import VAE
-from .train import bf16_supported, fit, resolve_device
+from .train import adam_impl, bf16_supported, fit, resolve_device
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}  # dense
 
@@ -166,8 +166,14 @@ def variants(config: Config, device: torch.device, compile_: bool = False) -> di
         rows["fit compile"] = dataclasses.replace(config, train=dataclasses.replace(t, compile=True))
         fast["compile"] = True
     rows["fit all fast options"] = dataclasses.replace(config, train=dataclasses.replace(t, **fast))
-    # drop the row equal to the default (channels_last on or off, whichever is not the default)
-    return {k: v for k, v in rows.items() if k == "fit default" or v != config}
+    # drop single-option rows that are the default already (e.g. fused Adam, which 'auto' means)
+    same = _effective(config)
+    return {k: v for k, v in rows.items() if k in ("fit default", "fit all fast options") or _effective(v) != same}
+
+
+def _effective(config: Config) -> Config:
+    """The config with adam_impl='auto' resolved, so rows that train alike compare equal."""
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, adam_impl=adam_impl(config)))
 
 
 def flops_per_image(config: Config, device: torch.device) -> float:
