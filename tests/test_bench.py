@@ -55,3 +55,31 @@ def test_rows_run_in_the_worker_their_allocator_setting_asks_for():
             with pytest.raises(RuntimeError, match="benchmark row 'broken' failed in its worker: KeyError"):
                 workers.run(bench.Row("broken", "no such loop", config, tuned), 2, cpu)
             assert workers.run(bench.Row("fit", "fit", config, tuned), 2, cpu) > 0  # and it keeps serving
+
+
+def test_cuda_rows_peak_and_table_logic_without_a_gpu(monkeypatch):
+    # The CUDA branches that need no GPU to run: the peak lookup, the rows, the table's %peak column.
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *_: True)
+    cuda = torch.device("cuda")
+    assert bench.peak_flops(cuda) == 989e12
+    assert bench.peak_flops(torch.device("cpu")) is None
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: "Some Future GPU")
+    assert bench.peak_flops(cuda) is None  # unknown: no fraction rather than a made-up one
+    rows = bench.rows_for(get_preset("cifar10"), cuda)
+    names = [r.name for r in rows]
+    assert "fit bf16" in names and not any("allocator" in n for n in names)  # the allocator rows are CPU-only
+    assert next(r for r in rows if r.name == "fit all fast options").config.train.precision == "bf16"
+    line = bench.table([{"preset": "cifar10", "batch_size": 128, "row": "fit default", "images_per_sec": 50_000.0,
+                         "x_naive": 12.5, "x_bare": 2.0, "peak_fraction": 0.2}])
+    assert line.splitlines()[1].split()[-4:] == ["50000", "12.50", "2.00", "20.0"]
+
+
+def test_options_say_which_device_settings_applied():
+    from vaelib.train import _options
+
+    cpu = _options(get_preset("fashion_mnist"), torch.device("cpu"), 1, malloc_tuned=True)
+    cuda = _options(get_preset("fashion_mnist"), torch.device("cuda"), 2)
+    assert cpu["malloc_tuned"] and not cpu["cudnn_benchmark"] and cpu["channels_last"]
+    assert cuda["cudnn_benchmark"] and not cuda["malloc_tuned"] and cuda["world_size"] == 2
+    assert cpu["adam_impl"] == "fused"  # 'auto' resolved, so a result says what ran
