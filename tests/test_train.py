@@ -169,3 +169,53 @@ def test_non_finite_error_carries_step_and_history(tiny_config, tiny_data):
     with pytest.raises(NonFiniteLossError) as err:
         fit(tiny_config, bad, tiny_data[1], quiet=True, device="cpu")
     assert err.value.step == 0 and err.value.epoch == 0 and err.value.history["steps"] == []
+
+
+def test_bf16_path_keeps_the_loss_in_fp32(tiny_config, tiny_data, monkeypatch):
+    # The bf16 branch (CUDA, or CPUs with avx512_bf16/AMX) runs on any CPU when allowed: autocast around the
+    # model only, the ELBO and the optimizer state in fp32. Here it is slow but its logic is the same.
+    import vaelib.train as train
+
+    monkeypatch.setattr(train, "bf16_supported", lambda device: True)
+    config = with_overrides(tiny_config, **{"train.precision": "bf16", "train.epochs": 2})
+    model, history = fit(config, *tiny_data, device="cpu", quiet=True)
+    assert history["options"]["precision"] == "bf16"
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    steps = history["steps"]
+    assert all(torch.isfinite(torch.tensor([s["total"], s["kl"], s["grad_norm"]])).all() for s in steps)
+    assert steps[-1]["total"] < steps[0]["total"]  # it still learns
+    logits, mu, logvar = model(torch.rand(2, *config.input_shape))  # eval outside autocast: fp32 outputs
+    assert logits.dtype == mu.dtype == torch.float32
+
+
+def test_bf16_is_refused_where_it_would_be_slow(tiny_config, tiny_data, monkeypatch):
+    import vaelib.train as train
+
+    monkeypatch.setattr(train, "bf16_supported", lambda device: False)
+    with pytest.raises(ValueError, match="precision='bf16' is invalid on cpu: this device has no fast bf16"):
+        fit(with_overrides(tiny_config, **{"train.precision": "bf16"}), *tiny_data, device="cpu", quiet=True)
+
+
+def test_resume_hands_the_generator_a_cpu_state(tiny_config, tiny_data, tmp_path, monkeypatch):
+    # torch.Generator.set_state takes a CPU ByteTensor on every device; a checkpoint mapped to CUDA must not
+    # pass its (then CUDA) tensor straight through. Checked here with a generator that records what it got.
+    import vaelib.train as train
+
+    fit(tiny_config, *tiny_data, device="cpu", out_dir=tmp_path, quiet=True)
+    state = read_checkpoint(tmp_path / "checkpoint.pt")
+
+    class Mapped:  # stands for the CUDA tensor torch.load(map_location="cuda") would give
+        def cpu(self):
+            return state["generator"]
+
+    monkeypatch.setattr(train, "read_checkpoint", lambda path, map_location: {**state, "generator": Mapped()})
+    got = []
+
+    class Recorder:
+        def set_state(self, t):
+            got.append(t)
+
+    model = train.VAE(tiny_config)
+    opt = train._optimizer(model, tiny_config, torch.device("cpu"))
+    train._resume(tmp_path / "checkpoint.pt", tiny_config, model, opt, Recorder(), torch.device("cuda"))
+    assert len(got) == 1 and isinstance(got[0], torch.Tensor) and got[0].device.type == "cpu"

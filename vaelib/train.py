@@ -142,7 +142,7 @@ def _resume(path: Path, config: Config, model, opt, gen, device) -> tuple[dict, 
                          "allowed: the same config (epochs may grow), another out_dir, or resume=False")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
-    gen.set_state(state["generator"].cpu() if device.type == "cpu" else state["generator"])
+    gen.set_state(state["generator"].cpu())  # a CUDA generator too takes its state as a CPU ByteTensor
     return state["history"], state["epoch"]
 
 
