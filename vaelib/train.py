@@ -18,7 +18,7 @@ from .allocator import tune_cpu_allocator
 from .checkpoint import read_checkpoint, save_checkpoint, save_json, versions
 from .config import Config, comparable
 from .losses import elbo
-from .model import VAE
+from .model import VAE, eval_mode, model_device
 from .schedules import beta_at
 
 CHECKPOINT = "checkpoint.pt"
@@ -90,19 +90,16 @@ def to_float(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
 def evaluate(model: VAE, images: torch.Tensor, config: Config, beta: float | None = None,
              batch_size: int = 512, seed: int = 1234) -> dict[str, float]:
     """Mean negative-ELBO terms (nats per image) over uint8 or float images, without gradients."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     beta = config.train.schedule.beta if beta is None else beta
     gen = torch.Generator(device=device).manual_seed(seed)
-    was_training = model.training
-    model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=device)
-    for start in range(0, len(images), batch_size):
-        xb = images[start:start + batch_size].to(device)
-        x = to_float(xb) if xb.dtype == torch.uint8 else xb.float()
-        logits, mu, logvar = model(x, generator=gen)
-        t = elbo(x, logits, mu, logvar, beta=beta, kind=config.train.recon)
-        sums += torch.stack([t.total, t.recon, t.kl]).double() * len(x)
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(images), batch_size):
+            x = to_float(images[start:start + batch_size].to(device))  # uint8 or float in [0, 1]
+            logits, mu, logvar = model(x, generator=gen)
+            t = elbo(x, logits, mu, logvar, beta=beta, kind=config.train.recon)
+            sums += torch.stack([t.total, t.recon, t.kl]).double() * len(x)
     total, recon, kl = (sums / len(images)).tolist()
     return {"total": total, "recon": recon, "kl": kl}
 
