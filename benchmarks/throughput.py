@@ -36,7 +36,7 @@ def main() -> None:
     with Workers() as workers:
         for r in range(args.rounds):
             for name, tuned in loops.items():
-                rows[name].append(workers.run(Row(name, name, config, tuned), args.steps, device))
+                rows[name].append(workers.run(Row(name, name, config, tuned), args.steps, device)[0])
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rows.items()) + " images/s",
                   flush=True)
     med = {k: statistics.median(v) for k, v in rows.items()}

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vaelib import bench
+from vaelib import bench, loops
 from vaelib.config import get_preset, with_overrides
 from vaelib.train import bf16_supported
 
@@ -27,10 +27,10 @@ def test_variants_cover_each_option_alone_and_all_together():
 
 def test_bench_preset_rows_and_ratios():
     config = with_overrides(get_preset("fashion_mnist"), **{"train.batch_size": 16})
-    x = bench.images_for(config, 32)
+    x = loops.images_for(config, 32)
     assert x.shape == (32, 1, 32, 32) and x.dtype == torch.uint8
     cpu = torch.device("cpu")
-    for loop in (bench.naive_loop, bench.bare_loop, bench.fit_loop):
+    for loop in (loops.naive_loop, loops.bare_loop, loops.fit_loop):
         assert loop(config, x, 2, cpu) > 0
     results = bench.bench_preset("fashion_mnist", batch_sizes=(16,), rounds=1, steps=2, device="cpu",
                                  log=lambda _: None)
@@ -39,8 +39,10 @@ def test_bench_preset_rows_and_ratios():
     rows = {r["row"]: r for r in results}
     assert {"bare", "fit default", "bare, allocator tuned", "fit, allocator untuned"} <= set(rows)
     assert all(r["images_per_sec"] > 0 for r in results)
+    # as each worker reported it after the run: fit must not have tuned the untuned worker
     assert not rows["bare"]["allocator_tuned"] and rows["bare, allocator tuned"]["allocator_tuned"]
     assert rows["fit default"]["allocator_tuned"] and not rows["fit, allocator untuned"]["allocator_tuned"]
+    assert "fit all fast options (= default)" in rows  # on this CPU all options are the defaults
     assert "fit default" in bench.table(results)
 
 
@@ -54,7 +56,11 @@ def test_rows_run_in_the_worker_their_allocator_setting_asks_for():
         for tuned in (False, True):
             with pytest.raises(RuntimeError, match="benchmark row 'broken' failed in its worker: KeyError"):
                 workers.run(bench.Row("broken", "no such loop", config, tuned), 2, cpu)
-            assert workers.run(bench.Row("fit", "fit", config, tuned), 2, cpu) > 0  # and it keeps serving
+            ips, was_tuned = workers.run(bench.Row("fit", "fit", config, tuned), 2, cpu)  # and it keeps serving
+            assert ips > 0 and was_tuned == tuned
+        workers.procs[True].kill()  # e.g. killed for memory
+        with pytest.raises(RuntimeError, match="benchmark row 'fit': its worker process died"):
+            workers.run(bench.Row("fit", "fit", config, True), 2, cpu)
 
 
 def test_cuda_rows_peak_and_table_logic_without_a_gpu(monkeypatch):

@@ -20,6 +20,7 @@ import platform
 M_TRIM_THRESHOLD = -1  # mallopt parameter numbers from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
 THRESHOLD = 1 << 30  # bytes: blocks below 1 GiB come from the heap, and up to 1 GiB of free heap is kept
+OLD_GLIBC_MAX_MMAP_THRESHOLD = 32 << 20  # bytes: older glibc refuses a larger mmap threshold
 
 _tuned = False
 
@@ -44,7 +45,9 @@ def tune_cpu_allocator() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    _tuned = bool(mallopt(M_MMAP_THRESHOLD, THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, THRESHOLD))
+    if not (mallopt(M_MMAP_THRESHOLD, THRESHOLD) or mallopt(M_MMAP_THRESHOLD, OLD_GLIBC_MAX_MMAP_THRESHOLD)):
+        return False
+    _tuned = bool(mallopt(M_TRIM_THRESHOLD, THRESHOLD))  # glibc sets no upper limit on this one
     return _tuned
 
 

@@ -8,7 +8,11 @@ image (torch.utils.flop_counter) give the achieved fraction of the device's peak
 fit tunes the process's memory allocator on the CPU (allocator.py), which would also speed up any loop run
 after it in the same process. So the rows run in two long-lived worker processes that take turns: one
 left with the system's allocator (the naive and bare loops, as a user would run them, and fit with the
-tuning switched off), one tuned (fit, and the bare loop again to show what the tuning alone gives).
+tuning switched off), one tuned on the CPU (fit, and the bare loop again to show what the tuning alone
+gives). Each worker reports whether its allocator was tuned, and the results carry that report.
+
+The workers are started with "spawn", so a script that calls bench_preset or best_batch_size must do so
+under `if __name__ == "__main__":`.
 """
 
 from __future__ import annotations
@@ -17,137 +21,21 @@ import dataclasses
 import multiprocessing
 import os
 import statistics
-import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
-from torchvision import transforms
 
-from .allocator import tune_cpu_allocator
+from .allocator import allocator_tuned, tune_cpu_allocator
 from .config import Config, get_preset, with_overrides
+from .loops import bare_loop, fit_loop, images_for, naive_loop
 from .losses import elbo
 from .model import VAE
-from .train import adam_impl, bf16_supported, fit, resolve_device
+from .train import adam_impl, bf16_supported, resolve_device
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}  # dense
-
-
-def images_for(config: Config, n: int, seed: int = 0) -> torch.Tensor:
-    """n uint8 images of the preset's shape: real digits for grey presets, generated shapes for RGB."""
-    from .data import load_dataset
-
-    c, size, _ = config.input_shape
-    if c == 1:
-        x = load_dataset("digits", "train", image_size=size).images
-        return x.repeat((n + len(x) - 1) // len(x), 1, 1, 1)[:n].contiguous()
-    return load_dataset("shapes", "train", n=n, image_size=size, seed=seed, background="textured").images
-
-
-class PILDataset(torch.utils.data.Dataset):
-    """What a tutorial's torchvision dataset does per sample: uint8 array -> PIL image -> transforms."""
-
-    def __init__(self, images_u8: torch.Tensor) -> None:
-        self.arrays = images_u8.permute(0, 2, 3, 1).numpy()  # (N, H, W, C)
-        self.tf = transforms.Compose([transforms.ToTensor()])
-
-    def __len__(self) -> int:
-        return len(self.arrays)
-
-    def __getitem__(self, i: int):
-        a = self.arrays[i]
-        img = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
-        return self.tf(img), 0
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(device: torch.device, run: Callable[[], int]) -> float:
-    """images per second of run() (which returns the images it processed), CUDA events on GPU."""
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        n = run()
-        end.record()
-        torch.cuda.synchronize(device)
-        return n / (start.elapsed_time(end) / 1000)
-    t0 = time.perf_counter()
-    n = run()
-    return n / (time.perf_counter() - t0)
-
-
-def naive_loop(config: Config, x_u8: torch.Tensor, steps: int, device: torch.device) -> float:
-    """DataLoader with per-sample PIL transforms, model on the device, `.item()` every step."""
-    torch.manual_seed(0)
-    loader = torch.utils.data.DataLoader(PILDataset(x_u8), batch_size=config.train.batch_size, shuffle=True,
-                                         drop_last=True)
-    model = VAE(config).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=config.train.lr)
-    log: list[float] = []
-
-    def step(x: torch.Tensor) -> None:
-        x = x.to(device)
-        logits, mu, logvar = model(x)
-        loss = elbo(x, logits, mu, logvar, beta=config.train.schedule.beta).total
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        log.append(loss.item())  # the per-step host read a tutorial does
-
-    batches = _cycle(loader)
-    for _ in range(2):
-        step(next(batches)[0])
-
-    def run() -> int:
-        for _ in range(steps):
-            step(next(batches)[0])
-        return steps * config.train.batch_size
-
-    return _timed(device, run)
-
-
-def bare_loop(config: Config, x_u8: torch.Tensor, steps: int, device: torch.device) -> float:
-    """Eager fp32 NCHW forward/backward/Adam over a float tensor already on the device; no logging."""
-    torch.manual_seed(0)
-    model, bs = VAE(config).to(device), config.train.batch_size
-    opt = torch.optim.Adam(model.parameters(), lr=config.train.lr)
-    x_all = (x_u8.float() / 255).to(device)
-
-    def step(i: int) -> None:
-        x = x_all[(i * bs) % (len(x_all) - bs + 1):][:bs]
-        logits, mu, logvar = model(x)
-        loss = elbo(x, logits, mu, logvar, beta=config.train.schedule.beta).total
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    for i in range(2):
-        step(i)
-    _sync(device)
-
-    def run() -> int:
-        for i in range(steps):
-            step(i)
-        return steps * bs
-
-    return _timed(device, run)
-
-
-def fit_loop(config: Config, x_u8: torch.Tensor, steps: int, device: torch.device) -> float:
-    """vaelib.train.fit with the config's options; its own per-epoch images/s, warm-up epoch dropped."""
-    bs = config.train.batch_size
-    per_epoch = max(1, min(steps, len(x_u8) // bs))
-    x = x_u8[:per_epoch * bs]
-    epochs = 1 + max(1, round(steps / per_epoch))
-    c = with_overrides(config, **{"train.epochs": epochs, "train.sync_every": 10_000})
-    _, h = fit(c, x, x[:bs], device=device, quiet=True)
-    return statistics.median(e["images_per_sec"] for e in h["epochs"][1:])
 
 
 def variants(config: Config, device: torch.device, compile_: bool = False) -> dict[str, Config]:
@@ -206,29 +94,31 @@ class Row:
     name: str
     loop: str  # "naive" | "bare" | "fit"
     config: Config
-    tuned: bool  # run in the worker whose allocator is tuned
+    tuned: bool  # run in the worker that tunes its allocator (on the CPU)
 
 
 LOOPS: dict[str, Callable[..., float]] = {"naive": naive_loop, "bare": bare_loop, "fit": fit_loop}
+ROW_TIMEOUT_S = 3600  # a row that takes longer than this is taken as hung
 
 
 def _serve(conn, tuned: bool) -> None:
-    """Worker process: run (loop, config, steps, device) requests until None arrives."""
-    if tuned:
-        tune_cpu_allocator()
-    else:
+    """Worker process: answer (loop, config, steps, device) requests with (status, images/s, tuned) until None."""
+    if not tuned:
         os.environ["VAELIB_MALLOC_TUNING"] = "0"  # fit must leave this process's allocator alone
     images: dict[tuple, torch.Tensor] = {}
     while (msg := conn.recv()) is not None:
         loop, config_json, steps, device = msg
         try:
+            if tuned and torch.device(device).type == "cpu":
+                tune_cpu_allocator()  # as fit does, on the CPU only
             config = Config.from_json(config_json)
             key = (config.input_shape, config.train.batch_size * steps)
             if key not in images:
                 images[key] = images_for(config, key[1])
-            conn.send(("ok", LOOPS[loop](config, images[key], steps, torch.device(device))))
+            ips = LOOPS[loop](config, images[key], steps, torch.device(device))
+            conn.send(("ok", ips, allocator_tuned()))
         except Exception as err:  # reported to the parent, which raises it with the row's name
-            conn.send(("error", f"{type(err).__name__}: {err}\n{traceback.format_exc()}"))
+            conn.send(("error", f"{type(err).__name__}: {err}\n{traceback.format_exc()}", allocator_tuned()))
 
 
 class Workers:
@@ -237,30 +127,45 @@ class Workers:
     def __enter__(self) -> Workers:
         ctx = multiprocessing.get_context("spawn")
         self.procs, self.conns = {}, {}
-        for tuned in (False, True):
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_serve, args=(child, tuned), daemon=True)
-            proc.start()
-            self.procs[tuned], self.conns[tuned] = proc, parent
+        try:
+            for tuned in (False, True):
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(target=_serve, args=(child, tuned), daemon=True)
+                proc.start()
+                child.close()  # the worker holds its end; a dead worker then reads as EOF here
+                self.procs[tuned], self.conns[tuned] = proc, parent
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
-    def run(self, row: Row, steps: int, device: torch.device) -> float:
-        conn = self.conns[row.tuned]
-        conn.send((row.loop, row.config.to_json(), steps, str(device)))
-        status, value = conn.recv()
+    def run(self, row: Row, steps: int, device: torch.device) -> tuple[float, bool]:
+        """(images per second, whether the worker's allocator was tuned) for one measurement of `row`."""
+        conn, proc = self.conns[row.tuned], self.procs[row.tuned]
+        try:
+            conn.send((row.loop, row.config.to_json(), steps, str(device)))
+            if not conn.poll(ROW_TIMEOUT_S):
+                raise RuntimeError(f"benchmark row {row.name!r} gave no answer in {ROW_TIMEOUT_S} s")
+            status, value, tuned = conn.recv()
+        except (EOFError, OSError) as err:
+            proc.join(timeout=5)
+            raise RuntimeError(f"benchmark row {row.name!r}: its worker process died (exit code {proc.exitcode}; "
+                               "out of memory?)") from err
         if status != "ok":
             raise RuntimeError(f"benchmark row {row.name!r} failed in its worker: {value}")
-        return value
+        return value, tuned
 
     def __exit__(self, *exc) -> None:
         for tuned, conn in self.conns.items():
             try:
                 conn.send(None)
-            except (BrokenPipeError, OSError):
+            except OSError:
                 pass
             self.procs[tuned].join(timeout=30)
             if self.procs[tuned].is_alive():
                 self.procs[tuned].kill()
+                self.procs[tuned].join(timeout=5)
+            conn.close()
 
 
 def rows_for(config: Config, device: torch.device, compile_: bool = False) -> list[Row]:
@@ -269,11 +174,15 @@ def rows_for(config: Config, device: torch.device, compile_: bool = False) -> li
     if device.type == "cpu":
         rows += [Row("bare, allocator tuned", "bare", config, True),
                  Row("fit, allocator untuned", "fit", config, False)]
-    rows += [Row(name, "fit", c, True) for name, c in variants(config, device, compile_).items()]
+    same = _effective(config)
+    for name, c in variants(config, device, compile_).items():
+        if name == "fit all fast options" and _effective(c) == same:
+            name += " (= default)"  # the same run as "fit default" again: a measure of the noise
+        rows.append(Row(name, "fit", c, True))
     return rows
 
 
-def bench_preset(preset: str, batch_sizes: tuple[int, ...] = (128,), rounds: int = 3, steps: int = 8,
+def bench_preset(preset: str, batch_sizes: tuple[int, ...] = (128,), rounds: int = 5, steps: int = 8,
                  device: str | None = None, compile_: bool = False, log: Callable[[str], None] = print,
                  workers: Workers | None = None) -> list[dict[str, Any]]:
     """Measure every row for one preset at each batch size; returns one dict per (batch size, row)."""
@@ -288,16 +197,18 @@ def bench_preset(preset: str, batch_sizes: tuple[int, ...] = (128,), rounds: int
     for bs in batch_sizes:
         rows = rows_for(with_overrides(base, **{"train.batch_size": bs}), dev, compile_)
         measured: dict[str, list[float]] = {r.name: [] for r in rows}
+        tuned: dict[str, bool] = {}
         for r in range(rounds):
             for row in rows:
-                measured[row.name].append(workers.run(row, steps, dev))
+                ips, tuned[row.name] = workers.run(row, steps, dev)
+                measured[row.name].append(ips)
             log(f"  {preset} batch {bs} round {r + 1}/{rounds} done")
         naive, bare = statistics.median(measured["naive"]), statistics.median(measured["bare"])
         for row in rows:
             ips = statistics.median(measured[row.name])
             results.append({"preset": preset, "batch_size": bs, "row": row.name, "images_per_sec": ips,
                             "x_naive": ips / naive, "x_bare": ips / bare, "flops_per_image": flops,
-                            "allocator_tuned": row.tuned,
+                            "allocator_tuned": tuned[row.name],  # as the worker reported it
                             "peak_fraction": ips * flops / peak if peak else None,
                             "rounds": measured[row.name]})
     return results
@@ -344,11 +255,6 @@ def host_info() -> dict[str, Any]:
     return info
 
 
-def _cycle(loader):
-    while True:
-        yield from loader
-
-
 def best_batch_size(preset: str, candidates: tuple[int, ...] = (64, 128, 256, 512), steps: int = 4,
                     device: str | None = None, workers: Workers | None = None) -> tuple[int, dict[int, float]]:
     """The batch size at which fit with all fast options is quickest (one short measurement each)."""
@@ -357,6 +263,6 @@ def best_batch_size(preset: str, candidates: tuple[int, ...] = (64, 128, 256, 51
             return best_batch_size(preset, candidates, steps, device, w)
     dev = resolve_device(device)
     fast = variants(get_preset(preset), dev)["fit all fast options"]
-    speed = {bs: workers.run(Row("search", "fit", with_overrides(fast, **{"train.batch_size": bs}), True), steps, dev)
-             for bs in candidates}
+    rows = {bs: Row("search", "fit", with_overrides(fast, **{"train.batch_size": bs}), True) for bs in candidates}
+    speed = {bs: workers.run(row, steps, dev)[0] for bs, row in rows.items()}
     return max(speed, key=speed.get), speed

@@ -70,7 +70,7 @@ def _autocast(config: Config, device: torch.device):
 
 
 def adam_impl(config: Config) -> str:
-    """'auto' means fused: 0.98-1.17x over foreach on this CPU, about 1.04x typical (reports/benchmarks)."""
+    """'auto' means fused: 0.98-1.21x over foreach on this project's CPU, typically 1.02x (reports/benchmarks)."""
     return "fused" if config.train.adam_impl == "auto" else config.train.adam_impl
 
 
