@@ -215,10 +215,10 @@ def bench_preset(preset: str, batch_sizes: tuple[int, ...] = (128,), rounds: int
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    lines = [f"{'preset':<14}{'batch':>6}  {'row':<26}{'images/s':>10}{'x naive':>9}{'x bare':>8}{'%peak':>7}"]
+    lines = [f"{'preset':<14}{'batch':>6}  {'row':<34}{'images/s':>10}{'x naive':>9}{'x bare':>8}{'%peak':>7}"]
     for r in results:
         peak = f"{100 * r['peak_fraction']:.1f}" if r["peak_fraction"] else "-"
-        lines.append(f"{r['preset']:<14}{r['batch_size']:>6}  {r['row']:<26}{r['images_per_sec']:>10.0f}"
+        lines.append(f"{r['preset']:<14}{r['batch_size']:>6}  {r['row']:<34}{r['images_per_sec']:>10.0f}"
                      f"{r['x_naive']:>9.2f}{r['x_bare']:>8.2f}{peak:>7}")
     return "\n".join(lines)
 
