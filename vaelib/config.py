@@ -247,7 +247,7 @@ def _preset(name: str, dataset: str, size: int, channels: int, hidden: tuple[int
 
 # The seed tables of the two source reports (docs/architecture.md), plus the embedded stand-ins.
 # channels_last where `python -m vaelib bench --preset all` measured it faster on this CPU (reports/benchmarks):
-# fashion_mnist 1.04-1.08x, celeba_small 1.08x, celeba 1.03-1.14x; cifar10 0.97x, so off there.
+# fashion_mnist 1.05-1.10x, celeba_small 1.09-1.10x, celeba 1.02x; cifar10 0.92-0.95x, so off there.
 PRESETS: dict[str, Config] = {
     "fashion_mnist": _preset("fashion_mnist", "fashion_mnist", 32, 1, (32, 64), 32,
                              BetaSchedule("constant", beta=0.8), epochs=20, channels_last=True),
