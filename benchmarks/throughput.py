@@ -19,7 +19,7 @@ import statistics
 
 import torch
 
-from vaelib.bench import Row, Workers
+from vaelib.bench import Row, Workers, measure
 from vaelib.config import get_preset
 
 
@@ -32,13 +32,14 @@ def main() -> None:
     args = p.parse_args()
     config, device = get_preset(args.preset), torch.device("cpu")
     loops = {"naive": False, "bare": False, "fit": True}  # loop -> runs in the tuned worker
-    rows: dict[str, list[float]] = {k: [] for k in loops}
+
+    def show(r: int, measured: dict[str, list[float]]) -> None:
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in measured.items()) + " images/s",
+              flush=True)
+
     with Workers() as workers:
-        for r in range(args.rounds):
-            for name, tuned in loops.items():
-                rows[name].append(workers.run(Row(name, name, config, tuned), args.steps, device)[0])
-            print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rows.items()) + " images/s",
-                  flush=True)
+        rows, _ = measure(workers, [Row(k, k, config, tuned) for k, tuned in loops.items()], args.rounds,
+                          args.steps, device, show)
     med = {k: statistics.median(v) for k, v in rows.items()}
     print(f"\n{'loop':<8}{'images/s':>10}{'x naive':>9}{'x bare':>8}")
     for k in loops:

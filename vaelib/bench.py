@@ -182,6 +182,20 @@ def rows_for(config: Config, device: torch.device, compile_: bool = False) -> li
     return rows
 
 
+def measure(workers: Workers, rows: list[Row], rounds: int, steps: int, device: torch.device,
+            after_round: Callable[[int, dict[str, list[float]]], None] = lambda r, measured: None
+            ) -> tuple[dict[str, list[float]], dict[str, bool]]:
+    """Alternating rounds over the rows: ({row name: images/s per round}, {row name: allocator tuned})."""
+    measured: dict[str, list[float]] = {row.name: [] for row in rows}
+    tuned: dict[str, bool] = {}
+    for r in range(rounds):
+        for row in rows:
+            ips, tuned[row.name] = workers.run(row, steps, device)
+            measured[row.name].append(ips)
+        after_round(r, measured)
+    return measured, tuned
+
+
 def bench_preset(preset: str, batch_sizes: tuple[int, ...] = (128,), rounds: int = 5, steps: int = 8,
                  device: str | None = None, compile_: bool = False, log: Callable[[str], None] = print,
                  workers: Workers | None = None) -> list[dict[str, Any]]:
@@ -196,13 +210,8 @@ def bench_preset(preset: str, batch_sizes: tuple[int, ...] = (128,), rounds: int
     results = []
     for bs in batch_sizes:
         rows = rows_for(with_overrides(base, **{"train.batch_size": bs}), dev, compile_)
-        measured: dict[str, list[float]] = {r.name: [] for r in rows}
-        tuned: dict[str, bool] = {}
-        for r in range(rounds):
-            for row in rows:
-                ips, tuned[row.name] = workers.run(row, steps, dev)
-                measured[row.name].append(ips)
-            log(f"  {preset} batch {bs} round {r + 1}/{rounds} done")
+        measured, tuned = measure(workers, rows, rounds, steps, dev,
+                                  lambda r, _, bs=bs: log(f"  {preset} batch {bs} round {r + 1}/{rounds} done"))
         naive, bare = statistics.median(measured["naive"]), statistics.median(measured["bare"])
         for row in rows:
             ips = statistics.median(measured[row.name])
