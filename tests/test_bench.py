@@ -3,7 +3,7 @@ import torch
 
 from vaelib import bench, loops
 from vaelib.config import get_preset, with_overrides
-from vaelib.train import bf16_supported
+from vaelib.train import BF16_ENV, bf16_supported
 
 
 def test_flops_per_image_matches_the_measured_scale():
@@ -14,12 +14,19 @@ def test_flops_per_image_matches_the_measured_scale():
     assert bench.flops_per_image(get_preset("cifar10"), torch.device("cpu")) > 5 * flops
 
 
-def test_variants_cover_each_option_alone_and_all_together():
+@pytest.mark.parametrize("cpu_bf16", ["0", "1"])
+def test_variants_cover_each_option_alone_and_all_together(cpu_bf16, monkeypatch):
+    monkeypatch.setenv(BF16_ENV, cpu_bf16)  # both kinds of CPU, on whichever this is
     cpu = torch.device("cpu")
     rows = bench.variants(get_preset("fashion_mnist"), cpu)
     assert rows["fit default"] == get_preset("fashion_mnist")
     assert rows["fit all fast options"].train.adam_impl == "fused"
-    assert ("fit bf16" in rows) == bf16_supported(cpu)
+    assert ("fit bf16" in rows) == (cpu_bf16 == "1") == bf16_supported(cpu)
+    assert (rows["fit all fast options"].train.precision == "bf16") == (cpu_bf16 == "1")
+    names = [r.name for r in bench.rows_for(get_preset("fashion_mnist"), cpu)]
+    # "all fast options" trains exactly like the default only where bf16 is not among the fast options
+    assert ("fit all fast options (= default)" in names) == (cpu_bf16 == "0")
+    assert ("fit all fast options" in names) == (cpu_bf16 == "1")
     assert sum(1 for k in rows if k.startswith("fit channels_last")) == 1  # the non-default setting only
     assert rows["fit adam foreach"].train.adam_impl == "foreach"
     assert "fit adam fused" not in rows  # fused is what the default 'auto' means: the same run twice
@@ -42,7 +49,10 @@ def test_bench_preset_rows_and_ratios():
     # as each worker reported it after the run: fit must not have tuned the untuned worker
     assert not rows["bare"]["allocator_tuned"] and rows["bare, allocator tuned"]["allocator_tuned"]
     assert rows["fit default"]["allocator_tuned"] and not rows["fit, allocator untuned"]["allocator_tuned"]
-    assert "fit all fast options (= default)" in rows  # on this CPU all options are the defaults
+    # exactly the rows the bench says this CPU gets (with or without bf16, see the variants test)
+    expected = [r.name for r in bench.rows_for(with_overrides(get_preset("fashion_mnist"), **{"train.batch_size": 16}),
+                                               cpu)]
+    assert [r["row"] for r in results] == expected
     assert "fit default" in bench.table(results)
 
 

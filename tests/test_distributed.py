@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 from vaelib.config import with_overrides
@@ -45,7 +46,10 @@ def test_two_ranks_match_one_process(tiny_config, tiny_data, tmp_path):
     single, history = fit(config, *tiny_data, device="cpu", quiet=True)
     for k, v in single.state_dict().items():
         assert torch.allclose(r0["model"][k], v, rtol=1e-4, atol=1e-5), k
-    assert [round(r["total"], 2) for r in r0["history"]["steps"]] == [round(r["total"], 2) for r in history["steps"]]
+    # all-reduced gradients sum in another order than one process's: equal up to fp32 rounding (rounding both
+    # to 2 decimals instead would fail whenever a loss sits near a rounding boundary)
+    assert [r["total"] for r in r0["history"]["steps"]] == pytest.approx([r["total"] for r in history["steps"]],
+                                                                          rel=1e-4)
     assert r0["history"]["options"]["world_size"] == 2
     assert (out / "checkpoint.pt").exists()  # written by rank 0 only, atomically
 

@@ -174,9 +174,7 @@ def test_non_finite_error_carries_step_and_history(tiny_config, tiny_data):
 def test_bf16_path_keeps_the_loss_in_fp32(tiny_config, tiny_data, monkeypatch):
     # The bf16 branch (CUDA, or CPUs with avx512_bf16/AMX) runs on any CPU when allowed: autocast around the
     # model only, the ELBO and the optimizer state in fp32. Here it is slow but its logic is the same.
-    import vaelib.train as train
-
-    monkeypatch.setattr(train, "bf16_supported", lambda device: True)
+    monkeypatch.setenv("VAELIB_CPU_BF16", "1")  # as on a CPU with avx512_bf16, whatever this one has
     config = with_overrides(tiny_config, **{"train.epochs": 2})
     _, fp32 = fit(config, *tiny_data, device="cpu", quiet=True)
     model, history = fit(with_overrides(config, **{"train.precision": "bf16"}), *tiny_data, device="cpu", quiet=True)
@@ -191,9 +189,7 @@ def test_bf16_path_keeps_the_loss_in_fp32(tiny_config, tiny_data, monkeypatch):
 
 
 def test_bf16_is_refused_where_it_would_be_slow(tiny_config, tiny_data, monkeypatch):
-    import vaelib.train as train
-
-    monkeypatch.setattr(train, "bf16_supported", lambda device: False)
+    monkeypatch.setenv("VAELIB_CPU_BF16", "0")  # as on a CPU without avx512_bf16, whatever this one has
     with pytest.raises(ValueError, match="precision='bf16' is invalid on cpu: this device has no fast bf16"):
         fit(with_overrides(tiny_config, **{"train.precision": "bf16"}), *tiny_data, device="cpu", quiet=True)
 
@@ -221,3 +217,21 @@ def test_resume_hands_the_generator_a_cpu_state(tiny_config, tiny_data, tmp_path
     opt = train._optimizer(model, tiny_config, torch.device("cpu"))
     train._resume(tmp_path / "checkpoint.pt", tiny_config, model, opt, Recorder(), torch.device("cuda"))
     assert len(got) == 1 and isinstance(got[0], torch.Tensor) and got[0].device.type == "cpu"
+
+
+def test_the_bf16_override_and_the_cpu_flags(monkeypatch, tmp_path):
+    import vaelib.train as train
+
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("VAELIB_CPU_BF16", raising=False)
+    assert train.bf16_supported(cpu) == train.cpu_bf16_flags()  # unset: the CPU's own flags decide
+    for value, expected in (("1", True), ("0", False)):
+        monkeypatch.setenv("VAELIB_CPU_BF16", value)
+        assert train.bf16_supported(cpu) is expected
+    for flags, expected in (("avx512f avx512_vnni", False), ("avx512f avx512_bf16", True), ("amx_bf16", True)):
+        (tmp_path / "cpuinfo").write_text(f"processor : 0\nflags : fpu sse2 {flags}\n")
+        assert train.cpu_bf16_flags(tmp_path / "cpuinfo") is expected
+    assert train.cpu_bf16_flags(tmp_path / "missing") is False
+    monkeypatch.setenv("VAELIB_CPU_BF16", "yes")
+    with pytest.raises(ValueError, match="VAELIB_CPU_BF16='yes' is invalid: allowed '1'"):
+        train.bf16_supported(cpu)

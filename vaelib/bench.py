@@ -33,7 +33,7 @@ from .config import Config, get_preset, with_overrides
 from .loops import bare_loop, fit_loop, images_for, naive_loop
 from .losses import elbo
 from .model import VAE
-from .train import adam_impl, bf16_supported, resolve_device
+from .train import adam_impl, bf16_supported, cpu_bf16_flags, resolve_device
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}  # dense
 
@@ -258,9 +258,10 @@ def host_info() -> dict[str, Any]:
     try:
         text = Path("/proc/cpuinfo").read_text()
         info["cpu"] = next(line.split(":", 1)[1].strip() for line in text.splitlines() if "model name" in line)
-        info["cpu_bf16"] = "avx512_bf16" in text or "amx_bf16" in text
     except (OSError, StopIteration):
         pass
+    info["cpu_bf16"] = cpu_bf16_flags()  # what the CPU's flags say
+    info["cpu_bf16_assumed"] = bf16_supported(torch.device("cpu"))  # what the CPU rows assumed (VAELIB_CPU_BF16)
     return info
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -52,15 +53,30 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
-def bf16_supported(device: torch.device) -> bool:
-    """bf16 autocast pays off on CUDA, and on CPUs with avx512_bf16 or AMX."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+BF16_ENV = "VAELIB_CPU_BF16"  # "1"/"0": treat this CPU as having fast bf16 or not, whatever its flags say
+
+
+def cpu_bf16_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether the CPU's flags list avx512_bf16 or AMX (False where they cannot be read)."""
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        flags = Path(cpuinfo).read_text()
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """bf16 autocast pays off on CUDA, and on CPUs with avx512_bf16 or AMX.
+
+    On the CPU, the environment variable VAELIB_CPU_BF16=1 or =0 overrides the flags, so that the test suite
+    and the benchmark can run either branch on any machine (bf16 is slow without the flags, but correct).
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    forced = os.environ.get(BF16_ENV, "")
+    if forced not in ("", "0", "1"):
+        raise ValueError(f"{BF16_ENV}={forced!r} is invalid: allowed '1' (bf16 present), '0' (absent) or unset")
+    return forced == "1" if forced else cpu_bf16_flags()
 
 
 def _autocast(config: Config, device: torch.device):

@@ -232,7 +232,8 @@ class LatentExplorer:
         if self.threads:  # a one-image decode is too small to split: a second thread mostly waits on a busy core
             torch.set_num_threads(self.threads)
         try:
-            return self.model.decode(z.to(model_device(self.model)))
+            # a fresh, aligned copy: the same code decodes to the same bits whichever tensor it was a view of
+            return self.model.decode(z.to(model_device(self.model), copy=True))
         finally:
             torch.set_num_threads(before)
 
