@@ -16,7 +16,7 @@ import torch
 from vaelib.config import get_preset
 from vaelib.losses import elbo
 from vaelib.model import VAE
-from vaelib.train import bf16_supported
+from vaelib.runtime import bf16_supported
 
 
 def images_per_sec(preset: str, bf16: bool, steps: int = 20) -> float:

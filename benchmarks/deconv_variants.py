@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaelib.allocator import tune_cpu_allocator
+from vaelib.perf.allocator import tune_cpu_allocator
 
 
 def subpixel_plan(k: int, s: int = 2) -> tuple[torch.Tensor, int, int, int]:

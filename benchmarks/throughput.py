@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/throughput.py [--preset fashion_mnist] [--rounds 5] [--steps 16]
 
-All three train the preset's model at its batch size on the same images (vaelib.bench):
+All three train the preset's model at its batch size on the same images (vaelib.perf.bench):
 - naive: a DataLoader over a dataset doing per-sample PIL conversion + ToTensor, `.item()` every step;
 - bare:  eager fp32 NCHW forward/backward/Adam over a float tensor already in memory, no logging;
 - fit:   vaelib.train.fit with the preset's defaults (its per-epoch images/s, warm-up epoch dropped).
@@ -19,8 +19,8 @@ import statistics
 
 import torch
 
-from vaelib.bench import Row, Workers, measure
 from vaelib.config import get_preset
+from vaelib.perf.bench import Row, Workers, measure
 
 
 def main() -> None:

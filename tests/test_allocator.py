@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from vaelib import allocator
+from vaelib.perf import allocator
 
 glibc = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
                            reason="the allocator tuning is glibc's mallopt")
@@ -29,33 +29,38 @@ def test_the_environment_switch_turns_the_tuning_off(monkeypatch, value):
 
 
 @glibc
-def test_fit_tunes_the_allocator_on_cpu_and_says_so():
+def test_fit_alone_never_tunes_but_the_run_cache_and_the_cli_path_do():
+    # fit has no process-wide side effect; cached_fit (notebooks, reports) and run_experiment (the train
+    # command) opt in on the CPU, and run_experiment records it in metrics.json's options.
     line = _python("""
-        import json, torch
-        from vaelib import allocator
+        import json, tempfile, torch
+        from vaelib.perf import allocator
         from vaelib.config import get_preset, with_overrides
+        from vaelib.experiments import cached_fit, run_experiment
         from vaelib.train import fit
-        before = allocator.allocator_tuned()
         x = torch.randint(0, 256, (64, 1, 32, 32), dtype=torch.uint8)
         c = with_overrides(get_preset("digits"), **{"train.epochs": 1, "train.batch_size": 32})
         _, h = fit(c, x, x, device="cpu", quiet=True)
-        print(json.dumps([before, h["options"]["malloc_tuned"], allocator.allocator_tuned()]))
+        after_fit = allocator.allocator_tuned()
+        cached_fit(c, x, x, root=tempfile.mkdtemp(), device="cpu", quiet=True)
+        print(json.dumps(["malloc_tuned" in h["options"], after_fit, allocator.allocator_tuned()]))
     """, VAELIB_MALLOC_TUNING="1")
-    assert json.loads(line) == [False, True, True]
+    assert json.loads(line) == [False, False, True]
 
 
-def test_fit_leaves_the_allocator_alone_when_told():
+@glibc
+def test_the_run_cache_leaves_the_allocator_alone_when_told():
     line = _python("""
-        import json, torch
-        from vaelib import allocator
+        import json, tempfile, torch
+        from vaelib.perf import allocator
         from vaelib.config import get_preset, with_overrides
-        from vaelib.train import fit
+        from vaelib.experiments import cached_fit
         x = torch.randint(0, 256, (64, 1, 32, 32), dtype=torch.uint8)
         c = with_overrides(get_preset("digits"), **{"train.epochs": 1, "train.batch_size": 32})
-        _, h = fit(c, x, x, device="cpu", quiet=True)
-        print(json.dumps([h["options"]["malloc_tuned"], allocator.allocator_tuned()]))
-    """, VAELIB_MALLOC_TUNING="0")
-    assert json.loads(line) == [False, False]
+        cached_fit(c, x, x, root=tempfile.mkdtemp(), device="cpu", quiet=True, tune_allocator=False)
+        print(json.dumps(allocator.allocator_tuned()))
+    """, VAELIB_MALLOC_TUNING="1")
+    assert json.loads(line) is False
 
 
 @glibc
@@ -63,7 +68,7 @@ def test_tuning_removes_the_page_faults_of_a_training_step():
     # The reason for the tuning: without it every step re-faults its freshly allocated activation buffers.
     line = _python("""
         import json, resource, torch
-        from vaelib.allocator import tune_cpu_allocator
+        from vaelib.perf.allocator import tune_cpu_allocator
         from vaelib.config import get_preset
         from vaelib.losses import elbo
         from vaelib.model import VAE

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from vaelib import bench, loops
 from vaelib.config import get_preset, with_overrides
-from vaelib.train import BF16_ENV, bf16_supported
+from vaelib.perf import bench, loops
+from vaelib.runtime import BF16_ENV, bf16_supported
 
 
 def test_flops_per_image_matches_the_measured_scale():
@@ -94,8 +94,8 @@ def test_cuda_rows_peak_and_table_logic_without_a_gpu(monkeypatch):
 def test_options_say_which_device_settings_applied():
     from vaelib.train import _options
 
-    cpu = _options(get_preset("fashion_mnist"), torch.device("cpu"), 1, malloc_tuned=True)
+    cpu = _options(get_preset("fashion_mnist"), torch.device("cpu"), 1)
     cuda = _options(get_preset("fashion_mnist"), torch.device("cuda"), 2)
-    assert cpu["malloc_tuned"] and not cpu["cudnn_benchmark"] and cpu["channels_last"]
-    assert cuda["cudnn_benchmark"] and not cuda["malloc_tuned"] and cuda["world_size"] == 2
+    assert not cpu["cudnn_benchmark"] and cpu["channels_last"] and cpu["world_size"] == 1
+    assert cuda["cudnn_benchmark"] and cuda["world_size"] == 2 and cuda["device"] == "cuda"
     assert cpu["adam_impl"] == "fused"  # 'auto' resolved, so a result says what ran

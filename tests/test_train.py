@@ -11,7 +11,8 @@ import torch
 
 from vaelib.checkpoint import load_checkpoint, read_checkpoint
 from vaelib.config import BetaSchedule, with_overrides
-from vaelib.train import NonFiniteLossError, evaluate, fit, resolve_device
+from vaelib.runtime import resolve_device
+from vaelib.train import NonFiniteLossError, evaluate, fit
 
 
 def test_loss_falls_on_a_fixed_batch(tiny_config, tiny_data):
@@ -217,21 +218,3 @@ def test_resume_hands_the_generator_a_cpu_state(tiny_config, tiny_data, tmp_path
     opt = train._optimizer(model, tiny_config, torch.device("cpu"))
     train._resume(tmp_path / "checkpoint.pt", tiny_config, model, opt, Recorder(), torch.device("cuda"))
     assert len(got) == 1 and isinstance(got[0], torch.Tensor) and got[0].device.type == "cpu"
-
-
-def test_the_bf16_override_and_the_cpu_flags(monkeypatch, tmp_path):
-    import vaelib.train as train
-
-    cpu = torch.device("cpu")
-    monkeypatch.delenv("VAELIB_CPU_BF16", raising=False)
-    assert train.bf16_supported(cpu) == train.cpu_bf16_flags()  # unset: the CPU's own flags decide
-    for value, expected in (("1", True), ("0", False)):
-        monkeypatch.setenv("VAELIB_CPU_BF16", value)
-        assert train.bf16_supported(cpu) is expected
-    for flags, expected in (("avx512f avx512_vnni", False), ("avx512f avx512_bf16", True), ("amx_bf16", True)):
-        (tmp_path / "cpuinfo").write_text(f"processor : 0\nflags : fpu sse2 {flags}\n")
-        assert train.cpu_bf16_flags(tmp_path / "cpuinfo") is expected
-    assert train.cpu_bf16_flags(tmp_path / "missing") is False
-    monkeypatch.setenv("VAELIB_CPU_BF16", "yes")
-    with pytest.raises(ValueError, match="VAELIB_CPU_BF16='yes' is invalid: allowed '1'"):
-        train.bf16_supported(cpu)

@@ -9,10 +9,11 @@ from torch import nn
 
 from vaelib.config import Config, DataConfig, ModelConfig, TrainConfig
 from vaelib.data import ImageSplit, load_dataset
+from vaelib.experiments import notebook_config, run_dir
+from vaelib.lessons.latent_explorer import explorer_for, load_trained
 from vaelib.model import VAE
-from vaelib.pipeline import notebook_config, run_dir
 from vaelib.train import CHECKPOINT
-from vaelib.widgets import LatentExplorer, attribute_directions, explorer_for, load_trained, to_png
+from vaelib.widgets import LatentExplorer, attribute_directions, to_png
 
 
 @pytest.fixture

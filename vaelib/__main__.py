@@ -42,7 +42,7 @@ def _train_parser(sub) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from . import distributed
-    from .pipeline import run_experiment
+    from .experiments import run_experiment
 
     config = get_preset(args.preset)
     overrides = {field: getattr(args, flag) for flag, (field, _, _) in TRAIN_OVERRIDES.items()
@@ -110,8 +110,9 @@ def _bench_parser(sub) -> None:
 def _bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from . import bench
-    from .checkpoint import save_json, versions
+    from .checkpoint import save_json
+    from .perf import bench
+    from .provenance import versions
 
     presets = ["fashion_mnist", "cifar10", "celeba_small", "celeba"] if args.preset == "all" else [args.preset]
     for name in presets:

@@ -20,12 +20,8 @@ from torch import nn
 from .config import RECON_LOSSES, Config
 from .losses import kl_per_dim
 from .model import eval_mode, model_device
-from .train import evaluate, to_float
-
-
-def as_float(images: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
-    """uint8 or float images -> float32 in [0, 1] on `device`."""
-    return to_float(images.to(device) if device is not None else images)
+from .runtime import to_float
+from .train import evaluate
 
 
 def _batches(images: torch.Tensor, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
@@ -34,7 +30,7 @@ def _batches(images: torch.Tensor, batch_size: int, device: torch.device) -> Ite
     if len(images) == 0:
         raise ValueError("images are empty: allowed at least one image")
     for start in range(0, len(images), batch_size):
-        yield as_float(images[start:start + batch_size], device)  # (B, C, H, W)
+        yield to_float(images[start:start + batch_size], device)  # (B, C, H, W)
 
 
 @torch.no_grad()

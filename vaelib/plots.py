@@ -18,7 +18,8 @@ from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 from .config import BetaSchedule
-from .metrics import as_float, eval_mode, model_device
+from .model import eval_mode, model_device
+from .runtime import to_float
 from .schedules import beta_curve
 
 COLORS = {"total": "black", "recon": "tab:blue", "kl": "tab:red", "beta": "tab:green"}
@@ -26,7 +27,7 @@ COLORS = {"total": "black", "recon": "tab:blue", "kl": "tab:red", "beta": "tab:g
 
 def tile(images: torch.Tensor, nrow: int, pad: int = 1) -> np.ndarray:
     """(N, C, H, W) in [0, 1] -> one (rows*H, nrow*W, C) array with `pad` pixels of white between."""
-    x = as_float(images.detach().cpu()).clamp(0, 1)  # (N, C, H, W)
+    x = to_float(images.detach().cpu()).clamp(0, 1)  # (N, C, H, W)
     n, c, h, w = x.shape
     ncol = min(nrow, n)
     rows = math.ceil(n / ncol)
@@ -71,7 +72,7 @@ def _one_image(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     x = x if x.dim() == 4 else x[None]  # (1, C, H, W)
     if len(x) != 1:
         raise ValueError(f"image of shape {tuple(x.shape)} is invalid: allowed (C, H, W) or (1, C, H, W)")
-    return as_float(x, device)
+    return to_float(x, device)
 
 
 def _strip(rows: list[tuple[str, torch.Tensor]], title: str, xlabel: str | None = None) -> Figure:
@@ -92,7 +93,7 @@ def _strip(rows: list[tuple[str, torch.Tensor]], title: str, xlabel: str | None 
 def reconstruction_grid(model: nn.Module, images: torch.Tensor, n: int = 8) -> Figure:
     """The first n originals (top row) above their posterior-mean reconstructions (bottom row)."""
     _check_images(images)
-    x = as_float(images[:n], model_device(model))  # (n, C, H, W)
+    x = to_float(images[:n], model_device(model))  # (n, C, H, W)
     with eval_mode(model):
         recon = model.reconstruct(x)
     return _strip([("original", x), ("reconstruction", recon)], "Reconstructions (decoded posterior mean)")

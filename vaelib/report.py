@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import save_json, versions
+from .checkpoint import save_json
+from .provenance import versions
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
@@ -67,7 +68,7 @@ def build_report(dataset: str = "digits", budget: str = "small", *, seed: int = 
                  data_root: str | Path = REPO / "data", extra: dict[str, Any] | None = None,
                  notebooks: list[Path] | None = None, timeout: int = 3600, quiet: bool = False) -> Path:
     """Execute every numbered notebook for one dataset into reports/<dataset>/ and update reports/index.html."""
-    from .pipeline import BUDGETS, notebook_config
+    from .experiments import BUDGETS, notebook_config
 
     config = notebook_config(dataset, budget, seed)  # validates dataset and budget up front
     if budget not in BUDGETS:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +13,12 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed
-from .allocator import tune_cpu_allocator
-from .checkpoint import read_checkpoint, save_checkpoint, save_json, versions
+from .checkpoint import read_checkpoint, save_checkpoint, save_json
 from .config import Config, comparable
 from .losses import elbo
 from .model import VAE, eval_mode, model_device
+from .provenance import versions
+from .runtime import adam_impl, autocast, bf16_supported, resolve_device, to_float
 from .schedules import beta_at
 
 CHECKPOINT = "checkpoint.pt"
@@ -38,68 +37,10 @@ class NonFiniteLossError(RuntimeError):
         self.step, self.epoch, self.history = step, epoch, history
 
 
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """CUDA when available unless told otherwise; refuses unknown device strings."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device={device!r} is invalid: allowed 'auto', 'cpu', 'cuda', 'cuda:N'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} is invalid: CUDA is not available here; allowed 'auto' or 'cpu'")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device={device!r} is invalid: allowed 'auto', 'cpu', 'cuda', 'cuda:N'")
-    return dev
-
-
-BF16_ENV = "VAELIB_CPU_BF16"  # "1"/"0": treat this CPU as having fast bf16 or not, whatever its flags say
-
-
-def cpu_bf16_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
-    """Whether the CPU's flags list avx512_bf16 or AMX (False where they cannot be read)."""
-    try:
-        flags = Path(cpuinfo).read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """bf16 autocast pays off on CUDA, and on CPUs with avx512_bf16 or AMX.
-
-    On the CPU, the environment variable VAELIB_CPU_BF16=1 or =0 overrides the flags, so that the test suite
-    and the benchmark can run either branch on any machine (bf16 is slow without the flags, but correct).
-    """
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    forced = os.environ.get(BF16_ENV, "")
-    if forced not in ("", "0", "1"):
-        raise ValueError(f"{BF16_ENV}={forced!r} is invalid: allowed '1' (bf16 present), '0' (absent) or unset")
-    return forced == "1" if forced else cpu_bf16_flags()
-
-
-def _autocast(config: Config, device: torch.device):
-    if config.train.precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
-
-
-def adam_impl(config: Config) -> str:
-    """'auto' means fused: 0.98-1.21x over foreach on this project's CPU, typically 1.02x (reports/benchmarks)."""
-    return "fused" if config.train.adam_impl == "auto" else config.train.adam_impl
-
-
 def _optimizer(model: VAE, config: Config, device: torch.device) -> torch.optim.Adam:
     impl = adam_impl(config)
     kw = {"fused": impl == "fused", "foreach": impl == "foreach"}
     return torch.optim.Adam(model.parameters(), lr=config.train.lr, **kw)
-
-
-def to_float(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
-    """uint8 (B, C, H, W) -> float32 in [0, 1] on whatever device holds it; float input is taken as [0, 1]."""
-    x = images.float().div_(255) if images.dtype == torch.uint8 else images.float()
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 @torch.no_grad()
@@ -205,7 +146,6 @@ def fit(config: Config, train: Any = None, val: Any = None, *, device: str | tor
 
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # shapes are fixed (full batches only): autotune once
-    malloc_tuned = device.type == "cpu" and tune_cpu_allocator()  # no page faults per step (allocator.py)
     torch.manual_seed(tc.seed)
     model = VAE(config).to(device)
     if tc.channels_last:
@@ -213,7 +153,7 @@ def fit(config: Config, train: Any = None, val: Any = None, *, device: str | tor
     opt = _optimizer(model, config, device)
     gen = torch.Generator(device=device).manual_seed(tc.seed)  # reparameterisation noise, same on all ranks
     history: dict[str, Any] = {"steps": [], "epochs": [],
-                               "options": _options(config, device, world_size, malloc_tuned)}
+                               "options": _options(config, device, world_size)}
     start_epoch = 0
     ckpt = Path(out_dir) / CHECKPOINT if out_dir is not None else None
     if ckpt is not None and resume and ckpt.exists():
@@ -272,9 +212,9 @@ def _train_epoch(run_model, model: VAE, opt, gen, x_train, config: Config, epoch
         step = epoch * plan["steps_per_epoch"] + i
         beta = beta_at(tc.schedule, step, plan["steps_per_epoch"], plan["total_steps"])
         idx = perm[i * bs + rank * local:i * bs + (rank + 1) * local]
-        x = to_float(x_train[idx], tc.channels_last)  # (B / world, C, H, W)
+        x = to_float(x_train[idx], channels_last=tc.channels_last)  # (B / world, C, H, W)
         eps = torch.randn(bs, config.model.latent_dim, generator=gen, device=device)[rank * local:][:local]
-        with _autocast(config, device):
+        with autocast(config, device):
             logits, mu, logvar = run_model(x, eps=eps)
         terms = elbo(x, logits, mu, logvar, beta=beta, kind=tc.recon, free_bits=tc.free_bits)
         opt.zero_grad(set_to_none=True)
@@ -308,10 +248,9 @@ def _end_epoch(model, x_val, config, history, epoch, steps, bs, t0, device) -> N
     model.train()
 
 
-def _options(config: Config, device: torch.device, world_size: int = 1, malloc_tuned: bool = False
-             ) -> dict[str, Any]:
+def _options(config: Config, device: torch.device, world_size: int = 1) -> dict[str, Any]:
     tc = config.train
     return {"device": str(device), "precision": tc.precision, "channels_last": tc.channels_last,
             "adam_impl": adam_impl(config), "compile": tc.compile, "sync_every": tc.sync_every,
             "data_resident_on_device": True, "world_size": world_size,
-            "cudnn_benchmark": device.type == "cuda", "malloc_tuned": malloc_tuned}
+            "cudnn_benchmark": device.type == "cuda"}

@@ -1,18 +1,9 @@
-"""Controlled ablations: a set of named configs through cached training, a metrics table, per-step traces.
-
-A run that raises `NonFiniteLossError` does not stop the set: it is recorded as failed, with the step where
-training stopped, and a `failed.json` beside its checkpoint so that a cached re-run reports the same failure
-without training again. Losses are nats per image, as everywhere in vaelib.
-"""
+"""Helpers of notebook 03 (stability ablations): the config sets of each ablation, their settings table,
+per-step traces and curves. Training, caching and failed runs are `experiments`' job."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import re
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -20,30 +11,9 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from .config import BetaSchedule, Config, with_overrides
-from .pipeline import cached_fit, run_dir
-from .schedules import beta_at
-from .train import HISTORY, NonFiniteLossError
-
-FAILED = "failed.json"
-
-
-@dataclass
-class Run:
-    """One trained (or failed) config of an ablation."""
-
-    label: str
-    config: Config
-    model: Any  # the trained VAE, None when the run failed
-    history: dict[str, Any]  # fit's history; for a failed run, up to its last finished epoch
-    path: Path
-    failed_step: int | None = None  # the optimiser step that went non-finite
-    error: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.error)
+from ..config import BetaSchedule, Config, with_overrides
+from ..experiments import Run, trace, with_epochs
+from ..schedules import beta_at
 
 
 def check_parameters(at_least_zero: dict[str, float] | None = None, above_zero: dict[str, float] | None = None
@@ -54,17 +24,6 @@ def check_parameters(at_least_zero: dict[str, float] | None = None, above_zero: 
         for name, value in (values or {}).items():
             if not isinstance(value, (int, float)) or not ok(value):
                 raise ValueError(f"{name}={value!r} is invalid: allowed {allowed}")
-
-
-def with_epochs(config: Config, epochs: int = 0) -> Config:
-    """The config with `epochs` passes (0 keeps the config's own), and warmups scaled to keep their share."""
-    if epochs <= 0 or epochs == config.train.epochs:
-        return config
-    s = config.train.schedule
-    overrides: dict[str, Any] = {"train.epochs": epochs}
-    if s.kind == "warmup":
-        overrides["train.schedule.warmup_epochs"] = round(s.warmup_epochs * epochs / config.train.epochs, 2)
-    return with_overrides(config, **overrides)
 
 
 def ablation_base(config: Config, epochs: int = 0) -> Config:
@@ -123,7 +82,7 @@ def collapse_configs(base: Config, beta: float, free_bits: float, n_train: int) 
 def background_configs(budget: str, seed: int, epochs: int = 0, image_size: int | None = None,
                        data_root: str = "data", fix_beta: float = 0.1, fix_latent: int = 32) -> dict[str, Config]:
     """shapes on a textured background at this budget: the preset, and a fix with more latent units and lower beta."""
-    from .pipeline import notebook_config
+    from ..experiments import notebook_config
 
     c = with_overrides(notebook_config("shapes", budget, seed, image_size=image_size, data_root=data_root),
                        **{"data.background": "textured"})
@@ -132,79 +91,6 @@ def background_configs(budget: str, seed: int, epochs: int = 0, image_size: int 
     fix = schedule_config(fix, BetaSchedule("constant", beta=fix_beta))
     return {f"latent {c.model.latent_dim}, beta {c.train.schedule.beta:g}": c,
             f"latent {fix.model.latent_dim}, beta {fix_beta:g}": fix}
-
-
-def run_one(label: str, config: Config, train: Any, val: Any, *, root: str | Path = "runs", retrain: bool = False,
-            device: str | None = None) -> Run:
-    """cached_fit one config; a NonFiniteLossError becomes a failed Run (remembered in failed.json)."""
-    path = run_dir(config, root)
-    marker = path / FAILED
-    if marker.exists() and not retrain:
-        return _failed_run(label, config, path, json.loads(marker.read_text()))
-    marker.unlink(missing_ok=True)
-    try:
-        model, history, path = cached_fit(config, train, val, root=root, retrain=retrain, device=device, quiet=True)
-    except NonFiniteLossError as err:
-        match = re.search(r"at step (\d+)", str(err))
-        info = {"step": int(match.group(1)) if match else None, "error": str(err)}
-        path.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps(info, indent=2))
-        return _failed_run(label, config, path, info)
-    return Run(label, config, model, history, path)
-
-
-def _failed_run(label: str, config: Config, path: Path, info: dict[str, Any]) -> Run:
-    saved = path / HISTORY
-    history = json.loads(saved.read_text()) if saved.exists() else {"steps": [], "epochs": []}
-    return Run(label, config, None, history, path, failed_step=info["step"], error=info["error"] or "non-finite")
-
-
-def run_all(configs: dict[str, Config], train: Any, val: Any, **kwargs: Any) -> dict[str, Run]:
-    """run_one for every labelled config, in order."""
-    return {label: run_one(label, c, train, val, **kwargs) for label, c in configs.items()}
-
-
-def trace(run: Run, key: str) -> np.ndarray:
-    """The per-step values of `key` (total, recon, kl, beta, grad_norm, lr) of a run, (steps,)."""
-    return np.array([row[key] for row in run.history["steps"]], dtype=float)
-
-
-def loss_spread(run: Run, last: int = 100) -> float:
-    """Standard deviation of the total loss over the last `last` recorded steps (nan when none)."""
-    total = trace(run, "total")[-last:]
-    return float(total.std()) if len(total) else math.nan
-
-
-def summarize(run: Run, test: Any, last: int = 100) -> dict[str, Any]:
-    """The table row of a run: stability of its last steps and its test metrics (ELBO terms at beta = 1)."""
-    from . import metrics
-
-    grad = trace(run, "grad_norm")
-    final = float(trace(run, "total")[-last:].mean()) if len(grad) else math.nan
-    row: dict[str, Any] = {"run": run.label, "steps": len(grad), "failed_step": run.failed_step,
-                           "nonfinite_steps": int(run.failed) + int((~np.isfinite(trace(run, "total"))).sum()),
-                           "loss_spread": loss_spread(run, last), "final_total": final,
-                           "relative_spread": loss_spread(run, last) / final if len(grad) else math.nan,
-                           "max_grad_norm": float(grad.max()) if len(grad) else math.nan,
-                           "median_grad_norm": float(np.median(grad)) if len(grad) else math.nan}
-    if run.model is None:
-        return {**row, "test_total": math.nan, "test_recon": math.nan, "test_kl": math.nan, "active_units": 0}
-    elbo = metrics.test_elbo(run.model, test.images, run.config)
-    return {**row, **{f"test_{k}": v for k, v in elbo.items()},
-            "active_units": metrics.active_units(run.model, test.images)}
-
-
-def format_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
-    """A fixed-width text table of `columns` (default: the first row's keys) of `rows`, floats to 4 digits."""
-    columns = list(rows[0]) if columns is None else columns
-    def cell(v: Any) -> str:
-        return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    cells = [[cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(line, widths)) for line in cells]
-    return "\n".join(lines)
 
 
 def settings(configs: dict[str, Config], n_train: int, at: tuple[float, ...] = (0, 0.25, 0.5, 0.75, 1)

@@ -16,8 +16,10 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
-from .metrics import active_units, as_float, eval_mode, kl_per_dimension, model_device
-from .plots import show, tile
+from ..metrics import active_units, kl_per_dimension
+from ..model import eval_mode, model_device
+from ..plots import show, tile
+from ..runtime import to_float
 
 LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])  # 4-neighbour discrete Laplacian
 
@@ -25,7 +27,7 @@ LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])  
 def _float(images: torch.Tensor) -> torch.Tensor:
     if images.dim() != 4 or len(images) == 0:
         raise ValueError(f"images of shape {tuple(images.shape)} are invalid: allowed (N, C, H, W) with N >= 1")
-    return as_float(images.detach().cpu())
+    return to_float(images.detach().cpu())
 
 
 def laplacian_variance(images: torch.Tensor) -> torch.Tensor:
@@ -78,7 +80,7 @@ def reconstruct(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -
     """Posterior-mean reconstructions of every image, float (N, C, H, W) in [0, 1] on CPU."""
     device = model_device(model)
     with eval_mode(model):
-        return torch.cat([model.reconstruct(as_float(images[i:i + batch_size], device)).cpu()
+        return torch.cat([model.reconstruct(to_float(images[i:i + batch_size], device)).cpu()
                           for i in range(0, len(images), batch_size)])
 
 
@@ -97,7 +99,7 @@ def error_images(error: torch.Tensor) -> torch.Tensor:
 
 def object_mask(factors: torch.Tensor, image_size: int) -> torch.Tensor:
     """Pixels covered by the shape, bool (N, H, W): the same factors rendered on a plain (black) background."""
-    from .data import render_shapes
+    from ..data import render_shapes
 
     return render_shapes(torch.as_tensor(factors), image_size, "plain").amax(1) > 0
 
@@ -133,7 +135,7 @@ def distance_to_mean(images: torch.Tensor, recon: torch.Tensor, mean: torch.Tens
     pull = 1 - |recon - mean|^2 / |x - mean|^2 (0: as spread out as the data, 1: every recon is the mean);
     closer_to_mean: the fraction of reconstructions nearer the data mean than their own input.
     """
-    x, r, m = _float(images), _float(recon), as_float(mean.detach().cpu())
+    x, r, m = _float(images), _float(recon), to_float(mean.detach().cpu())
     d_rm, d_rx, d_xm = ((a - b).pow(2).flatten(1).sum(1) for a, b in ((r, m), (r, x), (x, m)))  # (N,) each
     return {"recon_to_mean": d_rm.mean().item(), "recon_to_input": d_rx.mean().item(),
             "input_to_mean": d_xm.mean().item(), "pull": 1 - d_rm.mean().item() / d_xm.mean().item(),

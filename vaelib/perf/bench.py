@@ -28,12 +28,12 @@ from typing import Any
 
 import torch
 
+from ..config import Config, get_preset, with_overrides
+from ..losses import elbo
+from ..model import VAE
+from ..runtime import adam_impl, bf16_supported, cpu_bf16_flags, resolve_device
 from .allocator import allocator_tuned, tune_cpu_allocator
-from .config import Config, get_preset, with_overrides
 from .loops import bare_loop, fit_loop, images_for, naive_loop
-from .losses import elbo
-from .model import VAE
-from .train import adam_impl, bf16_supported, cpu_bf16_flags, resolve_device
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}  # dense
 

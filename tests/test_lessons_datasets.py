@@ -7,18 +7,17 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from vaelib.data import FACTOR_SIZES, ImageSplit, data_mean_baseline
-from vaelib.overview import (
+from vaelib.experiments import notebook_config
+from vaelib.lessons.datasets import (
     celeba_crop_demo,
     celeba_standin,
     factor_rows,
     factor_sweep,
-    format_table,
     halving_rows,
     load_or_standin,
     pixel_stats,
     split_summary,
 )
-from vaelib.pipeline import notebook_config
 
 
 def _split(values: list[list[int]], labels: list[int] | None = None) -> ImageSplit:
@@ -93,19 +92,13 @@ def test_factor_rows_and_sweep():
     assert torch.equal(rows[0][0], rows[1][0])  # the base image is the same in every row
 
 
-def test_format_table_aligns_columns():
-    text = format_table([{"a": 1, "bb": 0.123456}, {"a": 22, "bb": "x"}])
-    assert text.splitlines() == ["a   bb", "--  ------", "1   0.1235", "22  x"]
-    assert format_table([]) == "(no rows)"
-
-
 def test_figures_are_built():
-    from vaelib import anatomy, overview
+    from vaelib.lessons import architecture, datasets
 
     split = ImageSplit(factor_sweep(image_size=16)[3], None, torch.zeros(8, 6, dtype=torch.long))
-    figs = [overview.labelled_grid(split, n=8, title="t"), overview.pixel_stats_figure({"s": split}),
-            overview.celeba_crop_figure(celeba_crop_demo(celeba_standin())),
-            overview.factor_sweep_figure(factor_sweep(image_size=16)), anatomy.presets_beta_figure(10),
-            overview.pad_figure(torch.zeros(1, 28, 28, dtype=torch.uint8))]
+    figs = [datasets.labelled_grid(split, n=8, title="t"), datasets.pixel_stats_figure({"s": split}),
+            datasets.celeba_crop_figure(celeba_crop_demo(celeba_standin())),
+            datasets.factor_sweep_figure(factor_sweep(image_size=16)), architecture.presets_beta_figure(10),
+            datasets.pad_figure(torch.zeros(1, 28, 28, dtype=torch.uint8))]
     assert all(isinstance(f, Figure) for f in figs)
     plt.close("all")

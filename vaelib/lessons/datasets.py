@@ -14,25 +14,15 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from . import data as D
-from . import plots
-from .config import Config, with_overrides
-from .data import SPLITS, ImageSplit, data_mean_baseline, load_from_config, render_shapes
+from .. import data as D
+from .. import plots
+from ..config import Config, with_overrides
+from ..data import SPLITS, ImageSplit, data_mean_baseline, load_from_config, render_shapes
+from ..tables import format_table  # noqa: F401  (notebooks 01 and 02 print with it)
 
 STANDIN = {"fashion_mnist": "digits", "cifar10": "shapes", "celeba": "shapes"}  # embedded data of the same kind
 CELEBA_ALIGNED_HW = (218, 178)  # (H, W) of CelebA's img_align_celeba JPEGs
 CELEBA_CROP = 140  # torchvision CenterCrop of vaelib.data._decode_celeba
-
-
-def format_table(rows: list[dict[str, Any]], floats: str = ".4g") -> str:
-    """Rows of dicts with the same keys as an aligned plain-text table; floats formatted with `floats`."""
-    if not rows:
-        return "(no rows)"
-    cols = list(rows[0])
-    cells = [[f"{r[c]:{floats}}" if isinstance(r[c], float) else str(r[c]) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    lines = [cols, ["-" * w for w in widths], *cells]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in lines)
 
 
 # --- 01: datasets ------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from vaelib import PRESETS, VAE, with_overrides
-from vaelib.anatomy import (
+from vaelib.lessons.architecture import (
     beta_plan,
     beta_rows,
     depth_rows,

@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 
 from vaelib.config import with_overrides
-from vaelib.pipeline import cached_fit, config_hash, notebook_config, run_dir
+from vaelib.experiments import cached_fit, config_hash, notebook_config, run_dir
 
 
 def test_notebook_config_budgets():

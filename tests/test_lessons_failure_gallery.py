@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vaelib import diagnostics as D
+from vaelib.lessons import failure_gallery as D  # short: used on almost every line
 from vaelib.model import VAE
 
 

@@ -17,15 +17,15 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from .config import Config, with_overrides
-from .losses import elbo
-from .model import VAE
-from .train import fit
+from ..config import Config, with_overrides
+from ..losses import elbo
+from ..model import VAE
+from ..train import fit
 
 
 def images_for(config: Config, n: int, seed: int = 0) -> torch.Tensor:
     """n uint8 images of the preset's shape: real digits for grey presets, generated shapes for RGB."""
-    from .data import load_dataset
+    from ..data import load_dataset
 
     c, size, _ = config.input_shape
     if c == 1:

@@ -1,0 +1,36 @@
+"""Provenance: the versions and the git commit that a result was made with, saved beside it."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+
+def versions() -> dict[str, str]:
+    """Versions of everything that shapes a result."""
+    import torchvision
+
+    from . import __version__
+
+    return {"vaelib": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "python": platform.python_version(), "git_commit": git_commit()}
+
+
+def git_commit() -> str:
+    """The commit of the vaelib checkout, '+dirty' when its sources have changes, or 'unknown'.
+
+    Generated output under reports/ does not count: a report build rewrites it while it runs.
+    """
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                                ":(top,exclude)reports"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

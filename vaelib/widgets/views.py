@@ -1,0 +1,213 @@
+"""The explorer's four views, one class each; `LatentExplorer` combines them over one shared state.
+
+Each view builds its tab and redraws its pictures. They share what LatentExplorer sets up: the model, the
+split, the posterior means `mu` (N, D), the KL per dimension, the slider dimensions `dims`, `decode` and
+`_check`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ipywidgets as W
+import numpy as np
+import torch
+
+from ..data import COLOUR_NAMES, POSITIONS, ROTATIONS, SCALES, SHAPE_NAMES
+from ..plots import interpolate_latents
+from ..runtime import to_float
+from .controls import TABS, boxed, image, slider, to_png
+
+FACTOR_TEXT = {"shape": lambda i: SHAPE_NAMES[i], "colour": lambda i: COLOUR_NAMES[i],
+               "scale": lambda i: f"{SCALES[i]:.2f}", "x": lambda i: f"{POSITIONS[i]:.2f}",
+               "y": lambda i: f"{POSITIONS[i]:.2f}", "rotation": lambda i: f"{ROTATIONS[i]:g} deg"}
+
+
+class SlidersView:
+    """The Sliders tab: a test image's code, the top dimensions by KL as sliders, attribute directions."""
+
+    def _sliders_tab(self) -> W.HBox:
+        n = len(self.split)
+        self.index = W.BoundedIntText(value=0, min=0, max=n - 1, description="test image",
+                                      layout=W.Layout(width="180px"))
+        self.reset = W.Button(description="reset sliders", tooltip="back to the test image's code")
+        self.original, self.decoded, self.info = image("vaelib-original"), image("vaelib-decoded"), W.HTML()
+        self.sliders = [slider(f"z{d}", 0.0, -self.span, self.span, 0.01, "vaelib-z-slider", 40) for d in self.dims]
+        for d, s in zip(self.dims, self.sliders):
+            s.tooltip = f"latent {d}: KL {self.kl[d]:.2f} nats per image"
+        self.attr_sliders = {a: slider(f"+ {a}", 0.0, -3.0, 3.0, 0.05, "vaelib-attr-slider", 130)
+                             for a in self.directions}
+        for s in [*self.sliders, *self.attr_sliders.values()]:
+            s.observe(self._on_slider, "value")
+        self.index.observe(lambda ch: None if self._hold else self.set_image(ch["new"]), "value")
+        self.reset.on_click(lambda _: self.set_image(self.index.value))
+        attrs = [boxed("attribute directions (mean mu with it minus without)", *self.attr_sliders.values())]
+        images = W.VBox([W.HBox([self.index, self.reset]),
+                         W.HBox([boxed("test image", self.original), boxed("decoded", self.decoded)])])
+        sliders = boxed(f"top {len(self.dims)} of {self.model.latent_dim} dims by KL", *self.sliders,
+                         *(attrs if self.attr_sliders else []))
+        beside = W.HBox([sliders, self.info], layout=W.Layout(flex="0 0 auto"))  # factors next to the sliders
+        return W.HBox([images, beside], layout=W.Layout(flex_flow="row wrap"))
+
+    def code(self) -> torch.Tensor:
+        """The current code (D,): the start image's mu, the slider values, plus the attribute amounts."""
+        z = self._z.clone()
+        for name, s in self.attr_sliders.items():
+            z += s.value * self.directions[name]
+        return z
+
+    def set_image(self, i: int) -> None:
+        """Start from test image i: its mu fills the code (unselected dimensions are held), sliders follow."""
+        i = self._check(i)
+        self._z = self.mu[i].clone()  # (D,)
+        self._hold = True
+        try:
+            for d, s in zip(self.dims, self.sliders):
+                bound = max(self.span, float(np.ceil(abs(self._z[d].item()) * 2 + 1)) / 2)  # room around mu
+                s.min, s.max, s.value = -bound, bound, float(self._z[d])
+            for s in self.attr_sliders.values():
+                s.value = 0.0
+            self.index.value = i
+        finally:
+            self._hold = False
+        self.original.value = to_png(to_float(self.split.images[i:i + 1]), self.px)
+        self.info.value = self._describe_image(i)
+        self._refresh_decoded()
+
+    def _describe_image(self, i: int) -> str:
+        s = self.split
+        if s.factors is not None:
+            head, rows = "true generating factors", [(n, FACTOR_TEXT.get(n, str)(int(v)))
+                                                     for n, v in zip(s.factor_names, s.factors[i].tolist())]
+        elif s.labels is not None and s.labels.ndim == 2:
+            head, rows = "attributes", [(n, "yes") for n, v in zip(s.class_names, s.labels[i].tolist()) if v > 0]
+        elif s.labels is not None:
+            label = int(s.labels[i])
+            head, rows = "label", [("class", s.class_names[label] if s.class_names else str(label))]
+        else:
+            return ""
+        table = "".join(f"<tr><td>{k}</td><td><b>{v}</b></td></tr>" for k, v in rows)
+        return f"<b>{head}</b><table>{table}</table>"
+
+    def _on_slider(self, change: dict[str, Any]) -> None:
+        if self._hold:
+            return
+        if change["owner"] in self.sliders:
+            d = self.dims[self.sliders.index(change["owner"])]
+            self._z[d] = change["new"]
+            self.traverse_dim.value = d  # the last moved dimension is the selected one
+        self._refresh_decoded()
+
+    def _refresh_decoded(self) -> None:
+        self.decoded.value = to_png(self.decode(self.code()[None]), self.px)
+        self._refresh_traversal()
+
+
+class InterpolateView:
+    """The Interpolate tab: a linear or spherical path between two test images' codes."""
+
+    def _interp_tab(self) -> W.VBox:
+        n = len(self.split)
+        self.index_a, self.index_b = (W.BoundedIntText(value=v, min=0, max=n - 1, description=f"image {k}",
+                                                       layout=W.Layout(width="200px"))
+                                      for k, v in (("A", 0), ("B", min(1, n - 1))))
+        self.path_kind = W.ToggleButtons(options=["linear", "spherical"], value="linear", description="path")
+        self.t = slider("t (A to B)", 0.0, 0.0, 1.0, 1 / (self.steps - 1), "vaelib-t-slider")
+        self.interp_image, self.path_strip = image("vaelib-interp"), image("vaelib-path")
+        self.image_a, self.image_b = image("vaelib-image-a"), image("vaelib-image-b")
+        for w in (self.index_a, self.index_b, self.path_kind):
+            w.observe(lambda _: self._refresh_path(), "value")
+        self.t.observe(lambda _: self._refresh_t(), "value")
+        rows = [W.HBox([self.index_a, self.index_b])]
+        if self.split.labels is not None and self.split.labels.ndim == 1 and self.split.class_names:
+            options = [("-", -1), *((c, i) for i, c in enumerate(self.split.class_names))]
+            self.class_a, self.class_b = (W.Dropdown(options=options, value=-1, description=f"class {k}",
+                                                     layout=W.Layout(width="200px")) for k in "AB")
+            self.class_a.observe(lambda ch: self._pick_class(self.index_a, ch["new"]), "value")
+            self.class_b.observe(lambda ch: self._pick_class(self.index_b, ch["new"]), "value")
+            rows.append(W.HBox([self.class_a, self.class_b]))
+        ends = W.HBox([boxed("image A", self.image_a), boxed("decoded at t", self.interp_image),
+                       boxed("image B", self.image_b)])
+        return W.VBox([*rows, self.path_kind, self.t, ends,
+                       boxed(f"the whole path, {self.steps} steps from A to B", self.path_strip)])
+
+    def _pick_class(self, box: W.BoundedIntText, label: int) -> None:
+        hits = (self.split.labels == label).nonzero()
+        if label >= 0 and len(hits):
+            box.value = int(hits[0, 0])  # the first test image of that class
+
+    def set_pair(self, a: int, b: int) -> None:
+        """Interpolate between test images a and b."""
+        self.index_a.value, self.index_b.value = self._check(a), self._check(b)
+
+    def _refresh_path(self) -> None:
+        i, j = self.index_a.value, self.index_b.value
+        self.image_a.value, self.image_b.value = (to_png(to_float(self.split.images[k:k + 1]), self.px) for k in (i, j))
+        a, b = self.mu[i], self.mu[j]
+        self._path = interpolate_latents(a, b, self.steps, self.path_kind.value == "spherical")  # (steps, D)
+        self.path_strip.value = to_png(self.decode(self._path), self.px // 2)
+        self._refresh_t()
+
+    def interpolated(self, t: float) -> torch.Tensor:
+        """The decoded (1, C, H, W) step of the path nearest t in [0, 1]; exactly A's code at 0, B's at 1."""
+        return self.decode(self._path[round(t * (self.steps - 1))][None])
+
+    def _refresh_t(self) -> None:
+        self.interp_image.value = to_png(self.interpolated(self.t.value), self.px)
+
+
+class SampleView:
+    """The Sample tab: prior samples z = T * eps at a temperature, with a reseed button."""
+
+    def _sample_tab(self, samples: int) -> W.VBox:
+        self.temperature = slider("temperature", 1.0, 0.0, 2.0, 0.05, "vaelib-temperature")
+        self.reseed = W.Button(description="reseed", icon="refresh", tooltip="draw new noise from the prior")
+        self.sample_image, self.seed_label = image("vaelib-samples"), W.Label()
+        self._draw_noise(samples)
+        self.temperature.observe(lambda _: self._refresh_samples(), "value")
+        self.reseed.on_click(lambda _: self._on_reseed())
+        return W.VBox([W.HBox([self.temperature, self.reseed, self.seed_label]),
+                       boxed("decoded z ~ N(0, T^2 I)", self.sample_image)])
+
+    def _draw_noise(self, samples: int) -> None:
+        gen = torch.Generator().manual_seed(self.seed)  # on the CPU: the same noise on every device
+        self._eps = torch.randn(samples, self.model.latent_dim, generator=gen)  # (S, D)
+        self.seed_label.value = f"seed {self.seed}"
+
+    def _on_reseed(self) -> None:
+        self.seed += 1
+        self._draw_noise(len(self._eps))
+        self._refresh_samples()
+
+    def samples(self) -> torch.Tensor:
+        """Decoded (S, C, H, W) prior samples z = T * eps, eps ~ N(0, I) from the current seed."""
+        return self.decode(self._eps * self.temperature.value)
+
+    def _refresh_samples(self) -> None:
+        self.sample_image.value = to_png(self.samples(), self.px // 2, nrow=round(len(self._eps) ** 0.5))
+
+
+class TraverseView:
+    """The Traverse tab: the current code with one dimension swept over [-span, span]."""
+
+    def _traverse_tab(self, steps: int) -> W.VBox:
+        self.traverse_dim = W.Dropdown(options=[(f"z{d} (KL {self.kl[d]:.2f} nats)", d) for d in self.dims],
+                                       value=self.dims[0], description="dimension")
+        self.traverse_span = slider("span", self.span, 0.5, 6.0, 0.5)
+        self.traverse_image, self.traverse_steps = image("vaelib-traverse"), steps
+        for w in (self.traverse_dim, self.traverse_span):
+            w.observe(lambda _: self._refresh_traversal(), "value")
+        return W.VBox([W.HBox([self.traverse_dim, self.traverse_span]),
+                       boxed("the current code with one dimension swept over [-span, span] "
+                              "(moving its slider selects a dimension)", self.traverse_image)])
+
+    def _refresh_traversal(self) -> None:
+        if getattr(self, "ui", None) is not None and self.ui.selected_index == TABS.index("Traverse"):
+            self.traverse_image.value = to_png(self.traversal(), self.px // 2)  # only when on screen
+
+    def traversal(self) -> torch.Tensor:
+        """Decoded (steps, C, H, W): the current code with the selected dimension swept over [-span, span]."""
+        z = self.code().repeat(self.traverse_steps, 1)  # (steps, D)
+        span = self.traverse_span.value
+        z[:, self.traverse_dim.value] = torch.linspace(-span, span, self.traverse_steps, device=z.device)
+        return self.decode(z)
