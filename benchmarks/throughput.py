@@ -7,7 +7,7 @@ All three train the preset's model at its batch size on the same images (vaelib.
 - bare:  eager fp32 NCHW forward/backward/Adam over a float tensor already in memory, no logging;
 - fit:   vaelib.train.fit with the preset's defaults (its per-epoch images/s, warm-up epoch dropped).
 Rounds alternate the three so machine noise hits each alike; medians and ratios are printed. naive and bare
-run in a worker process with the system allocator, fit in one where fit has tuned it (vaelib/allocator.py).
+run in a worker process with the system allocator, fit in one whose allocator is tuned (vaelib/perf/allocator.py).
 `python -m vaelib bench` measures every fast-path option as well.
 """
 

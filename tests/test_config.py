@@ -27,7 +27,9 @@ def test_presets_match_the_reports():
     assert cs.model.hidden_dims == (32, 64, 128, 256) and cs.model.latent_dim == 128
     assert cs.model.batch_norm and cs.train.grad_clip == 1.0
     assert all(c.train.lr == 1e-3 and c.train.recon == "mse" for c in PRESETS.values())
-    assert set(PRESETS) == {"fashion_mnist", "cifar10", "celeba", "celeba_small", "digits", "shapes"}
+    assert set(PRESETS) == {"fashion_mnist", "cifar10", "celeba", "celeba_small", "mnist", "digits", "shapes"}
+    mn = PRESETS["mnist"]  # the fashion_mnist preset on real MNIST digits
+    assert (mn.model, mn.train) == (fm.model, fm.train) and mn.input_shape == fm.input_shape
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -48,7 +50,7 @@ def test_overrides_with_replace_and_dotted_paths():
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda: get_preset("mnist"), "unknown preset 'mnist': allowed fashion_mnist"),
+    (lambda: get_preset("svhn"), "unknown preset 'svhn': allowed fashion_mnist"),
     (lambda: DataConfig(dataset="svhn"), "data.dataset='svhn' is invalid: allowed one of fashion_mnist"),
     (lambda: ModelConfig(latent_dim=0), "model.latent_dim=0 is invalid: allowed an integer >= 1"),
     (lambda: ModelConfig(hidden_dims=()), r"model.hidden_dims=\(\) is invalid: allowed at least one layer"),

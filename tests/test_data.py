@@ -351,7 +351,7 @@ def test_load_from_config_channels_and_max_train():
 
 
 @pytest.mark.parametrize("kwargs, bad", [
-    ({"name": "mnist"}, "mnist"),
+    ({"name": "kmnist"}, "kmnist"),
     ({"name": "digits", "split": "validation"}, "validation"),
     ({"name": "shapes", "background": "noisy"}, "noisy"),
     ({"name": "digits", "n": 5}, "n"),
@@ -377,3 +377,22 @@ def test_float_is_unit_range():
     out = load_dataset("digits", "test")
     x = out.float()
     assert x.dtype == torch.float32 and x.min() == 0 and x.max() == 1 and x.shape == out.images.shape
+
+
+def test_mnist_ships_real_digits_in_a_seeded_split():
+    splits = {s: load_dataset("mnist", s) for s in ("train", "val", "test")}
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [4000, 500, 500]
+    for split in splits.values():
+        assert split.images.shape[1:] == (1, 32, 32) and split.images.dtype == torch.uint8
+        assert split.class_names == tuple(str(d) for d in range(10))
+        assert int(split.images.max()) == 255 and int(split.images.min()) == 0
+        assert split.images[:, :, :2].eq(0).all() and split.images[:, :, :, -2:].eq(0).all()  # the padded border
+    counts = torch.bincount(splits["train"].labels, minlength=10)
+    assert counts.sum() == 4000 and counts.min() >= 350 and counts.max() <= 450  # 500 per class, split at random
+    all_labels = torch.cat([s.labels for s in splits.values()])
+    assert torch.equal(torch.bincount(all_labels), torch.full((10,), 500))  # every image in exactly one split
+    again = load_dataset("mnist", "val")
+    assert torch.equal(again.images, splits["val"].images)  # deterministic
+    assert not torch.equal(load_dataset("mnist", "val", seed=1).images, again.images)
+    small = load_dataset("mnist", "test", image_size=28)
+    assert small.images.shape[1:] == (1, 28, 28)

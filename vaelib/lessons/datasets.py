@@ -1,4 +1,4 @@
-"""Helpers of notebook 01_datasets: tables, pixel statistics and preprocessing demos (02's are in anatomy.py).
+"""Helpers of notebook 01_datasets: tables, pixel statistics and preprocessing demos (02's: architecture.py).
 
 Tables are lists of dicts (one dict per row) that `format_table` prints; every number in them is computed
 from the real datasets, presets and models. Image values are in [0, 1] units unless a name says uint8.

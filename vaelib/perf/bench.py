@@ -5,8 +5,8 @@ second and its ratio to the naive row. Rows are measured in alternating rounds (
 noisy) and the median round is reported. On CUDA, timing uses CUDA events after warm-up, and FLOPs per
 image (torch.utils.flop_counter) give the achieved fraction of the device's peak.
 
-fit tunes the process's memory allocator on the CPU (allocator.py), which would also speed up any loop run
-after it in the same process. So the rows run in two long-lived worker processes that take turns: one
+Tuning the process's memory allocator on the CPU (allocator.py) would also speed up any loop run after
+it in the same process. So the rows run in two long-lived worker processes that take turns: one
 left with the system's allocator (the naive and bare loops, as a user would run them, and fit with the
 tuning switched off), one tuned on the CPU (fit, and the bare loop again to show what the tuning alone
 gives). Each worker reports whether its allocator was tuned, and the results carry that report.

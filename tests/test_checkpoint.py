@@ -1,0 +1,82 @@
+"""Loading a checkpoint never runs code from it, and a broken one is named in one line."""
+
+import os
+
+import pytest
+import torch
+
+from vaelib.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from vaelib.config import with_overrides
+from vaelib.experiments import cached_fit, run_dir
+from vaelib.lessons.latent_explorer import load_trained
+from vaelib.train import CHECKPOINT, fit
+
+
+class _Payload:
+    """Unpickling this calls os.system: what a hostile checkpoint would carry."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _plant(path, marker, config):
+    """A checkpoint that looks like vaelib's (config, model, epoch) but runs a command when unpickled."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": config.to_dict(), "model": {}, "epoch": 1, "history": {"steps": [], "epochs": []},
+                "extra": _Payload(marker)}, path)
+
+
+def test_every_loading_path_refuses_a_checkpoint_that_carries_code(tiny_config, tiny_data, tmp_path):
+    marker = tmp_path / "ran"
+    config = with_overrides(tiny_config, **{"train.epochs": 1})
+    evil = tmp_path / "shared" / CHECKPOINT
+    _plant(evil, marker, config)
+    _plant(run_dir(config, tmp_path / "runs") / CHECKPOINT, marker, config)  # what the run cache would load
+    paths = {
+        "read_checkpoint": lambda: read_checkpoint(evil),
+        "load_checkpoint": lambda: load_checkpoint(evil),
+        "fit resume": lambda: fit(config, *tiny_data, device="cpu", out_dir=evil.parent, quiet=True),
+        "run cache": lambda: cached_fit(config, *tiny_data, root=tmp_path / "runs", device="cpu", quiet=True),
+        "explorer's model": lambda: load_trained(config, tmp_path / "runs", train_if_missing=False),
+    }
+    for name, load in paths.items():
+        with pytest.raises(ValueError, match=r"is refused: .* could run code \(it calls for \w+\.system\)"):
+            load()
+        assert not marker.exists(), f"{name} ran the checkpoint's code"
+
+
+def test_the_train_command_refuses_it_in_one_line(tmp_path, capsys):
+    from vaelib.__main__ import main
+    from vaelib.config import get_preset
+
+    marker = tmp_path / "ran"
+    _plant(tmp_path / "run" / CHECKPOINT, marker, get_preset("digits"))
+    assert main(["train", "--preset", "digits", "--epochs", "1", "--max-train", "64", "--device", "cpu",
+                 "--quiet", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is refused" in err and str(tmp_path / "run") in err
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage" * 20, "half"])
+def test_a_broken_checkpoint_is_named(tmp_path, content):
+    path = tmp_path / "ckpt.pt"
+    if content == "half":  # a real checkpoint cut off mid-write (by hand: vaelib writes atomically)
+        save_checkpoint(path, {"config": {}, "model": {"w": torch.zeros(4096)}})
+        content = path.read_bytes()[: path.stat().st_size // 2]
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as err:
+        read_checkpoint(path)
+    message = str(err.value)
+    assert "\n" not in message and f"checkpoint {str(path)!r} is unreadable" in message
+
+
+def test_a_real_checkpoint_loads_safely_and_stores_plain_versions(tiny_config, tiny_data, tmp_path):
+    fit(with_overrides(tiny_config, **{"train.epochs": 1}), *tiny_data, device="cpu", out_dir=tmp_path, quiet=True)
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)  # no allow-list needed for what vaelib writes
+    assert type(state["versions"]["torch"]) is str
+    model, _ = load_checkpoint(tmp_path / CHECKPOINT)
+    assert model.config == tiny_config.__class__.from_dict(state["config"])
