@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-stamp
 
-.PHONY: setup browser report test lint clean
+.PHONY: setup browser report examples test lint clean
 
 setup: $(STAMP)
 
@@ -23,15 +23,20 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (vaelib)"
 	touch $(STAMP)
 
-# The main job: run every notebook on the embedded digits dataset and render reports/digits/.
+# The main job: run every notebook on the embedded mnist dataset and render build/reports/mnist-small/.
 report: setup
-	$(PY) -m vaelib report --dataset digits --budget small
+	$(PY) -m vaelib report --dataset mnist --budget small --out build/reports
+
+# The committed example reports (reports/<dataset>-<budget>/): regenerated only on purpose.
+examples: setup
+	$(PY) -m vaelib report --dataset mnist --budget small --force
+	$(PY) -m vaelib report --dataset shapes --budget small --force
 
 test: setup browser lint
 	$(PY) -m pytest
 
 lint: setup
-	$(PY) -m ruff check vaelib tests benchmarks
+	$(PY) -m ruff check vaelib tests benchmarks notebooks
 
 clean:
-	rm -rf runs .pytest_cache .ruff_cache
+	rm -rf runs build .pytest_cache .ruff_cache

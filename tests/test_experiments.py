@@ -18,8 +18,8 @@ def test_notebook_config_budgets():
 
 
 def test_notebook_config_refuses_bad_values():
-    with pytest.raises(ValueError, match="dataset='mnist' is invalid: allowed fashion_mnist"):
-        notebook_config("mnist")
+    with pytest.raises(ValueError, match="dataset='svhn' is invalid: allowed fashion_mnist"):
+        notebook_config("svhn")
     with pytest.raises(ValueError, match="budget='large' is invalid: allowed tiny, small, full"):
         notebook_config("digits", "large")
 
@@ -39,3 +39,35 @@ def test_cached_fit_loads_instead_of_retraining(tiny_config, tiny_data, tmp_path
     assert h2 == h1 and (out / "checkpoint.pt").stat().st_mtime_ns == mtime  # loaded, not rewritten
     _, h3, _ = cached_fit(tiny_config, *tiny_data, root=tmp_path, device="cpu", quiet=True, retrain=True)
     assert (out / "checkpoint.pt").stat().st_mtime_ns != mtime and h3["steps"] == h1["steps"]
+
+
+def test_run_seeds_trains_each_setting_per_seed_and_summarizes_convergence(tiny_config, tiny_data, tmp_path):
+    from vaelib.experiments import run_seeds, seeds_from, summarize
+
+    assert seeds_from(3, 2) == [3, 4]
+    with pytest.raises(ValueError, match="seeds=0 is invalid"):
+        seeds_from(0, 0)
+    configs = {"beta 1": with_overrides(tiny_config, **{"train.epochs": 5})}
+    runs = run_seeds(configs, [0, 1], *tiny_data, root=tmp_path, device="cpu")
+    assert [r.config.train.seed for r in runs["beta 1"]] == [0, 1]
+    assert runs["beta 1"][0].path != runs["beta 1"][1].path  # one cache entry per seed
+    assert runs["beta 1"][0].history["steps"] != runs["beta 1"][1].history["steps"]
+    test = type("Split", (), {"images": tiny_data[1]})()
+    rows = [summarize(r, test, last=10) for r in runs["beta 1"]]
+    assert [r["seed"] for r in rows] == [0, 1] and all(isinstance(r["converged"], bool) for r in rows)
+    assert all(r["early_volatility"] > 0 and r["last_20pct_improvement"] == r["last_20pct_improvement"] for r in rows)
+
+
+def test_volatility_ignores_the_trend_and_can_start_at_the_final_beta():
+    import math
+
+    from vaelib.experiments import Run, volatility
+
+    steps = [{"total": 100 * 0.9 ** k, "kl": (1.0 if k % 2 else 2.0) if k >= 4 else 5.0, "beta": 0.0 if k < 4 else 0.9}
+             for k in range(20)]
+    run = Run("r", None, None, {"steps": steps, "epochs": []}, None)
+    assert volatility(run, "total", 20) == pytest.approx(0, abs=1e-12)  # a steady geometric fall is no noise
+    assert volatility(run, "kl", 4) == 0  # the warmup steps: constant
+    # after the switch: 2, 1, 2, 1 -> log-changes -ln 2, +ln 2, -ln 2, whose (population) std is ln 2 * sqrt(8/9)
+    assert volatility(run, "kl", 4, at_final_beta=True) == pytest.approx(math.log(2) * math.sqrt(8 / 9))
+    assert math.isnan(volatility(Run("e", None, None, {"steps": [], "epochs": []}, None), "kl", 4))

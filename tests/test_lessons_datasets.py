@@ -52,8 +52,8 @@ def test_split_summary_row():
 def test_load_or_standin_falls_back_with_the_file_message(tmp_path):
     config = notebook_config("fashion_mnist", "tiny", data_root=str(tmp_path))
     used, splits, note = load_or_standin(config)
-    assert used.data.dataset == "digits" and used.model == config.model and used.input_shape == (1, 32, 32)
-    assert used.name == "fashion_mnist_on_digits" and used.train == config.train
+    assert used.data.dataset == "mnist" and used.model == config.model and used.input_shape == (1, 32, 32)
+    assert used.name == "fashion_mnist_on_mnist" and used.train == config.train
     assert "FileNotFoundError: Fashion-MNIST not found" in note and str(tmp_path) in note
     assert tuple(splits["train"].images.shape[1:]) == (1, 32, 32) and len(splits["train"]) == 256
     same, _, note = load_or_standin(notebook_config("shapes", "tiny", image_size=64))

@@ -184,3 +184,35 @@ def test_mig_score_uses_posterior_means():
     images.view(500, -1)[:, :2] = torch.from_numpy(f).float() / 4  # pixels 0 and 1 hold the factors
     split = SimpleNamespace(images=images, factors=torch.from_numpy(f))
     assert metrics.mig_score(Stub([1.0, 1.0]), split)["mig"] > 0.9
+
+
+def test_pca_baseline_against_a_direct_computation():
+    from sklearn.decomposition import PCA
+
+    g = torch.Generator().manual_seed(0)
+    train = torch.randint(0, 256, (200, 1, 6, 6), generator=g, dtype=torch.uint8)
+    test = torch.randint(0, 256, (50, 1, 6, 6), generator=g, dtype=torch.uint8)
+    x, y = (t.double().flatten(1).numpy() / 255 for t in (train, test))
+    for k in (1, 5, 20):
+        pca = PCA(k, svd_solver="full").fit(x)  # LAPACK SVD, as pca_baseline
+        direct = ((pca.inverse_transform(pca.transform(y)) - y) ** 2).sum(1).mean()
+        assert metrics.pca_baseline(train, test, k) == pytest.approx(direct, rel=1e-9)
+    mean_only = ((y - x.mean(0)) ** 2).sum(1).mean()
+    assert metrics.pca_baseline(train, test, 0) == pytest.approx(mean_only)
+    assert metrics.pca_baseline(train, train, 36) == pytest.approx(0, abs=1e-12)  # every direction kept
+    with pytest.raises(ValueError, match="k=37 is invalid: allowed an integer in 0..36"):
+        metrics.pca_baseline(train, test, 37)
+
+
+def test_sharpness_ratio_is_one_for_a_perfect_copy_and_below_for_a_blur():
+    class Copy(nn.Module):
+        def __init__(self, blur=False):
+            super().__init__()
+            self.w, self.blur = nn.Parameter(torch.zeros(1)), blur
+
+        def reconstruct(self, x):
+            return nn.functional.avg_pool2d(x, 3, 1, 1) if self.blur else x
+
+    images = (torch.rand(8, 1, 16, 16, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8)
+    assert metrics.sharpness_ratio(Copy(), images) == pytest.approx(1.0)
+    assert metrics.sharpness_ratio(Copy(blur=True), images) < 0.2

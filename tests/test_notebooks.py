@@ -33,8 +33,9 @@ def test_notebook_runs_with_shapes_64_tiny(shapes_report, notebook):
     assert list(figures.glob("*.png")), f"{notebook} wrote no figures"
     metrics = entry["metrics"]
     assert metrics, f"{notebook} wrote no metrics.json"
-    text = json.dumps(metrics)
-    assert '"shapes"' in text and "64" in text  # the parameters reached the notebook's config
+    data = metrics["config"]["data"]  # the parameters reached the config the notebook trained and measured
+    assert (data["dataset"], data["image_size"], data["max_train"]) == ("shapes", 64, 256)  # tiny: 256 images
+    assert metrics["config"]["train"]["seed"] == 1
     executed = nbformat.read(str(out / "notebooks" / f"{notebook}.ipynb"), as_version=4)
     injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert injected and 'dataset = "shapes"' in injected[0].source and "image_size = 64" in injected[0].source

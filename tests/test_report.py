@@ -37,14 +37,66 @@ def test_report_runs_renders_and_indexes(tmp_path):
     executed = nbformat.read(str(out / "notebooks" / "01_good.ipynb"), as_version=4)
     assert any("dataset = \"shapes\"" in c.source for c in executed.cells)
     index = (tmp_path / "reports" / "index.html").read_text()
-    assert "shapes/index.html" in index and "answer: 42" in index
+    assert "shapes-tiny/index.html" in index and "answer: 42" in index
+
+
+CLAIMS = ("import json, pathlib\np = pathlib.Path(out_dir); p.mkdir(parents=True, exist_ok=True)\n"
+          "claim = {'claim': 'clip 0.1 is steadier', 'source': 'report A §4.1', 'metric': 'noise',\n"
+          "         'values': {'clip 0.1': '1 ± 0.1', 'clip 0.5': '2 ± 0.1'}, 'verdict': 'supported'}\n"
+          "(p / 'metrics.json').write_text(json.dumps({'claims': [claim, {**claim, 'verdict': 'inconclusive'}]}))")
+
+
+def test_claims_of_every_notebook_reach_the_report_and_the_index(tmp_path):
+    nbs = [_notebook(tmp_path / "01_good.ipynb", GOOD), _notebook(tmp_path / "02_claims.ipynb", CLAIMS)]
+    out = build_report("shapes", "tiny", notebooks=nbs, out_root=tmp_path / "reports", runs_dir=tmp_path / "runs",
+                       quiet=True)
+    summary = json.loads((out / "metrics.json").read_text())
+    assert [c["verdict"] for c in summary["claims"]] == ["supported", "inconclusive"]
+    assert summary["seconds"] == pytest.approx(sum(e["seconds"] for e in summary["notebooks"]), abs=0.11)
+    page = (out / "index.html").read_text()
+    assert "clip 0.1 is steadier" in page and "report A §4.1" in page and "<b>inconclusive</b>" in page
+    assert "all notebooks" in page
+    assert "claims: 1 supported, 1 inconclusive" in (tmp_path / "reports" / "index.html").read_text()
 
 
 def test_failing_notebook_names_the_cell_and_keeps_the_partial_notebook(tmp_path):
     nb = _notebook(tmp_path / "01_bad.ipynb", "raise RuntimeError('boom')")
-    with pytest.raises(NotebookFailed, match=r"01_bad.ipynb failed in cell .*RuntimeError: boom; partly executed"):
+    with pytest.raises(NotebookFailed, match=r"01_bad.ipynb failed in cell .*no report was replaced: "
+                                             r"RuntimeError: boom; partly executed notebook kept at .*building"):
         build_report("digits", "tiny", notebooks=[nb], out_root=tmp_path / "reports", quiet=True)
-    assert (tmp_path / "reports" / "digits" / "notebooks" / "01_bad.ipynb").exists()
+    assert not (tmp_path / "reports" / "digits-tiny").exists()
+    kept = list((tmp_path / "reports").glob(".digits-tiny.building-*/notebooks/01_bad.ipynb"))
+    assert len(kept) == 1
+
+
+def test_a_report_never_clobbers_another(tmp_path):
+    (tmp_path / "bad").mkdir()
+    good, bad = _notebook(tmp_path / "01_good.ipynb", GOOD), _notebook(tmp_path / "bad" / "01_bad.ipynb", "1/0")
+    kw = {"out_root": tmp_path / "reports", "runs_dir": tmp_path / "runs", "quiet": True}
+    out = build_report("shapes", "tiny", seed=1, notebooks=[good], **kw)
+    assert out == tmp_path / "reports" / "shapes-tiny" and (out / "index.html").exists()
+    assert oct(out.stat().st_mode & 0o777) == oct(0o777 & ~_umask())  # shareable, not mkdtemp's 0700
+    before = (out / "metrics.json").read_text()
+    with pytest.raises(NotebookFailed):  # a failed re-run replaces nothing
+        build_report("shapes", "tiny", seed=1, notebooks=[bad], **kw)
+    assert (out / "metrics.json").read_text() == before
+    with pytest.raises(ValueError, match=r"shapes-tiny holds a report made with seed=1, not 2: pass --force"):
+        build_report("shapes", "tiny", seed=2, notebooks=[good], **kw)
+    assert (out / "metrics.json").read_text() == before
+    again = build_report("shapes", "tiny", seed=2, notebooks=[good], force=True, **kw)
+    assert json.loads((again / "metrics.json").read_text())["seed"] == 2
+    assert build_report("shapes", "small", seed=2, notebooks=[good], **kw).name == "shapes-small"  # beside it
+    for name, flag in (("dataset", "--dataset"), ("seed", "--seed"), ("out_dir", "--out")):
+        with pytest.raises(ValueError, match=f"parameter '{name}' cannot be set with -p: use {flag}"):
+            build_report("shapes", "tiny", notebooks=[good], extra={name: 1}, **kw)
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_unknown_parameters_are_refused_before_any_work(tmp_path):
@@ -54,14 +106,14 @@ def test_unknown_parameters_are_refused_before_any_work(tmp_path):
     assert not (tmp_path / "reports").exists()
     with pytest.raises(ValueError, match="budget='huge' is invalid"):
         build_report("digits", "huge", notebooks=[nb], out_root=tmp_path / "reports")
-    with pytest.raises(ValueError, match="dataset='mnist' is invalid"):
-        build_report("mnist", "tiny", notebooks=[nb], out_root=tmp_path / "reports")
+    with pytest.raises(ValueError, match="dataset='svhn' is invalid"):
+        build_report("svhn", "tiny", notebooks=[nb], out_root=tmp_path / "reports")
     check_parameters(nb, {"dataset": "x", "out_dir": "y"})
 
 
 def test_every_numbered_notebook_declares_the_common_parameters():
     notebooks = numbered_notebooks()
-    assert [p.name[:3] for p in notebooks] == [f"{i:02d}_" for i in range(1, len(notebooks) + 1)]
+    assert [p.name[:3] for p in notebooks] == [f"{i:02d}_" for i in range(len(notebooks))]  # 00, 01, ...: no gap
     for nb in notebooks:
         check_parameters(nb, {k: None for k in ("dataset", "budget", "seed", "device", "out_dir", "runs_dir",
                                                 "data_root", "image_size", "retrain")})

@@ -31,7 +31,7 @@ def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="train a preset, write checkpoint, history, metrics and figures",
                        description="Train a VAE preset; writes checkpoint.pt, history.json, metrics.json "
                                    "and PNG figures to --out. Re-running resumes from the checkpoint.")
-    p.add_argument("--preset", default="digits", help=f"one of {', '.join(PRESETS)} (default: digits)")
+    p.add_argument("--preset", default="mnist", help=f"one of {', '.join(PRESETS)} (default: mnist)")
     p.add_argument("--out", default=None, help="output folder (default: runs/<preset>)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     p.add_argument("--download", action="store_true", help="let torchvision download missing datasets")
@@ -42,7 +42,7 @@ def _train_parser(sub) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from . import distributed
-    from .experiments import run_experiment
+    from .single_run import run_experiment
 
     config = get_preset(args.preset)
     overrides = {field: getattr(args, flag) for flag, (field, _, _) in TRAIN_OVERRIDES.items()
@@ -69,11 +69,13 @@ def _report_parser(sub) -> None:
                        description="Execute notebooks/NN_*.ipynb with papermill for one dataset and render "
                                    "them with nbconvert into reports/<dataset>/ (HTML, executed notebooks, "
                                    "figures, metrics.json); updates reports/index.html.")
-    p.add_argument("--dataset", default="digits", help="digits, shapes, fashion_mnist, cifar10 or celeba")
+    p.add_argument("--dataset", default="mnist", help="mnist, digits, shapes, fashion_mnist, cifar10 or celeba")
     p.add_argument("--budget", default="small", help="tiny (seconds), small (minutes on a CPU) or full")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    p.add_argument("--out", default=None, help="reports folder (default: reports/)")
+    p.add_argument("--out", default=None, help="reports folder (default: reports/); the report goes into "
+                                                 "<out>/<dataset>-<budget>/")
+    p.add_argument("--force", action="store_true", help="replace a report made there with other parameters")
     p.add_argument("--timeout", type=int, default=3600, help="seconds allowed per notebook cell")
     p.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                    help="extra notebook parameter (refused if a notebook does not declare it)")
@@ -86,7 +88,8 @@ def _report(args: argparse.Namespace) -> int:
     extra = {name: _literal(value) for name, value in args.param}
     try:
         out = build_report(args.dataset, args.budget, seed=args.seed, device=args.device, extra=extra,
-                           out_root=args.out or REPO / "reports", timeout=args.timeout, quiet=args.quiet)
+                           out_root=args.out or REPO / "reports", timeout=args.timeout, quiet=args.quiet,
+                           force=args.force)
     except NotebookFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -12,19 +12,16 @@ import hashlib
 import json
 import math
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+from tqdm.auto import tqdm
 
-from . import distributed
-from .checkpoint import save_json
 from .config import Config, comparable, with_overrides
+from .evidence import convergence
 from .perf.allocator import tune_cpu_allocator
-from .provenance import versions
 from .runtime import resolve_device
 from .train import CHECKPOINT, HISTORY, NonFiniteLossError, fit
 
@@ -57,81 +54,6 @@ def cached_fit(config: Config, train: Any = None, val: Any = None, *, root: str 
         (out / CHECKPOINT).unlink()
     model, history = fit(config, train, val, device=device, out_dir=out, quiet=quiet)
     return model, history, out
-
-
-def standard_metrics(model, config: Config, train, test, iw_samples: int = 64) -> dict[str, Any]:
-    """Test ELBO terms, reconstruction MSE/PSNR against the data-mean baseline, KL per dim, AU, IW-NLL."""
-    from . import metrics
-    from .data import data_mean_baseline
-
-    x = test.images
-    out: dict[str, Any] = {"test_elbo": metrics.test_elbo(model, x, config)}
-    out["recon_mse"] = metrics.reconstruction_mse(model, x)
-    out["psnr_db"] = metrics.psnr(model, x)
-    out["data_mean_baseline_mse"] = data_mean_baseline(train, test)
-    out["mse_over_baseline"] = out["recon_mse"] / out["data_mean_baseline_mse"]
-    kl = metrics.kl_per_dimension(model, x)
-    out["kl_per_dim"] = [float(v) for v in kl]
-    out["active_units"] = metrics.active_units(model, x)
-    out["iw_nll"] = metrics.iw_nll(model, x[:1000], k=iw_samples, likelihood=config.train.recon)
-    if getattr(test, "factors", None) is not None:
-        out["mig"] = metrics.mig_score(model, test)["mig"]
-    return out
-
-
-def standard_figures(model, config: Config, history: dict, test, out_dir: str | Path,
-                     kl: Any = None) -> list[Path]:
-    """Reconstructions, samples, curves, KL per dim, a traversal and an interpolation, saved as PNG."""
-    import matplotlib.pyplot as plt
-
-    from . import metrics, plots
-    from .train import to_float
-
-    out_dir = Path(out_dir)
-    device = next(model.parameters()).device
-    x = to_float(test.images[:16].to(device))
-    kl = metrics.kl_per_dimension(model, test.images) if kl is None else np.asarray(kl)  # (D,)
-    figs = {
-        "reconstructions": plots.reconstruction_grid(model, x, n=8),
-        "samples": plots.sample_grid(model, n=64, seed=config.train.seed),
-        "training_curves": plots.training_curves(history, per="step"),
-        "kl_per_dim": plots.kl_per_dimension_plot(kl),
-        "traversal": plots.latent_traversal(model, x[:1], dim=int(kl.argmax())),
-        "interpolation": plots.interpolation(model, x[0:1], x[1:2], steps=10),
-    }
-    paths = []
-    for name, fig in figs.items():
-        paths.append(out_dir / f"{name}.png")
-        plots.save_figure(fig, paths[-1])
-        plt.close(fig)
-    return paths
-
-
-def run_experiment(config: Config, out_dir: str | Path, *, device: str | None = None,
-                   quiet: bool = False, tune_allocator: bool = True) -> dict[str, Any]:
-    """Train (or resume) a config, then write metrics.json and the standard figures to out_dir.
-
-    Like cached_fit, it tunes the process's allocator on the CPU unless told not to (and records whether).
-    """
-    from .data import load_from_config
-
-    t0 = time.perf_counter()
-    device = resolve_device(device)
-    malloc_tuned = tune_allocator and device.type == "cpu" and tune_cpu_allocator()
-    train, val, test = (load_from_config(config.data, s) for s in ("train", "val", "test"))
-    model, history = fit(config, train, val, device=device, out_dir=out_dir, quiet=quiet)
-    if not distributed.is_main():  # under torchrun, rank 0 evaluates and writes
-        return {}
-    torch.manual_seed(config.train.seed)
-    result = {"config": config.to_dict(), "seed": config.train.seed, "versions": versions(),
-              "device": str(device), "options": {**history["options"], "malloc_tuned": malloc_tuned},
-              "train_images": len(train), "test_images": len(test),
-              "metrics": standard_metrics(model, config, train, test)}
-    figures = standard_figures(model, config, history, test, out_dir, kl=result["metrics"]["kl_per_dim"])
-    result["figures"] = [p.name for p in figures]
-    result["seconds"] = time.perf_counter() - t0
-    save_json(Path(out_dir) / "metrics.json", result)
-    return result
 
 
 # --- runs of a set of configs: failures recorded, not raised -------------------------------------
@@ -198,6 +120,26 @@ def run_all(configs: dict[str, Config], train: Any, val: Any, **kwargs: Any) -> 
     return {label: run_one(label, c, train, val, **kwargs) for label, c in configs.items()}
 
 
+def with_seed(config: Config, seed: int) -> Config:
+    """The same config trained from another seed (weights, batch order, reparameterisation noise)."""
+    return with_overrides(config, **{"train.seed": seed})
+
+
+def seeds_from(first: int, n: int) -> list[int]:
+    """n consecutive seeds starting at the notebook's seed: `first` itself is the seed of the single runs."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"seeds={n!r} is invalid: allowed an integer >= 1 (2 or more for an uncertainty)")
+    return [first + k for k in range(n)]
+
+
+def run_seeds(configs: dict[str, Config], seeds: list[int], train: Any, val: Any,
+              **kwargs: Any) -> dict[str, list[Run]]:
+    """Every labelled config once per seed (cached like run_all): {label: [run per seed]}, seed order kept."""
+    return {label: [run_one(label, with_seed(c, s), train, val, **kwargs) for s in seeds]
+            for label, c in tqdm(configs.items(), desc=f"{len(configs)} settings x {len(seeds)} seeds",
+                                 disable=None, leave=False)}
+
+
 def trace(run: Run, key: str) -> np.ndarray:
     """The per-step values of `key` (total, recon, kl, beta, grad_norm, lr) of a run, (steps,)."""
     return np.array([row[key] for row in run.history["steps"]], dtype=float)
@@ -209,13 +151,37 @@ def loss_spread(run: Run, last: int = 100) -> float:
     return float(total.std()) if len(total) else math.nan
 
 
-def summarize(run: Run, test: Any, last: int = 100) -> dict[str, Any]:
-    """The table row of a run: stability of its last steps and its test metrics (ELBO terms at beta = 1)."""
+def volatility(run: Run, key: str = "total", first: int = 100, at_final_beta: bool = False) -> float:
+    """Noise of the first `first` steps: std of the step-to-step change of log(key), whatever the trend.
+
+    at_final_beta=True starts counting at the first step trained at the run's final beta (after a warmup's
+    switch; step 0 for a static beta), where a KL term charged at full weight could spike.
+    """
+    start = 0
+    if at_final_beta:
+        beta = trace(run, "beta")
+        start = int(np.argmax(beta == beta[-1])) if len(beta) else 0
+    values = trace(run, key)[start:start + first]
+    values = values[np.isfinite(values) & (values > 0)]
+    return float(np.diff(np.log(values)).std()) if len(values) > 2 else math.nan
+
+
+def summarize(run: Run, test: Any, last: int = 100, tol: float = 0.05) -> dict[str, Any]:
+    """The table row of a run: convergence (evidence.convergence, tolerance `tol`), the noise of its first
+    `last` steps and the spread of its last ones, and its test metrics (ELBO terms at beta = 1)."""
     from . import metrics
 
+    conv = convergence(run.history, tol) if not run.failed else {"converged": False, "share": math.nan,
+                                                                  "improvement": math.nan}
     grad = trace(run, "grad_norm")
     final = float(trace(run, "total")[-last:].mean()) if len(grad) else math.nan
-    row: dict[str, Any] = {"run": run.label, "steps": len(grad), "failed_step": run.failed_step,
+    row: dict[str, Any] = {"run": run.label, "seed": run.config.train.seed, "steps": len(grad),
+                           "converged": conv["converged"], "last_20pct_share": conv["share"],
+                           "last_20pct_improvement": conv["improvement"],
+                           "early_volatility": volatility(run, "total", last),
+                           "early_kl_volatility": volatility(run, "kl", last),
+                           "kl_volatility_at_final_beta": volatility(run, "kl", last, at_final_beta=True),
+                           "failed_step": run.failed_step,
                            "nonfinite_steps": int(run.failed) + int((~np.isfinite(trace(run, "total"))).sum()),
                            "loss_spread": loss_spread(run, last), "final_total": final,
                            "relative_spread": loss_spread(run, last) / final if len(grad) else math.nan,
@@ -235,7 +201,7 @@ DATASET_PRESET = {"mnist": "mnist", "digits": "digits", "shapes": "shapes", "fas
 _BUDGET = {"tiny": {"max_train": 256, "epochs": 2, "shapes_train": 512},
            "small": {"max_train": 5000, "epochs": 5, "shapes_train": 2000},
            "full": {"max_train": None, "epochs": None, "shapes_train": 10_000}}
-_SMALL_EPOCHS = {"digits": 20, "shapes": 10}  # the embedded sets are small: more passes, still ~10-30 s
+_SMALL_EPOCHS = {"mnist": 30, "digits": 20, "shapes": 10}  # the embedded sets are small: more passes per run
 
 
 def notebook_config(dataset: str = "digits", budget: str = "small", seed: int = 0, *,

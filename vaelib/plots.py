@@ -228,8 +228,9 @@ def beta_schedule_plot(schedule: BetaSchedule, total_steps: int, steps_per_epoch
     return fig
 
 
-def rate_distortion(points: list[dict[str, float]]) -> Figure:
-    """Rate (KL) against distortion (recon), both nats per image, one labelled point per beta."""
+def rate_distortion(points: list[dict[str, float]], mark: float | None = None, mark_label: str = "") -> Figure:
+    """Rate (KL) against distortion (recon), both nats per image, one labelled point per beta; error bars where
+    a point carries kl_std / recon_std (over seeds); the point whose beta equals `mark` is ringed."""
     if not points:
         raise ValueError("points=[] is invalid: allowed a non-empty list of dicts with beta, recon, kl")
     for i, p in enumerate(points):
@@ -239,7 +240,14 @@ def rate_distortion(points: list[dict[str, float]]) -> Figure:
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.plot([p["kl"] for p in pts], [p["recon"] for p in pts], color="gray", lw=1, zorder=1)
     ax.scatter([p["kl"] for p in pts], [p["recon"] for p in pts], color="tab:blue", zorder=2)
+    if any("kl_std" in p or "recon_std" in p for p in pts):
+        ax.errorbar([p["kl"] for p in pts], [p["recon"] for p in pts], xerr=[p.get("kl_std", 0) for p in pts],
+                    yerr=[p.get("recon_std", 0) for p in pts], fmt="none", ecolor="tab:blue", capsize=3, zorder=2)
     for p in pts:
+        if mark is not None and p["beta"] == mark:
+            ax.scatter([p["kl"]], [p["recon"]], s=220, facecolors="none", edgecolors="tab:red", lw=1.5, zorder=3,
+                       label=mark_label or f"beta={mark:g}")
+            ax.legend(fontsize="small", loc="upper right")
         ax.annotate(f"beta={p['beta']:g}", (p["kl"], p["recon"]), textcoords="offset points", xytext=(5, 5),
                     fontsize="small")
     ax.set_xlabel("rate: KL (nats per image)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import html
 import json
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -47,7 +49,8 @@ def run_notebook(notebook: Path, output: Path, params: dict[str, Any], timeout: 
                                    cwd=str(notebook.parent), progress_bar=not quiet,
                                    execution_timeout=timeout)
     except PapermillExecutionError as err:
-        raise NotebookFailed(f"{notebook.name} failed in cell {err.exec_count} (index {err.cell_index}): "
+        raise NotebookFailed(f"{notebook.name} failed in cell {err.exec_count} (index {err.cell_index}), no report "
+                             f"was replaced: "
                              f"{err.ename}: {err.evalue}; partly executed notebook kept at {output}") from None
     return time.perf_counter() - t0
 
@@ -63,24 +66,50 @@ def render_html(executed: Path, html_path: Path, title: str) -> None:
     html_path.write_text(body, encoding="utf-8")
 
 
-def build_report(dataset: str = "digits", budget: str = "small", *, seed: int = 0, device: str = "auto",
+# Parameters the report sets itself: each has its own flag (or is the report's folder), so -p may not change them.
+RESERVED = {"dataset": "--dataset", "budget": "--budget", "seed": "--seed", "device": "--device",
+            "out_dir": "--out", "runs_dir": "the runs/ cache next to the repository",
+            "data_root": "the data/ folder next to the repository"}
+
+
+def report_dir(out_root: str | Path, dataset: str, budget: str) -> Path:
+    """reports/<dataset>-<budget>: a report's folder names what it was made from."""
+    return Path(out_root) / f"{dataset}-{budget}"
+
+
+def build_report(dataset: str = "mnist", budget: str = "small", *, seed: int = 0, device: str = "auto",
                  out_root: str | Path = REPO / "reports", runs_dir: str | Path = REPO / "runs",
                  data_root: str | Path = REPO / "data", extra: dict[str, Any] | None = None,
-                 notebooks: list[Path] | None = None, timeout: int = 3600, quiet: bool = False) -> Path:
-    """Execute every numbered notebook for one dataset into reports/<dataset>/ and update reports/index.html."""
+                 notebooks: list[Path] | None = None, timeout: int = 3600, quiet: bool = False,
+                 force: bool = False) -> Path:
+    """Execute every numbered notebook into reports/<dataset>-<budget>/ and update reports/index.html.
+
+    The notebooks run into a temporary folder beside it; only a complete report replaces the folder, so a
+    failed run changes nothing (its partial output stays in the temporary folder, named in the error). A
+    folder holding a report made with other parameters is replaced only with force=True.
+    """
     from .experiments import BUDGETS, notebook_config
 
+    clash = sorted(set(extra or {}) & set(RESERVED))
+    if clash:
+        raise ValueError(f"parameter {clash[0]!r} cannot be set with -p: use {RESERVED[clash[0]]}")
     config = notebook_config(dataset, budget, seed)  # validates dataset and budget up front
     if budget not in BUDGETS:
         raise ValueError(f"budget={budget!r} is invalid: allowed {', '.join(BUDGETS)}")
     notebooks = notebooks or numbered_notebooks()
     if not notebooks:
         raise FileNotFoundError(f"no numbered notebooks (NN_*.ipynb) in {NOTEBOOKS}")
-    out = Path(out_root) / dataset
+    final = report_dir(out_root, dataset, budget)
     base = {"dataset": dataset, "budget": budget, "seed": seed, "device": device,
             "runs_dir": _from_notebooks(runs_dir), "data_root": _from_notebooks(data_root), **(extra or {})}
     for nb in notebooks:  # refuse every bad name before any work is done
         check_parameters(nb, {**base, "out_dir": ""})
+    _check_replaceable(final, base, force)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    out.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the report is meant to be served and shared
     entries = []
     for nb in notebooks:
         fig_dir = (out / "figures" / nb.stem).resolve()
@@ -91,12 +120,41 @@ def build_report(dataset: str = "digits", budget: str = "small", *, seed: int = 
         metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
         entries.append({"notebook": nb.stem, "seconds": round(seconds, 1), "html": f"{nb.stem}.html",
                         "metrics": metrics})
+    claims = [c for e in entries for c in e["metrics"].get("claims", [])]
     summary = {"dataset": dataset, "budget": budget, "seed": seed, "parameters": base,
-               "config": config.to_dict(), "versions": versions(), "notebooks": entries}
+               "config": config.to_dict(), "versions": versions(), "notebooks": entries, "claims": claims,
+               "seconds": round(sum(e["seconds"] for e in entries), 1)}
     save_json(out / "metrics.json", summary)
     (out / "index.html").write_text(_dataset_page(summary), encoding="utf-8")
+    _replace(final, out)
     write_index(Path(out_root))
-    return out
+    return final
+
+
+def _check_replaceable(final: Path, params: dict[str, Any], force: bool) -> None:
+    """Refuse to replace a report made with other parameters (unless force), before any work is done."""
+    saved = final / "metrics.json"
+    if force or not final.exists():
+        return
+    try:
+        old = json.loads(saved.read_text())["parameters"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(f"{final} exists but holds no readable report (metrics.json with parameters): "
+                         "move it away, or pass --force to replace it") from None
+    changed = sorted(k for k in set(old) | set(params) if old.get(k) != params.get(k))
+    if changed:
+        k = changed[0]
+        raise ValueError(f"{final} holds a report made with {k}={old.get(k)!r}, not {params.get(k)!r}: "
+                         "pass --force to replace it, or --out for another folder")
+
+
+def _replace(final: Path, built: Path) -> None:
+    """Swap the finished report into place: the old one is moved aside first, then deleted."""
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists():
+        final.rename(old)
+    built.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _from_notebooks(path: str | Path) -> str:
@@ -120,9 +178,22 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
 
 
+def claims_html(claims: list[dict[str, Any]]) -> str:
+    """The claims table (claim, source, metric, our numbers, verdict) as HTML, or a line saying there is none."""
+    if not claims:
+        return "<p>No claim was tested in this report.</p>"
+    head = "".join(f"<th>{h}</th>" for h in ("claim", "source", "metric", "our numbers", "verdict"))
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c[k]))}</td>" for k in ("claim", "source", "metric"))
+        + f"<td>{'<br>'.join(html.escape(f'{k}: {v}') for k, v in c['values'].items())}</td>"
+        + f"<td><b>{html.escape(c['verdict'])}</b></td></tr>" for c in claims)
+    return f"<table border='1' style='border-collapse:collapse'><tr>{head}</tr>{rows}</table>"
+
+
 def _dataset_page(summary: dict[str, Any]) -> str:
     rows = "".join(f"<tr><td><a href='{e['html']}'>{e['notebook']}</a></td><td>{e['seconds']}</td></tr>"
                    for e in summary["notebooks"])
+    rows += f"<tr><td><b>all notebooks</b></td><td><b>{summary.get('seconds', '-')}</b></td></tr>"
     params = "".join(f"<li>{html.escape(k)} = {html.escape(str(v))}</li>" for k, v in summary["parameters"].items()
                      if k not in ("runs_dir", "data_root"))
     heads = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in headline(summary).items())
@@ -131,6 +202,8 @@ def _dataset_page(summary: dict[str, Any]) -> str:
             f"<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td{{padding:.2em 1em}}</style>"
             f"</head><body><h1>vaelib report: {summary['dataset']} ({summary['budget']} budget)</h1>"
             f"<h2>Notebooks</h2><table><tr><th>notebook</th><th>seconds</th></tr>{rows}</table>"
+            f"<h2>Claims of the source reports, tested</h2>{claims_html(summary.get('claims', []))}"
+            f"<p>Verdict rule and convergence rule: docs/findings.md in the vaelib repository.</p>"
             f"<h2>Parameters</h2><ul>{params}</ul><h2>Headline metrics</h2><table>{heads}</table>"
             f"<p>vaelib {v['vaelib']}, torch {v['torch']}, git {v['git_commit']}. "
             f"All numbers: <a href='metrics.json'>metrics.json</a>.</p></body></html>")
@@ -140,13 +213,20 @@ def write_index(out_root: Path) -> Path:
     """reports/index.html: every dataset's report with its parameters and headline metrics."""
     sections = []
     for path in sorted(out_root.glob("*/metrics.json")):
-        s = json.loads(path.read_text())
+        if path.parent.name.startswith("."):  # a report being built, or a failed build kept for inspection
+            continue
+        try:
+            s = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path} is unreadable ({err}): repair or remove it to rebuild the index") from None
         if "notebooks" not in s:
             continue
         heads = "".join(f"<li>{html.escape(k)}: {_fmt(v)}</li>" for k, v in headline(s, 2).items())
+        verdicts = [c["verdict"] for c in s.get("claims", [])]
+        tally = ", ".join(f"{verdicts.count(v)} {v}" for v in dict.fromkeys(verdicts)) or "no claims tested"
         sections.append(f"<h2><a href='{path.parent.name}/index.html'>{s['dataset']}</a></h2>"
-                        f"<p>budget {s['budget']}, seed {s['seed']}, git {s['versions']['git_commit']}</p>"
-                        f"<ul>{heads}</ul>")
+                        f"<p>budget {s['budget']}, seed {s['seed']}, git {s['versions']['git_commit']}, "
+                        f"{s.get('seconds', '-')} s; claims: {tally}</p><ul>{heads}</ul>")
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>vaelib reports</title>"
             "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}</style></head><body>"
             "<h1>vaelib reports</h1>" + "".join(sections) + "</body></html>")

@@ -20,7 +20,7 @@ from ..config import Config, with_overrides
 from ..data import SPLITS, ImageSplit, data_mean_baseline, load_from_config, render_shapes
 from ..tables import format_table  # noqa: F401  (notebooks 01 and 02 print with it)
 
-STANDIN = {"fashion_mnist": "digits", "cifar10": "shapes", "celeba": "shapes"}  # embedded data of the same kind
+STANDIN = {"fashion_mnist": "mnist", "cifar10": "shapes", "celeba": "shapes"}  # embedded data of the same kind
 CELEBA_ALIGNED_HW = (218, 178)  # (H, W) of CelebA's img_align_celeba JPEGs
 CELEBA_CROP = 140  # torchvision CenterCrop of vaelib.data._decode_celeba
 
@@ -29,7 +29,7 @@ CELEBA_CROP = 140  # torchvision CenterCrop of vaelib.data._decode_celeba
 
 def load_or_standin(config: Config) -> tuple[Config, dict[str, ImageSplit], str]:
     """(config, {split: ImageSplit}, note); if the dataset's files are missing, the same input size on its
-    embedded stand-in (digits for grey, shapes for RGB), with the FileNotFoundError message in the note."""
+    embedded stand-in (mnist for grey, shapes for RGB), with the FileNotFoundError message in the note."""
     try:
         splits = {s: load_from_config(config.data, s) for s in SPLITS}
         return config, splits, f"{config.data.dataset}: loaded ({'x'.join(map(str, config.input_shape))})."

@@ -12,31 +12,13 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
-from ..metrics import active_units, kl_per_dimension
+from ..metrics import active_units, image_batch, kl_per_dimension, laplacian_variance  # noqa: F401  (04 calls it)
 from ..model import eval_mode, model_device
 from ..plots import show, tile
 from ..runtime import to_float
-
-LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])  # 4-neighbour discrete Laplacian
-
-
-def _float(images: torch.Tensor) -> torch.Tensor:
-    if images.dim() != 4 or len(images) == 0:
-        raise ValueError(f"images of shape {tuple(images.shape)} are invalid: allowed (N, C, H, W) with N >= 1")
-    return to_float(images.detach().cpu())
-
-
-def laplacian_variance(images: torch.Tensor) -> torch.Tensor:
-    """Variance of the 3x3 Laplacian over interior pixels, averaged over channels, (N,): low = blurry
-    (Pech-Pacheco et al., 2000)."""
-    x = _float(images)
-    n, c, h, w = x.shape
-    lap = F.conv2d(x.reshape(n * c, 1, h, w), LAPLACIAN.view(1, 1, 3, 3))  # (N*C, 1, H-2, W-2), no padding
-    return lap.flatten(1).var(1, unbiased=False).view(n, c).mean(1)
 
 
 def radial_frequency(h: int, w: int) -> torch.Tensor:
@@ -48,7 +30,7 @@ def radial_frequency(h: int, w: int) -> torch.Tensor:
 
 def power_spectrum(images: torch.Tensor) -> torch.Tensor:
     """|FFT2|^2 / (H W) of each image with its per-channel mean removed, summed over channels, (N, H, W)."""
-    x = _float(images)
+    x = image_batch(images)
     x = x - x.mean(dim=(2, 3), keepdim=True)
     return (torch.fft.fft2(x).abs() ** 2).sum(1) / (x.shape[-1] * x.shape[-2])
 
@@ -86,7 +68,7 @@ def reconstruct(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -
 
 def squared_error(images: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
     """Squared error per pixel, summed over channels, (N, H, W)."""
-    x, r = _float(images), _float(recon)
+    x, r = image_batch(images), image_batch(recon)
     if x.shape != r.shape:
         raise ValueError(f"recon of shape {tuple(r.shape)} is invalid: allowed the images' shape {tuple(x.shape)}")
     return (x - r).pow(2).sum(1)
@@ -135,7 +117,7 @@ def distance_to_mean(images: torch.Tensor, recon: torch.Tensor, mean: torch.Tens
     pull = 1 - |recon - mean|^2 / |x - mean|^2 (0: as spread out as the data, 1: every recon is the mean);
     closer_to_mean: the fraction of reconstructions nearer the data mean than their own input.
     """
-    x, r, m = _float(images), _float(recon), to_float(mean.detach().cpu())
+    x, r, m = image_batch(images), image_batch(recon), to_float(mean.detach().cpu())
     d_rm, d_rx, d_xm = ((a - b).pow(2).flatten(1).sum(1) for a, b in ((r, m), (r, x), (x, m)))  # (N,) each
     return {"recon_to_mean": d_rm.mean().item(), "recon_to_input": d_rx.mean().item(),
             "input_to_mean": d_xm.mean().item(), "pull": 1 - d_rm.mean().item() / d_xm.mean().item(),
@@ -210,3 +192,12 @@ def kl_bars(kls: dict[str, np.ndarray], threshold: float = 0.01) -> Figure:
     axes[0, 0].set_ylabel("KL (nats per image)")
     fig.tight_layout()
     return fig
+
+
+def observed(holds: bool, runs: dict[str, Any]) -> str:
+    """How a gallery sentence ends: whether the effect shows in this run, and why that is not yet a verdict."""
+    from ..evidence import convergence
+
+    done = sum(convergence(r.history)["converged"] and not r.failed for r in runs.values())
+    return (f"{'shows' if holds else 'does not show'} in this run (one seed, {done} of {len(runs)} runs converged: "
+            "a demonstration, not a verdict; notebook 03's claims table holds the multi-seed verdicts)")

@@ -12,7 +12,8 @@ import torch
 from matplotlib.figure import Figure
 
 from ..config import BetaSchedule, Config, with_overrides
-from ..experiments import Run, trace, with_epochs
+from ..evidence import Claim, compare, estimate
+from ..experiments import Run, summarize, trace, with_epochs
 from ..schedules import beta_at
 
 
@@ -110,11 +111,6 @@ def settings(configs: dict[str, Config], n_train: int, at: tuple[float, ...] = (
     return rows
 
 
-def verdict(agrees: bool) -> str:
-    """The word a finding uses for a computed comparison."""
-    return "agrees with the report" if agrees else "does not agree here"
-
-
 def trace_plot(runs: dict[str, Run], key: str = "total", log_y: bool = True, title: str = "",
                clip_lines: bool = False) -> Figure:
     """`key` per step for every run on one axis; a failed run ends in a red x at the step it went non-finite."""
@@ -174,3 +170,35 @@ def sample_rows(runs: dict[str, Run], n: int = 8, seed: int = 0) -> dict[str, to
             gen = torch.Generator(device=next(run.model.parameters()).device).manual_seed(seed)
             out[label] = run.model.sample(n, generator=gen).cpu()
     return out
+
+
+# --- seeds, tables and claims ---------------------------------------------------------------------------
+
+SOURCES = {"ablation": "Fashion-MNIST/CIFAR-10/CelebA ablation report", "celeba": "CelebA technical report"}
+
+
+def seed_rows(runs: dict[str, list[Run]], test: Any, last: int, tol: float,
+              extra: Any = None) -> dict[str, list[dict[str, Any]]]:
+    """summarize() every seed of every setting; `extra(run)` may add columns (e.g. sharpness)."""
+    def row(run: Run) -> dict[str, Any]:
+        r = summarize(run, test, last=last, tol=tol)
+        return {**r, **(extra(run) if extra and run.model is not None else {})}
+
+    return {label: [row(r) for r in seeds] for label, seeds in runs.items()}
+
+
+def seeds_table(rows: dict[str, list[dict[str, Any]]], keys: list[str]) -> list[dict[str, Any]]:
+    """One row per setting: seeds, how many converged, and each key as 'mean ± std' over the seeds."""
+    return [{"run": label, "seeds": len(rs), "converged": f"{sum(r['converged'] for r in rs)}/{len(rs)}",
+             **{k: str(estimate(rs, k)) for k in keys}} for label, rs in rows.items()]
+
+
+def claim(rows: dict[str, list[dict[str, Any]]], a: str, b: str, key: str, direction: str, text: str,
+          source: str, metric: str) -> Claim:
+    """The Claim 'setting a is `direction` than setting b in `key`' with the verdict rule of vaelib.evidence."""
+    return compare(text, source, metric, (a, estimate(rows[a], key)), (b, estimate(rows[b], key)), direction)
+
+
+def first_seed(runs: dict[str, list[Run]]) -> dict[str, Run]:
+    """The run of the first seed of every setting: what the curves and sample figures show."""
+    return {label: seeds[0] for label, seeds in runs.items()}

@@ -1,0 +1,87 @@
+import math
+
+import pytest
+
+from vaelib.evidence import Estimate, claims_table, compare, convergence, estimate, finding, verdict
+
+
+def _history(curve, beta=1.0, kl=0.0):
+    """A fit-like history whose validation objective at the final beta follows `curve`."""
+    return {"epochs": [{"val_recon": v - beta * kl, "val_kl": kl, "beta": beta} for v in curve]}
+
+
+def test_convergence_rule_on_synthetic_histories():
+    flat = convergence(_history([100, 60, 50, 49.9, 49.8, 49.8, 49.7, 49.7, 49.7, 49.6]))
+    assert flat["converged"] and flat["share"] == pytest.approx((49.7 - 49.6) / (100 - 49.6))  # last 2 of 10
+    assert flat["improvement"] == pytest.approx((49.7 - 49.6) / 49.7)
+    falling = convergence(_history([100, 90, 80, 70, 60, 50, 40, 30, 20, 10]))
+    assert not falling["converged"] and falling["share"] == pytest.approx(20 / 90)
+    slow = _history([100, 60, 50, 48, 46, 44, 42, 40, 38, 36])  # still falling by 2 per epoch at the end
+    assert not convergence(slow)["converged"] and convergence(slow, tol=0.2)["converged"]  # 4/64 of the drop
+    assert convergence(_history([50] * 10))["converged"]  # flat from the start (e.g. frozen): nothing to gain
+    assert not convergence(_history([10, 10, 10]))["converged"]  # too short to judge
+    assert not convergence(_history([10, 10, 10, 10, float("nan")]))["converged"]
+    # the objective is taken at the final beta, so a warmup (beta 0 then 1) is judged on the final objective
+    warm = {"epochs": [{"val_recon": 20, "val_kl": 30, "beta": 0.0}] * 3
+            + [{"val_recon": 25, "val_kl": 10, "beta": 1.0}] * 5}
+    assert convergence(warm)["converged"]  # 35 nats flat over the last epochs
+    with pytest.raises(ValueError, match="tol=2"):
+        convergence(_history([1] * 10), tol=2)
+
+
+def _est(values, converged=None):
+    return Estimate(tuple(values), len(values) if converged is None else converged)
+
+
+def test_verdict_rule_overlap_separation_and_convergence():
+    low, high = _est([1.0, 1.1, 0.9]), _est([3.0, 3.1, 2.9])
+    assert verdict(high, low, "higher")["verdict"] == "supported"
+    assert verdict(high, low, "lower")["verdict"] == "contradicted"
+    noisy_a, noisy_b = _est([1.0, 2.0, 3.0]), _est([1.5, 2.5, 3.5])
+    assert verdict(noisy_b, noisy_a, "higher")["verdict"] == "inconclusive"  # 0.5 apart, se about 0.82
+    v = verdict(high, low, "higher")
+    assert v["difference"] == pytest.approx(2.0) and v["standard_error"] == pytest.approx(math.sqrt(2 * 0.01 / 3))
+    assert verdict(high, _est([1.0, 1.1, 0.9], converged=2), "higher")["verdict"] == "not converged"
+    assert verdict(_est([3.0]), low, "higher")["verdict"] == "inconclusive"  # one seed: no uncertainty
+    # "A is no better than B" (lower is better): contradicted only when A is lower by more than 2 se
+    assert verdict(noisy_a, noisy_b, "no better")["verdict"] == "supported"
+    assert verdict(low, high, "no better")["verdict"] == "contradicted"
+    assert verdict(high, low, "no better")["verdict"] == "supported"
+    with pytest.raises(ValueError, match="direction='bigger' is invalid"):
+        verdict(high, low, "bigger")
+
+
+def test_estimate_and_its_text():
+    rows = [{"x": 1.0, "converged": True}, {"x": 3.0, "converged": False}]
+    e = estimate(rows, "x")
+    assert (e.mean, e.n, e.converged, e.all_converged) == (2.0, 2, 1, False)
+    assert e.std == pytest.approx(math.sqrt(2)) and str(e) == "2 ± 1.4"
+    assert str(_est([5.0])) == "5" and math.isnan(_est([5.0]).std)
+
+
+def test_findings_are_written_from_the_numbers():
+    def claim(a_values):
+        return compare("clipping at 0.1 is steadier than at 0.5", "report A §4.1", "early volatility",
+                       ("clip 0.1", _est(a_values)), ("clip 0.5", _est([0.5, 0.52, 0.48])), "lower")
+
+    steady, noisy = claim([0.1, 0.11, 0.09]), claim([0.9, 0.95, 0.85])
+    assert steady.verdict == "supported" and noisy.verdict == "contradicted"
+    a, b = finding(steady), finding(noisy)
+    assert a != b and a.startswith("**supported**") and b.startswith("**contradicted**")
+    assert "clip 0.1 0.1 ± 0.01 (3 seeds, 3 converged)" in a and "0.9 ± 0.05" in b
+    assert "difference -0.4" in a and "difference +0.4" in b
+    table = claims_table([steady, noisy])
+    assert table.count("\n") == 3 and "**contradicted**" in table
+    assert set(steady.as_dict()) >= {"claim", "source", "metric", "values", "verdict"}
+
+
+def test_a_no_better_finding_says_whether_the_alternative_is_even_worse():
+    def claim(a_values):
+        return compare("annealing is no better than static", "report A §4.2", "test -ELBO",
+                       ("linear", _est(a_values)), ("static", _est([35.0, 35.2, 34.8])), "no better")
+
+    worse, same, better = claim([36.0, 36.2, 35.8]), claim([35.1, 35.3, 34.9]), claim([33.0, 33.2, 32.8])
+    assert (worse.verdict, same.verdict, better.verdict) == ("supported", "supported", "contradicted")
+    assert "linear does not beat static: it is worse by more than twice" in finding(worse)
+    assert "linear does not beat static by more than twice" in finding(same)
+    assert "linear beats static by more than twice" in finding(better)

@@ -1,0 +1,161 @@
+"""From runs to findings: the convergence rule, seeds aggregated with their uncertainty, the verdict rule, and
+claims written from the numbers.
+
+The rules, as documented in docs/findings.md:
+- **Converged**: the learning curve has flattened: the last 20% of the run's epochs (at least one) brought less
+  than `tol` (default 5%) of the run's whole improvement of the validation objective at its final beta
+  (val_recon + beta_final * val_kl, nats per image; improvement from the first epoch to the best), and the run
+  finished without a non-finite step. A run of fewer than 5 epochs is not judged converged. The relative
+  improvement over the last 20% (`improvement`) is reported beside it, so a reader can apply a stricter rule.
+- **Verdict** on a claim "setting A gives a higher (or lower) metric than setting B": with n >= 2 seeds
+  each, d = mean(A) - mean(B) and its standard error se = sqrt(var(A)/n_A + var(B)/n_B) (sample variances).
+  `supported` when d points the claimed way and |d| > 2 se, `contradicted` when it points the other way
+  and |d| > 2 se, `inconclusive` otherwise. A claim of "no better" (A does not beat B) is `contradicted`
+  only when A beats B by more than 2 se, else `supported`. Any unconverged or failed run in either group
+  makes the verdict `not converged`, whatever the numbers say.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+VERDICTS = ("supported", "contradicted", "inconclusive", "not converged")
+DIRECTIONS = ("higher", "lower", "no better")
+MIN_EPOCHS = 5
+
+
+def objective_curve(history: dict[str, Any]) -> np.ndarray:
+    """Per epoch, the validation objective at the run's final beta: val_recon + beta_final * val_kl."""
+    epochs = history.get("epochs", [])
+    if not epochs:
+        return np.array([])
+    beta = epochs[-1]["beta"]
+    return np.array([e["val_recon"] + beta * e["val_kl"] for e in epochs], dtype=float)
+
+
+def convergence(history: dict[str, Any], tol: float = 0.05, window: float = 0.2) -> dict[str, Any]:
+    """{'converged': bool, 'share': the last `window` of epochs' share of the whole improvement,
+    'improvement': their improvement relative to the objective's value, 'epochs': n}."""
+    if not 0 < tol < 1 or not 0 < window < 1:
+        raise ValueError(f"tol={tol!r}, window={window!r} are invalid: allowed values in (0, 1)")
+    curve = objective_curve(history)
+    n = len(curve)
+    if n < MIN_EPOCHS or not np.isfinite(curve).all():
+        return {"converged": False, "share": math.nan, "improvement": math.nan, "epochs": n}
+    w = max(1, round(window * n))
+    before, best_after, best = curve[n - 1 - w], curve[n - w:].min(), curve.min()
+    last = max(0.0, float(before - best_after))
+    whole = float(curve[0] - best)
+    share = last / whole if whole > 0 else 0.0  # a curve that never improved is flat: nothing left to gain
+    return {"converged": share < tol, "share": share, "improvement": last / abs(before), "epochs": n}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A metric over seeds: mean, sample standard deviation, n, and how many of the runs converged."""
+
+    values: tuple[float, ...]
+    converged: int  # runs that converged (and did not fail)
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.values)) if self.values else math.nan
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.values, ddof=1)) if self.n >= 2 else math.nan
+
+    @property
+    def all_converged(self) -> bool:
+        return self.n > 0 and self.converged == self.n
+
+    def __str__(self) -> str:
+        if not self.n:
+            return "-"
+        return f"{self.mean:.4g} ± {self.std:.2g}" if self.n >= 2 else f"{self.mean:.4g}"
+
+
+def estimate(rows: Sequence[dict[str, Any]], key: str) -> Estimate:
+    """The Estimate of `key` over per-seed rows that carry `key` and a boolean `converged`."""
+    return Estimate(tuple(float(r[key]) for r in rows), sum(bool(r.get("converged")) for r in rows))
+
+
+def verdict(a: Estimate, b: Estimate, direction: str) -> dict[str, Any]:
+    """The verdict on 'A is `direction` than B' (see the module docstring), with d, se and |d|/se."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction={direction!r} is invalid: allowed {', '.join(DIRECTIONS)}")
+    d = a.mean - b.mean
+    se = math.sqrt(a.std ** 2 / a.n + b.std ** 2 / b.n) if a.n >= 2 and b.n >= 2 else math.nan
+    out: dict[str, Any] = {"difference": d, "standard_error": se,
+                           "z": abs(d) / se if se and math.isfinite(se) and se > 0 else math.nan}
+    if not (a.all_converged and b.all_converged):
+        return {**out, "verdict": "not converged"}
+    if not math.isfinite(se) or not math.isfinite(d):
+        return {**out, "verdict": "inconclusive"}
+    separated = abs(d) > 2 * se
+    if direction == "no better":  # A is lower-is-better here: A beats B when it is lower by more than 2 se
+        return {**out, "verdict": "contradicted" if separated and d < 0 else "supported"}
+    claimed = d > 0 if direction == "higher" else d < 0
+    return {**out, "verdict": ("supported" if claimed else "contradicted") if separated else "inconclusive"}
+
+
+@dataclass
+class Claim:
+    """One claim of a source report, put to the test: what, where, measured how, our numbers, the verdict."""
+
+    claim: str  # in our own words
+    source: str  # which report, which section
+    metric: str  # what was measured, with units
+    values: dict[str, str]  # setting -> "mean ± std (n seeds, k converged)"
+    verdict: str
+    detail: dict[str, Any] = field(default_factory=dict)  # difference, standard error, z
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def compare(claim: str, source: str, metric: str, a: tuple[str, Estimate], b: tuple[str, Estimate],
+            direction: str) -> Claim:
+    """A Claim on 'A is `direction` than B in `metric`' from two Estimates."""
+    v = verdict(a[1], b[1], direction)
+    values = {name: f"{e} ({e.n} seeds, {e.converged} converged)" for name, e in (a, b)}
+    return Claim(claim, source, metric, values, v["verdict"],
+                 {**{k: v[k] for k in ("difference", "standard_error", "z")}, "direction": direction})
+
+
+def finding(c: Claim) -> str:
+    """One Markdown sentence that states the claim's result from its numbers (never typed by hand)."""
+    (name_a, val_a), (name_b, val_b) = list(c.values.items())[:2]
+    d, se = c.detail.get("difference", math.nan), c.detail.get("standard_error", math.nan)
+    gap = f"difference {d:+.3g} ± {se:.2g} (1 standard error)" if math.isfinite(se) else f"difference {d:+.3g}"
+    why = {"supported": "larger than twice its standard error, in the claimed direction",
+           "contradicted": "larger than twice its standard error, against the claim",
+           "inconclusive": "within twice its standard error: these seeds cannot tell the settings apart",
+           "not converged": "but not every run converged, so this is not a result yet"}[c.verdict]
+    if c.verdict in ("supported", "contradicted") and c.detail.get("direction") == "no better":
+        if c.verdict == "contradicted":
+            why = f"{name_a} beats {name_b} by more than twice the standard error"
+        elif math.isfinite(se) and d > 2 * se:
+            why = f"{name_a} does not beat {name_b}: it is worse by more than twice the standard error"
+        else:
+            why = f"{name_a} does not beat {name_b} by more than twice the standard error"
+    return (f"**{c.verdict}** — {c.claim} ({c.source}). {c.metric}: {name_a} {val_a}, {name_b} {val_b}; "
+            f"{gap}, {why}.")
+
+
+def claims_table(claims: Sequence[Claim]) -> str:
+    """The claims as a Markdown table: claim, source, metric, values, verdict."""
+    lines = ["| claim | source | metric | our numbers | verdict |", "|---|---|---|---|---|"]
+    for c in claims:
+        values = "; ".join(f"{k}: {v}" for k, v in c.values.items())
+        lines.append(f"| {c.claim} | {c.source} | {c.metric} | {values} | **{c.verdict}** |")
+    return "\n".join(lines)

@@ -1,0 +1,94 @@
+"""One config end to end, as `python -m vaelib train` runs it: train (or resume), then the standard metrics
+and figures, written beside the checkpoint with the config, seed, versions and timing."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import distributed
+from .checkpoint import save_json
+from .config import Config
+from .perf.allocator import tune_cpu_allocator
+from .provenance import versions
+from .runtime import resolve_device
+from .train import fit
+
+
+def standard_metrics(model, config: Config, train, test, iw_samples: int = 64) -> dict[str, Any]:
+    """Test ELBO terms, reconstruction MSE/PSNR against the data-mean baseline, KL per dim, AU, IW-NLL."""
+    from . import metrics
+    from .data import data_mean_baseline
+
+    x = test.images
+    out: dict[str, Any] = {"test_elbo": metrics.test_elbo(model, x, config)}
+    out["recon_mse"] = metrics.reconstruction_mse(model, x)
+    out["psnr_db"] = metrics.psnr(model, x)
+    out["data_mean_baseline_mse"] = data_mean_baseline(train, test)
+    out["mse_over_baseline"] = out["recon_mse"] / out["data_mean_baseline_mse"]
+    kl = metrics.kl_per_dimension(model, x)
+    out["kl_per_dim"] = [float(v) for v in kl]
+    out["active_units"] = metrics.active_units(model, x)
+    out["iw_nll"] = metrics.iw_nll(model, x[:1000], k=iw_samples, likelihood=config.train.recon)
+    if getattr(test, "factors", None) is not None:
+        out["mig"] = metrics.mig_score(model, test)["mig"]
+    return out
+
+
+def standard_figures(model, config: Config, history: dict, test, out_dir: str | Path,
+                     kl: Any = None) -> list[Path]:
+    """Reconstructions, samples, curves, KL per dim, a traversal and an interpolation, saved as PNG."""
+    import matplotlib.pyplot as plt
+
+    from . import metrics, plots
+    from .train import to_float
+
+    out_dir = Path(out_dir)
+    device = next(model.parameters()).device
+    x = to_float(test.images[:16].to(device))
+    kl = metrics.kl_per_dimension(model, test.images) if kl is None else np.asarray(kl)  # (D,)
+    figs = {
+        "reconstructions": plots.reconstruction_grid(model, x, n=8),
+        "samples": plots.sample_grid(model, n=64, seed=config.train.seed),
+        "training_curves": plots.training_curves(history, per="step"),
+        "kl_per_dim": plots.kl_per_dimension_plot(kl),
+        "traversal": plots.latent_traversal(model, x[:1], dim=int(kl.argmax())),
+        "interpolation": plots.interpolation(model, x[0:1], x[1:2], steps=10),
+    }
+    paths = []
+    for name, fig in figs.items():
+        paths.append(out_dir / f"{name}.png")
+        plots.save_figure(fig, paths[-1])
+        plt.close(fig)
+    return paths
+
+
+def run_experiment(config: Config, out_dir: str | Path, *, device: str | None = None,
+                   quiet: bool = False, tune_allocator: bool = True) -> dict[str, Any]:
+    """Train (or resume) a config, then write metrics.json and the standard figures to out_dir.
+
+    Like cached_fit, it tunes the process's allocator on the CPU unless told not to (and records whether).
+    """
+    from .data import load_from_config
+
+    t0 = time.perf_counter()
+    device = resolve_device(device)
+    malloc_tuned = tune_allocator and device.type == "cpu" and tune_cpu_allocator()
+    train, val, test = (load_from_config(config.data, s) for s in ("train", "val", "test"))
+    model, history = fit(config, train, val, device=device, out_dir=out_dir, quiet=quiet)
+    if not distributed.is_main():  # under torchrun, rank 0 evaluates and writes
+        return {}
+    torch.manual_seed(config.train.seed)
+    result = {"config": config.to_dict(), "seed": config.train.seed, "versions": versions(),
+              "device": str(device), "options": {**history["options"], "malloc_tuned": malloc_tuned},
+              "train_images": len(train), "test_images": len(test),
+              "metrics": standard_metrics(model, config, train, test)}
+    figures = standard_figures(model, config, history, test, out_dir, kl=result["metrics"]["kl_per_dim"])
+    result["figures"] = [p.name for p in figures]
+    result["seconds"] = time.perf_counter() - t0
+    save_json(Path(out_dir) / "metrics.json", result)
+    return result
