@@ -85,3 +85,10 @@ def test_a_no_better_finding_says_whether_the_alternative_is_even_worse():
     assert "linear does not beat static: it is worse by more than twice" in finding(worse)
     assert "linear does not beat static by more than twice" in finding(same)
     assert "linear beats static by more than twice" in finding(better)
+
+
+def test_a_failed_seed_shows_as_nan_and_blocks_the_verdict():
+    rows = [{"x": 1.0, "converged": True}, {"converged": False}]  # the second run failed: no metric
+    e = estimate(rows, "x")
+    assert e.n == 2 and e.converged == 1 and math.isnan(e.mean)
+    assert verdict(e, _est([5.0, 5.1]), "lower")["verdict"] == "not converged"

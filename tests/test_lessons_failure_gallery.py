@@ -107,3 +107,13 @@ def test_plots_build():
             D.error_maps_plot({"a": torch.rand(8, 8), "b": torch.rand(8, 8)}, "maps"),
             D.kl_bars({"a": np.array([1.0, 0.0]), "b": np.array([0.5, 0.02])})]
     assert all(f.axes for f in figs)
+
+
+def test_a_gallery_sentence_says_it_is_one_seed_and_counts_converged_runs():
+    flat = {"epochs": [{"val_recon": 10.0, "val_kl": 1.0, "beta": 1.0}] * 6}
+    rising = {"epochs": [{"val_recon": 30.0 - 3 * k, "val_kl": 1.0, "beta": 1.0} for k in range(6)]}
+    runs = {"a": type("R", (), {"history": flat, "failed": False})(),
+            "b": type("R", (), {"history": rising, "failed": False})()}
+    text = D.observed(True, runs)
+    assert text.startswith("shows in this run (one seed, 1 of 2 runs converged") and "not a verdict" in text
+    assert D.observed(False, runs).startswith("does not show in this run")

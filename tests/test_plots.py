@@ -143,6 +143,21 @@ def test_rate_distortion_labels_each_beta():
         plots.rate_distortion([{"beta": 1.0}])
 
 
+def test_rate_distortion_draws_seed_error_bars_and_rings_the_marked_beta():
+    from matplotlib.collections import LineCollection
+
+    points = [{"beta": 4.0, "recon": 60.0, "kl": 5.0, "recon_std": 2.0, "kl_std": 0.5},
+              {"beta": 0.8, "recon": 40.0, "kl": 20.0, "recon_std": 1.0, "kl_std": 1.5}]
+    ax = plots.rate_distortion(points, mark=0.8, mark_label="the report's choice").axes[0]
+    bars = [c for c in ax.collections if isinstance(c, LineCollection)]  # x and y error bars
+    spans = sorted(round(float(abs(seg[1] - seg[0]).max()), 6) for c in bars for seg in c.get_segments())
+    assert spans == [1.0, 2.0, 3.0, 4.0]  # 2 std wide: kl 0.5 and 1.5, recon 2 and 1
+    ring = ax.collections[-1]
+    assert ring.get_offsets().tolist() == [[20.0, 40.0]]  # ringed at beta 0.8's point
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["the report's choice"]
+    assert plots.rate_distortion(points).axes[0].get_legend() is None  # nothing marked, no legend
+
+
 def test_save_figure_writes_a_png(tmp_path):
     path = plots.save_figure(plots.image_grid(torch.rand(4, 1, 8, 8)), tmp_path / "sub" / "grid.png")
     assert path.exists() and path.stat().st_size > 100

@@ -85,8 +85,9 @@ class Estimate:
 
 
 def estimate(rows: Sequence[dict[str, Any]], key: str) -> Estimate:
-    """The Estimate of `key` over per-seed rows that carry `key` and a boolean `converged`."""
-    return Estimate(tuple(float(r[key]) for r in rows), sum(bool(r.get("converged")) for r in rows))
+    """The Estimate of `key` over per-seed rows with a boolean `converged`; a row without `key` (a failed run,
+    which never counts as converged) contributes nan, so the mean says so too."""
+    return Estimate(tuple(float(r.get(key, math.nan)) for r in rows), sum(bool(r.get("converged")) for r in rows))
 
 
 def verdict(a: Estimate, b: Estimate, direction: str) -> dict[str, Any]:
