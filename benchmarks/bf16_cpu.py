@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bf16_cpu.py [--preset fashion_mnist] [--rounds 3]
 
-fit refuses precision='bf16' on CPUs without avx512_bf16/AMX (vaelib.train.bf16_supported); this script
+fit refuses precision='bf16' on CPUs without avx512_bf16/AMX (vaelib.runtime.bf16_supported); this script
 measures a bare training step both ways anyway, so the reason is a number, not an assumption.
 """
 

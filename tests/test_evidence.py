@@ -1,8 +1,9 @@
+import json
 import math
 
 import pytest
 
-from vaelib.evidence import Estimate, claims_table, compare, convergence, estimate, finding, verdict
+from vaelib.evidence import Claim, Estimate, claims_table, compare, convergence, estimate, finding, verdict
 
 
 def _history(curve, beta=1.0, kl=0.0):
@@ -19,6 +20,11 @@ def test_convergence_rule_on_synthetic_histories():
     slow = _history([100, 60, 50, 48, 46, 44, 42, 40, 38, 36])  # still falling by 2 per epoch at the end
     assert not convergence(slow)["converged"] and convergence(slow, tol=0.2)["converged"]  # 4/64 of the drop
     assert convergence(_history([50] * 10))["converged"]  # flat from the start (e.g. frozen): nothing to gain
+    assert not convergence(_history([50, 52, 55, 60, 70, 80, 95, 110, 130, 150]))["converged"]  # diverging
+    noisy_before = _history([100, 60, 50, 40, 41, 40.5, 60, 40.2, 40.1, 40.0])  # one bad epoch before the window
+    assert convergence(noisy_before)["share"] == pytest.approx(0)  # measured from the best before, not the spike
+    cyc = _history([100, 60, 50, 45, 44, 43, 42, 41.5, 41, 40.5, 40, 39.5])
+    assert convergence(cyc)["converged"] and not convergence(cyc, min_window=6)["converged"]  # a whole cycle
     assert not convergence(_history([10, 10, 10]))["converged"]  # too short to judge
     assert not convergence(_history([10, 10, 10, 10, float("nan")]))["converged"]
     # the objective is taken at the final beta, so a warmup (beta 0 then 1) is judged on the final objective
@@ -43,6 +49,13 @@ def test_verdict_rule_overlap_separation_and_convergence():
     assert v["difference"] == pytest.approx(2.0) and v["standard_error"] == pytest.approx(math.sqrt(2 * 0.01 / 3))
     assert verdict(high, _est([1.0, 1.1, 0.9], converged=2), "higher")["verdict"] == "not converged"
     assert verdict(_est([3.0]), low, "higher")["verdict"] == "inconclusive"  # one seed: no uncertainty
+    assert verdict(_est([3.0], converged=0), low, "higher")["verdict"] == "inconclusive"  # fewer than 2 seeds first
+    # every seed identical (se = 0): any difference counts as separated, no difference as inconclusive
+    assert verdict(_est([32.0, 32.0, 32.0]), _est([19.0, 19.0, 19.0]), "higher")["verdict"] == "supported"
+    assert verdict(_est([32.0, 32.0]), _est([32.0, 32.0]), "higher")["verdict"] == "inconclusive"
+    # early-noise metrics do not wait for convergence
+    unsettled = _est([3.0, 3.1, 2.9], converged=0)
+    assert verdict(unsettled, low, "higher", needs_convergence=False)["verdict"] == "supported"
     # "A is no better than B" (lower is better): contradicted only when A is lower by more than 2 se
     assert verdict(noisy_a, noisy_b, "no better")["verdict"] == "supported"
     assert verdict(low, high, "no better")["verdict"] == "contradicted"
@@ -68,11 +81,21 @@ def test_findings_are_written_from_the_numbers():
     assert steady.verdict == "supported" and noisy.verdict == "contradicted"
     a, b = finding(steady), finding(noisy)
     assert a != b and a.startswith("**supported**") and b.startswith("**contradicted**")
-    assert "clip 0.1 0.1 ± 0.01 (3 seeds, 3 converged)" in a and "0.9 ± 0.05" in b
+    assert "clip 0.1 0.1 ± 0.01 (3 seeds, 3 converged), clip 0.5 0.5 ± 0.02" in a and "0.9 ± 0.05" in b
     assert "difference -0.4" in a and "difference +0.4" in b
     table = claims_table([steady, noisy])
     assert table.count("\n") == 3 and "**contradicted**" in table
     assert set(steady.as_dict()) >= {"claim", "source", "metric", "values", "verdict"}
+    # saved as JSON with sorted keys (save_json) and read back, A and B keep their order and their finding
+    again = json.loads(json.dumps(steady.as_dict(), sort_keys=True))
+    assert [v["setting"] for v in again["values"]] == ["clip 0.1", "clip 0.5"]
+    assert finding(Claim(**again)) == a
+    with pytest.raises(ValueError, match="settings 'x' and 'x' are invalid"):
+        compare("c", "s", "m", ("x", _est([1.0, 2.0])), ("x", _est([1.0, 2.0])), "higher")
+    one = compare("c", "s", "m", ("a", _est([1.0])), ("b", _est([2.0])), "higher")
+    assert one.verdict == "inconclusive" and "fewer than 2 seeds per setting: no standard error" in finding(one)
+    late = compare("c", "s", "m", ("a", _est([3.0, 3.1], converged=1)), ("b", _est([1.0, 1.1])), "higher")
+    assert finding(late).startswith("**not converged**") and "not a result yet" in finding(late)
 
 
 def test_a_no_better_finding_says_whether_the_alternative_is_even_worse():

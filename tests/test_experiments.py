@@ -42,6 +42,7 @@ def test_cached_fit_loads_instead_of_retraining(tiny_config, tiny_data, tmp_path
 
 
 def test_run_seeds_trains_each_setting_per_seed_and_summarizes_convergence(tiny_config, tiny_data, tmp_path):
+    from vaelib.evidence import convergence
     from vaelib.experiments import run_seeds, seeds_from, summarize
 
     assert seeds_from(3, 2) == [3, 4]
@@ -54,7 +55,11 @@ def test_run_seeds_trains_each_setting_per_seed_and_summarizes_convergence(tiny_
     assert runs["beta 1"][0].history["steps"] != runs["beta 1"][1].history["steps"]
     test = type("Split", (), {"images": tiny_data[1]})()
     rows = [summarize(r, test, last=10) for r in runs["beta 1"]]
-    assert [r["seed"] for r in rows] == [0, 1] and all(isinstance(r["converged"], bool) for r in rows)
+    assert [r["seed"] for r in rows] == [0, 1]
+    for run, row in zip(runs["beta 1"], rows):  # the row carries the rule's answer on the run's own history
+        rule = convergence(run.history)
+        assert row["converged"] is rule["converged"] and row["last_20pct_share"] == rule["share"]
+        assert 0 <= row["last_20pct_share"] <= 1
     assert all(r["early_volatility"] > 0 and r["last_20pct_improvement"] == r["last_20pct_improvement"] for r in rows)
 
 

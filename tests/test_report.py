@@ -42,7 +42,8 @@ def test_report_runs_renders_and_indexes(tmp_path):
 
 CLAIMS = ("import json, pathlib\np = pathlib.Path(out_dir); p.mkdir(parents=True, exist_ok=True)\n"
           "claim = {'claim': 'clip 0.1 is steadier', 'source': 'report A §4.1', 'metric': 'noise',\n"
-          "         'values': {'clip 0.1': '1 ± 0.1', 'clip 0.5': '2 ± 0.1'}, 'verdict': 'supported'}\n"
+          "         'values': [{'setting': 'clip 0.1', 'estimate': '1 ± 0.1'},\n"
+          "                    {'setting': 'clip 0.5', 'estimate': '2 ± 0.1'}], 'verdict': 'supported'}\n"
           "(p / 'metrics.json').write_text(json.dumps({'claims': [claim, {**claim, 'verdict': 'inconclusive'}]}))")
 
 
@@ -55,6 +56,7 @@ def test_claims_of_every_notebook_reach_the_report_and_the_index(tmp_path):
     assert summary["seconds"] == pytest.approx(sum(e["seconds"] for e in summary["notebooks"]), abs=0.11)
     page = (out / "index.html").read_text()
     assert "clip 0.1 is steadier" in page and "report A §4.1" in page and "<b>inconclusive</b>" in page
+    assert page.index("clip 0.1: 1 ± 0.1") < page.index("clip 0.5: 2 ± 0.1")  # A before B, as measured
     assert "all notebooks" in page
     assert "claims: 1 supported, 1 inconclusive" in (tmp_path / "reports" / "index.html").read_text()
 

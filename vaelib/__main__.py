@@ -65,9 +65,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _report_parser(sub) -> None:
-    p = sub.add_parser("report", help="run every numbered notebook for a dataset and render reports/<dataset>/",
+    p = sub.add_parser("report", help="run every numbered notebook for a dataset and render reports/<dataset>-<budget>/",
                        description="Execute notebooks/NN_*.ipynb with papermill for one dataset and render "
-                                   "them with nbconvert into reports/<dataset>/ (HTML, executed notebooks, "
+                                   "them with nbconvert into reports/<dataset>-<budget>/ (HTML, executed notebooks, "
                                    "figures, metrics.json); updates reports/index.html.")
     p.add_argument("--dataset", default="mnist", help="mnist, digits, shapes, fashion_mnist, cifar10 or celeba")
     p.add_argument("--budget", default="small", help="tiny (seconds), small (minutes on a CPU) or full")

@@ -5,14 +5,19 @@ The rules, as documented in docs/findings.md:
 - **Converged**: the learning curve has flattened: the last 20% of the run's epochs (at least one) brought less
   than `tol` (default 5%) of the run's whole improvement of the validation objective at its final beta
   (val_recon + beta_final * val_kl, nats per image; improvement from the first epoch to the best), and the run
-  finished without a non-finite step. A run of fewer than 5 epochs is not judged converged. The relative
+  finished without a non-finite step and does not end well above its best (diverging). The window is at least
+  `min_window` epochs (a whole cycle for cyclic annealing, whose model moves with beta within a cycle), and the
+  value before it is the best before it, not one noisy epoch. A run of fewer than 5 epochs is not judged
+  converged. The relative
   improvement over the last 20% (`improvement`) is reported beside it, so a reader can apply a stricter rule.
 - **Verdict** on a claim "setting A gives a higher (or lower) metric than setting B": with n >= 2 seeds
   each, d = mean(A) - mean(B) and its standard error se = sqrt(var(A)/n_A + var(B)/n_B) (sample variances).
   `supported` when d points the claimed way and |d| > 2 se, `contradicted` when it points the other way
   and |d| > 2 se, `inconclusive` otherwise. A claim of "no better" (A does not beat B) is `contradicted`
-  only when A beats B by more than 2 se, else `supported`. Any unconverged or failed run in either group
-  makes the verdict `not converged`, whatever the numbers say.
+  only when A beats B by more than 2 se, else `supported`. Fewer than 2 seeds in a setting gives
+  `inconclusive`. Any unconverged or failed run in either group makes the verdict `not converged`, whatever the
+  numbers say, except for metrics of the first steps (early noise), which do not depend on where a run ends.
+  When every seed gives the same value (se = 0), any difference counts as separated.
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ def objective_curve(history: dict[str, Any]) -> np.ndarray:
     return np.array([e["val_recon"] + beta * e["val_kl"] for e in epochs], dtype=float)
 
 
-def convergence(history: dict[str, Any], tol: float = 0.05, window: float = 0.2) -> dict[str, Any]:
+def convergence(history: dict[str, Any], tol: float = 0.05, window: float = 0.2, min_window: int = 1
+                ) -> dict[str, Any]:
     """{'converged': bool, 'share': the last `window` of epochs' share of the whole improvement,
     'improvement': their improvement relative to the objective's value, 'epochs': n}."""
     if not 0 < tol < 1 or not 0 < window < 1:
@@ -47,12 +53,14 @@ def convergence(history: dict[str, Any], tol: float = 0.05, window: float = 0.2)
     n = len(curve)
     if n < MIN_EPOCHS or not np.isfinite(curve).all():
         return {"converged": False, "share": math.nan, "improvement": math.nan, "epochs": n}
-    w = max(1, round(window * n))
-    before, best_after, best = curve[n - 1 - w], curve[n - w:].min(), curve.min()
+    w = min(n - 1, max(1, min_window, round(window * n)))
+    before, best_after, best = curve[:n - w].min(), curve[n - w:].min(), curve.min()  # best so far: not one noisy epoch
     last = max(0.0, float(before - best_after))
     whole = float(curve[0] - best)
     share = last / whole if whole > 0 else 0.0  # a curve that never improved is flat: nothing left to gain
-    return {"converged": share < tol, "share": share, "improvement": last / abs(before), "epochs": n}
+    drifting = curve[-1] - best > tol * max(whole, abs(best))  # ends well above its best: diverging, not settled
+    return {"converged": bool(share < tol and not drifting), "share": share, "improvement": last / abs(before),
+            "epochs": n}
 
 
 @dataclass(frozen=True)
@@ -90,15 +98,21 @@ def estimate(rows: Sequence[dict[str, Any]], key: str) -> Estimate:
     return Estimate(tuple(float(r.get(key, math.nan)) for r in rows), sum(bool(r.get("converged")) for r in rows))
 
 
-def verdict(a: Estimate, b: Estimate, direction: str) -> dict[str, Any]:
-    """The verdict on 'A is `direction` than B' (see the module docstring), with d, se and |d|/se."""
+def verdict(a: Estimate, b: Estimate, direction: str, needs_convergence: bool = True) -> dict[str, Any]:
+    """The verdict on 'A is `direction` than B' (see the module docstring), with d, se and |d|/se.
+
+    needs_convergence=False for metrics of the first steps (early noise), which do not depend on where a run
+    ends: then an unconverged run still counts (its numbers must be finite).
+    """
     if direction not in DIRECTIONS:
         raise ValueError(f"direction={direction!r} is invalid: allowed {', '.join(DIRECTIONS)}")
     d = a.mean - b.mean
     se = math.sqrt(a.std ** 2 / a.n + b.std ** 2 / b.n) if a.n >= 2 and b.n >= 2 else math.nan
     out: dict[str, Any] = {"difference": d, "standard_error": se,
                            "z": abs(d) / se if se and math.isfinite(se) and se > 0 else math.nan}
-    if not (a.all_converged and b.all_converged):
+    if a.n < 2 or b.n < 2:
+        return {**out, "verdict": "inconclusive"}
+    if needs_convergence and not (a.all_converged and b.all_converged):
         return {**out, "verdict": "not converged"}
     if not math.isfinite(se) or not math.isfinite(d):
         return {**out, "verdict": "inconclusive"}
@@ -116,7 +130,7 @@ class Claim:
     claim: str  # in our own words
     source: str  # which report, which section
     metric: str  # what was measured, with units
-    values: dict[str, str]  # setting -> "mean ± std (n seeds, k converged)"
+    values: list[dict[str, str]]  # [A, B], each {"setting": name, "estimate": "mean ± std (n seeds, k converged)"}
     verdict: str
     detail: dict[str, Any] = field(default_factory=dict)  # difference, standard error, z
 
@@ -125,22 +139,25 @@ class Claim:
 
 
 def compare(claim: str, source: str, metric: str, a: tuple[str, Estimate], b: tuple[str, Estimate],
-            direction: str) -> Claim:
-    """A Claim on 'A is `direction` than B in `metric`' from two Estimates."""
-    v = verdict(a[1], b[1], direction)
-    values = {name: f"{e} ({e.n} seeds, {e.converged} converged)" for name, e in (a, b)}
+            direction: str, needs_convergence: bool = True) -> Claim:
+    """A Claim on 'A is `direction` than B in `metric`' from two Estimates (A first, then B)."""
+    if a[0] == b[0]:
+        raise ValueError(f"settings {a[0]!r} and {b[0]!r} are invalid: allowed two different settings")
+    v = verdict(a[1], b[1], direction, needs_convergence)
+    values = [{"setting": name, "estimate": f"{e} ({e.n} seeds, {e.converged} converged)"} for name, e in (a, b)]
     return Claim(claim, source, metric, values, v["verdict"],
                  {**{k: v[k] for k in ("difference", "standard_error", "z")}, "direction": direction})
 
 
 def finding(c: Claim) -> str:
     """One Markdown sentence that states the claim's result from its numbers (never typed by hand)."""
-    (name_a, val_a), (name_b, val_b) = list(c.values.items())[:2]
+    (name_a, val_a), (name_b, val_b) = ((v["setting"], v["estimate"]) for v in c.values[:2])
     d, se = c.detail.get("difference", math.nan), c.detail.get("standard_error", math.nan)
     gap = f"difference {d:+.3g} ± {se:.2g} (1 standard error)" if math.isfinite(se) else f"difference {d:+.3g}"
     why = {"supported": "larger than twice its standard error, in the claimed direction",
            "contradicted": "larger than twice its standard error, against the claim",
-           "inconclusive": "within twice its standard error: these seeds cannot tell the settings apart",
+           "inconclusive": "within twice its standard error: these seeds cannot tell the settings apart"
+           if math.isfinite(se) else "fewer than 2 seeds per setting: no standard error, so no verdict",
            "not converged": "but not every run converged, so this is not a result yet"}[c.verdict]
     if c.verdict in ("supported", "contradicted") and c.detail.get("direction") == "no better":
         if c.verdict == "contradicted":
@@ -157,6 +174,6 @@ def claims_table(claims: Sequence[Claim]) -> str:
     """The claims as a Markdown table: claim, source, metric, values, verdict."""
     lines = ["| claim | source | metric | our numbers | verdict |", "|---|---|---|---|---|"]
     for c in claims:
-        values = "; ".join(f"{k}: {v}" for k, v in c.values.items())
+        values = "; ".join(f"{v['setting']}: {v['estimate']}" for v in c.values)
         lines.append(f"| {c.claim} | {c.source} | {c.metric} | {values} | **{c.verdict}** |")
     return "\n".join(lines)

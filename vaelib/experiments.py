@@ -1,5 +1,5 @@
-"""Experiments: the run cache (keyed by what changes results), sets of runs whose failures are recorded, the
-standard metrics and figures, and a notebook's config per dataset and budget.
+"""Experiments: the run cache (keyed by config hash), sets of runs whose failures are recorded, seeds, the
+summary row of a run (with its convergence), and a notebook's config per dataset and budget.
 
 A run that raises `NonFiniteLossError` does not stop a set: it is recorded as failed, with the step where
 training stopped, and a `failed.json` beside its checkpoint so that a cached re-run reports the same failure
@@ -155,7 +155,8 @@ def volatility(run: Run, key: str = "total", first: int = 100, at_final_beta: bo
     """Noise of the first `first` steps: std of the step-to-step change of log(key), whatever the trend.
 
     at_final_beta=True starts counting at the first step trained at the run's final beta (after a warmup's
-    switch; step 0 for a static beta), where a KL term charged at full weight could spike.
+    switch; step 0 for a static beta), where a KL term charged at full weight could spike. Meant for static and
+    warmup schedules: for a cyclic one it is the first peak of the first cycle.
     """
     start = 0
     if at_final_beta:
@@ -171,8 +172,10 @@ def summarize(run: Run, test: Any, last: int = 100, tol: float = 0.05) -> dict[s
     `last` steps and the spread of its last ones, and its test metrics (ELBO terms at beta = 1)."""
     from . import metrics
 
-    conv = convergence(run.history, tol) if not run.failed else {"converged": False, "share": math.nan,
-                                                                  "improvement": math.nan}
+    s = run.config.train.schedule
+    cycle = math.ceil(run.config.train.epochs / s.cycles) if s.kind == "cyclic" else 1  # judge whole cycles
+    conv = convergence(run.history, tol, min_window=cycle) if not run.failed else {
+        "converged": False, "share": math.nan, "improvement": math.nan}
     grad = trace(run, "grad_norm")
     final = float(trace(run, "total")[-last:].mean()) if len(grad) else math.nan
     row: dict[str, Any] = {"run": run.label, "seed": run.config.train.seed, "steps": len(grad),
@@ -182,13 +185,13 @@ def summarize(run: Run, test: Any, last: int = 100, tol: float = 0.05) -> dict[s
                            "early_kl_volatility": volatility(run, "kl", last),
                            "kl_volatility_at_final_beta": volatility(run, "kl", last, at_final_beta=True),
                            "failed_step": run.failed_step,
-                           "nonfinite_steps": int(run.failed) + int((~np.isfinite(trace(run, "total"))).sum()),
+                           "nonfinite_steps": int(run.failed),  # fit stops at the first non-finite step
                            "loss_spread": loss_spread(run, last), "final_total": final,
                            "relative_spread": loss_spread(run, last) / final if len(grad) else math.nan,
                            "max_grad_norm": float(grad.max()) if len(grad) else math.nan,
                            "median_grad_norm": float(np.median(grad)) if len(grad) else math.nan}
     if run.model is None:
-        return {**row, "test_total": math.nan, "test_recon": math.nan, "test_kl": math.nan, "active_units": 0}
+        return {**row, "test_total": math.nan, "test_recon": math.nan, "test_kl": math.nan, "active_units": math.nan}
     elbo = metrics.test_elbo(run.model, test.images, run.config)
     return {**row, **{f"test_{k}": v for k, v in elbo.items()},
             "active_units": metrics.active_units(run.model, test.images)}
@@ -204,7 +207,7 @@ _BUDGET = {"tiny": {"max_train": 256, "epochs": 2, "shapes_train": 512},
 _SMALL_EPOCHS = {"mnist": 30, "digits": 20, "shapes": 10}  # the embedded sets are small: more passes per run
 
 
-def notebook_config(dataset: str = "digits", budget: str = "small", seed: int = 0, *,
+def notebook_config(dataset: str = "mnist", budget: str = "small", seed: int = 0, *,
                     image_size: int | None = None, data_root: str = "data", preset: str | None = None) -> Config:
     """The config a notebook trains for a dataset and budget: tiny (seconds), small (minutes on a CPU), full."""
     from .config import DATASETS, get_preset

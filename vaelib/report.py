@@ -182,11 +182,13 @@ def claims_html(claims: list[dict[str, Any]]) -> str:
     """The claims table (claim, source, metric, our numbers, verdict) as HTML, or a line saying there is none."""
     if not claims:
         return "<p>No claim was tested in this report.</p>"
+
+    def numbers(c: dict[str, Any]) -> str:
+        return "<br>".join(html.escape(f"{v['setting']}: {v['estimate']}") for v in c["values"])
+
     head = "".join(f"<th>{h}</th>" for h in ("claim", "source", "metric", "our numbers", "verdict"))
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c[k]))}</td>" for k in ("claim", "source", "metric"))
-        + f"<td>{'<br>'.join(html.escape(f'{k}: {v}') for k, v in c['values'].items())}</td>"
-        + f"<td><b>{html.escape(c['verdict'])}</b></td></tr>" for c in claims)
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(c[k]))}</td>" for k in ("claim", "source", "metric"))
+                   + f"<td>{numbers(c)}</td><td><b>{html.escape(c['verdict'])}</b></td></tr>" for c in claims)
     return f"<table border='1' style='border-collapse:collapse'><tr>{head}</tr>{rows}</table>"
 
 

@@ -45,7 +45,7 @@ def standard_figures(model, config: Config, history: dict, test, out_dir: str | 
     import matplotlib.pyplot as plt
 
     from . import metrics, plots
-    from .train import to_float
+    from .runtime import to_float
 
     out_dir = Path(out_dir)
     device = next(model.parameters()).device

@@ -22,7 +22,7 @@ def load_trained(config: Config, runs_dir: str | Path = "runs", *, train_if_miss
     if not (train_if_missing or retrain):
         if not ckpt.is_file():
             raise FileNotFoundError(f"no trained model for preset {config.name!r}: expected {ckpt} (run an earlier "
-                                    "notebook with the same dataset, budget, seed, image_size and data_root, "
+                                    "notebook with the same dataset, budget, seed and image_size, "
                                     "or allow train_if_missing)")
         model, _ = load_checkpoint(ckpt, device=resolve_device(device))
         return model.eval(), ckpt.parent
@@ -31,7 +31,7 @@ def load_trained(config: Config, runs_dir: str | Path = "runs", *, train_if_miss
     return model.eval(), out
 
 
-def explorer_for(dataset: str = "digits", budget: str = "small", seed: int = 0, *, image_size: int | None = None,
+def explorer_for(dataset: str = "mnist", budget: str = "small", seed: int = 0, *, image_size: int | None = None,
                  data_root: str = "data", runs_dir: str | Path = "runs", device: str | None = None,
                  train_if_missing: bool = True, retrain: bool = False, **options: Any) -> LatentExplorer:
     """The explorer over the test split, for the model notebook_config(dataset, budget, seed, ...) trains."""

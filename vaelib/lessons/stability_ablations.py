@@ -193,10 +193,15 @@ def seeds_table(rows: dict[str, list[dict[str, Any]]], keys: list[str]) -> list[
              **{k: str(estimate(rs, k)) for k in keys}} for label, rs in rows.items()]
 
 
+EARLY_METRICS = ("early_volatility", "early_kl_volatility", "kl_volatility_at_final_beta")  # first steps only
+
+
 def claim(rows: dict[str, list[dict[str, Any]]], a: str, b: str, key: str, direction: str, text: str,
           source: str, metric: str) -> Claim:
-    """The Claim 'setting a is `direction` than setting b in `key`' with the verdict rule of vaelib.evidence."""
-    return compare(text, source, metric, (a, estimate(rows[a], key)), (b, estimate(rows[b], key)), direction)
+    """The Claim 'setting a is `direction` than setting b in `key`' with the verdict rule of vaelib.evidence;
+    a metric of the first steps does not wait for the runs to converge (EARLY_METRICS)."""
+    return compare(text, source, metric, (a, estimate(rows[a], key)), (b, estimate(rows[b], key)), direction,
+                   needs_convergence=key not in EARLY_METRICS)
 
 
 def first_seed(runs: dict[str, list[Run]]) -> dict[str, Run]:

@@ -22,8 +22,8 @@ from PIL import Image as PILImage
 
 from ..data import ImageSplit
 from ..losses import kl_per_dim
-from ..metrics import model_device, posterior_stats
-from ..model import VAE
+from ..metrics import posterior_stats
+from ..model import VAE, model_device
 from ..runtime import to_float
 from .controls import TABS, to_png
 from .directions import attribute_directions
