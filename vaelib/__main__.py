@@ -65,7 +65,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _report_parser(sub) -> None:
-    p = sub.add_parser("report", help="run every numbered notebook for a dataset and render reports/<dataset>-<budget>/",
+    p = sub.add_parser("report", help="run every numbered notebook and render reports/<dataset>-<budget>/",
                        description="Execute notebooks/NN_*.ipynb with papermill for one dataset and render "
                                    "them with nbconvert into reports/<dataset>-<budget>/ (HTML, executed notebooks, "
                                    "figures, metrics.json); updates reports/index.html.")
