@@ -129,8 +129,8 @@ def test_describe_and_static_views(explorer):
 
 
 def test_bad_values_are_refused_in_one_line(model, split, explorer, tmp_path):
-    with pytest.raises(ValueError, match="dataset='mnist' is invalid"):
-        explorer_for("mnist", runs_dir=tmp_path)
+    with pytest.raises(ValueError, match="dataset='svhn' is invalid"):
+        explorer_for("svhn", runs_dir=tmp_path)
     with pytest.raises(ValueError, match=r"image index 16 is invalid: allowed 0..15") as err:
         LatentExplorer(model, split, start_index=16)
     one_line(err)
