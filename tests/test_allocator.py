@@ -43,7 +43,7 @@ def test_fit_alone_never_tunes_but_the_run_cache_and_the_cli_path_do():
         _, h = fit(c, x, x, device="cpu", quiet=True)
         after_fit = allocator.allocator_tuned()
         cached_fit(c, x, x, root=tempfile.mkdtemp(), device="cpu", quiet=True)
-        print(json.dumps(["malloc_tuned" in h["options"], after_fit, allocator.allocator_tuned()]))
+        print(json.dumps(["malloc_tuned" in h.options, after_fit, allocator.allocator_tuned()]))
     """, VAELIB_MALLOC_TUNING="1")
     assert json.loads(line) == [False, False, True]
 

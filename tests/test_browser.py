@@ -1,4 +1,6 @@
-"""End to end in a real browser: JupyterLab serves notebook 05, Chromium runs it and moves a latent slider.
+"""End to end in a real browser: JupyterLab serves notebook 05, Chromium runs it and drives the explorer: a latent
+slider typed into and moved with the keyboard, reset and a new image (the Traverse tab keeps the moved dimension),
+the Play buttons, a pick on the 2-D map and the save-PNG button.
 
 Needs Chromium at /usr/bin/chromium (`apt-get install -y chromium`; Playwright's own browser download is not
 used) and the playwright package; skipped with the reason when either is missing. The server, started on a
@@ -122,11 +124,28 @@ def readout_value(locator) -> float:
 
 
 KERNEL = "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
+ALL_RUN = ("window.jupyterapp.shell.currentWidget.content.widgets.every(c => c.model.type !== 'code' "
+           f"|| c.model.executionCount !== null) && {KERNEL}.status === 'idle'")
 DECODED, SAMPLES = ".vaelib-explorer img.vaelib-decoded", ".vaelib-explorer img.vaelib-samples"
+INTERP, FRAME = ".vaelib-explorer img.vaelib-interp", ".vaelib-explorer img.vaelib-traverse-frame"
+MAP, MAP_DECODED = ".vaelib-explorer img.vaelib-map", ".vaelib-explorer img.vaelib-map-decoded"
 
 
 def wait_changed(page, selector: str, src: str, timeout_ms: int = 30_000) -> None:
     page.wait_for_function(f"document.querySelector('{selector}').src !== {json.dumps(src)}", timeout=timeout_ms)
+
+
+def settle(page) -> None:
+    """Wait until the kernel has handled what the browser sent (and the browser's echoes of its answers)."""
+    page.wait_for_timeout(500)
+    page.wait_for_function(f"{KERNEL}.status === 'idle'", timeout=60_000)
+
+
+def type_into(page, locator, text: str) -> None:
+    locator.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type(text)
+    page.keyboard.press("Enter")
 
 
 def drive_explorer(page, base: str, name: str, shot: Path) -> float:
@@ -138,6 +157,7 @@ def drive_explorer(page, base: str, name: str, shot: Path) -> float:
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")  # Run > Run All Cells
     page.wait_for_selector(DECODED, state="visible", timeout=120_000)
     page.wait_for_function(f"document.querySelector('{DECODED}').src.startsWith('blob:')")
+    page.wait_for_function(ALL_RUN, timeout=120_000)  # every cell has run: nothing moves the widgets but us
     explorer = page.locator(".vaelib-explorer")
     explorer.scroll_into_view_if_needed()
     before, src = image_bytes(page, DECODED), page.get_attribute(DECODED, "src")
@@ -161,9 +181,72 @@ def drive_explorer(page, base: str, name: str, shot: Path) -> float:
     wait_changed(page, SAMPLES, old)
 
     page.get_by_role("tab", name="Sliders", exact=True).click()
-    page.wait_for_function(f"{KERNEL}.status === 'idle'", timeout=120_000)  # every cell has run
+    page.wait_for_function(f"{KERNEL}.status === 'idle'", timeout=120_000)
     explorer.screenshot(path=str(shot))
     return seconds
+
+
+def press_keys_on_a_slider(page) -> None:
+    """Arrow keys move a latent slider's handle one step (0.05), PageUp five steps; each redraws the image.
+    The second slider: its dimension is not the one the Traverse tab starts with."""
+    handle = page.locator(".vaelib-z-slider .noUi-handle").nth(1)
+    readout = page.locator(".vaelib-z-slider .widget-readout").nth(1)
+    handle.focus()
+    for key, step in (("ArrowLeft", -0.05), ("PageUp", 0.25)):
+        before, src, value = image_bytes(page, DECODED), page.get_attribute(DECODED, "src"), readout_value(readout)
+        page.keyboard.press(key)
+        wait_changed(page, DECODED, src)
+        assert readout_value(readout) == pytest.approx(value + step, abs=1e-9), key
+        assert image_bytes(page, DECODED) != before, f"{key} on a slider did not change the decoded image"
+
+
+def reset_and_new_image_keep_the_traverse_dimension(page) -> None:
+    """The bug seen in class: after "reset sliders" and a new image, Traverse swept another dimension."""
+    moved = page.locator(".vaelib-z-slider .widget-label").nth(1).inner_text()  # "z7": the slider moved above
+    page.get_by_role("button", name="reset sliders").click()
+    settle(page)
+    type_into(page, page.locator(".vaelib-index input"), "3")
+    settle(page)
+    page.get_by_role("tab", name="Traverse", exact=True).click()
+    shown = page.eval_on_selector(".vaelib-traverse-dim select", "s => s.options[s.selectedIndex].text")
+    assert shown.split()[0] == moved, f"Traverse shows {shown!r} after reset and a new image, not {moved}"
+
+
+def play(page, tab: str, button: str, picture: str) -> None:
+    """Click the tab's Play button: the picture changes frame by frame without another click."""
+    page.get_by_role("tab", name=tab, exact=True).click()
+    before, src = image_bytes(page, picture), page.get_attribute(picture, "src")
+    page.locator(f".vaelib-explorer {button} button").first.click()  # ▶; then pause, stop, repeat
+    wait_changed(page, picture, src)
+    # played to the end: the button shows ▶ again (its blob URLs are no longer replaced while we read one)
+    page.wait_for_function(f"document.querySelector('.vaelib-explorer {button} button i').classList"
+                           ".contains('fa-play')", timeout=30_000)
+    settle(page)
+    assert image_bytes(page, picture) != before, f"Play on the {tab} tab did not change the image"
+
+
+def pick_on_the_map(page) -> None:
+    """Typing another test image into the map's picker decodes its code and moves the ring on the map."""
+    page.get_by_role("tab", name="Map", exact=True).click()
+    before, src = image_bytes(page, MAP_DECODED), page.get_attribute(MAP_DECODED, "src")
+    ring, ring_src = image_bytes(page, MAP), page.get_attribute(MAP, "src")
+    type_into(page, page.locator(".vaelib-map-index input"), "7")
+    wait_changed(page, MAP_DECODED, src)
+    wait_changed(page, MAP, ring_src)
+    settle(page)
+    assert image_bytes(page, MAP_DECODED) != before, "picking a point on the map did not change the image"
+    assert image_bytes(page, MAP) != ring, "the map's ring did not move to the picked point"
+
+
+def save_png(page, root: Path) -> None:
+    """"save PNG" on the Map tab writes the picked point's image, as shown, into the notebook's folder."""
+    page.get_by_role("button", name="save PNG").click()
+    page.wait_for_function("document.querySelector('.vaelib-save-label').textContent.startsWith('saved')",
+                           timeout=30_000)
+    path = root / "explorer-map-1.png"
+    assert path.is_file(), f"save PNG wrote no {path}"
+    assert str(path.resolve()) in page.locator(".vaelib-save-label").inner_text()  # it says where
+    assert path.read_bytes() == image_bytes(page, MAP_DECODED)
 
 
 def test_slider_moves_the_decoded_image_in_chromium(lab, tmp_path):
@@ -175,6 +258,14 @@ def test_slider_moves_the_decoded_image_in_chromium(lab, tmp_path):
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             shot = tmp_path / "latent_explorer.png"
             seconds = drive_explorer(page, base, name, shot)
+            press_keys_on_a_slider(page)
+            reset_and_new_image_keep_the_traverse_dimension(page)
+            play(page, "Interpolate", ".vaelib-interp-play", INTERP)
+            play(page, "Traverse", ".vaelib-traverse-play", FRAME)
+            pick_on_the_map(page)
+            save_png(page, tmp_path / "lab")
+            explorer_shot = tmp_path / "latent_explorer_map.png"
+            page.locator(".vaelib-explorer").screenshot(path=str(explorer_shot))
         finally:
             browser.close()
     print(f"screenshot: {shot}; slider to new image in the browser: {seconds * 1000:.0f} ms; "

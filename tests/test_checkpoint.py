@@ -1,11 +1,12 @@
 """Loading a checkpoint never runs code from it, and a broken one is named in one line."""
 
+import errno
 import os
 
 import pytest
 import torch
 
-from vaelib.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from vaelib.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint, save_json, shareable_mode
 from vaelib.config import with_overrides
 from vaelib.experiments import cached_fit, run_dir
 from vaelib.lessons.latent_explorer import load_trained
@@ -80,3 +81,33 @@ def test_a_real_checkpoint_loads_safely_and_stores_plain_versions(tiny_config, t
     assert type(state["versions"]["torch"]) is str
     model, _ = load_checkpoint(tmp_path / CHECKPOINT)
     assert model.config == tiny_config.__class__.from_dict(state["config"])
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_saved_files_respect_the_umask(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        assert shareable_mode() == mode and shareable_mode(directory=True) == 0o777 & ~umask
+        save_json(tmp_path / "metrics.json", {"a": 1})
+        save_checkpoint(tmp_path / "checkpoint.pt", {"w": torch.zeros(2)})
+    finally:
+        os.umask(old)
+    for name in ("metrics.json", "checkpoint.pt"):  # mkstemp alone would make them 0600
+        assert oct((tmp_path / name).stat().st_mode & 0o777) == oct(mode), name
+
+
+def test_a_full_disk_is_named_and_keeps_the_old_file(tmp_path):
+    from vaelib.checkpoint import atomic_write_bytes
+
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"w": torch.ones(2)})
+
+    def to_a_full_disk(f):  # torch.save onto /dev/full hides the OSError behind "unexpected pos ..."
+        with open("/dev/full", "wb") as full:
+            torch.save({"w": torch.zeros(4096)}, full)
+
+    with pytest.raises(OSError, match=r"disk full while writing") as err:
+        atomic_write_bytes(path, to_a_full_disk)
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(path)
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left

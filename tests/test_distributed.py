@@ -48,9 +48,9 @@ def test_two_ranks_match_one_process(tiny_config, tiny_data, tmp_path):
         assert torch.allclose(r0["model"][k], v, rtol=1e-4, atol=1e-5), k
     # all-reduced gradients sum in another order than one process's: equal up to fp32 rounding (rounding both
     # to 2 decimals instead would fail whenever a loss sits near a rounding boundary)
-    assert [r["total"] for r in r0["history"]["steps"]] == pytest.approx([r["total"] for r in history["steps"]],
+    assert [r["total"] for r in r0["history"].steps] == pytest.approx([r["total"] for r in history.steps],
                                                                           rel=1e-4)
-    assert r0["history"]["options"]["world_size"] == 2
+    assert r0["history"].options["world_size"] == 2
     assert (out / "checkpoint.pt").exists()  # written by rank 0 only, atomically
 
 

@@ -4,11 +4,12 @@ import math
 import pytest
 
 from vaelib.evidence import Claim, Estimate, claims_table, compare, convergence, estimate, finding, verdict
+from vaelib.history import History
 
 
 def _history(curve, beta=1.0, kl=0.0):
     """A fit-like history whose validation objective at the final beta follows `curve`."""
-    return {"epochs": [{"val_recon": v - beta * kl, "val_kl": kl, "beta": beta} for v in curve]}
+    return History(epochs=[{"val_recon": v - beta * kl, "val_kl": kl, "beta": beta} for v in curve])
 
 
 def test_convergence_rule_on_synthetic_histories():
@@ -28,8 +29,8 @@ def test_convergence_rule_on_synthetic_histories():
     assert not convergence(_history([10, 10, 10]))["converged"]  # too short to judge
     assert not convergence(_history([10, 10, 10, 10, float("nan")]))["converged"]
     # the objective is taken at the final beta, so a warmup (beta 0 then 1) is judged on the final objective
-    warm = {"epochs": [{"val_recon": 20, "val_kl": 30, "beta": 0.0}] * 3
-            + [{"val_recon": 25, "val_kl": 10, "beta": 1.0}] * 5}
+    warm = History(epochs=[{"val_recon": 20, "val_kl": 30, "beta": 0.0}] * 3
+            + [{"val_recon": 25, "val_kl": 10, "beta": 1.0}] * 5)
     assert convergence(warm)["converged"]  # 35 nats flat over the last epochs
     with pytest.raises(ValueError, match="tol=2"):
         convergence(_history([1] * 10), tol=2)
@@ -70,6 +71,10 @@ def test_estimate_and_its_text():
     assert (e.mean, e.n, e.converged, e.all_converged) == (2.0, 2, 1, False)
     assert e.std == pytest.approx(math.sqrt(2)) and str(e) == "2 ± 1.4"
     assert str(_est([5.0])) == "5" and math.isnan(_est([5.0]).std)
+    # a failed seed (nan) is counted, never printed as "nan ± nan", and the mean over all seeds stays nan
+    with_failure = _est([1.0, 3.0, math.nan])
+    assert str(with_failure) == "2 ± 1.4 (1 of 3 runs failed)" and math.isnan(with_failure.mean)
+    assert str(_est([math.nan, math.nan])) == "no value (2 of 2 runs failed)"
 
 
 def test_findings_are_written_from_the_numbers():

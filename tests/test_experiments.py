@@ -4,6 +4,7 @@ import pytest
 
 from vaelib.config import with_overrides
 from vaelib.experiments import cached_fit, config_hash, notebook_config, run_dir
+from vaelib.history import History
 
 
 def test_notebook_config_budgets():
@@ -32,13 +33,20 @@ def test_cache_key_ignores_where_the_data_lives():
     assert run_dir(c, "runs").name == f"digits-{config_hash(c)}"
 
 
+def test_cache_key_ignores_sync_every_but_not_options_that_change_rounding():
+    c = notebook_config("digits", "tiny")
+    assert config_hash(with_overrides(c, **{"train.sync_every": 1})) == config_hash(c)  # same history (test_train)
+    for field, value in (("train.channels_last", not c.train.channels_last), ("train.adam_impl", "fused")):
+        assert config_hash(with_overrides(c, **{field: value})) != config_hash(c), field
+
+
 def test_cached_fit_loads_instead_of_retraining(tiny_config, tiny_data, tmp_path):
     model, h1, out = cached_fit(tiny_config, *tiny_data, root=tmp_path, device="cpu", quiet=True)
     mtime = (out / "checkpoint.pt").stat().st_mtime_ns
     _, h2, _ = cached_fit(tiny_config, *tiny_data, root=tmp_path, device="cpu", quiet=True)
     assert h2 == h1 and (out / "checkpoint.pt").stat().st_mtime_ns == mtime  # loaded, not rewritten
     _, h3, _ = cached_fit(tiny_config, *tiny_data, root=tmp_path, device="cpu", quiet=True, retrain=True)
-    assert (out / "checkpoint.pt").stat().st_mtime_ns != mtime and h3["steps"] == h1["steps"]
+    assert (out / "checkpoint.pt").stat().st_mtime_ns != mtime and h3.steps == h1.steps
 
 
 def test_run_seeds_trains_each_setting_per_seed_and_summarizes_convergence(tiny_config, tiny_data, tmp_path):
@@ -52,7 +60,7 @@ def test_run_seeds_trains_each_setting_per_seed_and_summarizes_convergence(tiny_
     runs = run_seeds(configs, [0, 1], *tiny_data, root=tmp_path, device="cpu")
     assert [r.config.train.seed for r in runs["beta 1"]] == [0, 1]
     assert runs["beta 1"][0].path != runs["beta 1"][1].path  # one cache entry per seed
-    assert runs["beta 1"][0].history["steps"] != runs["beta 1"][1].history["steps"]
+    assert runs["beta 1"][0].history.steps != runs["beta 1"][1].history.steps
     test = type("Split", (), {"images": tiny_data[1]})()
     rows = [summarize(r, test, last=10) for r in runs["beta 1"]]
     assert [r["seed"] for r in rows] == [0, 1]
@@ -70,9 +78,9 @@ def test_volatility_ignores_the_trend_and_can_start_at_the_final_beta():
 
     steps = [{"total": 100 * 0.9 ** k, "kl": (1.0 if k % 2 else 2.0) if k >= 4 else 5.0, "beta": 0.0 if k < 4 else 0.9}
              for k in range(20)]
-    run = Run("r", None, None, {"steps": steps, "epochs": []}, None)
+    run = Run("r", None, None, History(steps=steps), None)
     assert volatility(run, "total", 20) == pytest.approx(0, abs=1e-12)  # a steady geometric fall is no noise
     assert volatility(run, "kl", 4) == 0  # the warmup steps: constant
     # after the switch: 2, 1, 2, 1 -> log-changes -ln 2, +ln 2, -ln 2, whose (population) std is ln 2 * sqrt(8/9)
     assert volatility(run, "kl", 4, at_final_beta=True) == pytest.approx(math.log(2) * math.sqrt(8 / 9))
-    assert math.isnan(volatility(Run("e", None, None, {"steps": [], "epochs": []}, None), "kl", 4))
+    assert math.isnan(volatility(Run("e", None, None, History(), None), "kl", 4))

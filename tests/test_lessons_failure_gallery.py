@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from vaelib.history import History
 from vaelib.lessons import failure_gallery as D  # short: used on almost every line
 from vaelib.model import VAE
 
@@ -109,11 +110,51 @@ def test_plots_build():
     assert all(f.axes for f in figs)
 
 
-def test_a_gallery_sentence_says_it_is_one_seed_and_counts_converged_runs():
-    flat = {"epochs": [{"val_recon": 10.0, "val_kl": 1.0, "beta": 1.0}] * 6}
-    rising = {"epochs": [{"val_recon": 30.0 - 3 * k, "val_kl": 1.0, "beta": 1.0} for k in range(6)]}
-    runs = {"a": type("R", (), {"history": flat, "failed": False})(),
-            "b": type("R", (), {"history": rising, "failed": False})()}
-    text = D.observed(True, runs)
-    assert text.startswith("shows in this run (one seed, 1 of 2 runs converged") and "not a verdict" in text
-    assert D.observed(False, runs).startswith("does not show in this run")
+class Identity(torch.nn.Module):
+    """A 'model' whose reconstructions are its inputs: every measure knows its answer for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # gives the module a device
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def _run(label, history, model=None, failed=False, seed=0, config=None):
+    from vaelib.config import with_overrides
+    from vaelib.experiments import Run
+
+    return Run(label, with_overrides(config, **{"train.seed": seed}), model, history, None,
+               error="non-finite" if failed else "")
+
+
+def test_seed_measures_mark_convergence_and_leave_failed_runs_without_values(tiny_config):
+    flat = History(epochs=[{"val_recon": 10.0, "val_kl": 1.0, "beta": 1.0}] * 6)
+    rising = History(epochs=[{"val_recon": 30.0 - 3 * k, "val_kl": 1.0, "beta": 1.0} for k in range(6)])
+    runs = {"a": [_run("a", flat, seed=0, config=tiny_config), _run("a", rising, seed=1, config=tiny_config)],
+            "b": [_run("b", flat, failed=True, seed=0, config=tiny_config)]}
+    rows = D.seed_measures(runs, lambda run: {"x": float(run.config.train.seed)})
+    assert rows["a"] == [{"seed": 0, "converged": True, "x": 0.0}, {"seed": 1, "converged": False, "x": 1.0}]
+    assert rows["b"] == [{"seed": 0, "converged": False}]  # no "x": its estimate counts it as failed
+
+
+def test_measures_give_their_known_values_for_perfect_reconstructions(tiny_config):
+    x = torch.randint(0, 256, (6, 3, 16, 16), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    run = _run("id", History(), Identity(), config=tiny_config)
+    blur = D.blur_measure(x, cutoff=0.1)(run)
+    assert blur["hf_kept"] == pytest.approx(1.0) and blur["sharpness"] == pytest.approx(1.0)
+    obj = torch.zeros(6, 16, 16, dtype=torch.bool)
+    obj[:, 4:12, 4:12] = True
+    bg = D.background_measure(x, obj, D.border_mask(16, 2), x.float().mean(0) / 255)(run)
+    assert bg["explained_object"] == pytest.approx(1.0) and bg["explained_background"] == pytest.approx(1.0)
+    pull = D.mean_pull_measure(x, x.float().mean(0) / 255)(run)
+    assert pull["pull"] == pytest.approx(0.0, abs=1e-6) and pull["closer_to_mean"] == 0.0
+
+
+def test_early_objective_reads_the_curve_at_an_epoch(tiny_config):
+    h = History(epochs=[{"val_recon": 30.0 - 3 * k, "val_kl": 1.0, "beta": 0.5} for k in range(6)])
+    run = _run("r", h, config=tiny_config)
+    assert D.early_objective(run, 2) == {"val_objective_epoch_2": 27.5, "val_objective_final": 15.5}
+    with pytest.raises(ValueError, match=r"epoch=7 is invalid: allowed 1..6"):
+        D.early_objective(run, 7)

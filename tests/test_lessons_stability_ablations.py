@@ -7,6 +7,7 @@ import torch
 
 from vaelib import experiments
 from vaelib.config import BetaSchedule, with_overrides
+from vaelib.history import History
 from vaelib.lessons import failure_gallery, stability_ablations
 from vaelib.train import NonFiniteLossError
 
@@ -14,7 +15,7 @@ from vaelib.train import NonFiniteLossError
 def _run(totals, grads=None, label="r"):
     grads = grads or [1.0] * len(totals)
     steps = [{"step": i, "total": t, "grad_norm": g, "beta": 1.0} for i, (t, g) in enumerate(zip(totals, grads))]
-    return experiments.Run(label, None, None, {"steps": steps, "epochs": []}, None)
+    return experiments.Run(label, None, None, History(steps=steps), None)
 
 
 def test_with_epochs_keeps_the_warmup_share(tiny_config):
@@ -28,7 +29,8 @@ def test_with_epochs_keeps_the_warmup_share(tiny_config):
 def test_steps_per_epoch_drops_the_partial_batch(tiny_config):
     assert stability_ablations.steps_per_epoch(tiny_config, 64) == 4  # batch 16
     assert stability_ablations.steps_per_epoch(tiny_config, 70) == 4
-    assert stability_ablations.steps_per_epoch(tiny_config, 10) == 1  # batch shrinks to the set
+    with pytest.raises(ValueError, match="batch_size=16 is invalid for 10 training images"):  # as fit refuses it
+        stability_ablations.steps_per_epoch(tiny_config, 10)
 
 
 def test_recipes_and_their_beta_values(tiny_config):
@@ -104,7 +106,7 @@ def test_run_all_trains_caches_and_summarizes(tiny_config, tiny_data, tmp_path):
     assert all(math.isfinite(r["test_total"]) and r["nonfinite_steps"] == 0 for r in rows)
     assert rows[0]["test_total"] == pytest.approx(rows[0]["test_recon"] + rows[0]["test_kl"])  # beta = 1
     again = experiments.run_one("beta 0.5", configs["beta 0.5"], train, val, root=tmp_path, device="cpu")
-    assert again.history["steps"] == runs["beta 0.5"].history["steps"]  # loaded, not retrained
+    assert again.history.steps == runs["beta 0.5"].history.steps  # loaded, not retrained
     samples = stability_ablations.sample_rows(runs, n=3)
     assert samples["beta 4"].shape == (3, 1, 16, 16)
     for fig in (stability_ablations.trace_plot(runs, "grad_norm"), stability_ablations.curves_with_beta(runs),

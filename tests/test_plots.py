@@ -5,6 +5,7 @@ from matplotlib.figure import Figure
 
 from vaelib import plots
 from vaelib.config import BetaSchedule, Config, DataConfig, ModelConfig
+from vaelib.history import History
 from vaelib.model import VAE
 
 
@@ -88,14 +89,14 @@ def test_interpolation_figure(model, images, spherical):
     assert fig.axes[0].images[0].get_array().shape == (16, 5 * 17 - 1)
 
 
-def fake_history(epochs: int = 3, steps_per_epoch: int = 4) -> dict:
+def fake_history(epochs: int = 3, steps_per_epoch: int = 4) -> History:
     steps = [{"step": s, "epoch": s // steps_per_epoch, "beta": min(1.0, s / 5), "lr": 1e-3,
               "total": 100.0 - s, "recon": 90.0 - s, "kl": 10.0, "grad_norm": 1.0}
              for s in range(epochs * steps_per_epoch)]
     rows = [{"epoch": e, "beta": 1.0, "seconds": 1.0, "images_per_sec": 100.0,
              "train_total": 100.0 - e, "train_recon": 90.0 - e, "train_kl": 10.0,
              "val_total": 101.0 - e, "val_recon": 91.0 - e, "val_kl": 10.0} for e in range(epochs)]
-    return {"steps": steps, "epochs": rows}
+    return History(steps=steps, epochs=rows)
 
 
 @pytest.mark.parametrize("per,lines", [("step", 3), ("epoch", 6)])
@@ -162,3 +163,22 @@ def test_save_figure_writes_a_png(tmp_path):
     path = plots.save_figure(plots.image_grid(torch.rand(4, 1, 8, 8)), tmp_path / "sub" / "grid.png")
     assert path.exists() and path.stat().st_size > 100
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_latent_map_places_each_code_and_decodes_the_grid_in_order(model, images):
+    labels = torch.arange(10) % 3
+    fig = plots.latent_map(model, images, labels, dims=(2, 0), n=4, span=2.0)
+    ax_map, ax_grid = fig.axes[0], fig.axes[1]
+    mu = model.encode(images.float() / 255)[0].detach()
+    points = ax_map.collections[0].get_offsets()
+    assert points.shape == (10, 2) and torch.allclose(torch.as_tensor(points.data, dtype=torch.float32),
+                                                      mu[:, [2, 0]], atol=1e-5)
+    grid = ax_grid.images[0].get_array()
+    assert grid.shape == (4 * 16, 4 * 16)
+    z = torch.zeros(1, 3)
+    z[0, 2], z[0, 0] = -2.0, 2.0  # top-left tile: lowest first coordinate, highest second
+    with torch.no_grad():
+        top_left = model.decode(z)[0, 0].numpy()
+    assert abs(grid[:16, :16] - top_left).max() < 1e-5
+    with pytest.raises(ValueError, match=r"dims=\(1, 1\) is invalid"):
+        plots.latent_map(model, images, dims=(1, 1))

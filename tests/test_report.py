@@ -4,6 +4,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from vaelib.checkpoint import shareable_mode
 from vaelib.report import NotebookFailed, build_report, check_parameters, numbered_notebooks, write_index
 
 PARAMS = ('dataset: str = "digits"  # dataset\nbudget: str = "small"  # budget\nseed: int = 0  # seed\n'
@@ -77,7 +78,7 @@ def test_a_report_never_clobbers_another(tmp_path):
     kw = {"out_root": tmp_path / "reports", "runs_dir": tmp_path / "runs", "quiet": True}
     out = build_report("shapes", "tiny", seed=1, notebooks=[good], **kw)
     assert out == tmp_path / "reports" / "shapes-tiny" and (out / "index.html").exists()
-    assert oct(out.stat().st_mode & 0o777) == oct(0o777 & ~_umask())  # shareable, not mkdtemp's 0700
+    assert oct(out.stat().st_mode & 0o777) == oct(shareable_mode(directory=True))  # not mkdtemp's 0700
     before = (out / "metrics.json").read_text()
     with pytest.raises(NotebookFailed):  # a failed re-run replaces nothing
         build_report("shapes", "tiny", seed=1, notebooks=[bad], **kw)
@@ -91,14 +92,6 @@ def test_a_report_never_clobbers_another(tmp_path):
     for name, flag in (("dataset", "--dataset"), ("seed", "--seed"), ("out_dir", "--out")):
         with pytest.raises(ValueError, match=f"parameter '{name}' cannot be set with -p: use {flag}"):
             build_report("shapes", "tiny", notebooks=[good], extra={name: 1}, **kw)
-
-
-def _umask() -> int:
-    import os
-
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def test_unknown_parameters_are_refused_before_any_work(tmp_path):

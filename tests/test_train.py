@@ -11,6 +11,7 @@ import torch
 
 from vaelib.checkpoint import load_checkpoint, read_checkpoint
 from vaelib.config import BetaSchedule, with_overrides
+from vaelib.history import EPOCH_FIELDS, STEP_FIELDS, History
 from vaelib.runtime import resolve_device
 from vaelib.train import NonFiniteLossError, evaluate, fit
 
@@ -19,41 +20,59 @@ def test_loss_falls_on_a_fixed_batch(tiny_config, tiny_data):
     train, val = tiny_data
     c = with_overrides(tiny_config, **{"train.epochs": 60, "train.batch_size": 64, "train.lr": 3e-3})
     _, h = fit(c, train, val, quiet=True, device="cpu")
-    first, last = h["steps"][0]["total"], h["steps"][-1]["total"]
-    assert len(h["steps"]) == 60
+    first, last = h.steps[0]["total"], h.steps[-1]["total"]
+    assert len(h.steps) == 60
     assert last < 0.5 * first, (first, last)
 
 
 def test_history_has_every_step_and_epoch(tiny_config, tiny_data):
     _, h = fit(tiny_config, *tiny_data, quiet=True, device="cpu")
-    assert [r["step"] for r in h["steps"]] == list(range(8))  # 64 images / 16 per batch * 2 epochs
-    assert set(h["steps"][0]) >= {"total", "recon", "kl", "beta", "grad_norm", "lr", "epoch"}
-    assert [e["epoch"] for e in h["epochs"]] == [0, 1]
-    assert all(e["images_per_sec"] > 0 and e["val_total"] > 0 for e in h["epochs"])
-    assert h["options"]["device"] == "cpu"
+    assert [r["step"] for r in h.steps] == list(range(8))  # 64 images / 16 per batch * 2 epochs
+    assert all(set(r) == set(STEP_FIELDS) for r in h.steps)  # exactly the documented Step fields
+    assert all(set(e) == set(EPOCH_FIELDS) for e in h.epochs)
+    assert h.column("val_total") == [e["val_total"] for e in h.epochs] and h.last == h.epochs[-1]
+    assert History.from_dict(json.loads(json.dumps(h.to_dict()))) == h  # survives its JSON form
+    assert [e["epoch"] for e in h.epochs] == [0, 1]
+    assert all(e["images_per_sec"] > 0 and e["val_total"] > 0 for e in h.epochs)
+    assert h.options["device"] == "cpu"
+
+
+def test_history_rejects_unknown_fields_and_malformed_json():
+    with pytest.raises(ValueError, match="field 'val_loss' is invalid: allowed epoch, beta"):
+        History().column("val_loss")
+    with pytest.raises(ValueError, match="history.json is invalid: expected keys 'steps'"):
+        History.from_dict({"steps": []}, "history.json")
+    with pytest.raises(ValueError, match="a row of 'epochs' lacks seconds"):
+        History.from_dict({"steps": [], "epochs": [{k: 0 for k in EPOCH_FIELDS if k != "seconds"}]})
+
+
+def test_sync_every_does_not_change_the_history(tiny_config, tiny_data):
+    _, every = fit(with_overrides(tiny_config, **{"train.sync_every": 1}), *tiny_data, quiet=True, device="cpu")
+    _, rarely = fit(with_overrides(tiny_config, **{"train.sync_every": 7}), *tiny_data, quiet=True, device="cpu")
+    assert every.steps == rarely.steps and every.column("val_total") == rarely.column("val_total")
 
 
 def test_same_seed_same_history(tiny_config, tiny_data):
     _, h1 = fit(tiny_config, *tiny_data, quiet=True, device="cpu")
     _, h2 = fit(tiny_config, *tiny_data, quiet=True, device="cpu")
-    strip = [{k: v for k, v in r.items()} for r in h1["steps"]]
-    assert strip == h2["steps"]
+    strip = [{k: v for k, v in r.items()} for r in h1.steps]
+    assert strip == h2.steps
     other = with_overrides(tiny_config, **{"train.seed": 1})
     _, h3 = fit(other, *tiny_data, quiet=True, device="cpu")
-    assert h3["steps"][0]["total"] != h1["steps"][0]["total"]
+    assert h3.steps[0]["total"] != h1.steps[0]["total"]
 
 
 def test_beta_follows_the_schedule(tiny_config, tiny_data):
     c = dataclasses.replace(tiny_config, train=dataclasses.replace(
         tiny_config.train, epochs=3, schedule=BetaSchedule("warmup", beta=0.5, warmup_epochs=1)))
     _, h = fit(c, *tiny_data, quiet=True, device="cpu")
-    assert [r["beta"] for r in h["steps"]] == [0.0] * 4 + [0.5] * 8
+    assert [r["beta"] for r in h.steps] == [0.0] * 4 + [0.5] * 8
 
 
 def test_gradient_clipping_records_pre_clip_norm(tiny_config, tiny_data):
     c = with_overrides(tiny_config, **{"train.grad_clip": 1e-3})
     _, h = fit(c, *tiny_data, quiet=True, device="cpu")
-    assert all(r["grad_norm"] > 1e-3 for r in h["steps"])  # the norm before clipping, not after
+    assert all(r["grad_norm"] > 1e-3 for r in h.steps)  # the norm before clipping, not after
 
 
 def test_checkpoint_is_self_describing(tiny_config, tiny_data, tmp_path):
@@ -64,7 +83,7 @@ def test_checkpoint_is_self_describing(tiny_config, tiny_data, tmp_path):
     rebuilt, _ = load_checkpoint(tmp_path / "checkpoint.pt")
     x = tiny_data[1].float() / 255
     assert torch.equal(rebuilt.reconstruct(x), model.reconstruct(x))
-    assert json.loads((tmp_path / "history.json").read_text())["steps"] == h["steps"]
+    assert json.loads((tmp_path / "history.json").read_text())["steps"] == h.steps
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -80,8 +99,8 @@ def test_interrupted_run_resumes_to_the_same_history(tiny_config, tiny_data, tmp
         fit(c, *tiny_data, quiet=True, device="cpu", out_dir=tmp_path, callbacks=[interrupt])
     assert read_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 2
     _, resumed = fit(c, *tiny_data, quiet=True, device="cpu", out_dir=tmp_path)
-    assert resumed["steps"] == full["steps"]
-    assert [e["val_total"] for e in resumed["epochs"]] == [e["val_total"] for e in full["epochs"]]
+    assert resumed.steps == full.steps
+    assert [e["val_total"] for e in resumed.epochs] == [e["val_total"] for e in full.epochs]
 
 
 def test_resume_refuses_a_different_config(tiny_config, tiny_data, tmp_path):
@@ -121,8 +140,8 @@ def test_killed_process_leaves_a_loadable_checkpoint(tiny_config, tiny_data, tmp
     # The killed run resumes: one more epoch continues from the saved one.
     _, h = fit(with_overrides(c, **{"train.epochs": state["epoch"] + 1}), *tiny_data, quiet=True, device="cpu",
                out_dir=tmp_path)
-    assert len(h["epochs"]) == state["epoch"] + 1
-    assert h["steps"][: len(state["history"]["steps"])] == state["history"]["steps"]
+    assert len(h.epochs) == state["epoch"] + 1
+    assert h.steps[: len(state["history"]["steps"])] == state["history"]["steps"]
 
 
 def test_non_finite_loss_stops_and_keeps_the_good_checkpoint(tiny_config, tiny_data, tmp_path):
@@ -161,7 +180,7 @@ def test_float_images_in_unit_range_are_not_rescaled(tiny_config, tiny_data):
     train_u8, val_u8 = tiny_data
     _, h_u8 = fit(tiny_config, train_u8, val_u8, quiet=True, device="cpu")
     _, h_f = fit(tiny_config, train_u8.float() / 255, val_u8.float() / 255, quiet=True, device="cpu")
-    assert [r["total"] for r in h_f["steps"]] == pytest.approx([r["total"] for r in h_u8["steps"]], rel=1e-5)
+    assert [r["total"] for r in h_f.steps] == pytest.approx([r["total"] for r in h_u8.steps], rel=1e-5)
 
 
 def test_non_finite_error_carries_step_and_history(tiny_config, tiny_data):
@@ -169,7 +188,15 @@ def test_non_finite_error_carries_step_and_history(tiny_config, tiny_data):
     bad[:] = float("nan")
     with pytest.raises(NonFiniteLossError) as err:
         fit(tiny_config, bad, tiny_data[1], quiet=True, device="cpu")
-    assert err.value.step == 0 and err.value.epoch == 0 and err.value.history["steps"] == []
+    assert err.value.step == 0 and err.value.epoch == 0 and err.value.history.steps == []
+
+
+def test_weights_broken_by_the_last_step_are_caught_before_the_checkpoint(tiny_config, tiny_data, tmp_path):
+    # one step per epoch: the step's own loss is finite (read before the update), the update is not
+    c = with_overrides(tiny_config, **{"train.epochs": 1, "train.batch_size": 64, "train.lr": 1e30})
+    with pytest.raises(NonFiniteLossError, match=r"non-finite validation loss after epoch 0.*lr=1e\+30 is large"):
+        fit(c, *tiny_data, quiet=True, device="cpu", out_dir=tmp_path)
+    assert not (tmp_path / "checkpoint.pt").exists()  # no checkpoint of broken weights
 
 
 def test_bf16_path_keeps_the_loss_in_fp32(tiny_config, tiny_data, monkeypatch):
@@ -179,12 +206,12 @@ def test_bf16_path_keeps_the_loss_in_fp32(tiny_config, tiny_data, monkeypatch):
     config = with_overrides(tiny_config, **{"train.epochs": 2})
     _, fp32 = fit(config, *tiny_data, device="cpu", quiet=True)
     model, history = fit(with_overrides(config, **{"train.precision": "bf16"}), *tiny_data, device="cpu", quiet=True)
-    assert history["options"]["precision"] == "bf16"
+    assert history.options["precision"] == "bf16"
     assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
-    steps = history["steps"]
+    steps = history.steps
     assert all(torch.isfinite(torch.tensor([s["total"], s["kl"], s["grad_norm"]])).all() for s in steps)
     assert steps[-1]["total"] < steps[0]["total"]  # it still learns
-    first, first_fp32 = steps[0]["total"], fp32["steps"][0]["total"]
+    first, first_fp32 = steps[0]["total"], fp32.steps[0]["total"]
     assert first != first_fp32  # autocast did run the model in bf16 ...
     assert first == pytest.approx(first_fp32, rel=0.02)  # ... and the loss, summed in fp32, stays close
 

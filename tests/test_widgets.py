@@ -1,7 +1,9 @@
-"""The latent explorer, driven from Python: sliders, interpolation, sampling, traversal, attribute directions."""
+"""The latent explorer, driven from Python: sliders, interpolation, sampling, traversal, the map, saving PNGs,
+attribute and class directions."""
 
 import io
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image as PILImage
@@ -10,7 +12,8 @@ from torch import nn
 from vaelib.config import Config, DataConfig, ModelConfig, TrainConfig
 from vaelib.data import ImageSplit, load_dataset
 from vaelib.experiments import notebook_config, run_dir
-from vaelib.lessons.latent_explorer import explorer_for, load_trained
+from vaelib.lessons import latent_explorer
+from vaelib.lessons.latent_explorer import class_directions, explorer_for, load_trained
 from vaelib.model import VAE
 from vaelib.train import CHECKPOINT
 from vaelib.widgets import LatentExplorer, attribute_directions, to_png
@@ -63,7 +66,9 @@ def test_the_decoded_image_is_the_png_of_the_decoded_code(explorer, model):
         expected = to_png(model.decode(explorer.mu[0][None]), explorer.px)
     assert explorer.decoded.value == expected
     img = PILImage.open(io.BytesIO(explorer.decoded.value))
-    assert img.size == (160, 160)  # 16x16 upscaled by 10, nearest
+    assert img.size == (256, 256)  # 16x16 upscaled by 16, nearest: the projector size
+    strip = PILImage.open(io.BytesIO(explorer.path_strip.value))
+    assert strip.size == (11 * 17 * 8 - 8, 16 * 8)  # 11 images of 128 px, one white pixel (x8) between
 
 
 def test_a_new_start_image_moves_the_sliders(explorer):
@@ -119,12 +124,129 @@ def test_traversal_sweeps_the_selected_dimension(explorer):
     assert images.shape == (9, 1, 16, 16)
 
 
+def test_latent_sliders_move_by_a_usable_keyboard_step(explorer):
+    # An arrow key moves a browser slider by one step, PageUp by five: 0.05 crosses [-3, 3] in 120 presses.
+    assert {s.step for s in explorer.sliders} == {0.05}
+    s, d = explorer.sliders[0], explorer.dims[0]
+    before = explorer.decoded.value
+    s.value = snapped(s) + s.step  # one arrow key press in the browser, from where it shows the image's mu
+    assert explorer.code()[d].item() == pytest.approx(snapped(s))
+    assert explorer.decoded.value != before
+
+
+def snapped(s) -> float:
+    """Where the browser's slider shows s.value: on its step grid counted from s.min (noUiSlider)."""
+    return s.min + round((s.value - s.min) / s.step) * s.step
+
+
+def browser_echo(sliders) -> None:
+    """What the browser sends back after the kernel sets a slider: the value snapped to the slider's step."""
+    for s in sliders:
+        s.value = snapped(s)
+
+
+def test_reset_and_a_new_image_keep_the_traverse_dimension_that_was_moved(explorer):
+    # The bug seen in class: after "reset sliders" and a new image the Traverse tab swept another dimension.
+    # The browser snaps each value the kernel sets and sends it back; that echo looked like a person's move.
+    browser_echo(explorer.sliders)
+    s = explorer.sliders[1]
+    s.value = s.value + 10 * s.step  # a person: ten arrow key presses
+    assert explorer.traverse_dim.value == explorer.dims[1]
+    explorer.reset.click()
+    browser_echo(explorer.sliders)
+    explorer.index.value = 5
+    browser_echo(explorer.sliders)
+    assert explorer.traverse_dim.value == explorer.dims[1]
+    assert torch.equal(explorer.code(), explorer.mu[5])  # the echo did not round the code either
+    explorer.ui.selected_index = 3
+    with torch.no_grad():
+        z = explorer.mu[5].repeat(9, 1)
+        z[:, explorer.dims[1]] = torch.linspace(-3, 3, 9)
+        assert explorer.traverse_image.value == to_png(explorer.decode(z), explorer.strip_px)
+
+
+def test_play_walks_the_interpolation(explorer):
+    explorer.set_pair(2, 7)
+    first = explorer.interp_image.value
+    explorer.interp_play.value = 5  # the browser's Play button ticks 0, 1, ... 10
+    assert explorer.t.value == pytest.approx(0.5)
+    assert explorer.interp_image.value != first
+    assert explorer.interp_image.value == to_png(explorer.decode(explorer._path[5][None]), explorer.px)
+    explorer.t.value = 1.0  # dragging t moves the Play button along
+    assert explorer.interp_play.value == 10
+
+
+def test_play_sweeps_the_traversal(explorer):
+    explorer.ui.selected_index = 3
+    d, frames = explorer.traverse_dim.value, []
+    for k in range(explorer.traverse_steps):
+        explorer.traverse_play.value = k
+        z = explorer.code()[None].clone()
+        z[0, d] = torch.linspace(-3, 3, 9)[k]
+        assert explorer.traverse_frame.value == to_png(explorer.decode(z), explorer.px)
+        frames.append(explorer.traverse_frame.value)
+    assert explorer.traverse_value.value == f"z{d} = +3.00"
+    assert len(set(frames)) > 1  # the image changes as the value sweeps
+
+
+def test_save_png_writes_the_shown_picture(explorer, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # in Jupyter, the notebook's folder
+    explorer.save_button.click()
+    path = tmp_path / "explorer-sliders-1.png"
+    assert path.read_bytes() == explorer.decoded.value and str(path) in explorer.save_label.value
+    with torch.no_grad():
+        x = explorer.decode(explorer.code()[None])[0, 0]  # (16, 16) in [0, 1]
+    expected = np.kron((x * 255).round().to(torch.uint8).numpy(), np.ones((16, 16), np.uint8))  # nearest, x16
+    assert np.array_equal(np.asarray(PILImage.open(path)), expected)
+    explorer.save_button.click()
+    explorer.ui.selected_index = 4
+    explorer.save_button.click()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["explorer-map-1.png", "explorer-sliders-1.png",
+                                                          "explorer-sliders-2.png"]
+    assert (tmp_path / "explorer-map-1.png").read_bytes() == explorer.map_decoded.value
+
+
+def test_map_pick_decodes_the_picked_code(explorer):
+    (dx, dy), first = explorer.map_dims, explorer.map_decoded.value
+    assert [dx, dy] == explorer.dims[:2]  # the two highest-KL dimensions
+    explorer.map_index.value = 5
+    assert torch.equal(explorer.map_code(), explorer.mu[5])
+    assert explorer.map_decoded.value == to_png(explorer.decode(explorer.mu[5][None]), explorer.px) != first
+    browser_echo([explorer.map_x, explorer.map_y])  # the browser's snapped coordinates change nothing
+    assert torch.equal(explorer.map_code(), explorer.mu[5])
+    ring = explorer.map_image.value
+    explorer.map_x.value = explorer.map_lo[0] + 0.25 * (explorer.map_hi[0] - explorer.map_lo[0])
+    z = explorer.mu[5].clone()
+    z[dx] = explorer.map_x.value
+    assert torch.equal(explorer.map_code(), z)
+    assert explorer.map_decoded.value == to_png(explorer.decode(z[None]), explorer.px)
+    assert explorer.map_image.value != ring  # the marker moved
+    assert "nearest test image" in explorer.map_info.value
+
+
+def test_map_points_have_their_class_colour_and_lie_over_their_grid_cell(explorer):
+    explorer.map_index.value = 15  # the ring is drawn around the last point, which is drawn last
+    img = PILImage.open(io.BytesIO(explorer.map_image.value)).convert("RGB")
+    assert img.size == PILImage.open(io.BytesIO(explorer.map_grid.value)).size
+    u, v = explorer.to_pixel(*explorer.mu[15, explorer.map_dims].tolist())
+    colour = "#" + "".join(f"{c:02x}" for c in img.getpixel((int(u), int(v))))
+    assert colour == ["#1f77b4", "#ff7f0e", "#2ca02c"][15 % 3]  # class 0 (a), 1 (b), 2 (c) in tab10 colours
+    codes = explorer.grid_codes()  # (8 * 8, D), row by row from the top
+    (x0, y0), (x1, y1) = explorer.map_lo, explorer.map_hi
+    assert codes.shape == (64, 4)
+    top_left = codes[0, explorer.map_dims].tolist()
+    assert top_left == pytest.approx([x0 + (x1 - x0) / 16, y1 - (y1 - y0) / 16])
+    assert explorer.to_pixel(*top_left) == pytest.approx((img.width / 16, img.height / 16))  # cell (0, 0) centre
+
+
 def test_describe_and_static_views(explorer):
     text = explorer.describe()
     assert "3 latent sliders (top 3 of 4 dims by KL)" in text and "class A, class B" in text
+    assert "Map: test codes on" in text and "save PNG" in text
     assert explorer._repr_mimebundle_()["text/plain"].startswith("LatentExplorer")
+    assert all(explorer.check().values())
     fig = explorer.snapshot()
-    assert len(fig.axes) == 5
+    assert len(fig.axes) == 7
     assert (explorer.slider_latency(5) > 0).all()
 
 
@@ -140,6 +262,10 @@ def test_bad_values_are_refused_in_one_line(model, split, explorer, tmp_path):
         explorer.set_pair(0, 99)
     with pytest.raises(ValueError, match="n_sliders=0 is invalid"):
         LatentExplorer(model, split, n_sliders=0)
+    with pytest.raises(ValueError, match="strip_px=4 is invalid: allowed an integer >= 8"):
+        LatentExplorer(model, split, strip_px=4)
+    with pytest.raises(FileNotFoundError, match="missing' is invalid: allowed an existing folder"):
+        explorer.save_png(tmp_path / "missing")
     with pytest.raises(ValueError, match=r"split images of shape \(16, 1, 8, 8\) are invalid"):
         LatentExplorer(model, ImageSplit(split.images[:, :, :8, :8], None, None))
     config = notebook_config("digits", "tiny")
@@ -217,3 +343,36 @@ def test_attribute_sliders_add_their_direction(model, split):
     assert torch.allclose(ex.code(), ex.mu[0] + 2.0 * ex.directions["Odd"])
     assert ex.decoded.value != before
     assert "attributes" in ex.info.value and not hasattr(ex, "class_a")
+
+
+def test_class_directions_on_mnist_digits(monkeypatch, tiny_config):
+    test = load_dataset("mnist", "test")
+    assert class_directions(test) == [str(d) for d in range(10)]
+    dirs = attribute_directions(MeanEncoder(), test, ["7"])  # "more like a 7": mean mu of the 7s minus the rest
+    x = test.images.float().mean((1, 2, 3)) / 255
+    seven = x[test.labels == 7].mean() - x[test.labels != 7].mean()
+    assert torch.allclose(dirs["7"], torch.stack([seven, -seven]), atol=1e-5)
+    assert class_directions(labelled_split()) is None  # multi-label: the explorer's CelebA default applies
+
+    def untrained(config, *args, **kwargs):
+        torch.manual_seed(0)
+        return VAE(config).eval(), None
+
+    monkeypatch.setattr(latent_explorer, "load_trained", untrained)
+    ex = explorer_for("mnist", n_sliders=2)
+    assert list(ex.attr_sliders) == [str(d) for d in range(10)]
+    assert "10 class direction sliders (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)" in ex.describe()
+    ex.attr_sliders["7"].value = 1.0
+    assert torch.allclose(ex.code(), ex.mu[0] + ex.directions["7"])
+
+
+def test_along_a_direction_and_its_figure(model, split):
+    ex = LatentExplorer(model, split, n_sliders=2, attributes=class_directions(split))
+    images = ex.along("b", [0.0, 2.0])  # (2, 1, 16, 16): the current code, then 2 x direction "b" added
+    z = torch.stack([ex.code(), ex.code() + 2.0 * ex.directions["b"]])
+    assert torch.allclose(images, ex.decode(z), atol=1e-6)
+    with pytest.raises(ValueError, match="direction '7' is unknown: allowed a, b, c"):
+        ex.along("7", [1.0])
+    fig = latent_explorer.direction_figure(ex, "7")  # no class "7" here: the first class instead
+    assert "direction 'a'" in fig.axes[0].get_title()
+    assert latent_explorer.direction_figure(LatentExplorer(model, split, n_sliders=2)) is None

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
+from pathlib import Path
 
 from .config import PRESETS, SCHEDULES, get_preset, with_overrides
 
@@ -27,6 +30,18 @@ TRAIN_OVERRIDES = {  # flag -> (config field, type, help)
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error in one line (pointing at --help) and exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"vaelib: error: {message} (see {self.prog} --help)\n")
+
+
+def _debug_flag(p: argparse.ArgumentParser, default=argparse.SUPPRESS) -> None:
+    p.add_argument("--debug", action="store_true", default=default,
+                   help="show the full traceback of an error (also: VAELIB_DEBUG=1)")
+
+
 def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="train a preset, write checkpoint, history, metrics and figures",
                        description="Train a VAE preset; writes checkpoint.pt, history.json, metrics.json "
@@ -36,6 +51,9 @@ def _train_parser(sub) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     p.add_argument("--download", action="store_true", help="let torchvision download missing datasets")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="also write TensorBoard logs to DIR (view: tensorboard --logdir DIR)")
+    _debug_flag(p)
     for flag, (_, typ, help_) in TRAIN_OVERRIDES.items():
         p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=typ, default=None, help=help_)
 
@@ -52,7 +70,7 @@ def _train(args: argparse.Namespace) -> int:
     config = with_overrides(config, **overrides)
     out = args.out or f"runs/{config.name}"
     device = distributed.init(args.device) if distributed.launched_by_torchrun() else args.device
-    result = run_experiment(config, out, device=device, quiet=args.quiet)
+    result = run_experiment(config, out, device=device, quiet=args.quiet, log_dir=args.tensorboard)
     if not distributed.is_main():
         return 0
     m = result["metrics"]
@@ -80,18 +98,23 @@ def _report_parser(sub) -> None:
     p.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                    help="extra notebook parameter (refused if a notebook does not declare it)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _debug_flag(p)
 
 
 def _report(args: argparse.Namespace) -> int:
     from .report import REPO, NotebookFailed, build_report
 
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out!r} is a file: allowed a folder (new or existing)")
+    if args.timeout < 1:
+        raise ValueError(f"--timeout {args.timeout} is invalid: allowed seconds >= 1")
     extra = {name: _literal(value) for name, value in args.param}
     try:
         out = build_report(args.dataset, args.budget, seed=args.seed, device=args.device, extra=extra,
                            out_root=args.out or REPO / "reports", timeout=args.timeout, quiet=args.quiet,
                            force=args.force)
     except NotebookFailed as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"vaelib: error: {err}", file=sys.stderr)
         return 1
     print(f"report written to {out}/index.html")
     return 0
@@ -108,6 +131,7 @@ def _bench_parser(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to warm up)")
     p.add_argument("--out", default="reports/benchmarks", help="folder for bench.json, bench.png, bench.txt")
+    _debug_flag(p)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -157,17 +181,41 @@ def _literal(text: str):
         return text
 
 
+def _user_error(err: BaseException) -> str | None:
+    """The one-line message for an error the user caused (a bad value, file or folder, a full disk), else None."""
+    from .lock import RunLocked
+    from .train import NonFiniteLossError
+
+    if isinstance(err, OSError) and not isinstance(err, FileNotFoundError):
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"disk full while writing {err.filename or 'the output'}"
+        if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return f"cannot write {err.filename or 'the output'}: {err.strerror}; allowed a folder you can write to"
+        return None
+    if isinstance(err, (ValueError, FileNotFoundError, NonFiniteLossError, RunLocked)):
+        return " ".join(str(err).split())
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vaelib", description="vaelib command line")
+    """Run a command; an error the user caused is one line on stderr and exit code 2 (--debug: the traceback)."""
+    parser = _Parser(prog="python -m vaelib", description="vaelib command line")
+    _debug_flag(parser, default=False)
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     _report_parser(sub)
     _bench_parser(sub)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help (0) or a usage error, already printed (2)
+        return int(done.code or 0)
     try:
         return {"train": _train, "report": _report, "bench": _bench}[args.command](args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:
+        message = _user_error(err)
+        if message is None or args.debug or os.environ.get("VAELIB_DEBUG", "0") not in ("", "0"):
+            raise
+        print(f"vaelib: error: {message}", file=sys.stderr)
         return 2
 
 

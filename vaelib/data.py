@@ -198,12 +198,15 @@ def _official(images: torch.Tensor, labels: torch.Tensor, split: str, seed: int,
 
 # --- torchvision datasets ------------------------------------------------------------------------
 
+DOWNLOAD = "download=True (DataConfig.download; --download on the command line)"  # how to allow fetching
+
+
 def _fashion_mnist(split: str, root: Path, download: bool, size: int, seed: int) -> ImageSplit:
     from torchvision.datasets import FashionMNIST
 
     names = "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
     missing = f"Fashion-MNIST not found or unreadable: expected {root}/FashionMNIST/raw/{{{names}}}."
-    hint = "Pass download=True (DataConfig.download) to fetch them (about 30 MB), or copy the files there."
+    hint = f"Pass {DOWNLOAD} to fetch them (about 30 MB), or copy the files there."
     ds = _open(lambda: FashionMNIST(root, train=split != "test", download=download), download, missing, hint)
     images = F.pad(ds.data.unsqueeze(1), (2, 2, 2, 2))  # (N, 1, 28, 28) -> (N, 1, 32, 32), zero border
     return _official(images, ds.targets.long(), split, seed, size, ds.classes)
@@ -215,7 +218,7 @@ def _cifar10(split: str, root: Path, download: bool, size: int, seed: int) -> Im
     missing = (f"CIFAR-10 not found or corrupted: expected {root}/cifar-10-batches-py/{{data_batch_1..5, "
                f"test_batch, batches.meta}} (cifar-10-python.tar.gz from "
                f"https://www.cs.toronto.edu/~kriz/cifar.html, extracted into {root}).")
-    hint = "Pass download=True (DataConfig.download) to fetch it (about 170 MB)."
+    hint = f"Pass {DOWNLOAD} to fetch it (about 170 MB)."
     ds = _open(lambda: CIFAR10(root, train=split != "test", download=download), download, missing, hint)
     images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, 32, 32, 3) -> (N, 3, 32, 32)
     return _official(images, torch.tensor(ds.targets, dtype=torch.int64), split, seed, size, ds.classes)
@@ -264,7 +267,8 @@ def _decode_celeba(split: str, root: Path, download: bool, size: int) -> dict[st
     def make() -> CelebA:
         return CelebA(root, split=official, target_type="attr", transform=tf, download=download)
 
-    ds = _open(make, download, _celeba_missing(root), manual=_celeba_manual(root))
+    hint = f"Pass {DOWNLOAD} to try torchvision's download."
+    ds = _open(make, download, _celeba_missing(root), hint, manual=_celeba_manual(root))
     images = torch.empty((len(ds), 3, size, size), dtype=torch.uint8)  # (N, 3, size, size)
     for i in tqdm(range(len(ds)), desc=f"decoding CelebA {split}", disable=None):
         images[i] = ds[i][0]

@@ -29,21 +29,23 @@ from typing import Any
 
 import numpy as np
 
+from .history import History
+
 VERDICTS = ("supported", "contradicted", "inconclusive", "not converged")
 DIRECTIONS = ("higher", "lower", "no better")
 MIN_EPOCHS = 5
 
 
-def objective_curve(history: dict[str, Any]) -> np.ndarray:
+def objective_curve(history: History) -> np.ndarray:
     """Per epoch, the validation objective at the run's final beta: val_recon + beta_final * val_kl."""
-    epochs = history.get("epochs", [])
+    epochs = history.epochs
     if not epochs:
         return np.array([])
     beta = epochs[-1]["beta"]
     return np.array([e["val_recon"] + beta * e["val_kl"] for e in epochs], dtype=float)
 
 
-def convergence(history: dict[str, Any], tol: float = 0.05, window: float = 0.2, min_window: int = 1
+def convergence(history: History, tol: float = 0.05, window: float = 0.2, min_window: int = 1
                 ) -> dict[str, Any]:
     """{'converged': bool, 'share': the last `window` of epochs' share of the whole improvement,
     'improvement': their improvement relative to the objective's value, 'epochs': n}."""
@@ -87,9 +89,14 @@ class Estimate:
         return self.n > 0 and self.converged == self.n
 
     def __str__(self) -> str:
-        if not self.n:
-            return "-"
-        return f"{self.mean:.4g} ± {self.std:.2g}" if self.n >= 2 else f"{self.mean:.4g}"
+        """'mean ± std' over the seeds with a finite value; seeds without one (failed runs) are counted, not
+        shown as nan."""
+        finite = Estimate(tuple(v for v in self.values if math.isfinite(v)), 0)
+        missing = self.n - finite.n
+        if not finite.n:
+            return f"no value ({missing} of {self.n} runs failed)" if self.n else "-"
+        text = f"{finite.mean:.4g} ± {finite.std:.2g}" if finite.n >= 2 else f"{finite.mean:.4g}"
+        return text + (f" ({missing} of {self.n} runs failed)" if missing else "")
 
 
 def estimate(rows: Sequence[dict[str, Any]], key: str) -> Estimate:

@@ -21,6 +21,8 @@ from tqdm.auto import tqdm
 
 from .config import Config, comparable, with_overrides
 from .evidence import convergence
+from .history import History
+from .lock import run_lock
 from .perf.allocator import tune_cpu_allocator
 from .runtime import resolve_device
 from .train import CHECKPOINT, HISTORY, NonFiniteLossError, fit
@@ -50,9 +52,10 @@ def cached_fit(config: Config, train: Any = None, val: Any = None, *, root: str 
     if tune_allocator and resolve_device(device).type == "cpu":
         tune_cpu_allocator()
     out = run_dir(config, root)
-    if retrain and (out / CHECKPOINT).exists():
-        (out / CHECKPOINT).unlink()
-    model, history = fit(config, train, val, device=device, out_dir=out, quiet=quiet)
+    with run_lock(out):  # one writer per run folder: a second notebook training this config is refused
+        if retrain and (out / CHECKPOINT).exists():
+            (out / CHECKPOINT).unlink()
+        model, history = fit(config, train, val, device=device, out_dir=out, quiet=quiet)
     return model, history, out
 
 
@@ -68,7 +71,7 @@ class Run:
     label: str
     config: Config
     model: Any  # the trained VAE, None when the run failed
-    history: dict[str, Any]  # fit's history; for a failed run, up to its last finished epoch
+    history: History  # fit's history; for a failed run, up to its last finished epoch
     path: Path
     failed_step: int | None = None  # the optimiser step that went non-finite
     error: str = ""
@@ -111,7 +114,7 @@ def run_one(label: str, config: Config, train: Any, val: Any, *, root: str | Pat
 
 def _failed_run(label: str, config: Config, path: Path, info: dict[str, Any]) -> Run:
     saved = path / HISTORY
-    history = json.loads(saved.read_text()) if saved.exists() else {"steps": [], "epochs": []}
+    history = History.from_dict(json.loads(saved.read_text()), str(saved)) if saved.exists() else History()
     return Run(label, config, None, history, path, failed_step=info["step"], error=info["error"] or "non-finite")
 
 
@@ -142,7 +145,7 @@ def run_seeds(configs: dict[str, Config], seeds: list[int], train: Any, val: Any
 
 def trace(run: Run, key: str) -> np.ndarray:
     """The per-step values of `key` (total, recon, kl, beta, grad_norm, lr) of a run, (steps,)."""
-    return np.array([row[key] for row in run.history["steps"]], dtype=float)
+    return np.array([row[key] for row in run.history.steps], dtype=float)
 
 
 def loss_spread(run: Run, last: int = 100) -> float:
@@ -167,15 +170,22 @@ def volatility(run: Run, key: str = "total", first: int = 100, at_final_beta: bo
     return float(np.diff(np.log(values)).std()) if len(values) > 2 else math.nan
 
 
+def run_convergence(run: Run, tol: float = 0.05) -> dict[str, Any]:
+    """evidence.convergence of a run's history, judged over whole cycles for cyclic annealing; a failed run
+    never converged."""
+    if run.failed:
+        return {"converged": False, "share": math.nan, "improvement": math.nan}
+    s = run.config.train.schedule
+    cycle = math.ceil(run.config.train.epochs / s.cycles) if s.kind == "cyclic" else 1  # judge whole cycles
+    return convergence(run.history, tol, min_window=cycle)
+
+
 def summarize(run: Run, test: Any, last: int = 100, tol: float = 0.05) -> dict[str, Any]:
     """The table row of a run: convergence (evidence.convergence, tolerance `tol`), the noise of its first
     `last` steps and the spread of its last ones, and its test metrics (ELBO terms at beta = 1)."""
     from . import metrics
 
-    s = run.config.train.schedule
-    cycle = math.ceil(run.config.train.epochs / s.cycles) if s.kind == "cyclic" else 1  # judge whole cycles
-    conv = convergence(run.history, tol, min_window=cycle) if not run.failed else {
-        "converged": False, "share": math.nan, "improvement": math.nan}
+    conv = run_convergence(run, tol)
     grad = trace(run, "grad_norm")
     final = float(trace(run, "total")[-last:].mean()) if len(grad) else math.nan
     row: dict[str, Any] = {"run": run.label, "seed": run.config.train.seed, "steps": len(grad),

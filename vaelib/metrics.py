@@ -222,11 +222,19 @@ def mig_score(model: nn.Module, split: Any, n_bins: int = 20, batch_size: int = 
 LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])  # 4-neighbour discrete Laplacian
 
 
-def image_batch(images: torch.Tensor) -> torch.Tensor:
+def image_batch(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A CPU float copy in [0, 1] of an image batch (N, C, H, W), N >= 1; refuses any other shape."""
     if images.dim() != 4 or len(images) == 0:
         raise ValueError(f"images of shape {tuple(images.shape)} are invalid: allowed (N, C, H, W) with N >= 1")
-    return to_float(images.detach().cpu())
+    return to_float(images.detach().cpu(), dtype=dtype)
+
+
+def reconstructions(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Posterior-mean reconstructions of every image, float (N, C, H, W) in [0, 1] on CPU."""
+    device = model_device(model)
+    with eval_mode(model), torch.no_grad():
+        return torch.cat([model.reconstruct(to_float(images[i:i + batch_size], device)).cpu()
+                          for i in range(0, len(images), batch_size)])
 
 
 def laplacian_variance(images: torch.Tensor) -> torch.Tensor:
@@ -241,23 +249,14 @@ def laplacian_variance(images: torch.Tensor) -> torch.Tensor:
 def sharpness_ratio(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> float:
     """Mean Laplacian variance of the reconstructions over that of the images themselves: 1 = as sharp as the
     data, below 1 = blurrier (the data's own sharpness is the reference line)."""
-    x = image_batch(images)
-    device = model_device(model)
-    with eval_mode(model), torch.no_grad():
-        recon = torch.cat([model.reconstruct(b.to(device)).cpu() for b in x.split(batch_size)])
-    return float(laplacian_variance(recon).mean() / laplacian_variance(x).mean())
-
-
-def _float64(images: torch.Tensor) -> torch.Tensor:
-    image_batch(images[:1])  # the shape check
-    x = images.detach().cpu().double()
-    return x / 255 if images.dtype == torch.uint8 else x
+    recon = reconstructions(model, image_batch(images), batch_size)
+    return float(laplacian_variance(recon).mean() / laplacian_variance(images).mean())
 
 
 def pca_baseline(train: torch.Tensor, test: torch.Tensor, k: int) -> float:
     """Test SSE per image (pixels in [0, 1], summed over C*H*W, mean over images) of the best rank-k linear
     reconstruction: PCA with k components fitted on train (float64). k = 0 is the data-mean baseline."""
-    x, y = (_float64(t).flatten(1) for t in (train, test))  # (N, D)
+    x, y = (image_batch(t, torch.float64).flatten(1) for t in (train, test))  # (N, D)
     if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= min(x.shape):
         raise ValueError(f"k={k!r} is invalid: allowed an integer in 0..{min(x.shape)}")
     mean = x.mean(0)

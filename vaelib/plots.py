@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -18,6 +17,7 @@ from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 from .config import BetaSchedule
+from .history import History
 from .model import eval_mode, model_device
 from .runtime import to_float
 from .schedules import beta_curve
@@ -142,11 +142,11 @@ def interpolation(model: nn.Module, x_a: torch.Tensor, x_b: torch.Tensor, steps:
     return _strip([("decoded", images)], f"Latent interpolation ({kind}, {steps} steps)", "x_a  ->  x_b")
 
 
-def training_curves(history: dict[str, Any], per: str = "step", log_y: bool = False) -> Figure:
+def training_curves(history: History, per: str = "step", log_y: bool = False) -> Figure:
     """Total, recon and KL (nats per image, one axis) with beta on a twin axis; per 'step' or 'epoch'."""
     if per not in ("step", "epoch"):
         raise ValueError(f"per={per!r} is invalid: allowed 'step' or 'epoch'")
-    rows = history.get(per + "s") or []
+    rows = history.steps if per == "step" else history.epochs
     if not rows:
         raise ValueError(f"history has no {per + 's'!r} rows: allowed a history returned by vaelib.train.fit")
     x = [r[per] + (1 if per == "epoch" else 0) for r in rows]  # epochs counted from 1 once finished
@@ -254,6 +254,41 @@ def rate_distortion(points: list[dict[str, float]], mark: float | None = None, m
     ax.set_ylabel("distortion: recon (nats per image)")
     ax.set_title("Rate-distortion trade-off (Alemi et al., 2018)")
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def latent_map(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None = None,
+               dims: tuple[int, int] = (0, 1),
+               n: int = 15, span: float = 3.0) -> Figure:
+    """A 2-D view of a latent space: left, the posterior means of `images` on latent dimensions `dims`, coloured by
+    class when labels are given; right, the decoded manifold: an n x n grid of codes over [-span, span] on those two
+    dimensions (every other dimension at 0, the prior's mean), top row = highest second coordinate."""
+    from .metrics import posterior_stats
+
+    d = model.config.model.latent_dim
+    if len(dims) != 2 or dims[0] == dims[1] or not all(0 <= k < d for k in dims):
+        raise ValueError(f"dims={dims!r} is invalid: allowed two different latent dimensions in 0..{d - 1}")
+    if n < 2 or not span > 0:
+        raise ValueError(f"n={n!r}, span={span!r} are invalid: allowed n >= 2 and span > 0")
+    mu = posterior_stats(model, images)[0].cpu()[:, list(dims)].numpy()  # (N, 2)
+    grid = torch.linspace(-span, span, n)
+    z = torch.zeros(n * n, d)
+    z[:, dims[0]] = grid.repeat(n)  # x varies fastest within a row
+    z[:, dims[1]] = grid.flip(0).repeat_interleave(n)  # rows from +span (top) to -span
+    with eval_mode(model), torch.no_grad():
+        decoded = model.decode(z.to(model_device(model))).cpu()
+    fig, (ax_map, ax_grid) = plt.subplots(1, 2, figsize=(12, 5.6))
+    colors = None if labels is None else np.asarray(labels)
+    sc = ax_map.scatter(mu[:, 0], mu[:, 1], c=colors, cmap="tab10" if colors is not None else None, s=6, alpha=0.7)
+    if colors is not None:
+        ax_map.legend(*sc.legend_elements(), title="class", fontsize="small", loc="best", markerscale=1.2)
+    ax_map.add_patch(plt.Rectangle((-span, -span), 2 * span, 2 * span, fill=False, ls="--", color="grey"))
+    ax_map.set_xlabel(f"z[{dims[0]}] (posterior mean)")
+    ax_map.set_ylabel(f"z[{dims[1]}] (posterior mean)")
+    ax_map.set_title("Test codes (dashed: the decoded square)")
+    show(ax_grid, tile(decoded, n, pad=0))
+    ax_grid.set_title(f"Decoded grid, z[{dims[0]}] and z[{dims[1]}] in [-{span:g}, {span:g}]")
     fig.tight_layout()
     return fig
 

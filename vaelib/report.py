@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import save_json
+from .checkpoint import save_json, shareable_mode
 from .provenance import versions
 
 REPO = Path(__file__).resolve().parent.parent
@@ -107,9 +107,7 @@ def build_report(dataset: str = "mnist", budget: str = "small", *, seed: int = 0
     _check_replaceable(final, base, force)
     final.parent.mkdir(parents=True, exist_ok=True)
     out = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    out.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the report is meant to be served and shared
+    out.chmod(shareable_mode(directory=True))  # mkdtemp makes it 0700; the report is meant to be shared
     entries = []
     for nb in notebooks:
         fig_dir = (out / "figures" / nb.stem).resolve()

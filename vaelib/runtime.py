@@ -64,10 +64,10 @@ def adam_impl(config: Config) -> str:
     return "fused" if config.train.adam_impl == "auto" else config.train.adam_impl
 
 
-def to_float(images: torch.Tensor, device: torch.device | None = None, *, channels_last: bool = False
-             ) -> torch.Tensor:
-    """uint8 (B, C, H, W) -> float32 in [0, 1], moved to `device` first if given (uint8 moves 4x fewer bytes);
-    float input is taken as already in [0, 1]. The one uint8 -> float conversion in vaelib."""
+def to_float(images: torch.Tensor, device: torch.device | None = None, *, channels_last: bool = False,
+             dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float32 (or `dtype`) in [0, 1], moved to `device` first if given (uint8 moves 4x
+    fewer bytes); float input is taken as already in [0, 1]. The one uint8 -> float conversion in vaelib."""
     images = images.to(device) if device is not None else images
-    x = images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+    x = images.to(dtype).div_(255) if images.dtype == torch.uint8 else images.to(dtype)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x

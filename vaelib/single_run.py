@@ -4,6 +4,7 @@ and figures, written beside the checkpoint with the config, seed, versions and t
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,13 @@ import torch
 from . import distributed
 from .checkpoint import save_json
 from .config import Config
+from .history import History
+from .lock import run_lock
 from .perf.allocator import tune_cpu_allocator
 from .provenance import versions
+from .resources import check_memory
 from .runtime import resolve_device
-from .train import fit
+from .train import HISTORY, fit
 
 
 def standard_metrics(model, config: Config, train, test, iw_samples: int = 64) -> dict[str, Any]:
@@ -39,7 +43,7 @@ def standard_metrics(model, config: Config, train, test, iw_samples: int = 64) -
     return out
 
 
-def standard_figures(model, config: Config, history: dict, test, out_dir: str | Path,
+def standard_figures(model, config: Config, history: History, test, out_dir: str | Path,
                      kl: Any = None) -> list[Path]:
     """Reconstructions, samples, curves, KL per dim, a traversal and an interpolation, saved as PNG."""
     import matplotlib.pyplot as plt
@@ -68,23 +72,35 @@ def standard_figures(model, config: Config, history: dict, test, out_dir: str | 
 
 
 def run_experiment(config: Config, out_dir: str | Path, *, device: str | None = None,
-                   quiet: bool = False, tune_allocator: bool = True) -> dict[str, Any]:
+                   quiet: bool = False, tune_allocator: bool = True, log_dir: str | Path | None = None
+                   ) -> dict[str, Any]:
     """Train (or resume) a config, then write metrics.json and the standard figures to out_dir.
 
     Like cached_fit, it tunes the process's allocator on the CPU unless told not to (and records whether).
+    Refused before any work: a config too big for the device's memory (vaelib.resources), an out_dir that
+    cannot be written, and one another process writes to (vaelib.lock: one writer per run folder).
+    log_dir: a TensorBoard folder that fit writes (see vaelib.tblog); None writes none.
     """
+    device = resolve_device(device)
+    check_memory(config, device)
+    with run_lock(out_dir) if distributed.is_main() else nullcontext():
+        return _train_and_report(config, out_dir, device, quiet, tune_allocator, log_dir)
+
+
+def _train_and_report(config: Config, out_dir: str | Path, device: torch.device, quiet: bool,
+                      tune_allocator: bool, log_dir: str | Path | None = None) -> dict[str, Any]:
     from .data import load_from_config
 
     t0 = time.perf_counter()
-    device = resolve_device(device)
     malloc_tuned = tune_allocator and device.type == "cpu" and tune_cpu_allocator()
     train, val, test = (load_from_config(config.data, s) for s in ("train", "val", "test"))
-    model, history = fit(config, train, val, device=device, out_dir=out_dir, quiet=quiet)
+    model, history = fit(config, train, val, device=device, out_dir=out_dir, quiet=quiet, log_dir=log_dir)
     if not distributed.is_main():  # under torchrun, rank 0 evaluates and writes
         return {}
+    save_json(Path(out_dir) / HISTORY, history.to_dict())  # mirrors the checkpoint, even if damaged since
     torch.manual_seed(config.train.seed)
     result = {"config": config.to_dict(), "seed": config.train.seed, "versions": versions(),
-              "device": str(device), "options": {**history["options"], "malloc_tuned": malloc_tuned},
+              "device": str(device), "options": {**history.options, "malloc_tuned": malloc_tuned},
               "train_images": len(train), "test_images": len(test),
               "metrics": standard_metrics(model, config, train, test)}
     figures = standard_figures(model, config, history, test, out_dir, kl=result["metrics"]["kl_per_dim"])

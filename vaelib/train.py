@@ -15,11 +15,13 @@ from tqdm.auto import tqdm
 from . import distributed
 from .checkpoint import read_checkpoint, save_checkpoint, save_json
 from .config import Config, comparable
+from .history import History
 from .losses import elbo
 from .model import VAE, eval_mode, model_device
 from .provenance import versions
 from .runtime import adam_impl, autocast, bf16_supported, resolve_device, to_float
 from .schedules import beta_at
+from .tblog import TensorBoardLog
 
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.json"
@@ -32,7 +34,7 @@ class NonFiniteLossError(RuntimeError):
     Attributes: step and epoch of the first non-finite value, and the history up to it.
     """
 
-    def __init__(self, message: str, step: int = -1, epoch: int = -1, history: dict | None = None) -> None:
+    def __init__(self, message: str, step: int = -1, epoch: int = -1, history: History | None = None) -> None:
         super().__init__(message)
         self.step, self.epoch, self.history = step, epoch, history
 
@@ -83,11 +85,11 @@ def _check_images(images: torch.Tensor, config: Config, what: str) -> None:
 
 def _state(model, opt, config, history, epoch, gen, seed) -> dict[str, Any]:
     return {"model": model.state_dict(), "optimizer": opt.state_dict(), "config": config.to_dict(),
-            "history": history, "epoch": epoch, "generator": gen.get_state(), "seed": seed,
+            "history": history.to_dict(), "epoch": epoch, "generator": gen.get_state(), "seed": seed,
             "versions": versions()}
 
 
-def _resume(path: Path, config: Config, model, opt, gen, device) -> tuple[dict, int]:
+def _resume(path: Path, config: Config, model, opt, gen, device) -> tuple[History, int]:
     state = read_checkpoint(path, map_location=device)
     saved = Config.from_dict(state["config"])
     same_but_epochs = dataclasses.replace(saved, train=dataclasses.replace(saved.train, epochs=config.train.epochs))
@@ -97,10 +99,24 @@ def _resume(path: Path, config: Config, model, opt, gen, device) -> tuple[dict, 
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     gen.set_state(state["generator"].cpu())  # a CUDA generator too takes its state as a CPU ByteTensor
-    return state["history"], state["epoch"]
+    return History.from_dict(state["history"], f"the history in {path}"), state["epoch"]
 
 
-def _flush(buffer: list[torch.Tensor], meta: list[dict], history: dict) -> None:
+def nonfinite_advice(config: Config) -> str:
+    """The likely causes of a non-finite loss, read from the config: what NonFiniteLossError advises."""
+    tc, tips = config.train, []
+    if tc.schedule.beta > 10:
+        tips.append(f"beta={tc.schedule.beta:g} is large: try beta <= 10")
+    if tc.free_bits > 10:
+        tips.append(f"free_bits={tc.free_bits:g} nats per dimension is large: try free_bits <= 10")
+    if tc.lr > 1e-2:
+        tips.append(f"lr={tc.lr:g} is large: try lr <= 1e-3")
+    if tc.grad_clip is None:
+        tips.append("no grad_clip: try grad_clip=1.0")
+    return "; ".join(tips) or f"try a lower lr than {tc.lr:g} or a smaller grad_clip than {tc.grad_clip:g}"
+
+
+def _flush(buffer: list[torch.Tensor], meta: list[dict], history: History, config: Config) -> None:
     """Read the buffered per-step scalars in one device->host copy and check they are finite."""
     if not buffer:
         return
@@ -108,26 +124,29 @@ def _flush(buffer: list[torch.Tensor], meta: list[dict], history: dict) -> None:
     for row, vals in zip(meta, values):
         row.update(zip(STEP_KEYS, vals))
         if not all(math.isfinite(v) for v in vals):
-            last = history["steps"][-1] if history["steps"] else {}
+            last = history.steps[-1] if history.steps else {}
             raise NonFiniteLossError(
                 f"non-finite loss or gradient at step {row['step']} (epoch {row['epoch']}): "
                 f"{ {k: row[k] for k in STEP_KEYS} }; last finite step: {last}. "
-                "The last good checkpoint was kept; try a lower lr or grad_clip.",
+                f"The last good checkpoint was kept. Likely cause: {nonfinite_advice(config)}.",
                 step=row["step"], epoch=row["epoch"], history=history)
-        history["steps"].append(row)
+        history.steps.append(row)
     buffer.clear()
     meta.clear()
 
 
 def fit(config: Config, train: Any = None, val: Any = None, *, device: str | torch.device | None = None,
         out_dir: str | Path | None = None, resume: bool = True, quiet: bool = False,
-        callbacks: list[Callable[[int, dict], None]] = ()) -> tuple[VAE, dict]:
-    """Train a VAE; returns (model, history).
+        callbacks: list[Callable[[int, History], None]] = (), log_dir: str | Path | None = None
+        ) -> tuple[VAE, History]:
+    """Train a VAE; returns (model, history): see vaelib.history for what a History holds.
 
     train/val: ImageSplit or uint8/float tensors (N, C, H, W); loaded from config.data when None.
     out_dir: where checkpoint.pt and history.json go (written atomically after every epoch);
     with resume=True an existing checkpoint of the same config is continued (epochs may grow).
     callbacks: called as cb(epoch, history) after each epoch's checkpoint.
+    log_dir: a TensorBoard folder (vaelib.tblog): step scalars, validation terms, KL per dimension and image
+    grids after each epoch, read from the history (the numbers do not change); a resumed run appends.
     Under torchrun (a process group is initialised) each rank takes its share of every global batch,
     gradients are averaged by DistributedDataParallel, and only rank 0 writes files.
     """
@@ -152,18 +171,21 @@ def fit(config: Config, train: Any = None, val: Any = None, *, device: str | tor
         model = model.to(memory_format=torch.channels_last)
     opt = _optimizer(model, config, device)
     gen = torch.Generator(device=device).manual_seed(tc.seed)  # reparameterisation noise, same on all ranks
-    history: dict[str, Any] = {"steps": [], "epochs": [],
-                               "options": _options(config, device, world_size)}
+    history = History(options=_options(config, device, world_size))
     start_epoch = 0
     ckpt = Path(out_dir) / CHECKPOINT if out_dir is not None else None
     if ckpt is not None and resume and ckpt.exists():
         history, start_epoch = _resume(ckpt, config, model, opt, gen, device)
     run_model = _wrap(model, config, device, world_size)
 
-    bs = min(tc.batch_size, len(x_train))  # the global batch
+    if tc.batch_size > len(x_train):
+        raise ValueError(f"train.batch_size={tc.batch_size} is invalid for {len(x_train)} training images: "
+                         f"allowed at most {len(x_train)} (a smaller --batch-size, or a larger --max-train)")
+    bs = tc.batch_size  # the global batch
     steps_per_epoch = len(x_train) // bs  # drop the last partial batch: fixed shapes, equal weights
     plan = {"bs": bs, "steps_per_epoch": steps_per_epoch, "total_steps": steps_per_epoch * tc.epochs,
             "rank": rank, "world": world_size}
+    tb = TensorBoardLog(log_dir, config, first_step=start_epoch * steps_per_epoch)  # no-op: None or rank > 0
     bar = tqdm(total=plan["total_steps"], initial=start_epoch * steps_per_epoch,
                disable=quiet or rank != 0 or None, desc=f"fit {config.name}", unit="step", dynamic_ncols=True)
     try:
@@ -171,16 +193,23 @@ def fit(config: Config, train: Any = None, val: Any = None, *, device: str | tor
             t0 = time.perf_counter()
             _train_epoch(run_model, model, opt, gen, x_train, config, epoch, plan, history, bar)
             _end_epoch(model, x_val, config, history, epoch, steps_per_epoch, bs, t0, device)
-            last = history["epochs"][-1]
+            last = history.epochs[-1]
+            if not math.isfinite(last["val_total"]):  # the last step's update can break the weights unseen
+                raise NonFiniteLossError(
+                    f"non-finite validation loss after epoch {epoch} (the weights went non-finite in its last "
+                    f"steps). The last good checkpoint was kept. Likely cause: {nonfinite_advice(config)}.",
+                    step=(epoch + 1) * steps_per_epoch - 1, epoch=epoch, history=history)
+            tb.log_epoch(model, x_val, history, epoch)
             bar.set_postfix(loss=f"{last['train_total']:.1f}", val=f"{last['val_total']:.1f}",
                             beta=f"{last['beta']:.3g}")
             if ckpt is not None and rank == 0:
                 save_checkpoint(ckpt, _state(model, opt, config, history, epoch + 1, gen, tc.seed))
-                save_json(ckpt.parent / HISTORY, history)
+                save_json(ckpt.parent / HISTORY, history.to_dict())
             distributed.barrier()
             for cb in callbacks:
                 cb(epoch, history)
     finally:
+        tb.close(history)  # also the steps of an interrupted epoch: a resumed run's purge_step replaces them
         bar.close()
     model.eval()
     return model, history
@@ -198,7 +227,7 @@ def _wrap(model: VAE, config: Config, device: torch.device, world_size: int):
 
 
 def _train_epoch(run_model, model: VAE, opt, gen, x_train, config: Config, epoch: int, plan: dict,
-                 history: dict, bar) -> None:
+                 history: History, bar) -> None:
     tc, device = config.train, x_train.device
     bs, rank, world_size = plan["bs"], plan["rank"], plan["world"]
     local = bs // world_size  # this rank's share of each global batch
@@ -228,21 +257,21 @@ def _train_epoch(run_model, model: VAE, opt, gen, x_train, config: Config, epoch
                                    norm.detach().float()]))
         meta.append({"step": step, "epoch": epoch, "beta": beta, "lr": opt.param_groups[0]["lr"]})
         if len(buffer) >= tc.sync_every:
-            _flush(buffer, meta, history)
-            bar.set_postfix(loss=f"{history['steps'][-1]['total']:.1f}", beta=f"{beta:.3g}")
+            _flush(buffer, meta, history, config)
+            bar.set_postfix(loss=f"{history.steps[-1]['total']:.1f}", beta=f"{beta:.3g}")
         bar.update(1)
-    _flush(buffer, meta, history)
+    _flush(buffer, meta, history, config)
 
 
 def _end_epoch(model, x_val, config, history, epoch, steps, bs, t0, device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
-    rows = history["steps"][-steps:]  # this epoch's rows: _flush appended exactly `steps` of them
+    rows = history.steps[-steps:]  # this epoch's rows: _flush appended exactly `steps` of them
     beta = rows[-1]["beta"] if rows else config.train.schedule.beta
     val = evaluate(model, x_val, config, beta=beta)
     mean = {k: sum(r[k] for r in rows) / max(len(rows), 1) for k in ("total", "recon", "kl")}
-    history["epochs"].append({
+    history.epochs.append({
         "epoch": epoch, "beta": beta, "seconds": seconds, "images_per_sec": steps * bs / seconds,
         **{f"train_{k}": v for k, v in mean.items()}, **{f"val_{k}": v for k, v in val.items()}})
     model.train()

@@ -7,6 +7,7 @@ name says otherwise. Every function works on CPU tensors and returns CPU results
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -15,8 +16,10 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
+from ..evidence import objective_curve
+from ..experiments import Run, run_convergence
 from ..metrics import active_units, image_batch, kl_per_dimension, laplacian_variance  # noqa: F401  (04 calls it)
-from ..model import eval_mode, model_device
+from ..metrics import reconstructions as reconstruct  # noqa: F401  (notebook 04 calls it by this name)
 from ..plots import show, tile
 from ..runtime import to_float
 
@@ -58,14 +61,6 @@ def radial_profile(images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 
 @torch.no_grad()
-def reconstruct(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Posterior-mean reconstructions of every image, float (N, C, H, W) in [0, 1] on CPU."""
-    device = model_device(model)
-    with eval_mode(model):
-        return torch.cat([model.reconstruct(to_float(images[i:i + batch_size], device)).cpu()
-                          for i in range(0, len(images), batch_size)])
-
-
 def squared_error(images: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
     """Squared error per pixel, summed over channels, (N, H, W)."""
     x, r = image_batch(images), image_batch(recon)
@@ -194,10 +189,63 @@ def kl_bars(kls: dict[str, np.ndarray], threshold: float = 0.01) -> Figure:
     return fig
 
 
-def observed(holds: bool, runs: dict[str, Any]) -> str:
-    """How a gallery sentence ends: whether the effect shows in this run, and why that is not yet a verdict."""
-    from ..evidence import convergence
+# --- measurements per seed: the rows the claims of notebook 04 are judged on ----------------------------
 
-    done = sum(convergence(r.history)["converged"] and not r.failed for r in runs.values())
-    return (f"{'shows' if holds else 'does not show'} in this run (one seed, {done} of {len(runs)} runs converged: "
-            "a demonstration, not a verdict; notebook 03's claims table holds the multi-seed verdicts)")
+def seed_measures(runs: dict[str, list[Run]], measure: Callable[[Run], dict[str, float]], tol: float = 0.05
+                  ) -> dict[str, list[dict[str, Any]]]:
+    """{label: [row per seed]}: each finished run's `measure(run)` with its seed and whether it converged
+    (experiments.run_convergence); a failed run's row has no measurements, so its estimates show the gap."""
+    def row(run: Run) -> dict[str, Any]:
+        head = {"seed": run.config.train.seed, "converged": bool(run_convergence(run, tol)["converged"])}
+        return head if run.failed else {**head, **measure(run)}
+
+    return {label: [row(r) for r in rs] for label, rs in runs.items()}
+
+
+def blur_measure(test_images: torch.Tensor, cutoff: float) -> Callable[[Run], dict[str, float]]:
+    """Per run: the share of the test images' high-frequency power its reconstructions keep (1 = all), and
+    the Laplacian-variance sharpness relative to the test images'."""
+    hf_data = high_frequency_share(test_images, cutoff).mean().item()
+    lap_data = laplacian_variance(test_images).mean().item()
+
+    def measure(run: Run) -> dict[str, float]:
+        r = reconstruct(run.model, test_images)
+        return {"hf_kept": high_frequency_share(r, cutoff).mean().item() / hf_data,
+                "sharpness": laplacian_variance(r).mean().item() / lap_data}
+    return measure
+
+
+def background_measure(test_images: torch.Tensor, obj: torch.Tensor, border: torch.Tensor,
+                       mean_image: torch.Tensor) -> Callable[[Run], dict[str, float]]:
+    """Per run: how much of the data-mean baseline's error it removes on the object and on the background,
+    the background's share of its error, and its border/centre error ratio."""
+    baseline = squared_error(test_images, mean_image.expand(len(test_images), -1, -1, -1))
+
+    def measure(run: Run) -> dict[str, float]:
+        e = squared_error(test_images, reconstruct(run.model, test_images))
+        o, ex = region_errors(e, obj), explained(e, baseline, obj)
+        return {"explained_object": ex["inside"], "explained_background": ex["outside"],
+                "background_share": 1 - o["share_inside"], "object/background": o["ratio"],
+                "border/centre": region_errors(e, border)["ratio"]}
+    return measure
+
+
+def mean_pull_measure(test_images: torch.Tensor, mean_image: torch.Tensor) -> Callable[[Run], dict[str, float]]:
+    """Per run: distance_to_mean of its reconstructions (pull, closer_to_mean, ...)."""
+    return lambda run: distance_to_mean(test_images, reconstruct(run.model, test_images), mean_image)
+
+
+def collapse_measure(test_images: torch.Tensor) -> Callable[[Run], dict[str, float]]:
+    """Per run: total KL, dimensions above 0.01 nats and active units on the test split."""
+    def measure(run: Run) -> dict[str, float]:
+        s = collapse_summary(run.model, test_images)
+        return {"kl_total": s["kl_total"], "dims_above_0.01": s["dims_above"], "active_units": s["active_units"]}
+    return measure
+
+
+def early_objective(run: Run, epoch: int) -> dict[str, float]:
+    """The validation objective (at the run's final beta) after `epoch` epochs and at the end: how fast it fell."""
+    curve = objective_curve(run.history)
+    if not 1 <= epoch <= len(curve):
+        raise ValueError(f"epoch={epoch!r} is invalid: allowed 1..{len(curve)} (the run's finished epochs)")
+    return {f"val_objective_epoch_{epoch}": float(curve[epoch - 1]), "val_objective_final": float(curve[-1])}

@@ -33,8 +33,12 @@ def ablation_base(config: Config, epochs: int = 0) -> Config:
 
 
 def steps_per_epoch(config: Config, n_train: int) -> int:
-    """Optimiser steps per epoch as fit counts them (the last partial batch is dropped)."""
-    return n_train // min(config.train.batch_size, n_train)
+    """Optimiser steps per epoch as fit counts them (the last partial batch is dropped); fit refuses a batch larger
+    than the training set, and so does this."""
+    if config.train.batch_size > n_train:
+        raise ValueError(f"train.batch_size={config.train.batch_size} is invalid for {n_train} training images: "
+                         f"allowed at most {n_train}")
+    return n_train // config.train.batch_size
 
 
 def schedule_config(base: Config, schedule: BetaSchedule, **overrides: Any) -> Config:

@@ -134,7 +134,7 @@ def fit_loop(config: Config, x_u8: torch.Tensor, steps: int, device: torch.devic
     epochs = 1 + max(1, round(steps / per_epoch))
     c = with_overrides(config, **{"train.epochs": epochs, "train.sync_every": 10_000})
     _, h = fit(c, x, x[:bs], device=device, quiet=True)
-    return statistics.median(e["images_per_sec"] for e in h["epochs"][1:])
+    return statistics.median(e["images_per_sec"] for e in h.epochs[1:])
 
 
 def _cycle(loader):

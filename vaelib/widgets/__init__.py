@@ -1,4 +1,4 @@
-"""The latent explorer (ipywidgets), split by view: controls, directions, the four views, the explorer."""
+"""The latent explorer (ipywidgets), split by view: controls, directions, four views, the map view, the explorer."""
 
 from .controls import TABS, to_png
 from .directions import attribute_directions

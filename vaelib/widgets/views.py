@@ -1,8 +1,8 @@
-"""The explorer's four views, one class each; `LatentExplorer` combines them over one shared state.
+"""Four of the explorer's views, one class each (the Map tab is in latent_map.py); `LatentExplorer` combines them.
 
 Each view builds its tab and redraws its pictures. They share what LatentExplorer sets up: the model, the
-split, the posterior means `mu` (N, D), the KL per dimension, the slider dimensions `dims`, `decode` and
-`_check`.
+split, the posterior means `mu` (N, D), the KL per dimension, the slider dimensions `dims`, the picture sizes
+`px` (one image) and `strip_px` (each image of a strip or grid), `decode` and `_check`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from ..data import COLOUR_NAMES, POSITIONS, ROTATIONS, SCALES, SHAPE_NAMES
 from ..plots import interpolate_latents
 from ..runtime import to_float
-from .controls import TABS, boxed, image, slider, to_png
+from .controls import LATENT_STEP, TABS, boxed, image, is_echo, play, slider, to_png
 
 FACTOR_TEXT = {"shape": lambda i: SHAPE_NAMES[i], "colour": lambda i: COLOUR_NAMES[i],
                "scale": lambda i: f"{SCALES[i]:.2f}", "x": lambda i: f"{POSITIONS[i]:.2f}",
@@ -30,18 +30,23 @@ class SlidersView:
         n = len(self.split)
         self.index = W.BoundedIntText(value=0, min=0, max=n - 1, description="test image",
                                       layout=W.Layout(width="180px"))
+        self.index.add_class("vaelib-index")
         self.reset = W.Button(description="reset sliders", tooltip="back to the test image's code")
         self.original, self.decoded, self.info = image("vaelib-original"), image("vaelib-decoded"), W.HTML()
-        self.sliders = [slider(f"z{d}", 0.0, -self.span, self.span, 0.01, "vaelib-z-slider", 40) for d in self.dims]
+        self.sliders = [slider(f"z{d}", 0.0, -self.span, self.span, LATENT_STEP, "vaelib-z-slider", 40)
+                        for d in self.dims]
         for d, s in zip(self.dims, self.sliders):
             s.tooltip = f"latent {d}: KL {self.kl[d]:.2f} nats per image"
-        self.attr_sliders = {a: slider(f"+ {a}", 0.0, -3.0, 3.0, 0.05, "vaelib-attr-slider", 130)
+        self.attr_sliders = {a: slider(f"+ {a}", 0.0, -3.0, 3.0, LATENT_STEP, "vaelib-attr-slider", 130)
                              for a in self.directions}
         for s in [*self.sliders, *self.attr_sliders.values()]:
             s.observe(self._on_slider, "value")
         self.index.observe(lambda ch: None if self._hold else self.set_image(ch["new"]), "value")
         self.reset.on_click(lambda _: self.set_image(self.index.value))
-        attrs = [boxed("attribute directions (mean mu with it minus without)", *self.attr_sliders.values())]
+        single = self.split.labels is not None and self.split.labels.ndim == 1
+        what = "class directions (mean mu of the class minus the rest)" if single else \
+            "attribute directions (mean mu with it minus without)"
+        attrs = [boxed(what, *self.attr_sliders.values())]
         images = W.VBox([W.HBox([self.index, self.reset]),
                          W.HBox([boxed("test image", self.original), boxed("decoded", self.decoded)])])
         sliders = boxed(f"top {len(self.dims)} of {self.model.latent_dim} dims by KL", *self.sliders,
@@ -56,6 +61,14 @@ class SlidersView:
             z += s.value * self.directions[name]
         return z
 
+    def along(self, name: str, amounts: list[float]) -> torch.Tensor:
+        """Decoded (K, C, H, W): the current code plus each amount times the direction of attribute or class `name`."""
+        if name not in self.directions:
+            raise ValueError(f"direction {name!r} is unknown: allowed {', '.join(self.directions) or 'none'}")
+        z = self.code() + torch.tensor(amounts, dtype=self.mu.dtype, device=self.mu.device)[:, None] \
+            * self.directions[name]  # (K, D)
+        return self.decode(z)
+
     def set_image(self, i: int) -> None:
         """Start from test image i: its mu fills the code (unselected dimensions are held), sliders follow."""
         i = self._check(i)
@@ -64,7 +77,8 @@ class SlidersView:
         try:
             for d, s in zip(self.dims, self.sliders):
                 bound = max(self.span, float(np.ceil(abs(self._z[d].item()) * 2 + 1)) / 2)  # room around mu
-                s.min, s.max, s.value = -bound, bound, float(self._z[d])
+                with s.hold_sync():  # one message: the browser never sees the old value in the new range
+                    s.min, s.max, s.value = -bound, bound, float(self._z[d])
             for s in self.attr_sliders.values():
                 s.value = 0.0
             self.index.value = i
@@ -94,6 +108,8 @@ class SlidersView:
             return
         if change["owner"] in self.sliders:
             d = self.dims[self.sliders.index(change["owner"])]
+            if is_echo(change["new"], self._z[d].item(), change["owner"]):
+                return  # the browser snapped the image's mu to the step: keep the exact code and the dimension
             self._z[d] = change["new"]
             self.traverse_dim.value = d  # the last moved dimension is the selected one
         self._refresh_decoded()
@@ -113,11 +129,13 @@ class InterpolateView:
                                       for k, v in (("A", 0), ("B", min(1, n - 1))))
         self.path_kind = W.ToggleButtons(options=["linear", "spherical"], value="linear", description="path")
         self.t = slider("t (A to B)", 0.0, 0.0, 1.0, 1 / (self.steps - 1), "vaelib-t-slider")
+        self.interp_play = play(self.steps, "vaelib-interp-play")  # walks t from A to B, one step a frame
         self.interp_image, self.path_strip = image("vaelib-interp"), image("vaelib-path")
         self.image_a, self.image_b = image("vaelib-image-a"), image("vaelib-image-b")
         for w in (self.index_a, self.index_b, self.path_kind):
             w.observe(lambda _: self._refresh_path(), "value")
         self.t.observe(lambda _: self._refresh_t(), "value")
+        self.interp_play.observe(lambda ch: setattr(self.t, "value", ch["new"] / (self.steps - 1)), "value")
         rows = [W.HBox([self.index_a, self.index_b])]
         if self.split.labels is not None and self.split.labels.ndim == 1 and self.split.class_names:
             options = [("-", -1), *((c, i) for i, c in enumerate(self.split.class_names))]
@@ -128,7 +146,7 @@ class InterpolateView:
             rows.append(W.HBox([self.class_a, self.class_b]))
         ends = W.HBox([boxed("image A", self.image_a), boxed("decoded at t", self.interp_image),
                        boxed("image B", self.image_b)])
-        return W.VBox([*rows, self.path_kind, self.t, ends,
+        return W.VBox([*rows, self.path_kind, W.HBox([self.t, self.interp_play]), ends,
                        boxed(f"the whole path, {self.steps} steps from A to B", self.path_strip)])
 
     def _pick_class(self, box: W.BoundedIntText, label: int) -> None:
@@ -145,7 +163,7 @@ class InterpolateView:
         self.image_a.value, self.image_b.value = (to_png(to_float(self.split.images[k:k + 1]), self.px) for k in (i, j))
         a, b = self.mu[i], self.mu[j]
         self._path = interpolate_latents(a, b, self.steps, self.path_kind.value == "spherical")  # (steps, D)
-        self.path_strip.value = to_png(self.decode(self._path), self.px // 2)
+        self.path_strip.value = to_png(self.decode(self._path), self.strip_px)
         self._refresh_t()
 
     def interpolated(self, t: float) -> torch.Tensor:
@@ -154,6 +172,7 @@ class InterpolateView:
 
     def _refresh_t(self) -> None:
         self.interp_image.value = to_png(self.interpolated(self.t.value), self.px)
+        self.interp_play.value = round(self.t.value * (self.steps - 1))  # the Play button follows a dragged t
 
 
 class SampleView:
@@ -184,30 +203,51 @@ class SampleView:
         return self.decode(self._eps * self.temperature.value)
 
     def _refresh_samples(self) -> None:
-        self.sample_image.value = to_png(self.samples(), self.px // 2, nrow=round(len(self._eps) ** 0.5))
+        self.sample_image.value = to_png(self.samples(), self.strip_px, nrow=round(len(self._eps) ** 0.5))
 
 
 class TraverseView:
-    """The Traverse tab: the current code with one dimension swept over [-span, span]."""
+    """The Traverse tab: the current code with one dimension swept over [-span, span], as a strip and played."""
 
     def _traverse_tab(self, steps: int) -> W.VBox:
         self.traverse_dim = W.Dropdown(options=[(f"z{d} (KL {self.kl[d]:.2f} nats)", d) for d in self.dims],
                                        value=self.dims[0], description="dimension")
+        self.traverse_dim.add_class("vaelib-traverse-dim")
         self.traverse_span = slider("span", self.span, 0.5, 6.0, 0.5)
         self.traverse_image, self.traverse_steps = image("vaelib-traverse"), steps
+        self.traverse_play = play(steps, "vaelib-traverse-play")  # sweeps the value from -span to span
+        self.traverse_frame, self.traverse_value = image("vaelib-traverse-frame"), W.Label()
         for w in (self.traverse_dim, self.traverse_span):
             w.observe(lambda _: self._refresh_traversal(), "value")
+        self.traverse_play.observe(lambda _: self._refresh_frame(), "value")
+        strip = boxed("the current code with one dimension swept over [-span, span] "
+                      "(moving its slider selects a dimension)", self.traverse_image)
         return W.VBox([W.HBox([self.traverse_dim, self.traverse_span]),
-                       boxed("the current code with one dimension swept over [-span, span] "
-                              "(moving its slider selects a dimension)", self.traverse_image)])
+                       W.HBox([self.traverse_play, self.traverse_value]),
+                       boxed("decoded at the played value", self.traverse_frame), strip])
+
+    def _traverse_shown(self) -> bool:
+        return getattr(self, "ui", None) is not None and self.ui.selected_index == TABS.index("Traverse")
 
     def _refresh_traversal(self) -> None:
-        if getattr(self, "ui", None) is not None and self.ui.selected_index == TABS.index("Traverse"):
-            self.traverse_image.value = to_png(self.traversal(), self.px // 2)  # only when on screen
+        if self._traverse_shown():  # only when on screen
+            self.traverse_image.value = to_png(self.traversal(), self.strip_px)
+            self._refresh_frame()
 
-    def traversal(self) -> torch.Tensor:
-        """Decoded (steps, C, H, W): the current code with the selected dimension swept over [-span, span]."""
-        z = self.code().repeat(self.traverse_steps, 1)  # (steps, D)
+    def _refresh_frame(self) -> None:
+        if self._traverse_shown():
+            k = self.traverse_play.value
+            self.traverse_frame.value = to_png(self.traversal(k), self.px)
+            self.traverse_value.value = f"z{self.traverse_dim.value} = {self.traverse_values()[k].item():+.2f}"
+
+    def traverse_values(self) -> torch.Tensor:
+        """The (steps,) values the selected dimension takes, from -span to span."""
         span = self.traverse_span.value
-        z[:, self.traverse_dim.value] = torch.linspace(-span, span, self.traverse_steps, device=z.device)
-        return self.decode(z)
+        return torch.linspace(-span, span, self.traverse_steps)
+
+    def traversal(self, k: int | None = None) -> torch.Tensor:
+        """Decoded (steps, C, H, W): the current code with the selected dimension swept over [-span, span];
+        with k, only step k, (1, C, H, W)."""
+        z = self.code().repeat(self.traverse_steps, 1)  # (steps, D)
+        z[:, self.traverse_dim.value] = self.traverse_values().to(z)
+        return self.decode(z if k is None else z[k:k + 1])

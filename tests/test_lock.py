@@ -1,0 +1,97 @@
+"""One writer per run folder: a second lock is refused, a stale one taken over, and the lock never outlives its run."""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from vaelib.__main__ import main
+from vaelib.lock import LOCK, RunLocked, run_lock
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_the_lock_names_its_owner_and_a_second_one_is_refused(tmp_path):
+    with run_lock(tmp_path / "run") as path:
+        owner = json.loads(path.read_text())
+        assert path == tmp_path / "run" / LOCK
+        assert owner["pid"] == os.getpid() and owner["host"] == socket.gethostname() and owner["started"]
+        folder = re.escape(str(tmp_path / "run"))
+        with pytest.raises(RunLocked, match=rf"run folder '{folder}' is in use by pid {os.getpid()} on "
+                                            rf"{socket.gethostname()} since .*: allowed one writer per folder"):
+            with run_lock(tmp_path / "run"):
+                pass
+        assert json.loads(path.read_text()) == owner  # the refused writer left the lock alone
+    assert not (tmp_path / "run").exists()  # made by the lock, empty: removed with it
+
+
+def test_a_stale_lock_is_taken_over_with_a_warning(tmp_path):
+    stale = {"pid": _dead_pid(), "host": socket.gethostname(), "started": "2024-01-01T00:00:00+00:00"}
+    (tmp_path / LOCK).write_text(json.dumps(stale))
+    with pytest.warns(UserWarning, match=rf"took over the stale lock .*pid {stale['pid']} .* is no longer running"):
+        with run_lock(tmp_path) as path:
+            assert json.loads(path.read_text())["pid"] == os.getpid()
+    assert not (tmp_path / LOCK).exists() and tmp_path.exists()  # a folder it did not make stays
+
+
+def test_a_lock_of_another_host_is_never_taken_over(tmp_path):
+    other = {"pid": _dead_pid(), "host": "elsewhere.example", "started": "2024-01-01T00:00:00+00:00"}
+    (tmp_path / LOCK).write_text(json.dumps(other))
+    with pytest.raises(RunLocked, match=rf"is in use by pid {other['pid']} on elsewhere.example"):
+        with run_lock(tmp_path):
+            pass
+    assert json.loads((tmp_path / LOCK).read_text()) == other
+
+
+def test_the_lock_is_removed_after_an_exception(tmp_path):
+    with pytest.raises(KeyError):
+        with run_lock(tmp_path / "run"):
+            (tmp_path / "run" / "checkpoint.pt").write_text("work")
+            raise KeyError("boom")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint.pt"]  # the work stays, the lock goes
+    with run_lock(tmp_path / "run"):  # and the folder can be locked again
+        pass
+
+
+def test_a_second_train_process_is_refused_while_another_writes(tmp_path, capsys):
+    out = tmp_path / "run"
+    holder = textwrap.dedent(f"""
+        import sys
+        from vaelib.lock import run_lock
+        with run_lock({str(out)!r}):
+            print("locked", flush=True)
+            sys.stdin.read()  # hold the lock until the test closes stdin
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", holder], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "locked\n"
+        assert main(["train", "--preset", "digits", "--epochs", "1", "--max-train", "64", "--device", "cpu",
+                     "--quiet", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err == (f"vaelib: error: run folder '{out}' is in use by pid {proc.pid} on {socket.gethostname()} "
+                       f"since {json.loads((out / LOCK).read_text())['started']}: allowed one writer per folder; "
+                       f"wait for it, use another folder, or delete '{out / LOCK}' if that process is gone\n")
+        assert sorted(p.name for p in out.iterdir()) == [LOCK]  # the refused run wrote nothing
+    finally:
+        proc.communicate("")
+    assert proc.returncode == 0 and not out.exists()
+
+
+def test_the_run_cache_takes_the_lock(tiny_config, tiny_data, tmp_path):
+    from vaelib.experiments import cached_fit, run_dir
+
+    with run_lock(run_dir(tiny_config, tmp_path)):
+        with pytest.raises(RunLocked, match="is in use by pid"):
+            cached_fit(tiny_config, *tiny_data, root=tmp_path, device="cpu", quiet=True)
+    _, _, out = cached_fit(tiny_config, *tiny_data, root=tmp_path, device="cpu", quiet=True)
+    assert (out / "checkpoint.pt").exists() and not (out / LOCK).exists()

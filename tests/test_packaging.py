@@ -1,0 +1,107 @@
+"""Install metadata agrees with itself: requirements.txt, environment.yml and pyproject.toml (no wheel is built)."""
+
+import importlib.metadata
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import tomllib
+import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
+ROOT = Path(__file__).resolve().parents[1]
+CONDA_NAMES = {"pytorch": "torch"}  # conda-forge name -> PyPI name, should a package move to the conda section
+
+
+def _name(name: str) -> str:
+    """PEP 503 normalised name: PyYAML and pyyaml, scikit_learn and scikit-learn are the same package."""
+    return re.sub(r"[-_.]+", "-", CONDA_NAMES.get(name, name)).lower()
+
+
+def _pin(line: str, where: str) -> tuple[str, str]:
+    """'name==1.2.3' (pip) or 'name=1.2.3' (conda) -> (normalised name, '1.2.3'); refuses anything looser."""
+    match = re.fullmatch(r"([A-Za-z0-9_.\-]+)\s*==?\s*([0-9][A-Za-z0-9.+!]*)", line.strip())
+    assert match, f"{where}: {line!r} is not pinned: allowed name==version"
+    return _name(match[1]), match[2]
+
+
+def requirements_pins() -> dict[str, str]:
+    lines = (line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines())
+    pins = [_pin(line, "requirements.txt") for line in lines if line]
+    assert len(pins) == len(dict(pins)), "requirements.txt names a package twice"
+    return dict(pins)
+
+
+def environment_pins() -> tuple[dict[str, str], str]:
+    """(package pins from the conda and pip sections, the python version) of environment.yml."""
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert env["channels"] == ["conda-forge"], env["channels"]
+    pins, python = [], None
+    for dep in env["dependencies"]:
+        if isinstance(dep, dict):  # the pip section; '-e .' installs vaelib itself
+            pins += [_pin(d, "environment.yml pip") for d in dep["pip"] if not d.startswith("-")]
+        elif dep.startswith("python="):
+            python = dep.split("=", 1)[1]
+        elif dep != "pip":
+            pins.append(_pin(dep, "environment.yml"))
+    assert len(pins) == len(dict(pins)), "environment.yml names a package twice"
+    return dict(pins), python
+
+
+def pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def requires_python() -> SpecifierSet:
+    return SpecifierSet(pyproject()["requires-python"])
+
+
+def test_environment_yml_names_the_same_pins_as_requirements():
+    env, _ = environment_pins()
+    req = requirements_pins()
+    assert env == req, {"only in environment.yml": env.keys() - req.keys(),
+                        "only in requirements.txt": req.keys() - env.keys(),
+                        "other versions": {k: (env[k], req[k]) for k in env.keys() & req.keys() if env[k] != req[k]}}
+    assert {"torch", "tensorboard", "pytest", "nbval", "playwright", "pyyaml"} <= req.keys()  # tests and browser too
+
+
+def test_requires_python_agrees_with_this_interpreter_and_environment_yml():
+    spec = requires_python()
+    running = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert spec.contains(running), f"requires-python {spec} excludes the running Python {running}"
+    _, python = environment_pins()
+    assert python == running, f"environment.yml has python={python}, the tests run on {running}"
+    assert spec.contains(python)
+
+
+def test_requires_python_floor_is_what_the_pins_need():
+    """The lowest Python requires-python allows must satisfy every installed pin's own Requires-Python."""
+    floors = [Version(s.version) for s in requires_python() if s.operator in (">=", "~=", "==")]
+    assert floors, f"requires-python {requires_python()} has no lower bound"
+    floor = str(max(floors))
+    checked = 0
+    for name, version in requirements_pins().items():
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue  # not installed here: its metadata cannot be read without the network
+        if _name(dist.metadata["Name"]) != name or dist.version != version:
+            continue  # another version than the pin is installed: its needs say nothing about the pin's
+        needs = SpecifierSet(dist.metadata.get("Requires-Python") or "")
+        assert needs.contains(floor), f"{name}=={version} needs Python {needs}; requires-python allows {floor}"
+        checked += 1
+    if checked == 0:
+        pytest.skip("none of the pinned versions is installed here")
+
+
+def test_pyproject_dependencies_are_pinned_within_their_ranges():
+    project = pyproject()
+    pins = requirements_pins()
+    deps = project["dependencies"] + project["optional-dependencies"]["dev"]
+    for dep in map(Requirement, deps):
+        name = _name(dep.name)
+        assert name in pins, f"pyproject.toml depends on {dep.name} but requirements.txt does not pin it"
+        assert dep.specifier.contains(pins[name]), f"requirements.txt pins {name}=={pins[name]} outside {dep}"

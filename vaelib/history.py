@@ -1,0 +1,79 @@
+"""History: what `fit` records, typed. One row per optimiser step, one per epoch, and the run's options.
+
+All losses are nats per image (sums over pixels and latent dimensions, means over the batch). A history is
+saved as plain JSON (history.json and inside checkpoint.pt) through `to_dict` and read back by `from_dict`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypedDict
+
+
+class Step(TypedDict):
+    """One optimiser step, as the training loop saw it (before the step's update)."""
+
+    step: int  # global step, from 0
+    epoch: int
+    beta: float  # the KL weight used at this step
+    lr: float
+    total: float  # recon + beta * kl (with free bits, if any)
+    recon: float
+    kl: float
+    grad_norm: float  # global gradient norm before clipping
+
+
+class Epoch(TypedDict):
+    """One epoch: the mean of its steps (train_*) and the validation split at the epoch's last beta (val_*)."""
+
+    epoch: int
+    beta: float
+    seconds: float
+    images_per_sec: float
+    train_total: float
+    train_recon: float
+    train_kl: float
+    val_total: float
+    val_recon: float
+    val_kl: float
+
+
+STEP_FIELDS = tuple(Step.__annotations__)
+EPOCH_FIELDS = tuple(Epoch.__annotations__)
+
+
+@dataclass
+class History:
+    """fit's record of a run: `steps` and `epochs` rows (see Step and Epoch), `options` (device, precision...)."""
+
+    steps: list[Step] = field(default_factory=list)
+    epochs: list[Epoch] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def column(self, key: str, per: Literal["step", "epoch"] = "epoch") -> list[float]:
+        """One field over the run, e.g. column("val_total") or column("kl", per="step")."""
+        rows, fields = (self.epochs, EPOCH_FIELDS) if per == "epoch" else (self.steps, STEP_FIELDS)
+        if key not in fields:
+            raise ValueError(f"history {per} field {key!r} is invalid: allowed {', '.join(fields)}")
+        return [row[key] for row in rows]
+
+    @property
+    def last(self) -> Epoch | None:
+        """The last finished epoch, None before the first."""
+        return self.epochs[-1] if self.epochs else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"steps": list(self.steps), "epochs": list(self.epochs), "options": dict(self.options)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "history") -> History:
+        """A History from its JSON form; a missing part or a row without its fields is named in a ValueError."""
+        if not isinstance(d, dict) or not {"steps", "epochs"} <= set(d):
+            got = sorted(d) if isinstance(d, dict) else type(d).__name__
+            raise ValueError(f"{source} is invalid: expected keys 'steps', 'epochs' and 'options', got {got}")
+        for part, fields in (("steps", STEP_FIELDS), ("epochs", EPOCH_FIELDS)):
+            for row in d[part]:
+                missing = [f for f in fields if f not in row]
+                if missing:
+                    raise ValueError(f"{source} is invalid: a row of {part!r} lacks {', '.join(missing)}")
+        return cls(steps=list(d["steps"]), epochs=list(d["epochs"]), options=dict(d.get("options", {})))

@@ -1,0 +1,128 @@
+"""One writer per run folder: `<folder>/.lock` names the process that writes there.
+
+Two `train` commands (or notebooks) into one folder would each overwrite the other's checkpoint and both
+report success. The lock is created atomically (O_CREAT | O_EXCL), holds {pid, host, started} as JSON, and is
+removed on exit, also on an exception. A lock left by a process that died on this host is taken over with a
+warning; one held by a live process, or by another host (which cannot be checked), is refused in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+LOCK = ".lock"
+
+
+class RunLocked(RuntimeError):
+    """Another process holds the run folder's lock."""
+
+
+@contextmanager
+def run_lock(folder: str | Path) -> Iterator[Path]:
+    """Hold `folder`/.lock for the block (creating the folder); refuses an unwritable folder with a ValueError."""
+    folder = Path(folder)
+    created = _make_folder(folder)
+    path = folder / LOCK
+    try:
+        _acquire(path)
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+    finally:
+        for d in created:  # deepest first: leave nothing behind in a folder this run made and did not fill
+            try:
+                d.rmdir()
+            except OSError:
+                break
+
+
+def _make_folder(folder: Path) -> list[Path]:
+    """Create folder and its missing parents; return those created, deepest first."""
+    missing = [d for d in (folder, *folder.parents) if not d.exists()]
+    for d in (folder, *folder.parents):
+        if d.exists() and not d.is_dir():
+            raise ValueError(f"run folder {str(folder)!r} is invalid: {str(d)!r} is a file; allowed a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"run folder {str(folder)!r} cannot be created ({err.strerror}): "
+                         "allowed a folder you can write to") from None
+    return missing
+
+
+def _acquire(path: Path) -> None:
+    me = {"pid": os.getpid(), "host": socket.gethostname(),
+          "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # the umask applies
+        except FileExistsError:
+            _take_over_if_stale(path)
+            continue
+        except OSError as err:  # read-only folder or file system, ...
+            raise ValueError(f"run folder {str(path.parent)!r} is not writable ({err.strerror}): "
+                             "allowed a folder you can write to") from None
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        return
+    raise RunLocked(f"run folder {str(path.parent)!r} is contended: its lock {str(path)!r} keeps changing hands")
+
+
+def _take_over_if_stale(path: Path) -> None:
+    """Remove a lock whose owner died on this host (with a warning); raise RunLocked for a live one."""
+    owner = _owner(path)
+    if owner is None:  # removed meanwhile: try again
+        return
+    if not owner:
+        raise RunLocked(f"run folder {str(path.parent)!r} has an unreadable lock {str(path)!r}: allowed one writer "
+                        "per folder; delete the lock if no process writes there")
+    pid, host = owner.get("pid"), owner.get("host")
+    if host != socket.gethostname() or not isinstance(pid, int) or _alive(pid):
+        raise RunLocked(f"run folder {str(path.parent)!r} is in use by pid {pid} on {host} since "
+                        f"{owner.get('started')}: allowed one writer per folder; wait for it, use another "
+                        f"folder, or delete {str(path)!r} if that process is gone")
+    grab = path.with_name(f"{LOCK}.stale-{os.getpid()}")
+    try:
+        os.replace(path, grab)  # atomic: of two processes taking over, one gets the file
+    except FileNotFoundError:
+        return
+    if _owner(grab) != owner:  # a live process locked it in between: give it back
+        os.replace(grab, path)
+        return
+    grab.unlink()
+    warnings.warn(f"took over the stale lock of run folder {str(path.parent)!r}: pid {pid} on {host} "
+                  f"(since {owner.get('started')}) is no longer running", stacklevel=4)
+
+
+def _owner(path: Path) -> dict | None:
+    """The lock's JSON; {} for one that stays unreadable (a writer that died between create and write)."""
+    for _ in range(20):  # its creator writes right after creating it: give it a moment
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return None
+        try:
+            owner = json.loads(text)
+            return owner if isinstance(owner, dict) else {}
+        except json.JSONDecodeError:
+            time.sleep(0.01)
+    return {}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
