@@ -2,7 +2,8 @@
 reason the hand-written loop is compared with fit under contiguous tensors and foreach Adam.
 
 A check takes the student's function and returns one line that starts with 'right', 'wrong' or 'not done yet'
-(the task stubs raise NotImplementedError). It compares with vaelib's own version on small seeded tensors.
+(the task stubs raise NotImplementedError). It compares with vaelib's own version on small seeded tensors, with
+the rule of vaelib.lessons.exercises (which holds the exercises of notebooks 01-05).
 """
 
 from __future__ import annotations
@@ -16,28 +17,8 @@ from ..config import BetaSchedule, Config
 from ..losses import kl_per_dim
 from ..model import VAE
 from ..schedules import beta_at
-
-
-def _verdict(name: str, call: Callable[[], Any], expected: Callable[[Any], str | None]) -> str:
-    """Run the student's call; `expected(result)` returns None when right, else what is wrong."""
-    try:
-        result = call()
-    except NotImplementedError:
-        return f"not done yet: {name} still raises NotImplementedError"
-    except Exception as err:  # any other error is the student's to see
-        return f"wrong: {name} raised {type(err).__name__}: {err}"
-    problem = expected(result)
-    return f"wrong: {name} {problem}" if problem else f"right: {name} agrees with vaelib"
-
-
-def _close(result: Any, want: torch.Tensor) -> str | None:
-    if not isinstance(result, torch.Tensor):
-        return f"returned {type(result).__name__}, expected a tensor of shape {tuple(want.shape)}"
-    if result.shape != want.shape:
-        return f"returned shape {tuple(result.shape)}, expected {tuple(want.shape)}"
-    if not torch.allclose(result.detach(), want.detach(), rtol=1e-5, atol=1e-6):
-        return f"is off by up to {(result.detach() - want.detach()).abs().max().item():.3g}"
-    return None
+from .exercises import tensor_problem as _close
+from .exercises import verdict as _verdict
 
 
 def _tensors(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
