@@ -1,5 +1,7 @@
 """nbval: drop stderr streams (warnings) before comparing a cell's outputs with the committed ones."""
 
+import os
+
 import nbval.plugin
 
 
@@ -15,3 +17,6 @@ def compare_outputs(self, test, ref, skip_compare=None):
 
 
 nbval.plugin.IPyNbCell.compare_outputs = compare_outputs
+
+# nbval's kernels inherit this: notebooks run unattended, so no progress bars (vaelib.runtime.headless).
+os.environ.setdefault("VAELIB_HEADLESS", "1")

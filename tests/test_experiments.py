@@ -84,3 +84,34 @@ def test_volatility_ignores_the_trend_and_can_start_at_the_final_beta():
     # after the switch: 2, 1, 2, 1 -> log-changes -ln 2, +ln 2, -ln 2, whose (population) std is ln 2 * sqrt(8/9)
     assert volatility(run, "kl", 4, at_final_beta=True) == pytest.approx(math.log(2) * math.sqrt(8 / 9))
     assert math.isnan(volatility(Run("e", None, None, History(), None), "kl", 4))
+
+
+@pytest.mark.parametrize("headless,disabled", [("1", True), ("0", None)])
+def test_run_seeds_has_one_bar_over_all_runs_off_when_unattended(tiny_config, tiny_data, tmp_path, monkeypatch,
+                                                                 headless, disabled):
+    from vaelib import experiments
+
+    seen = {}
+
+    class Bar:  # records what run_seeds asks of tqdm
+        def __init__(self, **kwargs):
+            seen.update(kwargs, updates=0)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def set_postfix_str(self, text):
+            seen["postfix"] = text
+
+        def update(self, n):
+            seen["updates"] += n
+
+    monkeypatch.setenv("VAELIB_HEADLESS", headless)
+    monkeypatch.setattr(experiments, "tqdm", Bar)
+    configs = {"a": tiny_config, "b": with_overrides(tiny_config, **{"train.schedule.beta": 0.5})}
+    experiments.run_seeds(configs, [0, 1], *tiny_data, root=tmp_path, device="cpu")
+    assert seen["total"] == 4 and seen["updates"] == 4 and seen["disable"] is disabled
+    assert seen["postfix"] == "b, seed 1"

@@ -18,3 +18,12 @@ def test_the_bf16_override_and_the_cpu_flags(monkeypatch, tmp_path):
     monkeypatch.setenv("VAELIB_CPU_BF16", "yes")
     with pytest.raises(ValueError, match="VAELIB_CPU_BF16='yes' is invalid: allowed '1'"):
         runtime.bf16_supported(cpu)
+
+
+def test_headless_reads_its_environment_variable(monkeypatch):
+    for value, expected in (("1", True), ("0", False), ("", False)):
+        monkeypatch.setenv("VAELIB_HEADLESS", value)
+        assert runtime.headless() is expected
+    monkeypatch.setenv("VAELIB_HEADLESS", "yes")
+    with pytest.raises(ValueError, match="VAELIB_HEADLESS='yes' is invalid: allowed '1'"):
+        runtime.headless()

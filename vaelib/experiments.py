@@ -24,7 +24,7 @@ from .evidence import convergence
 from .history import History
 from .lock import run_lock
 from .perf.allocator import tune_cpu_allocator
-from .runtime import resolve_device
+from .runtime import headless, resolve_device
 from .train import CHECKPOINT, HISTORY, NonFiniteLossError, fit
 
 
@@ -137,10 +137,18 @@ def seeds_from(first: int, n: int) -> list[int]:
 
 def run_seeds(configs: dict[str, Config], seeds: list[int], train: Any, val: Any,
               **kwargs: Any) -> dict[str, list[Run]]:
-    """Every labelled config once per seed (cached like run_all): {label: [run per seed]}, seed order kept."""
-    return {label: [run_one(label, with_seed(c, s), train, val, **kwargs) for s in seeds]
-            for label, c in tqdm(configs.items(), desc=f"{len(configs)} settings x {len(seeds)} seeds",
-                                 disable=None, leave=False)}
+    """Every labelled config once per seed (cached like run_all): {label: [run per seed]}, seed order kept.
+
+    One progress bar over all (setting, seed) runs, off when notebooks run unattended (runtime.headless)."""
+    out: dict[str, list[Run]] = {label: [] for label in configs}
+    with tqdm(total=len(configs) * len(seeds), desc=f"{len(configs)} settings x {len(seeds)} seeds", unit="run",
+              disable=True if headless() else None, leave=False) as bar:
+        for label, c in configs.items():
+            for s in seeds:
+                bar.set_postfix_str(f"{label}, seed {s}")
+                out[label].append(run_one(label, with_seed(c, s), train, val, **kwargs))
+                bar.update(1)
+    return out
 
 
 def trace(run: Run, key: str) -> np.ndarray:

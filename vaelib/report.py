@@ -13,6 +13,7 @@ from typing import Any
 
 from .checkpoint import save_json, shareable_mode
 from .provenance import versions
+from .runtime import HEADLESS_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
@@ -44,6 +45,8 @@ def run_notebook(notebook: Path, output: Path, params: dict[str, Any], timeout: 
 
     output.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    before = os.environ.get(HEADLESS_ENV)
+    os.environ[HEADLESS_ENV] = "1"  # the kernel inherits it: no progress bars frozen into the report
     try:
         papermill.execute_notebook(str(notebook), str(output), parameters=params, kernel_name="python3",
                                    cwd=str(notebook.parent), progress_bar=not quiet,
@@ -52,6 +55,11 @@ def run_notebook(notebook: Path, output: Path, params: dict[str, Any], timeout: 
         raise NotebookFailed(f"{notebook.name} failed in cell {err.exec_count} (index {err.cell_index}), no report "
                              f"was replaced: "
                              f"{err.ename}: {err.evalue}; partly executed notebook kept at {output}") from None
+    finally:
+        if before is None:
+            os.environ.pop(HEADLESS_ENV, None)
+        else:
+            os.environ[HEADLESS_ENV] = before
     return time.perf_counter() - t0
 
 

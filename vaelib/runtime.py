@@ -53,6 +53,19 @@ def bf16_supported(device: torch.device) -> bool:
     return forced == "1" if forced else cpu_bf16_flags()
 
 
+HEADLESS_ENV = "VAELIB_HEADLESS"  # "1": a notebook runs unattended (papermill, nbval): no progress bars
+
+
+def headless() -> bool:
+    """True when notebooks run unattended: `vaelib report` and the nbval run set VAELIB_HEADLESS=1 for their
+    kernels, so progress bars (whose frozen text would otherwise be saved in the notebook) stay off; a person in
+    JupyterLab, where the variable is unset, sees them."""
+    value = os.environ.get(HEADLESS_ENV, "")
+    if value not in ("", "0", "1"):
+        raise ValueError(f"{HEADLESS_ENV}={value!r} is invalid: allowed '1' (unattended), '0' or unset")
+    return value == "1"
+
+
 def autocast(config: Config, device: torch.device):
     if config.train.precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)

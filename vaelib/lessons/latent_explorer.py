@@ -14,7 +14,7 @@ from ..data import ImageSplit, load_from_config
 from ..experiments import cached_fit, notebook_config, run_dir
 from ..model import VAE
 from ..plots import image_grid
-from ..runtime import resolve_device
+from ..runtime import headless, resolve_device
 from ..train import CHECKPOINT
 from ..widgets import LatentExplorer
 
@@ -31,7 +31,8 @@ def load_trained(config: Config, runs_dir: str | Path = "runs", *, train_if_miss
         model, _ = load_checkpoint(ckpt, device=resolve_device(device))
         return model.eval(), ckpt.parent
     train, val = (load_from_config(config.data, s) for s in ("train", "val"))
-    model, _, out = cached_fit(config, train, val, root=runs_dir, retrain=retrain, device=device, quiet=True)
+    model, _, out = cached_fit(config, train, val, root=runs_dir, retrain=retrain, device=device,
+                              quiet=headless())  # a progress bar in class, none under papermill
     return model.eval(), out
 
 
