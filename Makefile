@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-stamp
 
-.PHONY: setup browser report examples test lint clean
+.PHONY: setup browser report examples pretrained test lint clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,10 @@ report: setup
 examples: setup
 	$(PY) -m vaelib report --dataset mnist --budget small --force
 	$(PY) -m vaelib report --dataset shapes --budget small --force
+
+# The small models notebook 05 opens with (vaelib/pretrained/): copied from the runs `make examples` trained.
+pretrained: setup
+	$(PY) -c "from vaelib.experiments import notebook_config as c; from vaelib.lessons.latent_explorer import ship; [print(ship(c(d, 'small'))) for d in ('mnist', 'shapes')]"
 
 test: setup browser lint
 	$(PY) -m pytest

@@ -8,7 +8,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from ..checkpoint import load_checkpoint
+from ..checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from ..config import Config
 from ..data import ImageSplit, load_from_config
 from ..experiments import cached_fit, notebook_config, run_dir
@@ -18,11 +18,38 @@ from ..runtime import headless, resolve_device
 from ..train import CHECKPOINT
 from ..widgets import LatentExplorer
 
+PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"  # shipped models, named <preset>-<config hash>.pt
+
+
+def shipped_checkpoint(config: Config) -> Path | None:
+    """The model shipped with vaelib for exactly this config (same config hash), or None."""
+    path = PRETRAINED / f"{run_dir(config, '').name}.pt"
+    return path if path.is_file() else None
+
+
+def ship(config: Config, runs_dir: str | Path = "runs", dest: str | Path = PRETRAINED) -> Path:
+    """Copy the weights of config's finished run under runs_dir into dest as <preset>-<hash>.pt: the model, its
+    config, history and versions, without the optimizer state (a third of the size). `make pretrained` runs it."""
+    ckpt = run_dir(config, runs_dir) / CHECKPOINT
+    state = read_checkpoint(ckpt)
+    if state.get("epoch") != config.train.epochs:
+        raise ValueError(f"checkpoint {str(ckpt)!r} is unfinished (epoch {state.get('epoch')} of "
+                         f"{config.train.epochs}): allowed a finished run")
+    out = Path(dest) / f"{ckpt.parent.name}.pt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out, {k: state[k] for k in ("model", "config", "history", "epoch", "seed", "versions")})
+    return out
+
 
 def load_trained(config: Config, runs_dir: str | Path = "runs", *, train_if_missing: bool = True,
                  retrain: bool = False, device: str | None = None) -> tuple[VAE, Path]:
-    """The model cached_fit made for `config` under runs_dir (trained first if missing and allowed), its folder."""
+    """The model cached_fit made for `config` under runs_dir, else the one shipped with vaelib for the same config
+    (loaded in about a second on a fresh clone), else trained first if allowed; and the folder it came from."""
     ckpt = run_dir(config, runs_dir) / CHECKPOINT
+    shipped = shipped_checkpoint(config)
+    if shipped is not None and not retrain and not ckpt.is_file():
+        model, _ = load_checkpoint(shipped, device=resolve_device(device))
+        return model.eval(), shipped.parent
     if not (train_if_missing or retrain):
         if not ckpt.is_file():
             raise FileNotFoundError(f"no trained model for preset {config.name!r}: expected {ckpt} (run an earlier "
