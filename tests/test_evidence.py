@@ -75,6 +75,8 @@ def test_estimate_and_its_text():
     with_failure = _est([1.0, 3.0, math.nan])
     assert str(with_failure) == "2 ± 1.4 (1 of 3 runs failed)" and math.isnan(with_failure.mean)
     assert str(_est([math.nan, math.nan])) == "no value (2 of 2 runs failed)"
+    assert with_failure.describe() == "2 ± 1.4 (3 seeds, 1 failed, 3 converged)"  # _est counts all converged
+    assert _est([5.0, 7.0], converged=1).describe() == "6 ± 1.4 (2 seeds, 1 converged)"
 
 
 def test_findings_are_written_from_the_numbers():

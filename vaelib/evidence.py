@@ -91,12 +91,24 @@ class Estimate:
     def __str__(self) -> str:
         """'mean ± std' over the seeds with a finite value; seeds without one (failed runs) are counted, not
         shown as nan."""
+        missing = self.failed
+        return self._value() + (f" ({missing} of {self.n} runs failed)" if missing and self.n > missing else "")
+
+    @property
+    def failed(self) -> int:
+        """Runs without a finite value (failed runs)."""
+        return sum(not math.isfinite(v) for v in self.values)
+
+    def _value(self) -> str:
         finite = Estimate(tuple(v for v in self.values if math.isfinite(v)), 0)
-        missing = self.n - finite.n
         if not finite.n:
-            return f"no value ({missing} of {self.n} runs failed)" if self.n else "-"
-        text = f"{finite.mean:.4g} ± {finite.std:.2g}" if finite.n >= 2 else f"{finite.mean:.4g}"
-        return text + (f" ({missing} of {self.n} runs failed)" if missing else "")
+            return f"no value ({self.failed} of {self.n} runs failed)" if self.n else "-"
+        return f"{finite.mean:.4g} ± {finite.std:.2g}" if finite.n >= 2 else f"{finite.mean:.4g}"
+
+    def describe(self) -> str:
+        """The value with its seeds, failures and converged runs in one bracket, as the claims table shows it."""
+        failed = f", {self.failed} failed" if self.failed and self.failed < self.n else ""
+        return f"{self._value()} ({self.n} seeds{failed}, {self.converged} converged)"
 
 
 def estimate(rows: Sequence[dict[str, Any]], key: str) -> Estimate:
@@ -151,7 +163,7 @@ def compare(claim: str, source: str, metric: str, a: tuple[str, Estimate], b: tu
     if a[0] == b[0]:
         raise ValueError(f"settings {a[0]!r} and {b[0]!r} are invalid: allowed two different settings")
     v = verdict(a[1], b[1], direction, needs_convergence)
-    values = [{"setting": name, "estimate": f"{e} ({e.n} seeds, {e.converged} converged)"} for name, e in (a, b)]
+    values = [{"setting": name, "estimate": e.describe()} for name, e in (a, b)]
     return Claim(claim, source, metric, values, v["verdict"],
                  {**{k: v[k] for k in ("difference", "standard_error", "z")}, "direction": direction})
 
