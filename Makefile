@@ -27,10 +27,13 @@ $(STAMP): requirements.txt pyproject.toml
 report: setup
 	$(PY) -m vaelib report --dataset mnist --budget small --out build/reports
 
-# The committed example reports (reports/<dataset>-<budget>/): regenerated only on purpose.
+# The committed example reports (reports/<dataset>-<budget>/): regenerated only on purpose, with nothing cached
+# (runs/ is emptied first) so that their timings, copied into README.md's table, are honest.
 examples: setup
+	rm -rf runs
 	$(PY) -m vaelib report --dataset mnist --budget small --force
 	$(PY) -m vaelib report --dataset shapes --budget small --force
+	$(PY) -m vaelib timings --write README.md
 
 # The small models notebook 05 opens with (vaelib/pretrained/): copied from the runs `make examples` trained.
 pretrained: setup

@@ -73,6 +73,13 @@ def test_overrides_with_replace_and_dotted_paths():
     (lambda: TrainConfig(recon="l1"), "train.recon='l1' is invalid: allowed one of mse, bernoulli"),
     (lambda: Config.from_dict({"name": "x", "optimizer": "sgd"}), r"unknown config keys \['optimizer'\]"),
     (lambda: Config.from_dict({"train": {"epoch": 3}}), r"unknown train keys \['epoch'\]"),
+    (lambda: TrainConfig(seed=1.0), r"train.seed=1.0 is invalid: allowed an integer$"),
+    (lambda: TrainConfig(epochs="3"), r"train.epochs='3' is invalid: allowed an integer$"),
+    (lambda: TrainConfig(lr="fast"), r"train.lr='fast' is invalid: allowed a number$"),
+    (lambda: TrainConfig(grad_clip=True), r"train.grad_clip=True is invalid: allowed a number or None$"),
+    (lambda: ModelConfig(batch_norm=1), r"model.batch_norm=1 is invalid: allowed true or false$"),
+    (lambda: DataConfig(max_train=2.5), r"data.max_train=2.5 is invalid: allowed an integer or None$"),
+    (lambda: BetaSchedule(kind=3), r"schedule.kind=3 is invalid: allowed a string$"),
 ])
 def test_bad_values_are_refused_with_a_message(make, message):
     with pytest.raises(ValueError, match=message) as err:
@@ -88,3 +95,11 @@ def test_five_layers_fit_on_32_pixels():
 def test_configs_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         PRESETS["digits"].train.epochs = 2
+
+
+def test_numbers_are_normalised_after_validation():
+    import numpy as np
+
+    t = TrainConfig(seed=np.int64(3), lr=1, grad_clip=2)
+    assert (type(t.seed), type(t.lr), type(t.grad_clip)) == (int, float, float)
+    assert BetaSchedule(beta=4) == BetaSchedule(beta=4.0)

@@ -40,6 +40,19 @@ def test_cache_key_ignores_sync_every_but_not_options_that_change_rounding():
         assert config_hash(with_overrides(c, **{field: value})) != config_hash(c), field
 
 
+def test_cache_key_ignores_the_shapes_size_except_on_shapes():
+    for dataset, same in (("mnist", True), ("shapes", False)):
+        c = notebook_config(dataset, "tiny")
+        bigger = with_overrides(c, **{"data.shapes_train": c.data.shapes_train * 2})
+        assert (config_hash(bigger) == config_hash(c)) is same, dataset
+
+
+def test_cache_key_is_the_same_for_4_and_4_0():
+    c = notebook_config("digits", "tiny")
+    assert config_hash(with_overrides(c, **{"train.schedule.beta": 4})) == \
+        config_hash(with_overrides(c, **{"train.schedule.beta": 4.0}))
+
+
 def test_cached_fit_loads_instead_of_retraining(tiny_config, tiny_data, tmp_path):
     model, h1, out = cached_fit(tiny_config, *tiny_data, root=tmp_path, device="cpu", quiet=True)
     mtime = (out / "checkpoint.pt").stat().st_mtime_ns

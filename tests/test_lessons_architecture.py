@@ -61,9 +61,10 @@ def test_elbo_examples_match_the_hand_computation():
 
 
 def test_beta_plan_and_rows():
-    rows = {r["preset"]: r for r in beta_rows(epochs=(0, 2, 15, 19))}
+    rows = {r["preset"]: r for r in beta_rows(epochs=(0, 2, 15, 19, 20))}
     assert rows["cifar10"]["epoch 0"] == "0" and rows["cifar10"]["epoch 15"] == "0.1"
-    assert rows["celeba"]["epoch 2"] == "0.9" and rows["shapes"]["epoch 15"] == "-"
+    assert rows["celeba"]["epoch 2"] == "0.9" and rows["shapes"]["epoch 19"] == "1"
+    assert rows["shapes"]["epoch 20"] == "-"  # shapes trains 20 epochs: there is no epoch 20 (counted from 0)
     assert beta_plan(PRESETS["celeba"].train.schedule) == "warmup: 0 for 2 epochs, then 0.9"
 
 

@@ -39,3 +39,20 @@ def test_notebook_runs_with_shapes_64_tiny(shapes_report, notebook):
     executed = nbformat.read(str(out / "notebooks" / f"{notebook}.ipynb"), as_version=4)
     injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert injected and 'dataset = "shapes"' in injected[0].source and "image_size = 64" in injected[0].source
+
+
+def test_nbval_runs_each_notebook_at_the_tiny_budget():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "notebooks" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("nbval_conftest", path)
+    conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conftest)
+    for notebook in numbered_notebooks():
+        nb = conftest.at_budget(nbformat.read(str(notebook), as_version=4), str(notebook), "tiny")
+        tags = [c.metadata.get("tags", []) for c in nb.cells]
+        i = next(i for i, t in enumerate(tags) if "parameters" in t)
+        assert "injected-parameters" in tags[i + 1] and nb.cells[i + 1].source.startswith("budget = 'tiny'")
+    with pytest.raises(ValueError, match="has no cell tagged 'parameters'"):
+        conftest.at_budget(nbformat.v4.new_notebook(), "x.ipynb")

@@ -116,3 +116,41 @@ def test_every_numbered_notebook_declares_the_common_parameters():
 
 def test_empty_index(tmp_path):
     assert "vaelib reports" in write_index(tmp_path).read_text()
+
+
+def test_readme_timings_are_the_committed_reports_own(tmp_path):
+    from vaelib.report import REPO, TIMINGS_END, TIMINGS_START, timings_markdown
+
+    readme = (REPO / "README.md").read_text()
+    block = readme[readme.index(TIMINGS_START):readme.index(TIMINGS_END) + len(TIMINGS_END)]
+    assert block == timings_markdown(REPO / "reports"), "run: python -m vaelib timings --write README.md"
+    for path in sorted((REPO / "reports").glob("*/metrics.json")):  # every report's total appears once
+        total = json.loads(path.read_text())["seconds"]
+        assert f"| [{path.parent.name}](reports/{path.parent.name}/index.html) | {total:.0f} s |" in block
+
+
+def test_timings_follow_the_metrics_and_refuse_a_file_without_a_block(tmp_path):
+    from vaelib.report import timings_markdown, write_timings
+
+    report = tmp_path / "reports" / "toy-tiny"
+    report.mkdir(parents=True)
+    summary = {"seconds": 12.4, "versions": {"git_commit": "abcdef0123"},
+               "notebooks": [{"notebook": "00_a", "seconds": 5.2}, {"notebook": "01_b", "seconds": 7.2}]}
+    (report / "metrics.json").write_text(json.dumps(summary))
+    readme = tmp_path / "README.md"
+    from vaelib.report import TIMINGS_END, TIMINGS_START
+
+    readme.write_text(f"intro\n{TIMINGS_START}\nold\n{TIMINGS_END}\nrest\n")
+    assert write_timings(readme, tmp_path / "reports") and not write_timings(readme, tmp_path / "reports")
+    text = readme.read_text()
+    assert "| [toy-tiny](reports/toy-tiny/index.html) | 12 s | 5 s | 7 s | `abcdef0` |" in text
+    assert text.startswith("intro\n") and text.endswith("\nrest\n") and "old" not in text
+    summary["seconds"] = 99.6
+    (report / "metrics.json").write_text(json.dumps(summary))
+    assert "| 100 s |" in timings_markdown(tmp_path / "reports")
+    plain = tmp_path / "plain.md"
+    plain.write_text("no block\n")
+    with pytest.raises(ValueError, match="plain.md has no timings block"):
+        write_timings(plain, tmp_path / "reports")
+    with pytest.raises(ValueError, match="holds no report"):
+        timings_markdown(tmp_path / "empty")

@@ -68,7 +68,8 @@ def test_the_decoded_image_is_the_png_of_the_decoded_code(explorer, model):
     img = PILImage.open(io.BytesIO(explorer.decoded.value))
     assert img.size == (256, 256)  # 16x16 upscaled by 16, nearest: the projector size
     strip = PILImage.open(io.BytesIO(explorer.path_strip.value))
-    assert strip.size == (11 * 17 * 8 - 8, 16 * 8)  # 11 images of 128 px, one white pixel (x8) between
+    # 11 images of 128 px in two rows (6 and 5, so the strip fits a projector), one white pixel (x8) between
+    assert strip.size == (6 * 17 * 8 - 8, 2 * 17 * 8 - 8)
 
 
 def test_a_new_start_image_moves_the_sliders(explorer):
@@ -109,6 +110,12 @@ def test_interpolation_ends_at_the_two_images(explorer, model, kind):
     torch.testing.assert_close(a, plain, rtol=1e-5, atol=1e-5)
     explorer.index.value = 7  # the Sliders tab shows the same picture for image B
     assert explorer.decoded.value == explorer.interp_image.value
+
+
+def test_image_b_starts_on_another_class_than_image_a(explorer):
+    labels = explorer.split.labels
+    b = explorer.index_b.value
+    assert labels[b] != labels[0] and (labels[1:b] == labels[0]).all()  # the first image of another class
 
 
 def test_class_pickers_choose_the_first_image_of_a_class(explorer):
@@ -162,7 +169,7 @@ def test_reset_and_a_new_image_keep_the_traverse_dimension_that_was_moved(explor
     with torch.no_grad():
         z = explorer.mu[5].repeat(9, 1)
         z[:, explorer.dims[1]] = torch.linspace(-3, 3, 9)
-        assert explorer.traverse_image.value == to_png(explorer.decode(z), explorer.strip_px)
+        assert explorer.traverse_image.value == to_png(explorer.decode(z), explorer.strip_px, nrow=5)  # 5 + 4
 
 
 def test_play_walks_the_interpolation(explorer):

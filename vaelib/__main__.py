@@ -120,6 +120,27 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _timings_parser(sub) -> None:
+    p = sub.add_parser("timings", help="the table of report times, from reports/*/metrics.json",
+                       description="Print (or, with --write, put into a file's timings block) the seconds per "
+                                   "notebook of every report under --reports, read from their metrics.json.")
+    p.add_argument("--reports", default=None, help="reports folder (default: reports/)")
+    p.add_argument("--write", default=None, metavar="FILE", help="replace the timings block of FILE (README.md)")
+    _debug_flag(p)
+
+
+def _timings(args: argparse.Namespace) -> int:
+    from .report import REPO, timings_markdown, write_timings
+
+    root = args.reports or REPO / "reports"
+    if args.write is None:
+        print(timings_markdown(root))
+    else:
+        changed = write_timings(args.write, root)
+        print(f"{args.write}: timings {'updated' if changed else 'already up to date'}")
+    return 0
+
+
 def _bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="training throughput, side by side: naive, bare, fit and its options",
                        description="Measure images/s of the naive tutorial loop, a bare loop and fit with each "
@@ -205,12 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     _train_parser(sub)
     _report_parser(sub)
     _bench_parser(sub)
+    _timings_parser(sub)
     try:
         args = parser.parse_args(argv)
     except SystemExit as done:  # --help (0) or a usage error, already printed (2)
         return int(done.code or 0)
     try:
-        return {"train": _train, "report": _report, "bench": _bench}[args.command](args)
+        return {"train": _train, "report": _report, "bench": _bench, "timings": _timings}[args.command](args)
     except Exception as err:
         message = _user_error(err)
         if message is None or args.debug or os.environ.get("VAELIB_DEBUG", "0") not in ("", "0"):

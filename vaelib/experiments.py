@@ -220,9 +220,9 @@ DATASET_PRESET = {"mnist": "mnist", "digits": "digits", "shapes": "shapes", "fas
                   "cifar10": "cifar10", "celeba": "celeba_small"}
 # Per budget: training images kept (None = all) and epochs (None = the preset's, the reports' budget).
 _BUDGET = {"tiny": {"max_train": 256, "epochs": 2, "shapes_train": 512},
-           "small": {"max_train": 5000, "epochs": 5, "shapes_train": 2000},
+           "small": {"max_train": 5000, "epochs": 5, "shapes_train": 4000},
            "full": {"max_train": None, "epochs": None, "shapes_train": 10_000}}
-_SMALL_EPOCHS = {"mnist": 30, "digits": 20, "shapes": 10}  # the embedded sets are small: more passes per run
+_SMALL_EPOCHS = {"mnist": 30, "digits": 20, "shapes": 16}  # the embedded sets are small: more passes per run
 
 
 def notebook_config(dataset: str = "mnist", budget: str = "small", seed: int = 0, *,

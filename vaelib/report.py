@@ -242,3 +242,45 @@ def write_index(out_root: Path) -> Path:
     index.parent.mkdir(parents=True, exist_ok=True)
     index.write_text(page, encoding="utf-8")
     return index
+
+
+TIMINGS_START = "<!-- timings: written by `python -m vaelib timings --write README.md` from reports/*/metrics.json -->"
+TIMINGS_END = "<!-- /timings -->"
+
+
+def timings_markdown(out_root: str | Path) -> str:
+    """The README's timing table: seconds per notebook of every report under out_root, read from its metrics.json
+    (the one measurement every quoted report time comes from)."""
+    rows, names = [], []
+    for path in sorted(Path(out_root).glob("*/metrics.json")):
+        if path.parent.name.startswith("."):
+            continue
+        s = json.loads(path.read_text())
+        if "notebooks" not in s:
+            continue
+        per = {e["notebook"][:2]: e["seconds"] for e in s["notebooks"]}
+        names = sorted(set(names) | set(per))
+        rows.append((path.parent.name, s["seconds"], per, s["versions"]["git_commit"]))
+    if not rows:
+        raise ValueError(f"{out_root} holds no report (*/metrics.json): run `make examples` first")
+    head = ["report", "total", *(f"notebook {n}" for n in names), "git"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, total, per, commit in rows:
+        cells = [f"[{name}](reports/{name}/index.html)", f"{total:.0f} s",
+                 *(f"{per[n]:.0f} s" if n in per else "-" for n in names), f"`{commit[:7]}`"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join([TIMINGS_START, *lines, TIMINGS_END])
+
+
+def write_timings(readme: str | Path, out_root: str | Path) -> bool:
+    """Replace the timings block of `readme` with timings_markdown(out_root); True if the file changed."""
+    path = Path(readme)
+    text = path.read_text(encoding="utf-8")
+    start, end = text.find(TIMINGS_START), text.find(TIMINGS_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{path} has no timings block: allowed a file holding the lines {TIMINGS_START!r} "
+                         f"and {TIMINGS_END!r}")
+    new = text[:start] + timings_markdown(out_root) + text[end + len(TIMINGS_END):]
+    if new != text:
+        path.write_text(new, encoding="utf-8")
+    return new != text

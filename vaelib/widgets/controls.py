@@ -24,6 +24,12 @@ def to_png(images: torch.Tensor, px: int = 256, nrow: int | None = None) -> byte
     return png_bytes(PILImage.fromarray(arr[..., 0] if c == 1 else arr), max(1, round(px / h)))
 
 
+def strip_columns(n: int, most: int = 6) -> int:
+    """Images per row of an n-image strip: one row up to `most`, else two rows (11 steps at 128 px: 768 px wide,
+    not 1,408 px, so a path fits a projector's width)."""
+    return n if n <= most else -(-n // 2)
+
+
 def png_bytes(img: PILImage.Image, scale: int = 1) -> bytes:
     """PNG bytes of a PIL image upscaled by an integer factor (nearest: the pixels stay crisp)."""
     if scale > 1:

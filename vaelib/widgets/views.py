@@ -16,7 +16,7 @@ import torch
 from ..data import COLOUR_NAMES, POSITIONS, ROTATIONS, SCALES, SHAPE_NAMES
 from ..plots import interpolate_latents
 from ..runtime import to_float
-from .controls import LATENT_STEP, TABS, boxed, image, is_echo, play, slider, to_png
+from .controls import LATENT_STEP, TABS, boxed, image, is_echo, play, slider, strip_columns, to_png
 
 FACTOR_TEXT = {"shape": lambda i: SHAPE_NAMES[i], "colour": lambda i: COLOUR_NAMES[i],
                "scale": lambda i: f"{SCALES[i]:.2f}", "x": lambda i: f"{POSITIONS[i]:.2f}",
@@ -126,7 +126,7 @@ class InterpolateView:
         n = len(self.split)
         self.index_a, self.index_b = (W.BoundedIntText(value=v, min=0, max=n - 1, description=f"image {k}",
                                                        layout=W.Layout(width="200px"))
-                                      for k, v in (("A", 0), ("B", min(1, n - 1))))
+                                      for k, v in (("A", 0), ("B", self._other_class(0))))
         self.path_kind = W.ToggleButtons(options=["linear", "spherical"], value="linear", description="path")
         self.t = slider("t (A to B)", 0.0, 0.0, 1.0, 1 / (self.steps - 1), "vaelib-t-slider")
         self.interp_play = play(self.steps, "vaelib-interp-play")  # walks t from A to B, one step a frame
@@ -149,6 +149,15 @@ class InterpolateView:
         return W.VBox([*rows, self.path_kind, W.HBox([self.t, self.interp_play]), ends,
                        boxed(f"the whole path, {self.steps} steps from A to B", self.path_strip)])
 
+    def _other_class(self, a: int) -> int:
+        """The first test image of another class than image a (of another image when there are no labels)."""
+        labels = self.split.labels
+        if labels is not None and labels.ndim == 1:
+            hits = (labels != labels[a]).nonzero()
+            if len(hits):
+                return int(hits[0, 0])
+        return min(a + 1, len(self.split) - 1)
+
     def _pick_class(self, box: W.BoundedIntText, label: int) -> None:
         hits = (self.split.labels == label).nonzero()
         if label >= 0 and len(hits):
@@ -163,7 +172,7 @@ class InterpolateView:
         self.image_a.value, self.image_b.value = (to_png(to_float(self.split.images[k:k + 1]), self.px) for k in (i, j))
         a, b = self.mu[i], self.mu[j]
         self._path = interpolate_latents(a, b, self.steps, self.path_kind.value == "spherical")  # (steps, D)
-        self.path_strip.value = to_png(self.decode(self._path), self.strip_px)
+        self.path_strip.value = to_png(self.decode(self._path), self.strip_px, nrow=strip_columns(self.steps))
         self._refresh_t()
 
     def interpolated(self, t: float) -> torch.Tensor:
@@ -231,7 +240,7 @@ class TraverseView:
 
     def _refresh_traversal(self) -> None:
         if self._traverse_shown():  # only when on screen
-            self.traverse_image.value = to_png(self.traversal(), self.strip_px)
+            self.traverse_image.value = to_png(self.traversal(), self.strip_px, nrow=strip_columns(self.traverse_steps))
             self._refresh_frame()
 
     def _refresh_frame(self) -> None:
