@@ -4,9 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-stamp
 
-.PHONY: setup browser report examples pretrained test lint clean
+.PHONY: setup lock browser report examples pretrained test lint clean
 
 setup: $(STAMP)
+
+lock: setup
+	$(PY) tools/write_lock.py
 
 # Chromium from Debian for the browser test (tests/test_browser.py drives it with Playwright).
 browser:
@@ -15,10 +18,12 @@ browser:
 	  else echo "chromium is missing and this is not root: tests/test_browser.py will skip"; fi; \
 	fi
 
-$(STAMP): requirements.txt pyproject.toml
+# requirements.lock: every package at the exact version the tests passed with (make lock writes it from
+# requirements.txt, the direct dependencies).
+$(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements.lock
 	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (vaelib)"
 	touch $(STAMP)
@@ -43,7 +48,7 @@ test: setup browser lint
 	$(PY) -m pytest
 
 lint: setup
-	$(PY) -m ruff check vaelib tests benchmarks notebooks
+	$(PY) -m ruff check vaelib tests benchmarks notebooks tools
 
 clean:
 	rm -rf runs build .pytest_cache .ruff_cache

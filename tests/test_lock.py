@@ -91,7 +91,40 @@ def test_the_run_cache_takes_the_lock(tiny_config, tiny_data, tmp_path):
     from vaelib.experiments import cached_fit, run_dir
 
     with run_lock(run_dir(tiny_config, tmp_path)):
-        with pytest.raises(RunLocked, match="is in use by pid"):
-            cached_fit(tiny_config, *tiny_data, root=tmp_path, device="cpu", quiet=True)
+        with pytest.raises(RunLocked, match=r"is in use by pid .* \(waited 0.1 s\)"):
+            cached_fit(tiny_config, *tiny_data, root=tmp_path, device="cpu", quiet=True, wait=0.1)
     _, _, out = cached_fit(tiny_config, *tiny_data, root=tmp_path, device="cpu", quiet=True)
     assert (out / "checkpoint.pt").exists() and not (out / LOCK).exists()
+
+
+def test_the_run_cache_waits_for_another_process_training_the_same_config(tiny_config, tiny_data, tmp_path):
+    """Two notebooks, one config: the second waits, then loads the first one's run instead of training again."""
+    import time
+
+    from vaelib.experiments import cached_fit, run_dir
+
+    folder = run_dir(tiny_config, tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from vaelib.lock import run_lock
+        with run_lock({str(folder)!r}):
+            print("locked", flush=True)
+            time.sleep(1.5)
+        """)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    t0 = time.monotonic()
+    _, history, out = cached_fit(tiny_config, *tiny_data, root=tmp_path, device="cpu", quiet=True, wait=60)
+    assert time.monotonic() - t0 > 0.5 and holder.wait(10) == 0  # it waited for the holder to let go
+    assert len(history.epochs) == tiny_config.train.epochs and not (out / LOCK).exists()
+
+
+def test_a_waiting_lock_says_whom_it_waits_for_once(tmp_path, capsys):
+    with run_lock(tmp_path / "run"):
+        with pytest.raises(RunLocked, match=r"\(waited 0.3 s\)"):
+            with run_lock(tmp_path / "run", wait=0.3, poll=0.1):
+                pass
+    err = capsys.readouterr().err
+    assert err.count("vaelib: waiting for the lock: run folder") == 1 and f"pid {os.getpid()}" in err
+    with pytest.raises(ValueError, match="wait=-1, poll=1.0 are invalid"):
+        with run_lock(tmp_path / "run", wait=-1):
+            pass

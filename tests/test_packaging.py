@@ -3,10 +3,10 @@
 import importlib.metadata
 import re
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
@@ -105,3 +105,34 @@ def test_pyproject_dependencies_are_pinned_within_their_ranges():
         name = _name(dep.name)
         assert name in pins, f"pyproject.toml depends on {dep.name} but requirements.txt does not pin it"
         assert dep.specifier.contains(pins[name]), f"requirements.txt pins {name}=={pins[name]} outside {dep}"
+
+
+def lock_pins() -> dict[str, str]:
+    lines = [line for line in (ROOT / "requirements.lock").read_text().splitlines() if not line.startswith("#")]
+    pins = [_pin(line, "requirements.lock") for line in lines]
+    assert len(pins) == len(dict(pins)), "requirements.lock names a package twice"
+    return dict(pins)
+
+
+def test_the_lock_holds_every_direct_pin_at_its_version():
+    lock, direct = lock_pins(), requirements_pins()
+    assert {n: lock.get(n) for n in direct} == direct, "run `make lock` after changing requirements.txt"
+    assert len(lock) > 2 * len(direct)  # and their dependencies: the whole environment
+
+
+def test_this_environment_is_the_locked_one():
+    """make setup installs the lock: every locked package is here at its locked version."""
+    wrong = {}
+    for name, version in lock_pins().items():
+        try:
+            have = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            have = None
+        if have is None or Version(have) != Version(version):
+            wrong[name] = (version, have)
+    assert not wrong, f"(locked, installed) differ: {wrong}; run `make setup`"
+
+
+def test_make_setup_installs_the_lock():
+    makefile = (ROOT / "Makefile").read_text()
+    assert "pip install --quiet -r requirements.lock" in makefile and "-r requirements.txt" not in makefile

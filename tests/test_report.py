@@ -154,3 +154,23 @@ def test_timings_follow_the_metrics_and_refuse_a_file_without_a_block(tmp_path):
         write_timings(plain, tmp_path / "reports")
     with pytest.raises(ValueError, match="holds no report"):
         timings_markdown(tmp_path / "empty")
+
+
+def test_copy_notebooks_refuses_to_replace_before_copying_anything(tmp_path, capsys):
+    from vaelib.__main__ import main
+    from vaelib.report import copy_notebooks
+
+    names = [p.name for p in numbered_notebooks()]
+    assert [p.name for p in copy_notebooks(tmp_path / "class")] == names
+    (tmp_path / "class" / names[0]).write_text("my edits")
+    (tmp_path / "class" / names[1]).unlink()
+    assert main(["notebooks", str(tmp_path / "class")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"vaelib: error: {tmp_path / 'class' / names[0]} exists") and "--force" in err
+    assert (tmp_path / "class" / names[0]).read_text() == "my edits"  # kept
+    assert not (tmp_path / "class" / names[1]).exists()  # and nothing else copied either
+    assert main(["notebooks", str(tmp_path / "class"), "--force"]) == 0
+    assert (tmp_path / "class" / names[0]).read_bytes() == numbered_notebooks()[0].read_bytes()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="file is a file: allowed a folder"):
+        copy_notebooks(tmp_path / "file")

@@ -102,7 +102,7 @@ def _report_parser(sub) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .report import REPO, NotebookFailed, build_report
+    from .report import NotebookFailed, build_report
 
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise ValueError(f"--out {args.out!r} is a file: allowed a folder (new or existing)")
@@ -111,7 +111,7 @@ def _report(args: argparse.Namespace) -> int:
     extra = {name: _literal(value) for name, value in args.param}
     try:
         out = build_report(args.dataset, args.budget, seed=args.seed, device=args.device, extra=extra,
-                           out_root=args.out or REPO / "reports", timeout=args.timeout, quiet=args.quiet,
+                           out_root=args.out, timeout=args.timeout, quiet=args.quiet,
                            force=args.force)
     except NotebookFailed as err:
         print(f"vaelib: error: {err}", file=sys.stderr)
@@ -130,14 +130,31 @@ def _timings_parser(sub) -> None:
 
 
 def _timings(args: argparse.Namespace) -> int:
-    from .report import REPO, timings_markdown, write_timings
+    from .report import timings_markdown, workspace, write_timings
 
-    root = args.reports or REPO / "reports"
+    root = args.reports or workspace() / "reports"
     if args.write is None:
         print(timings_markdown(root))
     else:
         changed = write_timings(args.write, root)
         print(f"{args.write}: timings {'updated' if changed else 'already up to date'}")
+    return 0
+
+
+def _notebooks_parser(sub) -> None:
+    p = sub.add_parser("notebooks", help="copy the numbered teaching notebooks into a folder",
+                       description="Copy notebooks/NN_*.ipynb (shipped inside an installed vaelib) into DIR, to "
+                                   "open with `jupyter lab DIR`; their runs/ and data/ go beside DIR.")
+    p.add_argument("dir", help="the folder to copy them into (created if missing)")
+    p.add_argument("--force", action="store_true", help="replace notebooks of the same names in DIR")
+    _debug_flag(p)
+
+
+def _notebooks(args: argparse.Namespace) -> int:
+    from .report import copy_notebooks
+
+    written = copy_notebooks(args.dir, force=args.force)
+    print(f"copied {len(written)} notebooks into {args.dir}: open them with `jupyter lab {args.dir}`")
     return 0
 
 
@@ -207,13 +224,13 @@ def _user_error(err: BaseException) -> str | None:
     from .lock import RunLocked
     from .train import NonFiniteLossError
 
-    if isinstance(err, OSError) and not isinstance(err, FileNotFoundError):
+    if isinstance(err, OSError) and not isinstance(err, (FileNotFoundError, FileExistsError)):
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
             return f"disk full while writing {err.filename or 'the output'}"
         if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             return f"cannot write {err.filename or 'the output'}: {err.strerror}; allowed a folder you can write to"
         return None
-    if isinstance(err, (ValueError, FileNotFoundError, NonFiniteLossError, RunLocked)):
+    if isinstance(err, (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError, RunLocked)):
         return " ".join(str(err).split())
     return None
 
@@ -227,12 +244,14 @@ def main(argv: list[str] | None = None) -> int:
     _report_parser(sub)
     _bench_parser(sub)
     _timings_parser(sub)
+    _notebooks_parser(sub)
     try:
         args = parser.parse_args(argv)
     except SystemExit as done:  # --help (0) or a usage error, already printed (2)
         return int(done.code or 0)
     try:
-        return {"train": _train, "report": _report, "bench": _bench, "timings": _timings}[args.command](args)
+        commands = {"train": _train, "report": _report, "bench": _bench, "timings": _timings, "notebooks": _notebooks}
+        return commands[args.command](args)
     except Exception as err:
         message = _user_error(err)
         if message is None or args.debug or os.environ.get("VAELIB_DEBUG", "0") not in ("", "0"):

@@ -41,9 +41,16 @@ def run_dir(config: Config, root: str | Path = "runs") -> Path:
     return Path(root) / f"{config.name}-{config_hash(config)}"
 
 
+CACHE_WAIT = 24 * 3600.0  # seconds the run cache waits for another process training the same config
+
+
 def cached_fit(config: Config, train: Any = None, val: Any = None, *, root: str | Path = "runs",
-               retrain: bool = False, device: str | None = None, quiet: bool = False, tune_allocator: bool = True):
+               retrain: bool = False, device: str | None = None, quiet: bool = False, tune_allocator: bool = True,
+               wait: float = CACHE_WAIT):
     """fit(), but a finished run of the same config is loaded instead of retrained; returns (model, history, dir).
+
+    Another process training the same config holds its folder's lock: this one waits for it (up to `wait`
+    seconds, saying so once) and then loads what it trained (or resumes it, if it stopped early).
 
     On the CPU it first tunes glibc's allocator for the whole process (perf/allocator.py: no page faults per
     step, the process keeps its peak heap); tune_allocator=False or VAELIB_MALLOC_TUNING=0 leaves it alone.
@@ -52,7 +59,7 @@ def cached_fit(config: Config, train: Any = None, val: Any = None, *, root: str 
     if tune_allocator and resolve_device(device).type == "cpu":
         tune_cpu_allocator()
     out = run_dir(config, root)
-    with run_lock(out):  # one writer per run folder: a second notebook training this config is refused
+    with run_lock(out, wait=wait):  # one writer per run folder: a second notebook training this config waits
         if retrain and (out / CHECKPOINT).exists():
             (out / CHECKPOINT).unlink()
         model, history = fit(config, train, val, device=device, out_dir=out, quiet=quiet)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 LOCK = ".lock"
@@ -26,13 +27,20 @@ class RunLocked(RuntimeError):
 
 
 @contextmanager
-def run_lock(folder: str | Path) -> Iterator[Path]:
-    """Hold `folder`/.lock for the block (creating the folder); refuses an unwritable folder with a ValueError."""
+def run_lock(folder: str | Path, wait: float = 0.0, poll: float = 1.0) -> Iterator[Path]:
+    """Hold `folder`/.lock for the block (creating the folder); refuses an unwritable folder with a ValueError.
+
+    wait: seconds to wait for a live holder to finish (saying once, on stderr, whom it waits for) before
+    RunLocked is raised; 0 refuses at once. The run cache waits: the second of two notebooks training the same
+    config then loads what the first trained.
+    """
+    if not wait >= 0 or not poll > 0:
+        raise ValueError(f"wait={wait!r}, poll={poll!r} are invalid: allowed wait >= 0 and poll > 0 seconds")
     folder = Path(folder)
     created = _make_folder(folder)
     path = folder / LOCK
     try:
-        _acquire(path)
+        _acquire_waiting(path, wait, poll)
         try:
             yield path
         finally:
@@ -59,14 +67,34 @@ def _make_folder(folder: Path) -> list[Path]:
     return missing
 
 
+def _acquire_waiting(path: Path, wait: float, poll: float) -> None:
+    deadline, told = time.monotonic() + wait, False
+    while True:
+        try:
+            return _acquire(path)
+        except RunLocked as err:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                if wait > 0:
+                    raise RunLocked(f"{err} (waited {wait:g} s)") from None
+                raise
+            if not told:
+                print(f"vaelib: waiting for the lock: {err}", file=sys.stderr, flush=True)
+                told = True
+            time.sleep(min(poll, left))
+
+
 def _acquire(path: Path) -> None:
     me = {"pid": os.getpid(), "host": socket.gethostname(),
-          "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+          "started": datetime.now(UTC).isoformat(timespec="seconds")}
     for _ in range(3):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # the umask applies
         except FileExistsError:
             _take_over_if_stale(path)
+            continue
+        except FileNotFoundError:  # the holder that created the folder removed it, empty, when it let go
+            path.parent.mkdir(parents=True, exist_ok=True)
             continue
         except OSError as err:  # read-only folder or file system, ...
             raise ValueError(f"run folder {str(path.parent)!r} is not writable ({err.strerror}): "

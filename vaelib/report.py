@@ -15,8 +15,34 @@ from .checkpoint import save_json, shareable_mode
 from .provenance import versions
 from .runtime import HEADLESS_ENV
 
-REPO = Path(__file__).resolve().parent.parent
-NOTEBOOKS = REPO / "notebooks"
+PACKAGE = Path(__file__).resolve().parent
+REPO = PACKAGE.parent
+# A source checkout runs its own notebooks/ and keeps reports/, runs/ and data/ beside them. An installed vaelib
+# (a wheel) carries the numbered notebooks as package data and works in the current folder instead.
+CHECKOUT = (REPO / "pyproject.toml").is_file() and (REPO / "notebooks").is_dir()
+NOTEBOOKS = REPO / "notebooks" if CHECKOUT else PACKAGE / "notebooks"
+
+
+def workspace() -> Path:
+    """Where reports/, runs/ and data/ live by default: the checkout, or (installed) the current folder."""
+    return REPO if CHECKOUT else Path.cwd()
+
+
+def copy_notebooks(dest: str | Path, force: bool = False) -> list[Path]:
+    """Copy the numbered notebooks into `dest` (for JupyterLab: their runs/ and data/ go to dest/..); refuses to
+    overwrite a notebook that is there unless force=True, before copying anything."""
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise ValueError(f"{dest} is a file: allowed a folder (new or existing)")
+    sources = numbered_notebooks()
+    if not sources:
+        raise FileNotFoundError(f"no numbered notebooks (NN_*.ipynb) in {NOTEBOOKS}")
+    there = [dest / p.name for p in sources if (dest / p.name).exists()]
+    if there and not force:
+        raise FileExistsError(f"{there[0]} exists ({len(there)} of the notebooks are there): "
+                              "allowed a folder without them, or --force to replace them")
+    dest.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copyfile(p, dest / p.name)) for p in sources]
 
 
 class NotebookFailed(RuntimeError):
@@ -38,8 +64,10 @@ def check_parameters(notebook: Path, params: dict[str, Any]) -> None:
         raise ValueError(f"unknown parameter(s) {unknown} for {notebook.name}: allowed {sorted(declared)}")
 
 
-def run_notebook(notebook: Path, output: Path, params: dict[str, Any], timeout: int, quiet: bool) -> float:
-    """Execute one notebook with papermill (kernel python3, cwd notebooks/); returns seconds."""
+def run_notebook(notebook: Path, output: Path, params: dict[str, Any], timeout: int, quiet: bool,
+                 cwd: Path | None = None) -> float:
+    """Execute one notebook with papermill (kernel python3, cwd: `cwd`, else the notebook's folder); returns
+    seconds."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -49,7 +77,7 @@ def run_notebook(notebook: Path, output: Path, params: dict[str, Any], timeout: 
     os.environ[HEADLESS_ENV] = "1"  # the kernel inherits it: no progress bars frozen into the report
     try:
         papermill.execute_notebook(str(notebook), str(output), parameters=params, kernel_name="python3",
-                                   cwd=str(notebook.parent), progress_bar=not quiet,
+                                   cwd=str(cwd or notebook.parent), progress_bar=not quiet,
                                    execution_timeout=timeout)
     except PapermillExecutionError as err:
         raise NotebookFailed(f"{notebook.name} failed in cell {err.exec_count} (index {err.cell_index}), no report "
@@ -86,8 +114,8 @@ def report_dir(out_root: str | Path, dataset: str, budget: str) -> Path:
 
 
 def build_report(dataset: str = "mnist", budget: str = "small", *, seed: int = 0, device: str = "auto",
-                 out_root: str | Path = REPO / "reports", runs_dir: str | Path = REPO / "runs",
-                 data_root: str | Path = REPO / "data", extra: dict[str, Any] | None = None,
+                 out_root: str | Path | None = None, runs_dir: str | Path | None = None,
+                 data_root: str | Path | None = None, extra: dict[str, Any] | None = None,
                  notebooks: list[Path] | None = None, timeout: int = 3600, quiet: bool = False,
                  force: bool = False) -> Path:
     """Execute every numbered notebook into reports/<dataset>-<budget>/ and update reports/index.html.
@@ -95,8 +123,14 @@ def build_report(dataset: str = "mnist", budget: str = "small", *, seed: int = 0
     The notebooks run into a temporary folder beside it; only a complete report replaces the folder, so a
     failed run changes nothing (its partial output stays in the temporary folder, named in the error). A
     folder holding a report made with other parameters is replaced only with force=True.
+    out_root, runs_dir, data_root: default reports/, runs/ and data/ of workspace().
     """
     from .experiments import BUDGETS, notebook_config
+
+    home = workspace()
+    out_root = Path(out_root) if out_root is not None else home / "reports"
+    runs_dir = Path(runs_dir) if runs_dir is not None else home / "runs"
+    data_root = Path(data_root) if data_root is not None else home / "data"
 
     clash = sorted(set(extra or {}) & set(RESERVED))
     if clash:
@@ -120,7 +154,8 @@ def build_report(dataset: str = "mnist", budget: str = "small", *, seed: int = 0
     for nb in notebooks:
         fig_dir = (out / "figures" / nb.stem).resolve()
         executed = out / "notebooks" / nb.name
-        seconds = run_notebook(nb, executed, {**base, "out_dir": _from_notebooks(fig_dir)}, timeout, quiet)
+        seconds = run_notebook(nb, executed, {**base, "out_dir": _from_notebooks(fig_dir)}, timeout, quiet,
+                               cwd=None if CHECKOUT else out)  # never inside an installed package
         render_html(executed, out / f"{nb.stem}.html", f"{nb.stem} ({dataset}, {budget})")
         metrics_file = fig_dir / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
@@ -164,9 +199,9 @@ def _replace(final: Path, built: Path) -> None:
 
 
 def _from_notebooks(path: str | Path) -> str:
-    """A path as the notebooks (run with cwd notebooks/) see it: relative inside the repository."""
+    """A path as the notebooks (run with cwd notebooks/) see it: relative inside a checkout, else absolute."""
     path = Path(path).resolve()
-    return os.path.relpath(path, NOTEBOOKS) if path.is_relative_to(REPO) else str(path)
+    return os.path.relpath(path, NOTEBOOKS) if CHECKOUT and path.is_relative_to(REPO) else str(path)
 
 
 def headline(summary: dict[str, Any], per_notebook: int = 3) -> dict[str, Any]:

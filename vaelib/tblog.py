@@ -18,7 +18,6 @@ import torch
 from . import distributed
 from .config import Config
 from .history import History
-from .losses import kl_per_dim
 from .model import VAE, eval_mode, model_device
 from .runtime import to_float
 
@@ -73,12 +72,12 @@ class TensorBoardLog:
 
     @torch.no_grad()
     def _log_model(self, model: VAE, x_val: torch.Tensor, step: int) -> None:
+        from .metrics import kl_per_dimension  # metrics imports train, which imports this module: import on use
+
         device = model_device(model)
         gen = torch.Generator(device=device).manual_seed(self.config.train.seed)  # the same z every epoch
+        kl = kl_per_dimension(model, x_val[:KL_IMAGES])  # (D,) nats
         with eval_mode(model):
-            # what vaelib.metrics.kl_per_dimension computes (metrics imports train: no import back from here)
-            mu, logvar = model.encode(to_float(x_val[:KL_IMAGES].to(device)))  # (n, D) each
-            kl = kl_per_dim(mu.double(), logvar.double()).mean(0).cpu()  # (D,) nats
             x = to_float(x_val[:GRID].to(device))  # (GRID, C, H, W) in [0, 1]
             recon, samples = model.reconstruct(x), model.sample(GRID, generator=gen)
         self.writer.add_histogram("val/kl_per_dim", kl, step)

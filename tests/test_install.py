@@ -1,0 +1,76 @@
+"""A built wheel works on its own: installed into a fresh virtual environment, outside the checkout, `vaelib report`
+runs every notebook it ships and `vaelib notebooks DIR` copies them.
+
+The fresh environment gets this environment's third-party packages through a .pth file (installing torch again
+would take minutes and gigabytes), but not its editable vaelib: a .pth file's own .pth files are not processed.
+Their data files (nbconvert's HTML templates) lie in this environment's share/jupyter: JUPYTER_PATH names it, as
+a real install would have them in the new environment's own share/jupyter.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+ENV = {**os.environ, "JUPYTER_PATH": str(Path(sys.prefix) / "share" / "jupyter")}
+
+
+def _run(args, cwd, timeout=600):
+    done = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=ENV)
+    assert done.returncode == 0, f"{args} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("install")
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", tmp / "dist",
+          ROOT], cwd=tmp)
+    wheel = next((tmp / "dist").glob("vaelib-*.whl"))
+    venv = tmp / "venv"
+    _run([sys.executable, "-m", "venv", venv], cwd=tmp)
+    python = venv / "bin" / "python"
+    site = Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=tmp).strip())
+    (site / "vaelib_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    _run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", wheel], cwd=tmp)
+    work = tmp / "work"
+    work.mkdir()
+    return venv, work
+
+
+def test_the_wheel_is_what_runs(installed):
+    venv, work = installed
+    code = "import vaelib, vaelib.report as r; print(vaelib.__file__, r.CHECKOUT)"
+    where = _run([venv / "bin" / "python", "-c", code], cwd=work).split()
+    assert Path(where[0]).is_relative_to(venv) and where[1] == "False"
+
+
+def test_vaelib_notebooks_copies_the_shipped_notebooks(installed):
+    venv, work = installed
+    out = _run([venv / "bin" / "vaelib", "notebooks", "class"], cwd=work)
+    names = sorted(p.name for p in (work / "class").glob("*.ipynb"))
+    assert names == sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")) and len(names) >= 6
+    assert f"copied {len(names)} notebooks into class" in out
+    again = subprocess.run([venv / "bin" / "vaelib", "notebooks", "class"], cwd=work, capture_output=True, text=True,
+                           env=ENV)
+    assert again.returncode == 2 and "exists" in again.stderr and "--force" in again.stderr
+    assert again.stderr.count("\n") == 1  # one line, no traceback
+
+
+def test_vaelib_report_runs_from_the_wheel(installed):
+    venv, work = installed
+    out = _run([venv / "bin" / "vaelib", "report", "--dataset", "digits", "--budget", "tiny", "--quiet"], cwd=work,
+               timeout=900)
+    report = work / "reports" / "digits-tiny"
+    assert f"report written to {report}/index.html" in out
+    summary = json.loads((report / "metrics.json").read_text())
+    assert [e["notebook"][:2] for e in summary["notebooks"]] == ["00", "01", "02", "03", "04", "05"]
+    assert summary["dataset"] == "digits" and (work / "runs").is_dir()  # runs/ beside the reports, in the cwd
+    assert not list((venv / "lib").rglob("vaelib/notebooks/outputs"))  # nothing written into the package
