@@ -136,3 +136,12 @@ def test_this_environment_is_the_locked_one():
 def test_make_setup_installs_the_lock():
     makefile = (ROOT / "Makefile").read_text()
     assert "pip install --quiet -r requirements.lock" in makefile and "-r requirements.txt" not in makefile
+
+
+def test_every_subpackage_and_the_notebooks_are_packaged():
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "vaelib").rglob("__init__.py")}
+    assert on_disk | {"vaelib.pretrained", "vaelib.notebooks"} == set(setuptools["packages"])
+    assert setuptools["package-dir"] == {"vaelib.notebooks": "notebooks"}
+    assert setuptools["package-data"]["vaelib.notebooks"] == ["[0-9][0-9]_*.ipynb"]
+    assert list((ROOT / "vaelib" / "pretrained").glob("*.pt"))  # what "vaelib.pretrained" = ["*.pt"] ships

@@ -286,7 +286,7 @@ TIMINGS_END = "<!-- /timings -->"
 def timings_markdown(out_root: str | Path) -> str:
     """The README's timing table: seconds per notebook of every report under out_root, read from its metrics.json
     (the one measurement every quoted report time comes from)."""
-    rows, names = [], []
+    rows, names, latency = [], [], []
     for path in sorted(Path(out_root).glob("*/metrics.json")):
         if path.parent.name.startswith("."):
             continue
@@ -296,6 +296,9 @@ def timings_markdown(out_root: str | Path) -> str:
         per = {e["notebook"][:2]: e["seconds"] for e in s["notebooks"]}
         names = sorted(set(names) | set(per))
         rows.append((path.parent.name, s["seconds"], per, s["versions"]["git_commit"]))
+        for e in s["notebooks"]:  # notebook 05 times the explorer's controls
+            for control, t in e.get("metrics", {}).get("latency_ms", {}).items():
+                latency.append((path.parent.name, control, t["median"], t["p95"]))
     if not rows:
         raise ValueError(f"{out_root} holds no report (*/metrics.json): run `make examples` first")
     head = ["report", "total", *(f"notebook {n}" for n in names), "git"]
@@ -304,6 +307,10 @@ def timings_markdown(out_root: str | Path) -> str:
         cells = [f"[{name}](reports/{name}/index.html)", f"{total:.0f} s",
                  *(f"{per[n]:.0f} s" if n in per else "-" for n in names), f"`{commit[:7]}`"]
         lines.append("| " + " | ".join(cells) + " |")
+    if latency:
+        lines += ["", "Explorer (notebook 05), from a control's change to the new image:", "",
+                  "| report | control | median | p95 |", "|---|---|---|---|"]
+        lines += [f"| {name} | {control} | {median:.1f} ms | {p95:.1f} ms |" for name, control, median, p95 in latency]
     return "\n".join([TIMINGS_START, *lines, TIMINGS_END])
 
 
