@@ -18,12 +18,14 @@ browser:
 	  else echo "chromium is missing and this is not root: tests/test_browser.py will skip"; fi; \
 	fi
 
-# requirements.lock: every package at the exact version the tests passed with (make lock writes it from
-# requirements.txt, the direct dependencies).
-$(STAMP): requirements.lock pyproject.toml
+# requirements.lock: every package at the exact version the tests passed with, resolved for Python 3.11 on
+# x86_64 Linux (make lock writes it from requirements.txt, the direct pins). Elsewhere the lock's CUDA wheels do
+# not exist, so the direct pins are installed and pip resolves the rest.
+LOCKED := $(shell $(PYTHON) -c "import sys, platform; print(int(sys.platform == 'linux' and platform.machine() == 'x86_64' and sys.version_info[:2] == (3, 11)))" 2>/dev/null)
+$(STAMP): requirements.lock requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet -r $(if $(filter 1,$(LOCKED)),requirements.lock,requirements.txt)
 	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (vaelib)"
 	touch $(STAMP)
@@ -39,8 +41,10 @@ examples: setup
 	$(PY) -m vaelib report --dataset mnist --budget small --force
 	$(PY) -m vaelib report --dataset shapes --budget small --force
 	$(PY) -m vaelib timings --write README.md
+	$(MAKE) pretrained
 
-# The small models notebook 05 opens with (vaelib/pretrained/): copied from the runs `make examples` trained.
+# The small models notebook 05 opens with (vaelib/pretrained/): copied from the runs `make examples` trained
+# (it runs this last).
 pretrained: setup
 	$(PY) -c "from vaelib.experiments import notebook_config as c; from vaelib.lessons.latent_explorer import ship; [print(ship(c(d, 'small'))) for d in ('mnist', 'shapes')]"
 

@@ -26,7 +26,7 @@ def at_budget(nb: nbformat.NotebookNode, path: str, budget: str = BUDGET) -> nbf
     for i, cell in enumerate(nb.cells):
         if "parameters" in cell.metadata.get("tags", []):
             nb.cells.insert(i + 1, nbformat.v4.new_code_cell(
-                f"budget = {budget!r}  # inserted by notebooks/conftest.py for nbval",
+                f'budget = "{budget}"  # inserted by notebooks/conftest.py for nbval',
                 metadata={"tags": ["injected-parameters"]}))
             return nb
     raise ValueError(f"{path} is invalid: it has no cell tagged 'parameters'")

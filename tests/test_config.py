@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import typing
 
 import pytest
 
@@ -80,6 +81,11 @@ def test_overrides_with_replace_and_dotted_paths():
     (lambda: ModelConfig(batch_norm=1), r"model.batch_norm=1 is invalid: allowed true or false$"),
     (lambda: DataConfig(max_train=2.5), r"data.max_train=2.5 is invalid: allowed an integer or None$"),
     (lambda: BetaSchedule(kind=3), r"schedule.kind=3 is invalid: allowed a string$"),
+    (lambda: ModelConfig(hidden_dims=5), r"model.hidden_dims=5 is invalid: allowed a list of integers$"),
+    (lambda: ModelConfig(hidden_dims=(True, 64)), r"model.hidden_dims=\(True, 64\) is invalid: allowed a list of"),
+    (lambda: TrainConfig(schedule="warmup"), r"train.schedule='warmup' is invalid: allowed a BetaSchedule or a dict"),
+    (lambda: Config(data="x"), r"config.data='x' is invalid: allowed a DataConfig or a dict of its fields$"),
+    (lambda: TrainConfig(lr=10**400), r"train.lr=1000.* is invalid: allowed a finite number$"),
 ])
 def test_bad_values_are_refused_with_a_message(make, message):
     with pytest.raises(ValueError, match=message) as err:
@@ -102,4 +108,17 @@ def test_numbers_are_normalised_after_validation():
 
     t = TrainConfig(seed=np.int64(3), lr=1, grad_clip=2)
     assert (type(t.seed), type(t.lr), type(t.grad_clip)) == (int, float, float)
+    assert ModelConfig(hidden_dims=[np.int64(32), 64]).hidden_dims == (32, 64)
+    assert all(type(c) is int for c in ModelConfig(hidden_dims=[np.int64(32), 64]).hidden_dims)
     assert BetaSchedule(beta=4) == BetaSchedule(beta=4.0)
+
+
+def test_every_config_field_has_a_type_the_checker_knows():
+    """A new field of an unknown type would silently skip the type check: add it to _check_types first."""
+    from vaelib.config import _field_kinds
+
+    for cls in (DataConfig, ModelConfig, BetaSchedule, TrainConfig, Config):
+        for name, (kind, _) in _field_kinds(cls).items():
+            known = kind in (int, float, bool, str) or dataclasses.is_dataclass(kind) or (
+                typing.get_origin(kind) is tuple and typing.get_args(kind) == (int, ...))
+            assert known, f"{cls.__name__}.{name}: {kind}"

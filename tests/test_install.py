@@ -3,8 +3,10 @@ runs every notebook it ships and `vaelib notebooks DIR` copies them.
 
 The fresh environment gets this environment's third-party packages through a .pth file (installing torch again
 would take minutes and gigabytes), but not its editable vaelib: a .pth file's own .pth files are not processed.
-Their data files (nbconvert's HTML templates) lie in this environment's share/jupyter: JUPYTER_PATH names it, as
-a real install would have them in the new environment's own share/jupyter.
+Their data files (nbconvert's HTML templates) lie in this environment's share/jupyter: JUPYTER_PATH names it
+after the new environment's own share/jupyter, which holds the `python3` kernel the notebooks run on (the new
+environment's python, so the notebooks import the wheel's vaelib too: their metrics say git_commit "unknown",
+which only an installed vaelib reports).
 """
 
 import json
@@ -19,7 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-ENV = {**os.environ, "JUPYTER_PATH": str(Path(sys.prefix) / "share" / "jupyter")}
+ENV = dict(os.environ)
 
 
 def _run(args, cwd, timeout=600):
@@ -31,6 +33,7 @@ def _run(args, cwd, timeout=600):
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("install")
+    ENV.pop("JUPYTER_PATH", None)
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", tmp / "dist",
           ROOT], cwd=tmp)
     wheel = next((tmp / "dist").glob("vaelib-*.whl"))
@@ -40,6 +43,10 @@ def installed(tmp_path_factory):
     site = Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=tmp).strip())
     (site / "vaelib_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     _run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", wheel], cwd=tmp)
+    _run([python, "-m", "ipykernel", "install", "--prefix", venv, "--name", "python3"], cwd=tmp)
+    ENV["JUPYTER_PATH"] = os.pathsep.join(str(p / "share" / "jupyter") for p in (venv, Path(sys.prefix)))
+    kernel = json.loads((venv / "share" / "jupyter" / "kernels" / "python3" / "kernel.json").read_text())
+    assert Path(kernel["argv"][0]).parent == venv / "bin"
     work = tmp / "work"
     work.mkdir()
     return venv, work
@@ -66,11 +73,15 @@ def test_vaelib_notebooks_copies_the_shipped_notebooks(installed):
 
 def test_vaelib_report_runs_from_the_wheel(installed):
     venv, work = installed
+    package = next((venv / "lib").glob("python3*/site-packages/vaelib"))
+    before = sorted(p for p in package.rglob("*") if "__pycache__" not in p.parts)
     out = _run([venv / "bin" / "vaelib", "report", "--dataset", "digits", "--budget", "tiny", "--quiet"], cwd=work,
                timeout=900)
+    assert sorted(p for p in package.rglob("*") if "__pycache__" not in p.parts) == before  # nothing written there
     report = work / "reports" / "digits-tiny"
     assert f"report written to {report}/index.html" in out
     summary = json.loads((report / "metrics.json").read_text())
     assert [e["notebook"][:2] for e in summary["notebooks"]] == ["00", "01", "02", "03", "04", "05"]
     assert summary["dataset"] == "digits" and (work / "runs").is_dir()  # runs/ beside the reports, in the cwd
-    assert not list((venv / "lib").rglob("vaelib/notebooks/outputs"))  # nothing written into the package
+    kernels = {e["notebook"]: e["metrics"]["versions"]["git_commit"] for e in summary["notebooks"]}
+    assert set(kernels.values()) == {"unknown"}, kernels  # every notebook's kernel imported the wheel's vaelib

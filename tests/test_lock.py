@@ -98,9 +98,8 @@ def test_the_run_cache_takes_the_lock(tiny_config, tiny_data, tmp_path):
 
 
 def test_the_run_cache_waits_for_another_process_training_the_same_config(tiny_config, tiny_data, tmp_path):
-    """Two notebooks, one config: the second waits, then loads the first one's run instead of training again."""
-    import time
-
+    """Two notebooks, one config: the second waits for the first to let go of the run folder (then it loads
+    what the first trained; here the first only held the lock, so it trains)."""
     from vaelib.experiments import cached_fit, run_dir
 
     folder = run_dir(tiny_config, tmp_path)
@@ -110,12 +109,27 @@ def test_the_run_cache_waits_for_another_process_training_the_same_config(tiny_c
         with run_lock({str(folder)!r}):
             print("locked", flush=True)
             time.sleep(1.5)
+        print(time.time(), flush=True)
         """)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
-    t0 = time.monotonic()
     _, history, out = cached_fit(tiny_config, *tiny_data, root=tmp_path, device="cpu", quiet=True, wait=60)
-    assert time.monotonic() - t0 > 0.5 and holder.wait(10) == 0  # it waited for the holder to let go
+    released = float(holder.stdout.readline())
+    assert holder.wait(10) == 0
+    assert (out / "checkpoint.pt").stat().st_mtime >= released  # trained only once the holder had let go
     assert len(history.epochs) == tiny_config.train.epochs and not (out / LOCK).exists()
+
+
+def test_a_lock_that_cannot_clear_by_itself_is_refused_without_waiting(tmp_path):
+    import time
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / LOCK).write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": "then"}))
+    t0 = time.monotonic()
+    with pytest.raises(RunLocked, match="in use by pid 1 on elsewhere"):
+        with run_lock(folder, wait=30):
+            pass
+    assert time.monotonic() - t0 < 5  # another host's lock: refused at once, not after 30 s
 
 
 def test_a_waiting_lock_says_whom_it_waits_for_once(tmp_path, capsys):

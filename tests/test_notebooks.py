@@ -53,6 +53,6 @@ def test_nbval_runs_each_notebook_at_the_tiny_budget():
         nb = conftest.at_budget(nbformat.read(str(notebook), as_version=4), str(notebook), "tiny")
         tags = [c.metadata.get("tags", []) for c in nb.cells]
         i = next(i for i, t in enumerate(tags) if "parameters" in t)
-        assert "injected-parameters" in tags[i + 1] and nb.cells[i + 1].source.startswith("budget = 'tiny'")
+        assert "injected-parameters" in tags[i + 1] and nb.cells[i + 1].source.startswith('budget = "tiny"')
     with pytest.raises(ValueError, match="has no cell tagged 'parameters'"):
         conftest.at_budget(nbformat.v4.new_notebook(), "x.ipynb")

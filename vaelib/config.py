@@ -9,9 +9,11 @@ refuses bad values with a one-line `ValueError` that names the field.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import numbers
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,31 +34,59 @@ def _refuse(owner: str, name: str, value: Any, allowed: str) -> None:
     raise ValueError(f"{owner}.{name}={value!r} is invalid: allowed {allowed}")
 
 
-def _coerce_types(owner: str, obj: Any) -> None:
-    """Refuse a value of the wrong type in one line (a float seed, a string epoch count), then normalise numbers
-    (after the range checks, so their messages show the value as given): integral values of int fields become
-    int, real values of float fields become float, so that 4 and 4.0 give the same config and run-cache key."""
-    for f in dataclasses.fields(obj):
-        value, kind = getattr(obj, f.name), str(f.type)
-        optional = kind.endswith("| None")
-        kind = kind.removesuffix("| None").strip()
+@functools.cache
+def _field_kinds(cls: type) -> dict[str, tuple[Any, bool]]:
+    """{field: (its type, whether None is allowed)} from the resolved annotations of a config dataclass."""
+    kinds = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        args = typing.get_args(hint)
+        optional = type(None) in args
+        if optional:
+            hint = next(a for a in args if a is not type(None))
+        kinds[name] = (hint, optional)
+    return kinds
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_types(owner: str, obj: Any) -> None:
+    """Refuse a value of the wrong type in one line (a float seed, a string epoch count, a schedule given as a
+    word), before any range check could fail on it with a deep TypeError. A whole number in a float field is
+    fine (lr=1); a float in an int field is not (seed=1.0). _normalise_numbers runs after the range checks."""
+    for name, (kind, optional) in _field_kinds(type(obj)).items():
+        value = getattr(obj, name)
         if value is None and optional:
             continue
-        if kind == "int":
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                _refuse(owner, f.name, value, "an integer" + (" or None" if optional else ""))
-        elif kind == "float":
+        either = " or None" if optional else ""
+        if kind is int and not _is_int(value):
+            _refuse(owner, name, value, "an integer" + either)
+        elif kind is float:
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                _refuse(owner, f.name, value, "a number" + (" or None" if optional else ""))
-        elif kind in ("bool", "str") and not isinstance(value, bool if kind == "bool" else str):
-            _refuse(owner, f.name, value, "true or false" if kind == "bool" else "a string")
+                _refuse(owner, name, value, "a number" + either)
+            try:
+                float(value)
+            except OverflowError:
+                _refuse(owner, name, value, "a finite number" + either)
+        elif kind in (bool, str) and not isinstance(value, kind):
+            _refuse(owner, name, value, ("true or false" if kind is bool else "a string") + either)
+        elif typing.get_origin(kind) is tuple and (isinstance(value, (str, bytes))
+                                                    or not isinstance(value, (tuple, list))
+                                                    or not all(_is_int(v) for v in value)):
+            _refuse(owner, name, value, "a list of integers")
+        elif dataclasses.is_dataclass(kind) and not isinstance(value, (kind, dict)):
+            _refuse(owner, name, value, f"a {kind.__name__} or a dict of its fields")
 
 
 def _normalise_numbers(obj: Any) -> None:
-    for f in dataclasses.fields(obj):
-        value, kind = getattr(obj, f.name), str(f.type).removesuffix("| None").strip()
-        if value is not None and kind in ("int", "float"):
-            object.__setattr__(obj, f.name, int(value) if kind == "int" else float(value))
+    """ints in int fields, floats in float fields (np.int64(3) -> 3, 4 -> 4.0): equal configs, equal cache keys."""
+    for name, (kind, _) in _field_kinds(type(obj)).items():
+        value = getattr(obj, name)
+        if value is not None and kind in (int, float):
+            object.__setattr__(obj, name, kind(value))
+        elif value is not None and typing.get_origin(kind) is tuple:
+            object.__setattr__(obj, name, tuple(int(v) for v in value))
 
 
 def _choice(owner: str, name: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -78,7 +108,7 @@ class DataConfig:
     background: str = "plain"  # shapes: plain black or textured background
 
     def __post_init__(self) -> None:
-        _coerce_types("data", self)
+        _check_types("data", self)
         _choice("data", "dataset", self.dataset, DATASETS)
         if self.channels not in (1, 3):
             _refuse("data", "channels", self.channels, "1 or 3")
@@ -103,14 +133,14 @@ class ModelConfig:
     leaky_slope: float = 0.2  # LeakyReLU negative slope
 
     def __post_init__(self) -> None:
-        _coerce_types("model", self)
+        _check_types("model", self)
         object.__setattr__(self, "hidden_dims", tuple(self.hidden_dims))
         if self.latent_dim < 1:
             _refuse("model", "latent_dim", self.latent_dim, "an integer >= 1")
         if len(self.hidden_dims) == 0:
             _refuse("model", "hidden_dims", self.hidden_dims, "at least one layer")
         for c in self.hidden_dims:
-            if not isinstance(c, int) or c < 1:
+            if c < 1:
                 _refuse("model", "hidden_dims", self.hidden_dims, "positive integer channel counts")
         if self.kernel_size not in (3, 4, 5):
             _refuse("model", "kernel_size", self.kernel_size, "3, 4 or 5")
@@ -132,7 +162,7 @@ class BetaSchedule:
     ratio: float = 0.5  # cyclic: fraction of each cycle spent ramping (Fu et al., 2019: R)
 
     def __post_init__(self) -> None:
-        _coerce_types("schedule", self)
+        _check_types("schedule", self)
         _choice("schedule", "kind", self.kind, SCHEDULES)
         if not 0 <= self.beta <= MAX_BETA:  # also refuses nan
             _refuse("schedule", "beta", self.beta, f"a value >= 0 and <= {MAX_BETA:g}")
@@ -168,7 +198,7 @@ class TrainConfig:
     compile: bool = False  # opt-in torch.compile of the model
 
     def __post_init__(self) -> None:
-        _coerce_types("train", self)
+        _check_types("train", self)
         if isinstance(self.schedule, dict):
             object.__setattr__(self, "schedule", BetaSchedule(**self.schedule))
         if not 1 <= self.epochs <= MAX_EPOCHS:
@@ -201,6 +231,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        _check_types("config", self)
         for part, cls in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig)):
             value = getattr(self, part)
             if isinstance(value, dict):
@@ -277,14 +308,16 @@ def comparable(config: Config) -> Config:
 
     Blanked: data.root and data.download (where the files are), train.sync_every (how often the loop reads its
     scalars; every step is recorded either way, tests/test_train.py checks the history is identical), and
-    data.shapes_train unless the dataset is shapes (a budget's shapes size does not touch an mnist run).
+    data.shapes_train and data.background unless the dataset is shapes (they do not touch an mnist run).
     Kept, though they are speed options: channels_last and adam_impl="fused" change the rounding of the
     convolutions and of Adam's update (the validation loss differs in the 5th digit after 2 epochs), so a cached
     run made with them is not the run made without.
     """
-    shapes_train = config.data.shapes_train if config.data.dataset == "shapes" else DataConfig.shapes_train
-    return dataclasses.replace(config, data=dataclasses.replace(config.data, root="", download=False,
-                                                                shapes_train=shapes_train),
+    shapes = config.data.dataset == "shapes"
+    data = dataclasses.replace(config.data, root="", download=False,
+                               shapes_train=config.data.shapes_train if shapes else DataConfig.shapes_train,
+                               background=config.data.background if shapes else DataConfig.background)
+    return dataclasses.replace(config, data=data,
                                train=dataclasses.replace(config.train, sync_every=TrainConfig.sync_every))
 
 

@@ -26,6 +26,10 @@ class RunLocked(RuntimeError):
     """Another process holds the run folder's lock."""
 
 
+class RunBusy(RunLocked):
+    """A live process on this host holds the lock: it will let go, so waiting for it makes sense."""
+
+
 @contextmanager
 def run_lock(folder: str | Path, wait: float = 0.0, poll: float = 1.0) -> Iterator[Path]:
     """Hold `folder`/.lock for the block (creating the folder); refuses an unwritable folder with a ValueError.
@@ -40,7 +44,8 @@ def run_lock(folder: str | Path, wait: float = 0.0, poll: float = 1.0) -> Iterat
     created = _make_folder(folder)
     path = folder / LOCK
     try:
-        _acquire_waiting(path, wait, poll)
+        if _acquire_waiting(path, wait, poll) and folder not in created:
+            created.insert(0, folder)  # re-made after the previous holder removed it: ours to clean up too
         try:
             yield path
         finally:
@@ -67,12 +72,14 @@ def _make_folder(folder: Path) -> list[Path]:
     return missing
 
 
-def _acquire_waiting(path: Path, wait: float, poll: float) -> None:
+def _acquire_waiting(path: Path, wait: float, poll: float) -> bool:
+    """_acquire, waiting up to `wait` seconds for a live holder on this host (never for a lock that cannot clear
+    by itself: unreadable, or another host's); True if the folder had to be made again."""
     deadline, told = time.monotonic() + wait, False
     while True:
         try:
             return _acquire(path)
-        except RunLocked as err:
+        except RunBusy as err:
             left = deadline - time.monotonic()
             if left <= 0:
                 if wait > 0:
@@ -84,9 +91,10 @@ def _acquire_waiting(path: Path, wait: float, poll: float) -> None:
             time.sleep(min(poll, left))
 
 
-def _acquire(path: Path) -> None:
+def _acquire(path: Path) -> bool:
     me = {"pid": os.getpid(), "host": socket.gethostname(),
           "started": datetime.now(UTC).isoformat(timespec="seconds")}
+    remade = False
     for _ in range(3):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # the umask applies
@@ -94,19 +102,25 @@ def _acquire(path: Path) -> None:
             _take_over_if_stale(path)
             continue
         except FileNotFoundError:  # the holder that created the folder removed it, empty, when it let go
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise ValueError(f"run folder {str(path.parent)!r} cannot be created ({err.strerror}): "
+                                 "allowed a folder you can write to") from None
+            remade = True
             continue
         except OSError as err:  # read-only folder or file system, ...
             raise ValueError(f"run folder {str(path.parent)!r} is not writable ({err.strerror}): "
                              "allowed a folder you can write to") from None
         with os.fdopen(fd, "w") as f:
             json.dump(me, f)
-        return
+        return remade
     raise RunLocked(f"run folder {str(path.parent)!r} is contended: its lock {str(path)!r} keeps changing hands")
 
 
 def _take_over_if_stale(path: Path) -> None:
-    """Remove a lock whose owner died on this host (with a warning); raise RunLocked for a live one."""
+    """Remove a lock whose owner died on this host (with a warning); raise RunBusy for a live one here,
+    RunLocked for one that cannot be checked (another host's, or unreadable)."""
     owner = _owner(path)
     if owner is None:  # removed meanwhile: try again
         return
@@ -115,9 +129,11 @@ def _take_over_if_stale(path: Path) -> None:
                         "per folder; delete the lock if no process writes there")
     pid, host = owner.get("pid"), owner.get("host")
     if host != socket.gethostname() or not isinstance(pid, int) or _alive(pid):
-        raise RunLocked(f"run folder {str(path.parent)!r} is in use by pid {pid} on {host} since "
-                        f"{owner.get('started')}: allowed one writer per folder; wait for it, use another "
-                        f"folder, or delete {str(path)!r} if that process is gone")
+        busy = host == socket.gethostname() and isinstance(pid, int)  # alive here: it will let go
+        raise (RunBusy if busy else RunLocked)(
+            f"run folder {str(path.parent)!r} is in use by pid {pid} on {host} since {owner.get('started')}: "
+            f"allowed one writer per folder; wait for it, use another folder, or delete {str(path)!r} if that "
+            "process is gone")
     grab = path.with_name(f"{LOCK}.stale-{os.getpid()}")
     try:
         os.replace(path, grab)  # atomic: of two processes taking over, one gets the file

@@ -19,12 +19,21 @@ def versions() -> dict[str, str]:
             "python": platform.python_version(), "git_commit": git_commit()}
 
 
+PACKAGE = Path(__file__).resolve().parent
+REPO = PACKAGE.parent
+# A source checkout (pyproject.toml and notebooks/ beside the package), or an installed vaelib (a wheel).
+CHECKOUT = (REPO / "pyproject.toml").is_file() and (REPO / "notebooks").is_dir()
+
+
 def git_commit() -> str:
-    """The commit of the vaelib checkout, '+dirty' when its sources have changes, or 'unknown'.
+    """The commit of the vaelib checkout, '+dirty' when its sources have changes, or 'unknown' (also for an
+    installed vaelib, whose site-packages may lie inside some unrelated repository).
 
     Generated output under reports/ does not count: a report build rewrites it while it runs.
     """
-    here = Path(__file__).resolve().parent
+    if not CHECKOUT:
+        return "unknown"
+    here = PACKAGE
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
                              timeout=10, check=True).stdout.strip()

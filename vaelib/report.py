@@ -12,14 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import save_json, shareable_mode
-from .provenance import versions
+from .provenance import CHECKOUT, PACKAGE, REPO, versions
 from .runtime import HEADLESS_ENV
 
-PACKAGE = Path(__file__).resolve().parent
-REPO = PACKAGE.parent
 # A source checkout runs its own notebooks/ and keeps reports/, runs/ and data/ beside them. An installed vaelib
 # (a wheel) carries the numbered notebooks as package data and works in the current folder instead.
-CHECKOUT = (REPO / "pyproject.toml").is_file() and (REPO / "notebooks").is_dir()
 NOTEBOOKS = REPO / "notebooks" if CHECKOUT else PACKAGE / "notebooks"
 
 
@@ -104,8 +101,8 @@ def render_html(executed: Path, html_path: Path, title: str) -> None:
 
 # Parameters the report sets itself: each has its own flag (or is the report's folder), so -p may not change them.
 RESERVED = {"dataset": "--dataset", "budget": "--budget", "seed": "--seed", "device": "--device",
-            "out_dir": "--out", "runs_dir": "the runs/ cache next to the repository",
-            "data_root": "the data/ folder next to the repository"}
+            "out_dir": "--out", "runs_dir": "the runs/ cache of the workspace (the checkout, or the current folder)",
+            "data_root": "the data/ folder of the workspace (the checkout, or the current folder)"}
 
 
 def report_dir(out_root: str | Path, dataset: str, budget: str) -> Path:
@@ -283,19 +280,23 @@ TIMINGS_START = "<!-- timings: written by `python -m vaelib timings --write READ
 TIMINGS_END = "<!-- /timings -->"
 
 
-def timings_markdown(out_root: str | Path) -> str:
+def timings_markdown(out_root: str | Path, link_root: str = "reports") -> str:
     """The README's timing table: seconds per notebook of every report under out_root, read from its metrics.json
-    (the one measurement every quoted report time comes from)."""
+    (the one measurement every quoted report time comes from); links point to link_root/<report>/index.html."""
     rows, names, latency = [], [], []
     for path in sorted(Path(out_root).glob("*/metrics.json")):
         if path.parent.name.startswith("."):
             continue
-        s = json.loads(path.read_text())
-        if "notebooks" not in s:
-            continue
-        per = {e["notebook"][:2]: e["seconds"] for e in s["notebooks"]}
+        try:
+            s = json.loads(path.read_text())
+            if "notebooks" not in s:
+                continue
+            per = {e["notebook"][:2]: e["seconds"] for e in s["notebooks"]}
+            rows.append((path.parent.name, s["seconds"], per, s["versions"]["git_commit"]))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{path} is not a report's metrics.json ({type(err).__name__}: {err}): "
+                             "rebuild the report or remove it") from None
         names = sorted(set(names) | set(per))
-        rows.append((path.parent.name, s["seconds"], per, s["versions"]["git_commit"]))
         for e in s["notebooks"]:  # notebook 05 times the explorer's controls
             for control, t in e.get("metrics", {}).get("latency_ms", {}).items():
                 latency.append((path.parent.name, control, t["median"], t["p95"]))
@@ -304,7 +305,7 @@ def timings_markdown(out_root: str | Path) -> str:
     head = ["report", "total", *(f"notebook {n}" for n in names), "git"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, total, per, commit in rows:
-        cells = [f"[{name}](reports/{name}/index.html)", f"{total:.0f} s",
+        cells = [f"[{name}]({link_root}/{name}/index.html)", f"{total:.0f} s",
                  *(f"{per[n]:.0f} s" if n in per else "-" for n in names), f"`{commit[:7]}`"]
         lines.append("| " + " | ".join(cells) + " |")
     if latency:
@@ -322,7 +323,8 @@ def write_timings(readme: str | Path, out_root: str | Path) -> bool:
     if start < 0 or end < start:
         raise ValueError(f"{path} has no timings block: allowed a file holding the lines {TIMINGS_START!r} "
                          f"and {TIMINGS_END!r}")
-    new = text[:start] + timings_markdown(out_root) + text[end + len(TIMINGS_END):]
+    link_root = Path(os.path.relpath(Path(out_root).resolve(), path.resolve().parent)).as_posix()
+    new = text[:start] + timings_markdown(out_root, link_root) + text[end + len(TIMINGS_END):]
     if new != text:
         path.write_text(new, encoding="utf-8")
     return new != text
