@@ -75,6 +75,7 @@ def test_vaelib_report_runs_from_the_wheel(installed):
     venv, work = installed
     package = next((venv / "lib").glob("python3*/site-packages/vaelib"))
     before = sorted(p for p in package.rglob("*") if "__pycache__" not in p.parts)
+    assert not [p for p in before if p.name == "conftest.py"]  # no test code in the wheel
     out = _run([venv / "bin" / "vaelib", "report", "--dataset", "digits", "--budget", "tiny", "--quiet"], cwd=work,
                timeout=900)
     assert sorted(p for p in package.rglob("*") if "__pycache__" not in p.parts) == before  # nothing written there

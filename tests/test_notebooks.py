@@ -41,14 +41,13 @@ def test_notebook_runs_with_shapes_64_tiny(shapes_report, notebook):
     assert injected and 'dataset = "shapes"' in injected[0].source and "image_size = 64" in injected[0].source
 
 
-def test_nbval_runs_each_notebook_at_the_tiny_budget():
-    import importlib.util
-    from pathlib import Path
+def test_the_nbval_budget_plugin_is_loaded(request):
+    assert request.config.pluginmanager.has_plugin("nbval_budget")  # pyproject's addopts: -p nbval_budget
 
-    path = Path(__file__).parents[1] / "notebooks" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("nbval_conftest", path)
-    conftest = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(conftest)
+
+def test_nbval_runs_each_notebook_at_the_tiny_budget():
+    import nbval_budget as conftest  # the plugin pyproject's addopts loads (-p nbval_budget)
+
     for notebook in numbered_notebooks():
         nb = conftest.at_budget(nbformat.read(str(notebook), as_version=4), str(notebook), "tiny")
         tags = [c.metadata.get("tags", []) for c in nb.cells]

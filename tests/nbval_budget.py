@@ -1,4 +1,7 @@
-"""nbval over the committed notebooks, at the tiny budget.
+"""A pytest plugin (pyproject's addopts: -p nbval_budget): nbval over the committed notebooks, at the tiny budget.
+
+It lives here, not in notebooks/conftest.py, so that the wheel, which ships notebooks/ as vaelib/notebooks/,
+carries no test code.
 
 - Each notebook runs with `budget = "tiny"` set in a cell inserted right after its `parameters` cell, as papermill
   would inject it (VAELIB_NBVAL_BUDGET=small runs them at their committed default instead: about 20 minutes).
@@ -26,7 +29,7 @@ def at_budget(nb: nbformat.NotebookNode, path: str, budget: str = BUDGET) -> nbf
     for i, cell in enumerate(nb.cells):
         if "parameters" in cell.metadata.get("tags", []):
             nb.cells.insert(i + 1, nbformat.v4.new_code_cell(
-                f'budget = "{budget}"  # inserted by notebooks/conftest.py for nbval',
+                f'budget = "{budget}"  # inserted by tests/nbval_budget.py for nbval',
                 metadata={"tags": ["injected-parameters"]}))
             return nb
     raise ValueError(f"{path} is invalid: it has no cell tagged 'parameters'")
