@@ -83,6 +83,8 @@ CASES = [  # (extra arguments, what the one line must match, setup)
     (["--epochs", "ten"], r"argument --epochs: invalid int value: 'ten' \(see python -m vaelib train --help\)", None),
     (["--lr", "inf"], r"train.lr=inf is invalid: allowed a value > 0 and finite", None),
     (["--lr", "nan"], r"train.lr=nan is invalid: allowed a value > 0 and finite", None),
+    (["--stop-tol", "2"], r"train.stop_tol=2.0 is invalid: allowed 0 \(train every epoch\) or a value in", None),
+    (["--stop-tol", "0.05", "--schedule", "cyclic"], r"train.stop_tol=0.05 is invalid: allowed 0 with a cyclic", None),
     (["--lr", "-0.1"], r"train.lr=-0.1 is invalid: allowed a value > 0", None),
     (["--lr", "0"], r"train.lr=0.0 is invalid: allowed a value > 0", None),
     (["--beta", "1e300"], r"schedule.beta=1e\+300 is invalid: allowed a value >= 0 and <= 1e\+06", None),

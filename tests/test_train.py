@@ -245,3 +245,38 @@ def test_resume_hands_the_generator_a_cpu_state(tiny_config, tiny_data, tmp_path
     opt = train._optimizer(model, tiny_config, torch.device("cpu"))
     train._resume(tmp_path / "checkpoint.pt", tiny_config, model, opt, Recorder(), torch.device("cuda"))
     assert len(got) == 1 and isinstance(got[0], torch.Tensor) and got[0].device.type == "cpu"
+
+
+def test_stop_tol_stops_at_convergence_and_a_rerun_loads_instead_of_training_on(tiny_config, tiny_data, tmp_path):
+    from vaelib.evidence import MIN_EPOCHS, convergence
+    from vaelib.train import stopped
+
+    full = with_overrides(tiny_config, **{"train.epochs": 40})
+    _, every = fit(full, *tiny_data, device="cpu", quiet=True)
+    early = with_overrides(full, **{"train.stop_tol": 0.2})
+    _, history = fit(early, *tiny_data, device="cpu", out_dir=tmp_path, quiet=True)
+    n = len(history.epochs)
+    assert MIN_EPOCHS <= n < 40 and convergence(history, 0.2)["converged"]
+    per_epoch = len(every.steps) // 40
+    prefix = dataclasses.replace(every, epochs=every.epochs[:n - 1], steps=every.steps[:(n - 1) * per_epoch])
+    assert not convergence(prefix, 0.2)["converged"]  # it stopped at the first epoch that converged
+    assert history.steps == every.steps[:len(history.steps)]  # the same run as without stop_tol, cut short
+    _, again = fit(early, *tiny_data, device="cpu", out_dir=tmp_path, quiet=True)  # resumes: already finished
+    assert again == history and stopped(again, early)
+
+
+def test_stop_tol_waits_for_the_final_beta_and_refuses_cyclic(tiny_config):
+    from vaelib.history import History
+    from vaelib.train import stopped
+
+    warm = with_overrides(tiny_config, **{"train.stop_tol": 0.5, "train.schedule.kind": "warmup",
+                                          "train.schedule.beta": 1.0, "train.schedule.warmup_epochs": 30})
+    flat = {"val_total": 10.0, "val_recon": 10.0, "val_kl": 0.0}
+    during = History(epochs=[{"epoch": i, "beta": 0.0, **flat} for i in range(10)])
+    assert not stopped(during, warm)  # flat, but still at beta_start: the warmup is not over
+    after = History(epochs=[{"epoch": i, "beta": 1.0, **flat} for i in range(10)])
+    assert stopped(after, warm) and not stopped(after, tiny_config)  # stop_tol = 0: never stops early
+    with pytest.raises(ValueError, match="train.stop_tol=0.1 is invalid: allowed 0 with a cyclic schedule"):
+        with_overrides(tiny_config, **{"train.stop_tol": 0.1, "train.schedule.kind": "cyclic"})
+    with pytest.raises(ValueError, match=r"train.stop_tol=1.5 is invalid: allowed 0 \(train every epoch\)"):
+        with_overrides(tiny_config, **{"train.stop_tol": 1.5})

@@ -196,6 +196,7 @@ class TrainConfig:
     sync_every: int = 50  # steps between reads of the on-device scalars (every step is still recorded)
     adam_impl: str = "auto"  # auto | foreach | fused | for (torch.optim.Adam implementation)
     compile: bool = False  # opt-in torch.compile of the model
+    stop_tol: float = 0.0  # > 0: stop once the run has converged by evidence.convergence at this tol (epochs = cap)
 
     def __post_init__(self) -> None:
         _check_types("train", self)
@@ -218,6 +219,11 @@ class TrainConfig:
         if self.sync_every < 1:
             _refuse("train", "sync_every", self.sync_every, "an integer >= 1")
         _choice("train", "adam_impl", self.adam_impl, ADAM_IMPLS)
+        if not 0 <= self.stop_tol < 1:
+            _refuse("train", "stop_tol", self.stop_tol, "0 (train every epoch) or a value in (0, 1)")
+        if self.stop_tol and self.schedule.kind == "cyclic":
+            _refuse("train", "stop_tol", self.stop_tol, "0 with a cyclic schedule (its beta never settles); "
+                    "a constant, warmup or linear schedule stops once at its final beta")
         _normalise_numbers(self)
 
 

@@ -33,7 +33,16 @@ def config_hash(config: Config) -> str:
 
     Where the dataset files live (data.root) and whether they may be downloaded do not change the model.
     """
-    return hashlib.sha256(comparable(config).to_json().encode()).hexdigest()[:10]
+    d = comparable(config).to_dict()
+    for (part, name), default in KEY_NEUTRAL.items():  # fields newer than the cached runs: keep their folders
+        if d[part].get(name) == default:
+            del d[part][name]
+    return hashlib.sha256(json.dumps(d, indent=2, sort_keys=True).encode()).hexdigest()[:10]
+
+
+# Config fields added after runs were cached and shipped: left out of the key while at their default, so that
+# every earlier run (and vaelib/pretrained/) keeps its folder name.
+KEY_NEUTRAL = {("train", "stop_tol"): 0.0}
 
 
 def run_dir(config: Config, root: str | Path = "runs") -> Path:

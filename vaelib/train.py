@@ -145,6 +145,7 @@ def fit(config: Config, train: Any = None, val: Any = None, *, device: str | tor
     out_dir: where checkpoint.pt and history.json go (written atomically after every epoch);
     with resume=True an existing checkpoint of the same config is continued (epochs may grow).
     callbacks: called as cb(epoch, history) after each epoch's checkpoint.
+    config.train.stop_tol > 0 stops early once the run has converged (see `stopped`); train.epochs is the cap.
     log_dir: a TensorBoard folder (vaelib.tblog): step scalars, validation terms, KL per dimension and image
     grids after each epoch, read from the history (the numbers do not change); a resumed run appends.
     Under torchrun (a process group is initialised) each rank takes its share of every global batch,
@@ -190,6 +191,8 @@ def fit(config: Config, train: Any = None, val: Any = None, *, device: str | tor
                disable=quiet or rank != 0 or None, desc=f"fit {config.name}", unit="step", dynamic_ncols=True)
     try:
         for epoch in range(start_epoch, tc.epochs):
+            if stopped(history, config):  # also right after resuming a run that had stopped: it is finished
+                break
             t0 = time.perf_counter()
             _train_epoch(run_model, model, opt, gen, x_train, config, epoch, plan, history, bar)
             _end_epoch(model, x_val, config, history, epoch, steps_per_epoch, bs, t0, device)
@@ -213,6 +216,17 @@ def fit(config: Config, train: Any = None, val: Any = None, *, device: str | tor
         bar.close()
     model.eval()
     return model, history
+
+
+def stopped(history: History, config: Config) -> bool:
+    """With train.stop_tol > 0: the run has converged (evidence.convergence at that tol) at its schedule's final
+    beta, so fit trains no further epoch. Read from the history alone, so a resumed run stops where it did."""
+    from .evidence import convergence
+
+    tol = config.train.stop_tol
+    if not tol or not history.epochs or history.epochs[-1]["beta"] != config.train.schedule.beta:
+        return False  # not asked, nothing trained yet, or a warmup or ramp still under way
+    return convergence(history, tol)["converged"]
 
 
 def _wrap(model: VAE, config: Config, device: torch.device, world_size: int):
