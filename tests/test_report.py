@@ -174,3 +174,17 @@ def test_copy_notebooks_refuses_to_replace_before_copying_anything(tmp_path, cap
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="file is a file: allowed a folder"):
         copy_notebooks(tmp_path / "file")
+
+
+def test_an_unreadable_or_foreign_metrics_json_is_named_by_the_index_and_the_timings(tmp_path):
+    from vaelib.report import timings_markdown
+
+    bad = tmp_path / "mnist-small" / "metrics.json"
+    bad.parent.mkdir()
+    bad.write_text("{not json")
+    for build in (write_index, timings_markdown):
+        with pytest.raises(ValueError, match=f"{bad} is unreadable .*: repair or remove it"):
+            build(tmp_path)
+    bad.write_text(json.dumps({"notebooks": [{"notebook": "00_a"}], "seconds": 1}))
+    with pytest.raises(ValueError, match=f"{bad} is not a report's metrics.json \\(KeyError"):
+        timings_markdown(tmp_path)

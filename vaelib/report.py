@@ -249,22 +249,31 @@ def _dataset_page(summary: dict[str, Any]) -> str:
             f"All numbers: <a href='metrics.json'>metrics.json</a>.</p></body></html>")
 
 
-def write_index(out_root: Path) -> Path:
-    """reports/index.html: every dataset's report with its parameters and headline metrics."""
-    sections = []
-    for path in sorted(out_root.glob("*/metrics.json")):
-        if path.parent.name.startswith("."):  # a report being built, or a failed build kept for inspection
+def report_summaries(out_root: str | Path) -> list[tuple[Path, dict[str, Any]]]:
+    """(folder, its metrics.json) of every report under out_root, by name. A folder being built, or a failed build
+    kept for inspection (a dot folder), and a metrics.json that is not a report's are skipped; an unreadable one
+    is refused in one line that names it."""
+    found = []
+    for path in sorted(Path(out_root).glob("*/metrics.json")):
+        if path.parent.name.startswith("."):
             continue
         try:
             s = json.loads(path.read_text())
         except (OSError, ValueError) as err:
             raise ValueError(f"{path} is unreadable ({err}): repair or remove it to rebuild the index") from None
-        if "notebooks" not in s:
-            continue
+        if isinstance(s, dict) and "notebooks" in s:
+            found.append((path.parent, s))
+    return found
+
+
+def write_index(out_root: Path) -> Path:
+    """reports/index.html: every dataset's report with its parameters and headline metrics."""
+    sections = []
+    for folder, s in report_summaries(out_root):
         heads = "".join(f"<li>{html.escape(k)}: {_fmt(v)}</li>" for k, v in headline(s, 2).items())
         verdicts = [c["verdict"] for c in s.get("claims", [])]
         tally = ", ".join(f"{verdicts.count(v)} {v}" for v in dict.fromkeys(verdicts)) or "no claims tested"
-        sections.append(f"<h2><a href='{path.parent.name}/index.html'>{s['dataset']}</a></h2>"
+        sections.append(f"<h2><a href='{folder.name}/index.html'>{s['dataset']}</a></h2>"
                         f"<p>budget {s['budget']}, seed {s['seed']}, git {s['versions']['git_commit']}, "
                         f"{s.get('seconds', '-')} s; claims: {tally}</p><ul>{heads}</ul>")
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>vaelib reports</title>"
@@ -284,22 +293,17 @@ def timings_markdown(out_root: str | Path, link_root: str = "reports") -> str:
     """The README's timing table: seconds per notebook of every report under out_root, read from its metrics.json
     (the one measurement every quoted report time comes from); links point to link_root/<report>/index.html."""
     rows, names, latency = [], [], []
-    for path in sorted(Path(out_root).glob("*/metrics.json")):
-        if path.parent.name.startswith("."):
-            continue
+    for folder, s in report_summaries(out_root):
         try:
-            s = json.loads(path.read_text())
-            if "notebooks" not in s:
-                continue
             per = {e["notebook"][:2]: e["seconds"] for e in s["notebooks"]}
-            rows.append((path.parent.name, s["seconds"], per, s["versions"]["git_commit"]))
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"{path} is not a report's metrics.json ({type(err).__name__}: {err}): "
-                             "rebuild the report or remove it") from None
+            rows.append((folder.name, s["seconds"], per, s["versions"]["git_commit"]))
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{folder / 'metrics.json'} is not a report's metrics.json ({type(err).__name__}: "
+                             f"{err}): rebuild the report or remove it") from None
         names = sorted(set(names) | set(per))
         for e in s["notebooks"]:  # notebook 05 times the explorer's controls
             for control, t in e.get("metrics", {}).get("latency_ms", {}).items():
-                latency.append((path.parent.name, control, t["median"], t["p95"]))
+                latency.append((folder.name, control, t["median"], t["p95"]))
     if not rows:
         raise ValueError(f"{out_root} holds no report (*/metrics.json): run `make examples` first")
     head = ["report", "total", *(f"notebook {n}" for n in names), "git"]
