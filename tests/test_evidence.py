@@ -65,6 +65,20 @@ def test_verdict_rule_overlap_separation_and_convergence():
         verdict(high, low, "bigger")
 
 
+def test_a_claim_that_the_reference_fails_needs_only_the_other_setting_converged():
+    """'Clipping keeps training from derailing': the unclipped runs not converging is the effect measured."""
+    kept, derailed = _est([0.0, 0.0, 0.0]), _est([1.0, 1.0, 1.0], converged=0)
+    assert verdict(kept, derailed, "lower")["verdict"] == "not converged"  # the default: both must converge
+    assert verdict(kept, derailed, "lower", reference_may_fail=True)["verdict"] == "supported"
+    two_of_three = _est([1.0, 1.0, 0.0], converged=1)  # 0.67 ± 0.33: not more than 2 se
+    assert verdict(kept, two_of_three, "lower", reference_may_fail=True)["verdict"] == "inconclusive"
+    unsettled = _est([0.0, 0.0, 0.0], converged=2)  # the protected setting itself must have converged
+    assert verdict(unsettled, derailed, "lower", reference_may_fail=True)["verdict"] == "not converged"
+    c = compare("clipping keeps training on track", "test", "share derailed", ("clip 1", kept), ("no clip", derailed),
+                "lower", reference_may_fail=True)
+    assert c.verdict == "supported" and "**supported**" in finding(c)
+
+
 def test_estimate_and_its_text():
     rows = [{"x": 1.0, "converged": True}, {"x": 3.0, "converged": False}]
     e = estimate(rows, "x")

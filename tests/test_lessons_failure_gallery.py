@@ -158,3 +158,25 @@ def test_early_objective_reads_the_curve_at_an_epoch(tiny_config):
     assert D.early_objective(run, 2) == {"val_objective_epoch_2": 27.5, "val_objective_final": 15.5}
     with pytest.raises(ValueError, match=r"epoch=7 is invalid: allowed 1..6"):
         D.early_objective(run, 7)
+
+
+def test_mean_image_nll_is_the_loss_of_a_model_that_ignores_its_input():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 1, 8, 8, generator=gen)
+    mean = x.mean(0)
+    assert D.mean_image_nll(x, mean, "mse") == pytest.approx(float((x - mean).pow(2).sum((1, 2, 3)).mean()), rel=1e-5)
+    bce = -(x * mean.log() + (1 - x) * (1 - mean).log()).sum((1, 2, 3)).mean()
+    assert D.mean_image_nll(x, mean, "bernoulli") == pytest.approx(float(bce), rel=1e-4)
+    u8 = (x * 255).round().to(torch.uint8)
+    assert D.mean_image_nll(u8, mean, "mse") == pytest.approx(D.mean_image_nll(u8.float() / 255, mean, "mse"))
+
+
+def test_a_run_is_derailed_when_it_failed_or_ends_no_better_than_ignoring_its_input():
+    rows = {"clip 1": [{"test_total": 30.0, "nonfinite_steps": 0}, {"test_total": 31.0, "nonfinite_steps": 0}],
+            "no clip": [{"test_total": 98.0, "nonfinite_steps": 0}, {"test_total": 52.0, "nonfinite_steps": 0},
+                        {"nonfinite_steps": 1}]}  # a failed run has no test numbers
+    marked = D.mark_derailed(rows, baseline=52.0)
+    assert [r["derailed"] for r in marked["clip 1"]] == [0.0, 0.0]
+    assert [r["derailed"] for r in marked["no clip"]] == [1.0, 1.0, 1.0]  # above, equal to, and failed
+    assert marked["clip 1"][0]["test_total"] == 30.0 and "derailed" not in rows["clip 1"][0]  # a copy, all kept
+    assert [r["derailed"] for r in D.mark_derailed(rows, baseline=20.0)["clip 1"]] == [1.0, 1.0]

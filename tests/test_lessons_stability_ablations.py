@@ -112,3 +112,27 @@ def test_run_all_trains_caches_and_summarizes(tiny_config, tiny_data, tmp_path):
     for fig in (stability_ablations.trace_plot(runs, "grad_norm"), stability_ablations.curves_with_beta(runs),
                 failure_gallery.image_rows(samples, "samples")):
         assert fig.axes
+
+
+def test_until_converged_extends_every_run_but_cyclic_and_keeps_the_schedules_in_place(tiny_config):
+    base = experiments.with_epochs(tiny_config, 10)
+    n_train = 64
+    configs = {**stability_ablations.annealing_configs(base, beta=0.8, n_train=n_train),
+               **stability_ablations.warmup_configs(base)}
+    out = stability_ablations.until_converged(configs, tol=0.05, cap=2.0)
+    assert list(out) == list(configs)
+    for label, c in out.items():
+        before = configs[label]
+        if before.train.schedule.kind == "cyclic":
+            assert c == before  # its cycles span the nominal run: it cannot stop early
+            continue
+        assert (c.train.epochs, c.train.stop_tol) == (20, 0.05)
+        assert c.train.schedule == before.train.schedule  # the ramp and the warmups keep their nominal place
+    rows = {r["run"]: r for r in stability_ablations.settings(out, n_train)}
+    assert rows["static"]["stop"] == "converged at 0.05" and rows["cyclic"]["stop"] == "-"
+    assert stability_ablations.until_converged(configs, tol=0.0) == configs  # no tolerance: as they were
+    short = stability_ablations.until_converged({"a": experiments.with_epochs(tiny_config, 2)}, 0.05, 2.0)
+    assert short["a"].train.stop_tol == 0 and short["a"].train.epochs == 2  # 4 epochs could never be judged
+    for bad in ({"tol": -0.1}, {"tol": 0.05, "cap": 0.5}):
+        with pytest.raises(ValueError, match="are invalid"):
+            stability_ablations.until_converged(configs, **{"cap": 2.0, **bad})

@@ -33,6 +33,25 @@ def test_history_has_every_step_and_epoch(tiny_config, tiny_data):
     assert h.column("val_total") == [e["val_total"] for e in h.epochs] and h.last == h.epochs[-1]
     assert History.from_dict(json.loads(json.dumps(h.to_dict()))) == h  # survives its JSON form
     assert [e["epoch"] for e in h.epochs] == [0, 1]
+    with pytest.raises(ValueError, match="val_kl_used.*only for runs with free bits"):
+        h.column("val_kl_used")
+
+
+def test_free_bits_runs_record_the_kl_term_as_optimised(tiny_config, tiny_data):
+    """With free bits, each epoch also records val_kl_used (every dimension floored at the free bits), the term the
+    convergence rule then judges; val_total stays the true negative ELBO at beta."""
+    from vaelib.evidence import objective_curve
+
+    config = with_overrides(tiny_config, **{"train.free_bits": 0.5})
+    _, h = fit(config, *tiny_data, quiet=True, device="cpu")
+    floor = 0.5 * config.model.latent_dim
+    for e in h.epochs:
+        assert set(e) == set(EPOCH_FIELDS) | {"val_kl_used"}
+        assert e["val_kl_used"] >= floor - 1e-4 and e["val_kl_used"] >= e["val_kl"] - 1e-4
+        assert e["val_total"] == pytest.approx(e["val_recon"] + e["beta"] * e["val_kl"], rel=1e-5)
+    beta = h.epochs[-1]["beta"]
+    assert objective_curve(h).tolist() == pytest.approx([e["val_recon"] + beta * e["val_kl_used"] for e in h.epochs])
+    assert History.from_dict(json.loads(json.dumps(h.to_dict()))) == h
     assert all(e["images_per_sec"] > 0 and e["val_total"] > 0 for e in h.epochs)
     assert h.options["device"] == "cpu"
 

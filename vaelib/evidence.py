@@ -16,7 +16,9 @@ The rules, as documented in docs/findings.md:
   and |d| > 2 se, `inconclusive` otherwise. A claim of "no better" (A does not beat B) is `contradicted`
   only when A beats B by more than 2 se, else `supported`. Fewer than 2 seeds in a setting gives
   `inconclusive`. Any unconverged or failed run in either group makes the verdict `not converged`, whatever the
-  numbers say, except for metrics of the first steps (early noise), which do not depend on where a run ends.
+  numbers say, except for metrics of the first steps (early noise), which do not depend on where a run ends,
+  and except for claims that B fails (e.g. "clipping keeps training from derailing"): there B's runs not
+  converging is the effect measured, so only A's runs must converge (`reference_may_fail`).
   When every seed gives the same value (se = 0), any difference counts as separated.
 """
 
@@ -37,12 +39,13 @@ MIN_EPOCHS = 5
 
 
 def objective_curve(history: History) -> np.ndarray:
-    """Per epoch, the validation objective at the run's final beta: val_recon + beta_final * val_kl."""
+    """Per epoch, the validation objective at the run's final beta: val_recon + beta_final * val_kl, with the KL
+    term as training optimised it (val_kl_used, floored per dimension) for a run with free bits."""
     epochs = history.epochs
     if not epochs:
         return np.array([])
     beta = epochs[-1]["beta"]
-    return np.array([e["val_recon"] + beta * e["val_kl"] for e in epochs], dtype=float)
+    return np.array([e["val_recon"] + beta * e.get("val_kl_used", e["val_kl"]) for e in epochs], dtype=float)
 
 
 def convergence(history: History, tol: float = 0.05, window: float = 0.2, min_window: int = 1
@@ -117,11 +120,13 @@ def estimate(rows: Sequence[dict[str, Any]], key: str) -> Estimate:
     return Estimate(tuple(float(r.get(key, math.nan)) for r in rows), sum(bool(r.get("converged")) for r in rows))
 
 
-def verdict(a: Estimate, b: Estimate, direction: str, needs_convergence: bool = True) -> dict[str, Any]:
+def verdict(a: Estimate, b: Estimate, direction: str, needs_convergence: bool = True,
+            reference_may_fail: bool = False) -> dict[str, Any]:
     """The verdict on 'A is `direction` than B' (see the module docstring), with d, se and |d|/se.
 
     needs_convergence=False for metrics of the first steps (early noise), which do not depend on where a run
     ends: then an unconverged run still counts (its numbers must be finite).
+    reference_may_fail=True for a claim that B fails where A does not: only A's runs must converge.
     """
     if direction not in DIRECTIONS:
         raise ValueError(f"direction={direction!r} is invalid: allowed {', '.join(DIRECTIONS)}")
@@ -131,7 +136,7 @@ def verdict(a: Estimate, b: Estimate, direction: str, needs_convergence: bool = 
                            "z": abs(d) / se if se and math.isfinite(se) and se > 0 else math.nan}
     if a.n < 2 or b.n < 2:
         return {**out, "verdict": "inconclusive"}
-    if needs_convergence and not (a.all_converged and b.all_converged):
+    if needs_convergence and not (a.all_converged and (b.all_converged or reference_may_fail)):
         return {**out, "verdict": "not converged"}
     if not math.isfinite(se) or not math.isfinite(d):
         return {**out, "verdict": "inconclusive"}
@@ -158,11 +163,12 @@ class Claim:
 
 
 def compare(claim: str, source: str, metric: str, a: tuple[str, Estimate], b: tuple[str, Estimate],
-            direction: str, needs_convergence: bool = True) -> Claim:
-    """A Claim on 'A is `direction` than B in `metric`' from two Estimates (A first, then B)."""
+            direction: str, needs_convergence: bool = True, reference_may_fail: bool = False) -> Claim:
+    """A Claim on 'A is `direction` than B in `metric`' from two Estimates (A first, then B); see verdict for
+    needs_convergence and reference_may_fail."""
     if a[0] == b[0]:
         raise ValueError(f"settings {a[0]!r} and {b[0]!r} are invalid: allowed two different settings")
-    v = verdict(a[1], b[1], direction, needs_convergence)
+    v = verdict(a[1], b[1], direction, needs_convergence, reference_may_fail)
     values = [{"setting": name, "estimate": e.describe()} for name, e in (a, b)]
     return Claim(claim, source, metric, values, v["verdict"],
                  {**{k: v[k] for k in ("difference", "standard_error", "z")}, "direction": direction})

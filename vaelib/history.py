@@ -7,7 +7,7 @@ saved as plain JSON (history.json and inside checkpoint.pt) through `to_dict` an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 
 class Step(TypedDict):
@@ -36,10 +36,12 @@ class Epoch(TypedDict):
     val_total: float
     val_recon: float
     val_kl: float
+    val_kl_used: NotRequired[float]  # runs with free bits only: the KL term as optimised (each dimension floored)
 
 
 STEP_FIELDS = tuple(Step.__annotations__)
-EPOCH_FIELDS = tuple(Epoch.__annotations__)
+OPTIONAL_EPOCH_FIELDS = ("val_kl_used",)  # the NotRequired ones (under postponed annotations TypedDict cannot tell)
+EPOCH_FIELDS = tuple(k for k in Epoch.__annotations__ if k not in OPTIONAL_EPOCH_FIELDS)  # in every epoch row
 
 
 @dataclass
@@ -52,9 +54,15 @@ class History:
 
     def column(self, key: str, per: Literal["step", "epoch"] = "epoch") -> list[float]:
         """One field over the run, e.g. column("val_total") or column("kl", per="step")."""
-        rows, fields = (self.epochs, EPOCH_FIELDS) if per == "epoch" else (self.steps, STEP_FIELDS)
+        if per == "epoch":
+            rows, fields = self.epochs, EPOCH_FIELDS + OPTIONAL_EPOCH_FIELDS
+        else:
+            rows, fields = self.steps, STEP_FIELDS
         if key not in fields:
             raise ValueError(f"history {per} field {key!r} is invalid: allowed {', '.join(fields)}")
+        if any(key not in row for row in rows):
+            raise ValueError(f"history {per} field {key!r} is invalid for this run: it is recorded only for runs "
+                             "with free bits")
         return [row[key] for row in rows]
 
     @property

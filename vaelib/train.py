@@ -48,19 +48,25 @@ def _optimizer(model: VAE, config: Config, device: torch.device) -> torch.optim.
 @torch.no_grad()
 def evaluate(model: VAE, images: torch.Tensor, config: Config, beta: float | None = None,
              batch_size: int = 512, seed: int = 1234) -> dict[str, float]:
-    """Mean negative-ELBO terms (nats per image) over uint8 or float images, without gradients."""
+    """Mean negative-ELBO terms (nats per image) over uint8 or float images, without gradients.
+
+    With train.free_bits > 0 it also returns `kl_used`, the KL term as training optimises it (each dimension's
+    batch-mean KL floored at the free bits); `total` stays recon + beta * kl, the true negative ELBO at beta.
+    """
     device = model_device(model)
     beta = config.train.schedule.beta if beta is None else beta
+    free_bits = config.train.free_bits
     gen = torch.Generator(device=device).manual_seed(seed)
-    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
     with eval_mode(model):
         for start in range(0, len(images), batch_size):
             x = to_float(images[start:start + batch_size].to(device))  # uint8 or float in [0, 1]
             logits, mu, logvar = model(x, generator=gen)
             t = elbo(x, logits, mu, logvar, beta=beta, kind=config.train.recon)
-            sums += torch.stack([t.total, t.recon, t.kl]).double() * len(x)
-    total, recon, kl = (sums / len(images)).tolist()
-    return {"total": total, "recon": recon, "kl": kl}
+            used = t.kl_per_dim.clamp(min=free_bits).sum() if free_bits > 0 else t.kl
+            sums += torch.stack([t.total, t.recon, t.kl, used]).double() * len(x)
+    total, recon, kl, used = (sums / len(images)).tolist()
+    return {"total": total, "recon": recon, "kl": kl, **({"kl_used": used} if free_bits > 0 else {})}
 
 
 def _load_data(config: Config, train, val):

@@ -249,3 +249,26 @@ def early_objective(run: Run, epoch: int) -> dict[str, float]:
     if not 1 <= epoch <= len(curve):
         raise ValueError(f"epoch={epoch!r} is invalid: allowed 1..{len(curve)} (the run's finished epochs)")
     return {f"val_objective_epoch_{epoch}": float(curve[epoch - 1]), "val_objective_final": float(curve[-1])}
+
+
+@torch.no_grad()
+def mean_image_nll(test_images: torch.Tensor, mean_image: torch.Tensor, recon: str = "mse") -> float:
+    """The test negative ELBO (nats per image) of the model that ignores its input: it decodes every image to the
+    data-mean image and its posterior is the prior (KL 0). Any VAE can reach it, so a run that ends above it has
+    learned nothing from the images."""
+    from ..losses import reconstruction
+
+    x = image_batch(test_images)
+    mean = image_batch(mean_image[None] if mean_image.dim() == 3 else mean_image)  # (C, H, W) or (1, C, H, W)
+    logits = torch.logit(mean.clamp(1e-6, 1 - 1e-6)).expand_as(x)
+    return float(reconstruction(logits, x, recon).mean())
+
+
+def mark_derailed(rows: dict[str, list[dict[str, Any]]], baseline: float) -> dict[str, list[dict[str, Any]]]:
+    """Adds `derailed` to every seed's row (from experiments.summarize): 1.0 when the run hit a non-finite step or
+    its test negative ELBO is no better than `baseline` (mean_image_nll), else 0.0."""
+    def derailed(r: dict[str, Any]) -> float:
+        total = r.get("test_total", float("nan"))
+        return float(bool(r.get("nonfinite_steps")) or not total < baseline)  # nan (failed): derailed
+
+    return {label: [{**r, "derailed": derailed(r)} for r in rs] for label, rs in rows.items()}

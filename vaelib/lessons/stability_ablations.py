@@ -4,6 +4,7 @@ per-step traces and curves. Training, caching and failed runs are `experiments`'
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -12,7 +13,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ..config import BetaSchedule, Config, with_overrides
-from ..evidence import Claim, compare, estimate
+from ..evidence import MIN_EPOCHS, Claim, compare, estimate
 from ..experiments import Run, summarize, trace, with_epochs
 from ..schedules import beta_at
 
@@ -30,6 +31,28 @@ def check_parameters(at_least_zero: dict[str, float] | None = None, above_zero: 
 def ablation_base(config: Config, epochs: int = 0) -> Config:
     """The config every ablation run starts from: at most `epochs` passes (0 = the config's own)."""
     return with_epochs(config, min(epochs, config.train.epochs)) if epochs > 0 else config
+
+
+def until_converged(configs: dict[str, Config], tol: float, cap: float = 2.0) -> dict[str, Config]:
+    """Each config trained until it has converged (train.stop_tol = tol), for at most `cap` times its epochs.
+
+    The configs are built at their nominal length first, so a ramp or warmup keeps its place in the run (the
+    first half, the first 30%); the cap only adds epochs at the final beta. Cyclic annealing is left at its
+    nominal length: its cycles are laid out over the whole run, so it cannot stop early (fit refuses it).
+    A run shorter than evidence.MIN_EPOCHS even at the cap could never be judged converged: it keeps its length.
+    tol = 0 leaves every config as it is.
+    """
+    if tol < 0 or cap < 1:
+        raise ValueError(f"tol={tol!r}, cap={cap!r} are invalid: allowed tol >= 0 and cap >= 1")
+
+    def extend(c: Config) -> bool:  # a run too short to be judged even at the cap keeps its length
+        return c.train.schedule.kind != "cyclic" and math.ceil(cap * c.train.epochs) >= MIN_EPOCHS
+
+    if not tol:
+        return dict(configs)
+    return {label: c if not extend(c) else with_overrides(
+        c, **{"train.stop_tol": tol, "train.epochs": math.ceil(cap * c.train.epochs)})
+        for label, c in configs.items()}
 
 
 def steps_per_epoch(config: Config, n_train: int) -> int:
@@ -107,7 +130,8 @@ def settings(configs: dict[str, Config], n_train: int, at: tuple[float, ...] = (
         total = spe * c.train.epochs
         row = {"run": label, "latent": c.model.latent_dim, "lr": c.train.lr, "clip": c.train.grad_clip,
                "free_bits": c.train.free_bits,
-               "epochs": c.train.epochs, "steps": total, "schedule": c.train.schedule.kind}
+               "epochs": c.train.epochs, "steps": total, "schedule": c.train.schedule.kind,
+               "stop": f"converged at {c.train.stop_tol:g}" if c.train.stop_tol else "-"}
         for f in at:
             step = min(int(f * total), total - 1)
             row[f"beta@{step}"] = beta_at(c.train.schedule, step, spe, total)
@@ -201,11 +225,12 @@ EARLY_METRICS = ("early_volatility", "early_kl_volatility", "kl_volatility_at_fi
 
 
 def claim(rows: dict[str, list[dict[str, Any]]], a: str, b: str, key: str, direction: str, text: str,
-          source: str, metric: str) -> Claim:
+          source: str, metric: str, reference_may_fail: bool = False) -> Claim:
     """The Claim 'setting a is `direction` than setting b in `key`' with the verdict rule of vaelib.evidence;
-    a metric of the first steps does not wait for the runs to converge (EARLY_METRICS)."""
+    a metric of the first steps does not wait for the runs to converge (EARLY_METRICS), and with
+    reference_may_fail only setting a's runs must converge (a claim that b fails)."""
     return compare(text, source, metric, (a, estimate(rows[a], key)), (b, estimate(rows[b], key)), direction,
-                   needs_convergence=key not in EARLY_METRICS)
+                   needs_convergence=key not in EARLY_METRICS, reference_may_fail=reference_may_fail)
 
 
 def first_seed(runs: dict[str, list[Run]]) -> dict[str, Run]:
