@@ -126,13 +126,14 @@ def test_until_converged_extends_every_run_but_cyclic_and_keeps_the_schedules_in
         if before.train.schedule.kind == "cyclic":
             assert c == before  # its cycles span the nominal run: it cannot stop early
             continue
-        assert (c.train.epochs, c.train.stop_tol) == (20, 0.05)
+        assert (c.train.epochs, c.train.stop_tol, c.train.min_epochs) == (20, 0.05, 10)  # on, never stopping early
         assert c.train.schedule == before.train.schedule  # the ramp and the warmups keep their nominal place
     rows = {r["run"]: r for r in stability_ablations.settings(out, n_train)}
-    assert rows["static"]["stop"] == "converged at 0.05" and rows["cyclic"]["stop"] == "-"
+    assert rows["static"]["stop"] == "converged at 0.05, from epoch 10" and rows["cyclic"]["stop"] == "-"
     assert stability_ablations.until_converged(configs, tol=0.0) == configs  # no tolerance: as they were
     short = stability_ablations.until_converged({"a": experiments.with_epochs(tiny_config, 2)}, 0.05, 2.0)
     assert short["a"].train.stop_tol == 0 and short["a"].train.epochs == 2  # 4 epochs could never be judged
+    assert experiments.config_hash(out["cyclic"]) == experiments.config_hash(configs["cyclic"])  # the same run
     for bad in ({"tol": -0.1}, {"tol": 0.05, "cap": 0.5}):
         with pytest.raises(ValueError, match="are invalid"):
             stability_ablations.until_converged(configs, **{"cap": 2.0, **bad})

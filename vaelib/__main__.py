@@ -23,6 +23,7 @@ TRAIN_OVERRIDES = {  # flag -> (config field, type, help)
     "free_bits": ("train.free_bits", float, "KL floor per latent dimension, nats"),
     "seed": ("train.seed", int, "random seed"),
     "stop_tol": ("train.stop_tol", float, "stop once converged at this tolerance (0: every epoch; --epochs caps)"),
+    "min_epochs": ("train.min_epochs", int, "with --stop-tol: never stop before this many epochs"),
     "precision": ("train.precision", str, "fp32 or bf16 (autocast)"),
     "latent_dim": ("model.latent_dim", int, "size of z"),
     "max_train": ("data.max_train", int, "use only the first N training images"),

@@ -197,6 +197,7 @@ class TrainConfig:
     adam_impl: str = "auto"  # auto | foreach | fused | for (torch.optim.Adam implementation)
     compile: bool = False  # opt-in torch.compile of the model
     stop_tol: float = 0.0  # > 0: stop once the run has converged by evidence.convergence at this tol (epochs = cap)
+    min_epochs: int = 0  # with stop_tol: never stop before this many epochs (train on, not stop early)
 
     def __post_init__(self) -> None:
         _check_types("train", self)
@@ -224,6 +225,8 @@ class TrainConfig:
         if self.stop_tol and self.schedule.kind == "cyclic":
             _refuse("train", "stop_tol", self.stop_tol, "0 with a cyclic schedule (its beta never settles); "
                     "a constant, warmup or linear schedule stops once at its final beta")
+        if not 0 <= self.min_epochs <= self.epochs:
+            _refuse("train", "min_epochs", self.min_epochs, f"an integer >= 0 and <= train.epochs ({self.epochs})")
         _normalise_numbers(self)
 
 

@@ -42,7 +42,7 @@ def config_hash(config: Config) -> str:
 
 # Config fields added after runs were cached and shipped: left out of the key while at their default, so that
 # every earlier run (and vaelib/pretrained/) keeps its folder name.
-KEY_NEUTRAL = {("train", "stop_tol"): 0.0}
+KEY_NEUTRAL = {("train", "stop_tol"): 0.0, ("train", "min_epochs"): 0}
 
 
 def run_dir(config: Config, root: str | Path = "runs") -> Path:
@@ -151,11 +151,17 @@ def seeds_from(first: int, n: int) -> list[int]:
     return [first + k for k in range(n)]
 
 
-def run_seeds(configs: dict[str, Config], seeds: list[int], train: Any, val: Any,
+def run_seeds(configs: dict[str, Config], seeds: list[int], train: Any, val: Any, *, workers: int = 1,
               **kwargs: Any) -> dict[str, list[Run]]:
     """Every labelled config once per seed (cached like run_all): {label: [run per seed]}, seed order kept.
 
-    One progress bar over all (setting, seed) runs, off when notebooks run unattended (runtime.headless)."""
+    One progress bar over all (setting, seed) runs, off when notebooks run unattended (runtime.headless).
+    workers > 1 (CPU only) first trains the runs missing from the cache in that many processes (train_in_workers),
+    then loads every run from the cache in order, so the result has the same form either way.
+    """
+    if workers != 1:
+        train_in_workers([with_seed(c, s) for c in configs.values() for s in seeds], train, val, workers=workers,
+                         **kwargs)
     out: dict[str, list[Run]] = {label: [] for label in configs}
     with tqdm(total=len(configs) * len(seeds), desc=f"{len(configs)} settings x {len(seeds)} seeds", unit="run",
               disable=True if headless() else None, leave=False) as bar:
@@ -165,6 +171,71 @@ def run_seeds(configs: dict[str, Config], seeds: list[int], train: Any, val: Any
                 out[label].append(run_one(label, with_seed(c, s), train, val, **kwargs))
                 bar.update(1)
     return out
+
+
+# --- a grid of runs in parallel processes (CPU) ------------------------------------------------------------
+
+def trained(config: Config, root: str | Path = "runs") -> bool:
+    """Whether the cache already holds this config's finished run: its epochs all done, stopped at convergence,
+    or failed (failed.json)."""
+    from .train import stopped
+
+    path = run_dir(config, root)
+    if (path / FAILED).exists():
+        return True
+    if not (path / HISTORY).exists():
+        return False
+    try:
+        history = History.from_dict(json.loads((path / HISTORY).read_text()), str(path / HISTORY))
+    except ValueError:
+        return False  # unreadable: let fit decide (it refuses or retrains in one line)
+    return len(history.epochs) >= config.train.epochs or stopped(history, config)
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _train_one(config: Config, train: Any, val: Any, root: str, retrain: bool) -> str:
+    run_one("", config, train, val, root=root, retrain=retrain, device="cpu")  # a non-finite run is recorded
+    return config_hash(config)
+
+
+def train_in_workers(configs: list[Config], train: Any, val: Any, *, workers: int = 2, root: str | Path = "runs",
+                     retrain: bool = False, device: str | None = None) -> list[Config]:
+    """Train every config not yet in the cache (`trained`) in `workers` processes, each with an equal share of
+    the CPU threads; returns the configs it trained. Load them afterwards with run_one / run_seeds.
+
+    Small models do not keep two cores busy with one process (benchmarks/grid_workers.py measures the gain side
+    by side). The numbers of a run depend on its thread count (the order of float sums), as on any machine with
+    another core count: a run trained here with 1 thread differs in the last digits from the same config trained
+    with 2, and the history records `threads` in its options. On a GPU, or with workers=1, this does nothing.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    import torch
+
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers={workers!r} is invalid: allowed an integer >= 1")
+    if workers == 1 or resolve_device(device).type != "cpu":
+        return []
+    todo = list({config_hash(c): c for c in configs if retrain or not trained(c, root)}.values())  # each once
+    if not todo:
+        return []
+    threads = max(1, torch.get_num_threads() // workers)
+    ctx = multiprocessing.get_context("spawn")  # fork after torch's thread pools start can deadlock
+    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx, initializer=_worker_init,
+                             initargs=(threads,)) as pool, \
+            tqdm(total=len(todo), desc=f"{len(todo)} runs in {workers} processes", unit="run",
+                 disable=True if headless() else None, leave=False) as bar:
+        futures = [pool.submit(_train_one, c, train, val, str(root), retrain) for c in todo]
+        for f in as_completed(futures):
+            f.result()  # a worker's error (other than a recorded non-finite run) is raised here
+            bar.update(1)
+    return todo
 
 
 def trace(run: Run, key: str) -> np.ndarray:

@@ -226,12 +226,15 @@ def fit(config: Config, train: Any = None, val: Any = None, *, device: str | tor
 
 def stopped(history: History, config: Config) -> bool:
     """With train.stop_tol > 0: the run has converged (evidence.convergence at that tol) at its schedule's final
-    beta, so fit trains no further epoch. Read from the history alone, so a resumed run stops where it did."""
+    beta, after at least train.min_epochs epochs, so fit trains no further epoch. Read from the history alone, so a
+    resumed run stops where it did."""
     from .evidence import convergence
 
     tol = config.train.stop_tol
-    if not tol or not history.epochs or history.epochs[-1]["beta"] != config.train.schedule.beta:
-        return False  # not asked, nothing trained yet, or a warmup or ramp still under way
+    if not tol or len(history.epochs) < max(1, config.train.min_epochs):
+        return False  # not asked, or not yet the least number of epochs
+    if history.epochs[-1]["beta"] != config.train.schedule.beta:
+        return False  # a warmup or ramp still under way
     return convergence(history, tol)["converged"]
 
 
@@ -302,4 +305,4 @@ def _options(config: Config, device: torch.device, world_size: int = 1) -> dict[
     return {"device": str(device), "precision": tc.precision, "channels_last": tc.channels_last,
             "adam_impl": adam_impl(config), "compile": tc.compile, "sync_every": tc.sync_every,
             "data_resident_on_device": True, "world_size": world_size,
-            "cudnn_benchmark": device.type == "cuda"}
+            "cudnn_benchmark": device.type == "cuda", "threads": torch.get_num_threads()}

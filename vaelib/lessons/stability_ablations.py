@@ -34,7 +34,10 @@ def ablation_base(config: Config, epochs: int = 0) -> Config:
 
 
 def until_converged(configs: dict[str, Config], tol: float, cap: float = 2.0) -> dict[str, Config]:
-    """Each config trained until it has converged (train.stop_tol = tol), for at most `cap` times its epochs.
+    """Each config trained for its epochs and on until it has converged (train.stop_tol = tol), for at most `cap`
+    times its epochs. A run never stops before its own epochs (train.min_epochs): stopping earlier would compare
+    runs at different lengths (a ramp forces its runs to train longer than a static beta does), and the rule,
+    judged over a window of one or two epochs early on, holds long before the curve has flattened.
 
     The configs are built at their nominal length first, so a ramp or warmup keeps its place in the run (the
     first half, the first 30%); the cap only adds epochs at the final beta. Cyclic annealing is left at its
@@ -51,7 +54,8 @@ def until_converged(configs: dict[str, Config], tol: float, cap: float = 2.0) ->
     if not tol:
         return dict(configs)
     return {label: c if not extend(c) else with_overrides(
-        c, **{"train.stop_tol": tol, "train.epochs": math.ceil(cap * c.train.epochs)})
+        c, **{"train.stop_tol": tol, "train.min_epochs": c.train.epochs,
+              "train.epochs": math.ceil(cap * c.train.epochs)})
         for label, c in configs.items()}
 
 
@@ -131,7 +135,8 @@ def settings(configs: dict[str, Config], n_train: int, at: tuple[float, ...] = (
         row = {"run": label, "latent": c.model.latent_dim, "lr": c.train.lr, "clip": c.train.grad_clip,
                "free_bits": c.train.free_bits,
                "epochs": c.train.epochs, "steps": total, "schedule": c.train.schedule.kind,
-               "stop": f"converged at {c.train.stop_tol:g}" if c.train.stop_tol else "-"}
+               "stop": f"converged at {c.train.stop_tol:g}, from epoch {c.train.min_epochs}" if c.train.stop_tol
+               else "-"}
         for f in at:
             step = min(int(f * total), total - 1)
             row[f"beta@{step}"] = beta_at(c.train.schedule, step, spe, total)
