@@ -19,8 +19,7 @@ import tempfile
 import time
 
 from vaelib.data import load_from_config
-from vaelib.experiments import (cached_fit, notebook_config, run_dir, train_in_workers, with_epochs,
-                                with_seed)
+from vaelib.experiments import cached_fit, notebook_config, run_dir, train_in_workers, with_epochs, with_seed
 from vaelib.train import HISTORY
 
 

@@ -298,7 +298,7 @@ def test_stop_tol_waits_for_the_final_beta_and_refuses_cyclic(tiny_config):
     longer = with_overrides(warm, **{"train.epochs": 8, "train.min_epochs": 7})
     assert not stopped(History(epochs=after.epochs[:6]), longer)  # converged, but before min_epochs: train on
     assert stopped(History(epochs=after.epochs[:7]), longer)
-    with pytest.raises(ValueError, match=r"train.min_epochs=9 is invalid: allowed an integer >= 0 and <= train.epochs \(8\)"):
+    with pytest.raises(ValueError, match=r"train.min_epochs=9 is invalid: allowed an integer >= 0 and <= train.epochs"):
         with_overrides(longer, **{"train.min_epochs": 9})
     with pytest.raises(ValueError, match="train.stop_tol=0.1 is invalid: allowed 0 with a cyclic schedule"):
         with_overrides(tiny_config, **{"train.stop_tol": 0.1, "train.schedule.kind": "cyclic"})
