@@ -16,9 +16,8 @@ The rules, as documented in docs/findings.md:
   and |d| > 2 se, `inconclusive` otherwise. A claim of "no better" (A does not beat B) is `contradicted`
   only when A beats B by more than 2 se, else `supported`. Fewer than 2 seeds in a setting gives
   `inconclusive`. Any unconverged or failed run in either group makes the verdict `not converged`, whatever the
-  numbers say, except for metrics of the first steps (early noise), which do not depend on where a run ends,
-  and except for claims that B fails (e.g. "clipping keeps training from derailing"): there B's runs not
-  converging is the effect measured, so only A's runs must converge (`reference_may_fail`).
+  numbers say, except for metrics that do not depend on a run having settled: those of the first steps (early
+  noise), and whether a run derailed, which is the point of a run that never converges.
   When every seed gives the same value (se = 0), any difference counts as separated.
 """
 
@@ -120,13 +119,11 @@ def estimate(rows: Sequence[dict[str, Any]], key: str) -> Estimate:
     return Estimate(tuple(float(r.get(key, math.nan)) for r in rows), sum(bool(r.get("converged")) for r in rows))
 
 
-def verdict(a: Estimate, b: Estimate, direction: str, needs_convergence: bool = True,
-            reference_may_fail: bool = False) -> dict[str, Any]:
+def verdict(a: Estimate, b: Estimate, direction: str, needs_convergence: bool = True) -> dict[str, Any]:
     """The verdict on 'A is `direction` than B' (see the module docstring), with d, se and |d|/se.
 
-    needs_convergence=False for metrics of the first steps (early noise), which do not depend on where a run
-    ends: then an unconverged run still counts (its numbers must be finite).
-    reference_may_fail=True for a claim that B fails where A does not: only A's runs must converge.
+    needs_convergence=False for metrics that do not wait for a run to settle (the noise of the first steps,
+    whether a run derailed): then an unconverged or failed run still counts (its value must be finite).
     """
     if direction not in DIRECTIONS:
         raise ValueError(f"direction={direction!r} is invalid: allowed {', '.join(DIRECTIONS)}")
@@ -136,7 +133,7 @@ def verdict(a: Estimate, b: Estimate, direction: str, needs_convergence: bool = 
                            "z": abs(d) / se if se and math.isfinite(se) and se > 0 else math.nan}
     if a.n < 2 or b.n < 2:
         return {**out, "verdict": "inconclusive"}
-    if needs_convergence and not (a.all_converged and (b.all_converged or reference_may_fail)):
+    if needs_convergence and not (a.all_converged and b.all_converged):
         return {**out, "verdict": "not converged"}
     if not math.isfinite(se) or not math.isfinite(d):
         return {**out, "verdict": "inconclusive"}
@@ -163,15 +160,30 @@ class Claim:
 
 
 def compare(claim: str, source: str, metric: str, a: tuple[str, Estimate], b: tuple[str, Estimate],
-            direction: str, needs_convergence: bool = True, reference_may_fail: bool = False) -> Claim:
+            direction: str, needs_convergence: bool = True) -> Claim:
     """A Claim on 'A is `direction` than B in `metric`' from two Estimates (A first, then B); see verdict for
-    needs_convergence and reference_may_fail."""
+    needs_convergence."""
     if a[0] == b[0]:
         raise ValueError(f"settings {a[0]!r} and {b[0]!r} are invalid: allowed two different settings")
-    v = verdict(a[1], b[1], direction, needs_convergence, reference_may_fail)
+    v = verdict(a[1], b[1], direction, needs_convergence)
     values = [{"setting": name, "estimate": e.describe()} for name, e in (a, b)]
+    runs = {name: {"seeds": e.n, "converged": e.converged, "failed": e.failed} for name, e in (a, b)}
     return Claim(claim, source, metric, values, v["verdict"],
-                 {**{k: v[k] for k in ("difference", "standard_error", "z")}, "direction": direction})
+                 {**{k: v[k] for k in ("difference", "standard_error", "z")}, "direction": direction, "runs": runs})
+
+
+def _unsettled(c: Claim) -> str:
+    """Which runs kept a 'not converged' verdict from being a result: failed (non-finite) and still unconverged
+    runs per setting, e.g. 'CIFAR-10 warmup: 1 of 3 failed (non-finite loss)'."""
+    parts = []
+    for name, r in c.detail.get("runs", {}).items():
+        n, failed = r["seeds"], r["failed"]
+        open_ = n - r["converged"] - failed
+        what = ([f"{failed} of {n} failed (non-finite loss)"] * bool(failed)
+                + [f"{open_} of {n} did not converge"] * bool(open_))
+        if what:
+            parts.append(f"{name}: {', '.join(what)}")
+    return "; ".join(parts)
 
 
 def finding(c: Claim) -> str:
@@ -183,7 +195,8 @@ def finding(c: Claim) -> str:
            "contradicted": "larger than twice its standard error, against the claim",
            "inconclusive": "within twice its standard error: these seeds cannot tell the settings apart"
            if math.isfinite(se) else "fewer than 2 seeds per setting: no standard error, so no verdict",
-           "not converged": "but not every run converged, so this is not a result yet"}[c.verdict]
+           "not converged": f"but not every run converged ({_unsettled(c) or 'see the table'}), so this is not a "
+                            "result"}[c.verdict]
     if c.verdict in ("supported", "contradicted") and c.detail.get("direction") == "no better":
         if c.verdict == "contradicted":
             why = f"{name_a} beats {name_b} by more than twice the standard error"

@@ -227,15 +227,19 @@ def seeds_table(rows: dict[str, list[dict[str, Any]]], keys: list[str]) -> list[
 
 
 EARLY_METRICS = ("early_volatility", "early_kl_volatility", "kl_volatility_at_final_beta")  # first steps only
+# Whether a run derailed (failure_gallery.mark_derailed): a derailed run never converges, and a failed one has its
+# final value (derailed); a run still unconverged at its cap that has not beaten the trivial model has derailed
+# within its length. Judged on every run, settled or not.
+END_METRICS = ("derailed",)
 
 
 def claim(rows: dict[str, list[dict[str, Any]]], a: str, b: str, key: str, direction: str, text: str,
-          source: str, metric: str, reference_may_fail: bool = False) -> Claim:
+          source: str, metric: str) -> Claim:
     """The Claim 'setting a is `direction` than setting b in `key`' with the verdict rule of vaelib.evidence;
-    a metric of the first steps does not wait for the runs to converge (EARLY_METRICS), and with
-    reference_may_fail only setting a's runs must converge (a claim that b fails)."""
+    a metric of the first steps (EARLY_METRICS) or of how a run ended (END_METRICS) does not wait for the runs
+    to converge."""
     return compare(text, source, metric, (a, estimate(rows[a], key)), (b, estimate(rows[b], key)), direction,
-                   needs_convergence=key not in EARLY_METRICS, reference_may_fail=reference_may_fail)
+                   needs_convergence=key not in EARLY_METRICS + END_METRICS)
 
 
 def first_seed(runs: dict[str, list[Run]]) -> dict[str, Run]:
