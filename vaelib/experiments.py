@@ -198,9 +198,8 @@ def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _train_one(config: Config, train: Any, val: Any, root: str, retrain: bool) -> str:
+def _train_one(config: Config, train: Any, val: Any, root: str, retrain: bool) -> None:
     run_one("", config, train, val, root=root, retrain=retrain, device="cpu")  # a non-finite run is recorded
-    return config_hash(config)
 
 
 def train_in_workers(configs: list[Config], train: Any, val: Any, *, workers: int = 2, root: str | Path = "runs",

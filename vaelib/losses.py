@@ -24,6 +24,7 @@ class ELBOTerms:
     kl: torch.Tensor  # () KL(q(z|x) || N(0, I)), nats per image (before free bits)
     kl_per_dim: torch.Tensor  # (latent_dim,) KL of each dimension, averaged over the batch
     beta: float
+    kl_used: torch.Tensor  # () the KL term as optimised: each dimension floored at free_bits (= kl without)
 
 
 def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -62,4 +63,4 @@ def elbo(x: torch.Tensor, recon_logits: torch.Tensor, mu: torch.Tensor, logvar: 
     kl_dims = kl_per_dim(mu.float(), logvar.float()).mean(0)  # (D,)
     kl = kl_dims.sum()
     kl_used = torch.clamp(kl_dims, min=free_bits).sum() if free_bits > 0 else kl
-    return ELBOTerms(total=recon + beta * kl_used, recon=recon, kl=kl, kl_per_dim=kl_dims, beta=beta)
+    return ELBOTerms(total=recon + beta * kl_used, recon=recon, kl=kl, kl_per_dim=kl_dims, beta=beta, kl_used=kl_used)

@@ -62,9 +62,9 @@ def evaluate(model: VAE, images: torch.Tensor, config: Config, beta: float | Non
         for start in range(0, len(images), batch_size):
             x = to_float(images[start:start + batch_size].to(device))  # uint8 or float in [0, 1]
             logits, mu, logvar = model(x, generator=gen)
-            t = elbo(x, logits, mu, logvar, beta=beta, kind=config.train.recon)
-            used = t.kl_per_dim.clamp(min=free_bits).sum() if free_bits > 0 else t.kl
-            sums += torch.stack([t.total, t.recon, t.kl, used]).double() * len(x)
+            t = elbo(x, logits, mu, logvar, beta=beta, kind=config.train.recon, free_bits=free_bits)
+            total = t.recon + beta * t.kl  # the true negative ELBO at beta: free bits only shape the optimised term
+            sums += torch.stack([total, t.recon, t.kl, t.kl_used]).double() * len(x)
     total, recon, kl, used = (sums / len(images)).tolist()
     return {"total": total, "recon": recon, "kl": kl, **({"kl_used": used} if free_bits > 0 else {})}
 

@@ -255,7 +255,8 @@ def early_objective(run: Run, epoch: int) -> dict[str, float]:
 def mean_image_nll(test_images: torch.Tensor, mean_image: torch.Tensor, recon: str = "mse") -> float:
     """The test negative ELBO (nats per image) of the model that ignores its input: it decodes every image to the
     data-mean image and its posterior is the prior (KL 0). Any VAE can reach it, so a run that ends above it has
-    learned nothing from the images."""
+    learned nothing from the images. With recon='mse' it is data.data_mean_baseline for the mean passed in, in the
+    likelihood the run was trained with."""
     from ..losses import reconstruction
 
     x = image_batch(test_images)
