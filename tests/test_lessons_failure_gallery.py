@@ -130,13 +130,18 @@ def _run(label, history, model=None, failed=False, seed=0, config=None):
 
 
 def test_seed_measures_mark_convergence_and_leave_failed_runs_without_values(tiny_config):
+    settled = History(epochs=[{"val_recon": v, "val_kl": 1.0, "beta": 1.0} for v in (30, 20, 15, 14.9, 14.9, 14.9)])
+    falling = History(epochs=[{"val_recon": 30.0 - 3 * k, "val_kl": 1.0, "beta": 1.0} for k in range(6)])
     flat = History(epochs=[{"val_recon": 10.0, "val_kl": 1.0, "beta": 1.0}] * 6)
-    rising = History(epochs=[{"val_recon": 30.0 - 3 * k, "val_kl": 1.0, "beta": 1.0} for k in range(6)])
-    runs = {"a": [_run("a", flat, seed=0, config=tiny_config), _run("a", rising, seed=1, config=tiny_config)],
-            "b": [_run("b", flat, failed=True, seed=0, config=tiny_config)]}
+    runs = {"a": [_run("a", settled, seed=0, config=tiny_config), _run("a", falling, seed=1, config=tiny_config),
+                  _run("a", flat, seed=2, config=tiny_config)],
+            "b": [_run("b", settled, failed=True, seed=0, config=tiny_config)]}
     rows = D.seed_measures(runs, lambda run: {"x": float(run.config.train.seed)})
-    assert rows["a"] == [{"seed": 0, "converged": True, "x": 0.0}, {"seed": 1, "converged": False, "x": 1.0}]
-    assert rows["b"] == [{"seed": 0, "converged": False}]  # no "x": its estimate counts it as failed
+    assert rows["a"] == [{"seed": 0, "converged": True, "state": "converged", "failure": "", "x": 0.0},
+                         {"seed": 1, "converged": False, "state": "still improving", "failure": "", "x": 1.0},
+                         {"seed": 2, "converged": False, "state": "frozen", "failure": "", "x": 2.0}]
+    # no "x": its estimate counts it as failed, and names how
+    assert rows["b"] == [{"seed": 0, "converged": False, "state": "failed", "failure": "non-finite loss"}]
 
 
 def test_measures_give_their_known_values_for_perfect_reconstructions(tiny_config):

@@ -41,11 +41,18 @@ def test_report_runs_renders_and_indexes(tmp_path):
     assert "shapes-tiny/index.html" in index and "answer: 42" in index
 
 
-CLAIMS = ("import json, pathlib\np = pathlib.Path(out_dir); p.mkdir(parents=True, exist_ok=True)\n"
-          "claim = {'claim': 'clip 0.1 is steadier', 'source': 'report A §4.1', 'metric': 'noise',\n"
-          "         'values': [{'setting': 'clip 0.1', 'estimate': '1 ± 0.1'},\n"
-          "                    {'setting': 'clip 0.5', 'estimate': '2 ± 0.1'}], 'verdict': 'supported'}\n"
-          "(p / 'metrics.json').write_text(json.dumps({'claims': [claim, {**claim, 'verdict': 'inconclusive'}]}))")
+CLAIMS = ("import json, pathlib\n"
+          "from vaelib.claims import adjust, judge\n"
+          "from vaelib.evidence import Estimate\n"
+          "p = pathlib.Path(out_dir); p.mkdir(parents=True, exist_ok=True)\n"
+          "a = Estimate((1.0, 1.1, 0.9, 1.05), 4, (0, 1, 2, 3))\n"
+          "b = Estimate((2.0, 2.2, 1.9, 2.1), 4, (0, 1, 2, 3))\n"
+          "c1 = judge('clip 0.1 is steadier', 'report A §4.1', 'mnist for Fashion-MNIST', 'noise', ('clip 0.1', a),\n"
+          "           ('clip 0.5', b), 'lower')\n"
+          "c2 = judge('clip 0.1 is noisier', 'report A §4.1', 'mnist for Fashion-MNIST', 'noise',\n"
+          "           ('clip 0.1', Estimate((1.0, 1.3, 0.9, 1.2), 4, (0, 1, 2, 3))), ('clip 0.5', a), 'higher')\n"
+          "adjust([c1, c2])\n"
+          "(p / 'metrics.json').write_text(json.dumps({'claims': [c1.as_dict(), c2.as_dict()]}))")
 
 
 def test_claims_of_every_notebook_reach_the_report_and_the_index(tmp_path):
@@ -57,7 +64,8 @@ def test_claims_of_every_notebook_reach_the_report_and_the_index(tmp_path):
     assert summary["seconds"] == pytest.approx(sum(e["seconds"] for e in summary["notebooks"]), abs=0.11)
     page = (out / "index.html").read_text()
     assert "clip 0.1 is steadier" in page and "report A §4.1" in page and "<b>inconclusive</b>" in page
-    assert page.index("clip 0.1: 1 ± 0.1") < page.index("clip 0.5: 2 ± 0.1")  # A before B, as measured
+    assert page.index("clip 0.1: mean 1.01") < page.index("clip 0.5: mean 2.05")  # A before B, as measured
+    assert "paired t" in page and "Holm" in page and "mnist for Fashion-MNIST" in page
     assert "all notebooks" in page
     assert "claims: 1 supported, 1 inconclusive" in (tmp_path / "reports" / "index.html").read_text()
 

@@ -290,11 +290,16 @@ def test_stop_tol_waits_for_the_final_beta_and_refuses_cyclic(tiny_config):
 
     warm = with_overrides(tiny_config, **{"train.stop_tol": 0.5, "train.schedule.kind": "warmup",
                                           "train.schedule.beta": 1.0, "train.schedule.warmup_epochs": 30})
-    flat = {"val_total": 10.0, "val_recon": 10.0, "val_kl": 0.0}
-    during = History(epochs=[{"epoch": i, "beta": 0.0, **flat} for i in range(10)])
-    assert not stopped(during, warm)  # flat, but still at beta_start: the warmup is not over
-    after = History(epochs=[{"epoch": i, "beta": 1.0, **flat} for i in range(10)])
+    def settled(beta):  # learned in the first epochs, flat since
+        return [{"epoch": i, "beta": beta, "val_total": v, "val_recon": v, "val_kl": 0.0}
+                for i, v in enumerate([30.0, 20.0, 15.0] + [10.0] * 7)]
+
+    during = History(epochs=settled(0.0))
+    assert not stopped(during, warm)  # settled, but still at beta_start: the warmup is not over
+    after = History(epochs=settled(1.0))
     assert stopped(after, warm) and not stopped(after, tiny_config)  # stop_tol = 0: never stops early
+    frozen = History(epochs=[{**e, "val_total": 10.0, "val_recon": 10.0} for e in after.epochs])
+    assert not stopped(frozen, warm)  # flat from the first epoch: frozen, so it trains on to its cap
     longer = with_overrides(warm, **{"train.epochs": 8, "train.min_epochs": 7})
     assert not stopped(History(epochs=after.epochs[:6]), longer)  # converged, but before min_epochs: train on
     assert stopped(History(epochs=after.epochs[:7]), longer)
@@ -304,3 +309,21 @@ def test_stop_tol_waits_for_the_final_beta_and_refuses_cyclic(tiny_config):
         with_overrides(tiny_config, **{"train.stop_tol": 0.1, "train.schedule.kind": "cyclic"})
     with pytest.raises(ValueError, match=r"train.stop_tol=1.5 is invalid: allowed 0 \(train every epoch\)"):
         with_overrides(tiny_config, **{"train.stop_tol": 1.5})
+
+
+def test_fit_records_what_the_model_that_ignores_its_input_scores(tiny_config, tiny_data):
+    """history.options['ignore_input']: the training mean decoded for every validation image, KL 0 (free bits charge
+    free_bits per dimension); the convergence rule calls a run that ends no better derailed."""
+    from vaelib.evidence import ignore_input_objective
+    from vaelib.lessons.failure_gallery import mean_image_nll
+    from vaelib.runtime import to_float
+
+    x_train, x_val = tiny_data
+    _, history = fit(tiny_config, x_train, x_val, device="cpu", quiet=True)
+    terms = history.options["ignore_input"]
+    assert terms["val_recon"] == pytest.approx(mean_image_nll(x_val, to_float(x_train).mean(0)), rel=1e-5)
+    assert terms["val_kl_used"] == 0 and ignore_input_objective(history) == pytest.approx(terms["val_recon"])
+    fb = with_overrides(tiny_config, **{"train.free_bits": 0.5, "train.schedule.beta": 2.0})
+    _, h = fit(fb, x_train, x_val, device="cpu", quiet=True)
+    assert h.options["ignore_input"]["val_kl_used"] == 0.5 * tiny_config.model.latent_dim
+    assert ignore_input_objective(h) == pytest.approx(h.options["ignore_input"]["val_recon"] + 2.0 * 0.5 * 4)

@@ -1,40 +1,28 @@
-"""From runs to findings: the convergence rule, seeds aggregated with their uncertainty, the verdict rule, and
-claims written from the numbers.
+"""From runs to evidence: whether a run converged (and if not, why), and a metric over seeds with its robust
+summary. The verdicts on claims are vaelib.claims'. The rules are written out in docs/findings.md.
 
-The rules, as documented in docs/findings.md:
-- **Converged**: the learning curve has flattened: the last 20% of the run's epochs (at least one) brought less
-  than `tol` (default 5%) of the run's whole improvement of the validation objective at its final beta
-  (val_recon + beta_final * val_kl, nats per image; improvement from the first epoch to the best), and the run
-  finished without a non-finite step and does not end well above its best (diverging). The window is at least
-  `min_window` epochs (a whole cycle for cyclic annealing, whose model moves with beta within a cycle), and the
-  value before it is the best before it, not one noisy epoch. A run of fewer than 5 epochs is not judged
-  converged. The relative
-  improvement over the last 20% (`improvement`) is reported beside it, so a reader can apply a stricter rule.
-- **Verdict** on a claim "setting A gives a higher (or lower) metric than setting B": with n >= 2 seeds
-  each, d = mean(A) - mean(B) and its standard error se = sqrt(var(A)/n_A + var(B)/n_B) (sample variances).
-  `supported` when d points the claimed way and |d| > 2 se, `contradicted` when it points the other way
-  and |d| > 2 se, `inconclusive` otherwise. A claim of "no better" (A does not beat B) is `contradicted`
-  only when A beats B by more than 2 se, else `supported`. Fewer than 2 seeds in a setting gives
-  `inconclusive`. Any unconverged or failed run in either group makes the verdict `not converged`, whatever the
-  numbers say, except for metrics that do not depend on a run having settled: those of the first steps (early
-  noise), and whether a run derailed, which is the point of a run that never converges.
-  When every seed gives the same value (se = 0), any difference counts as separated.
+- **Converged**: the run finished without a non-finite step and has at least MIN_EPOCHS epochs; it learned from
+  its input (it ends at least MIN_GAIN below the validation objective of the model that ignores its input, else it
+  is *derailed*); it improved after its first epoch by at least MIN_GAIN of the objective (else it is *frozen*);
+  it does not end well above its best (*drifting*); and the last 20% of its epochs brought less than `tol` of its
+  improvement after the first recorded drop (the value after epoch 2 onwards), else it is *still improving*.
+  The objective is val_recon + beta_final * val_kl (val_kl_used with free bits), nats per image.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .history import History
 
-VERDICTS = ("supported", "contradicted", "inconclusive", "not converged")
-DIRECTIONS = ("higher", "lower", "no better")
-MIN_EPOCHS = 5
+MIN_EPOCHS = 5  # a shorter run is never judged converged (the tiny budget is for tests)
+MIN_GAIN = 0.01  # a run must beat the ignore-the-input model, and improve after epoch 1, by this share
+STATES = ("converged", "failed", "too short", "derailed", "frozen", "drifting", "still improving")
 
 
 def objective_curve(history: History) -> np.ndarray:
@@ -47,32 +35,75 @@ def objective_curve(history: History) -> np.ndarray:
     return np.array([e["val_recon"] + beta * e.get("val_kl_used", e["val_kl"]) for e in epochs], dtype=float)
 
 
-def convergence(history: History, tol: float = 0.05, window: float = 0.2, min_window: int = 1
-                ) -> dict[str, Any]:
-    """{'converged': bool, 'share': the last `window` of epochs' share of the whole improvement,
-    'improvement': their improvement relative to the objective's value, 'epochs': n}."""
+def ignore_input_objective(history: History) -> float:
+    """The validation objective, at the run's final beta, of the model that ignores its input: it decodes every
+    image to the training mean and its posterior is the prior (KL 0, so free bits charge free_bits per dimension).
+    fit records its two terms in history.options['ignore_input']; nan for a history without them."""
+    terms = history.options.get("ignore_input")
+    if not terms or not history.epochs:
+        return math.nan
+    return float(terms["val_recon"] + history.epochs[-1]["beta"] * terms["val_kl_used"])
+
+
+def learned(value: float, baseline: float) -> bool:
+    """Whether a loss (lower is better) beats the ignore-the-input baseline by at least MIN_GAIN of it; True when
+    there is no baseline to compare with (nan), False for a non-finite value."""
+    if not math.isfinite(value):
+        return False
+    return not math.isfinite(baseline) or value < baseline - MIN_GAIN * abs(baseline)
+
+
+def convergence(history: History, tol: float = 0.05, window: float = 0.2, min_window: int = 1,
+                baseline: float | None = None) -> dict[str, Any]:
+    """{'converged': bool, 'state': one of STATES, 'share': the last `window` of epochs' share of the improvement
+    after the first recorded drop, 'improvement': their gain relative to the objective, 'epochs': n}.
+
+    baseline: the ignore-the-input objective; None reads it from the history (ignore_input_objective)."""
     if not 0 < tol < 1 or not 0 < window < 1:
         raise ValueError(f"tol={tol!r}, window={window!r} are invalid: allowed values in (0, 1)")
     curve = objective_curve(history)
     n = len(curve)
-    if n < MIN_EPOCHS or not np.isfinite(curve).all():
-        return {"converged": False, "share": math.nan, "improvement": math.nan, "epochs": n}
-    w = min(n - 1, max(1, min_window, round(window * n)))
+    out: dict[str, Any] = {"converged": False, "share": math.nan, "improvement": math.nan, "epochs": n}
+    if not np.isfinite(curve).all():
+        return {**out, "state": "failed"}
+    if n < MIN_EPOCHS:
+        return {**out, "state": "too short"}
+    w = min(n - 2, max(1, min_window, round(window * n)))
     before, best_after, best = curve[:n - w].min(), curve[n - w:].min(), curve.min()  # best so far: not one noisy epoch
     last = max(0.0, float(before - best_after))
-    whole = float(curve[0] - best)
-    share = last / whole if whole > 0 else 0.0  # a curve that never improved is flat: nothing left to gain
-    drifting = curve[-1] - best > tol * max(whole, abs(best))  # ends well above its best: diverging, not settled
-    return {"converged": bool(share < tol and not drifting), "share": share, "improvement": last / abs(before),
-            "epochs": n}
+    whole = float(curve[1] - best)  # after the first recorded drop, which would make any later gain look small
+    out |= {"share": last / whole if whole > 0 else 0.0, "improvement": last / abs(before)}
+    baseline = ignore_input_objective(history) if baseline is None else baseline
+    if not learned(float(curve[-1]), baseline):
+        state = "derailed"
+    elif curve[0] - curve[1:].min() < MIN_GAIN * abs(curve[0]):
+        state = "frozen"
+    elif curve[-1] - best > tol * max(float(curve[0] - best), abs(best)):
+        state = "drifting"
+    elif out["share"] >= tol:
+        state = "still improving"
+    else:
+        state = "converged"
+    return {**out, "converged": state == "converged", "state": state}
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """A metric over seeds: mean, sample standard deviation, n, and how many of the runs converged."""
+    """A metric over the seeds of one setting: the values (nan where a run has none), their seeds, how many runs
+    converged, and what kept the others from converging ('seed 2: frozen') or finishing ('seed 1: non-finite loss
+    at step 600, beta 0.1')."""
 
     values: tuple[float, ...]
-    converged: int  # runs that converged (and did not fail)
+    converged: int
+    seeds: tuple[int, ...] = ()  # one per value; () when unknown (then the arm cannot be paired)
+    unsettled: tuple[str, ...] = ()  # the runs that finished but did not converge, and why
+    failures: tuple[str, ...] = ()  # the runs that failed (non-finite), with the step and beta
+    finite_values: tuple[float, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.seeds and len(self.seeds) != len(self.values):
+            raise ValueError(f"seeds {self.seeds!r} are invalid: allowed one per value ({len(self.values)})")
+        object.__setattr__(self, "finite_values", tuple(v for v in self.values if math.isfinite(v)))
 
     @property
     def n(self) -> int:
@@ -80,138 +111,64 @@ class Estimate:
 
     @property
     def mean(self) -> float:
-        return float(np.mean(self.values)) if self.values else math.nan
+        """Mean over the finite values (nan if none)."""
+        return float(np.mean(self.finite_values)) if self.finite_values else math.nan
 
     @property
     def std(self) -> float:
-        return float(np.std(self.values, ddof=1)) if self.n >= 2 else math.nan
+        """Sample standard deviation over the finite values (nan with fewer than 2)."""
+        return float(np.std(self.finite_values, ddof=1)) if len(self.finite_values) >= 2 else math.nan
+
+    @property
+    def failed(self) -> int:
+        """Runs that failed, or have no finite value of the metric."""
+        return max(len(self.failures), self.n - len(self.finite_values))
 
     @property
     def all_converged(self) -> bool:
         return self.n > 0 and self.converged == self.n
 
-    def __str__(self) -> str:
-        """'mean ± std' over the seeds with a finite value; seeds without one (failed runs) are counted, not
-        shown as nan."""
-        missing = self.failed
-        return self._value() + (f" ({missing} of {self.n} runs failed)" if missing and self.n > missing else "")
+    def summary(self) -> dict[str, Any]:
+        """Per-seed values and, over the finite ones, mean, median, sd, min and max; failed and converged runs."""
+        v = np.array(self.finite_values)
+        stat = (lambda f: float(f(v)) if len(v) else None)  # noqa: E731
+        return {"seeds": list(self.seeds), "values": [x if math.isfinite(x) else None for x in self.values],
+                "mean": stat(np.mean), "median": stat(np.median),
+                "sd": float(v.std(ddof=1)) if len(v) >= 2 else None, "min": stat(np.min), "max": stat(np.max),
+                "failed": list(self.failures) or [f"{self.failed} run(s) without a value"] * bool(self.failed),
+                "converged": self.converged}
 
-    @property
-    def failed(self) -> int:
-        """Runs without a finite value (failed runs)."""
-        return sum(not math.isfinite(v) for v in self.values)
+    def __str__(self) -> str:
+        """'mean ± sd' over the finite values; 'median m [min, max]' beside it where the tail is heavy (the sd is
+        larger than the mean's size); failed runs are counted, never averaged in."""
+        return self._value() + (f" ({self.failed} of {self.n} runs failed)" if self.failed else "")
 
     def _value(self) -> str:
-        finite = Estimate(tuple(v for v in self.values if math.isfinite(v)), 0)
-        if not finite.n:
-            return f"no value ({self.failed} of {self.n} runs failed)" if self.n else "-"
-        return f"{finite.mean:.4g} ± {finite.std:.2g}" if finite.n >= 2 else f"{finite.mean:.4g}"
+        v = self.finite_values
+        if not v:
+            return "no value" if self.n else "-"
+        text = f"{self.mean:.4g} ± {self.std:.2g}" if len(v) >= 2 else f"{v[0]:.4g}"
+        if len(v) >= 2 and self.std > abs(self.mean):
+            text += f", median {np.median(v):.4g} [{min(v):.4g}, {max(v):.4g}]"
+        return text
 
     def describe(self) -> str:
-        """The value with its seeds, failures and converged runs in one bracket, as the claims table shows it."""
-        failed = f", {self.failed} failed" if self.failed and self.failed < self.n else ""
+        """The value with its seeds, failed and converged runs in one bracket, as the claims table shows it."""
+        failed = f", {self.failed} failed" if self.failed else ""
         return f"{self._value()} ({self.n} seeds{failed}, {self.converged} converged)"
 
 
 def estimate(rows: Sequence[dict[str, Any]], key: str) -> Estimate:
-    """The Estimate of `key` over per-seed rows with a boolean `converged`; a row without `key` (a failed run,
-    which never counts as converged) contributes nan, so the mean says so too."""
-    return Estimate(tuple(float(r.get(key, math.nan)) for r in rows), sum(bool(r.get("converged")) for r in rows))
+    """The Estimate of `key` over per-seed rows (experiments.summarize, failure_gallery.seed_measures): each has
+    `seed`, `converged` and, where the run did not converge, `state` and `failure`; a row without `key` (a failed
+    run) contributes nan."""
+    def value(r: dict[str, Any]) -> float:
+        v = r.get(key)
+        return float(v) if isinstance(v, (int, float)) and v is not None else math.nan
 
-
-def verdict(a: Estimate, b: Estimate, direction: str, needs_convergence: bool = True) -> dict[str, Any]:
-    """The verdict on 'A is `direction` than B' (see the module docstring), with d, se and |d|/se.
-
-    needs_convergence=False for metrics that do not wait for a run to settle (the noise of the first steps,
-    whether a run derailed): then an unconverged or failed run still counts (its value must be finite).
-    """
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction={direction!r} is invalid: allowed {', '.join(DIRECTIONS)}")
-    d = a.mean - b.mean
-    se = math.sqrt(a.std ** 2 / a.n + b.std ** 2 / b.n) if a.n >= 2 and b.n >= 2 else math.nan
-    out: dict[str, Any] = {"difference": d, "standard_error": se,
-                           "z": abs(d) / se if se and math.isfinite(se) and se > 0 else math.nan}
-    if a.n < 2 or b.n < 2:
-        return {**out, "verdict": "inconclusive"}
-    if needs_convergence and not (a.all_converged and b.all_converged):
-        return {**out, "verdict": "not converged"}
-    if not math.isfinite(se) or not math.isfinite(d):
-        return {**out, "verdict": "inconclusive"}
-    separated = abs(d) > 2 * se
-    if direction == "no better":  # A is lower-is-better here: A beats B when it is lower by more than 2 se
-        return {**out, "verdict": "contradicted" if separated and d < 0 else "supported"}
-    claimed = d > 0 if direction == "higher" else d < 0
-    return {**out, "verdict": ("supported" if claimed else "contradicted") if separated else "inconclusive"}
-
-
-@dataclass
-class Claim:
-    """One claim of a source report, put to the test: what, where, measured how, our numbers, the verdict."""
-
-    claim: str  # in our own words
-    source: str  # which report, which section
-    metric: str  # what was measured, with units
-    values: list[dict[str, str]]  # [A, B], each {"setting": name, "estimate": "mean ± std (n seeds, k converged)"}
-    verdict: str
-    detail: dict[str, Any] = field(default_factory=dict)  # difference, standard error, z
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def compare(claim: str, source: str, metric: str, a: tuple[str, Estimate], b: tuple[str, Estimate],
-            direction: str, needs_convergence: bool = True) -> Claim:
-    """A Claim on 'A is `direction` than B in `metric`' from two Estimates (A first, then B); see verdict for
-    needs_convergence."""
-    if a[0] == b[0]:
-        raise ValueError(f"settings {a[0]!r} and {b[0]!r} are invalid: allowed two different settings")
-    v = verdict(a[1], b[1], direction, needs_convergence)
-    values = [{"setting": name, "estimate": e.describe()} for name, e in (a, b)]
-    runs = {name: {"seeds": e.n, "converged": e.converged, "failed": e.failed} for name, e in (a, b)}
-    return Claim(claim, source, metric, values, v["verdict"],
-                 {**{k: v[k] for k in ("difference", "standard_error", "z")}, "direction": direction, "runs": runs})
-
-
-def _unsettled(c: Claim) -> str:
-    """Which runs kept a 'not converged' verdict from being a result: failed (non-finite) and still unconverged
-    runs per setting, e.g. 'CIFAR-10 warmup: 1 of 3 failed (non-finite loss)'."""
-    parts = []
-    for name, r in c.detail.get("runs", {}).items():
-        n, failed = r["seeds"], r["failed"]
-        open_ = n - r["converged"] - failed
-        what = ([f"{failed} of {n} failed (non-finite loss)"] * bool(failed)
-                + [f"{open_} of {n} did not converge"] * bool(open_))
-        if what:
-            parts.append(f"{name}: {', '.join(what)}")
-    return "; ".join(parts)
-
-
-def finding(c: Claim) -> str:
-    """One Markdown sentence that states the claim's result from its numbers (never typed by hand)."""
-    (name_a, val_a), (name_b, val_b) = ((v["setting"], v["estimate"]) for v in c.values[:2])
-    d, se = c.detail.get("difference", math.nan), c.detail.get("standard_error", math.nan)
-    gap = f"difference {d:+.3g} ± {se:.2g} (1 standard error)" if math.isfinite(se) else f"difference {d:+.3g}"
-    why = {"supported": "larger than twice its standard error, in the claimed direction",
-           "contradicted": "larger than twice its standard error, against the claim",
-           "inconclusive": "within twice its standard error: these seeds cannot tell the settings apart"
-           if math.isfinite(se) else "fewer than 2 seeds per setting: no standard error, so no verdict",
-           "not converged": f"but not every run converged ({_unsettled(c) or 'see the table'}), so this is not a "
-                            "result"}[c.verdict]
-    if c.verdict in ("supported", "contradicted") and c.detail.get("direction") == "no better":
-        if c.verdict == "contradicted":
-            why = f"{name_a} beats {name_b} by more than twice the standard error"
-        elif math.isfinite(se) and d > 2 * se:
-            why = f"{name_a} does not beat {name_b}: it is worse by more than twice the standard error"
-        else:
-            why = f"{name_a} does not beat {name_b} by more than twice the standard error"
-    return (f"**{c.verdict}** — {c.claim} ({c.source}). {c.metric}: {name_a} {val_a}, {name_b} {val_b}; "
-            f"{gap}, {why}.")
-
-
-def claims_table(claims: Sequence[Claim]) -> str:
-    """The claims as a Markdown table: claim, source, metric, values, verdict."""
-    lines = ["| claim | source | metric | our numbers | verdict |", "|---|---|---|---|---|"]
-    for c in claims:
-        values = "; ".join(f"{v['setting']}: {v['estimate']}" for v in c.values)
-        lines.append(f"| {c.claim} | {c.source} | {c.metric} | {values} | **{c.verdict}** |")
-    return "\n".join(lines)
+    seeds = tuple(int(r["seed"]) for r in rows) if all("seed" in r for r in rows) else ()
+    failures = tuple(f"seed {r.get('seed', '?')}: {r['failure']}" for r in rows if r.get("failure"))
+    unsettled = tuple(f"seed {r.get('seed', '?')}: {r.get('state', 'not converged')}" for r in rows
+                      if not r.get("converged") and not r.get("failure"))
+    return Estimate(tuple(value(r) for r in rows), sum(bool(r.get("converged")) for r in rows), seeds,
+                    unsettled, failures)

@@ -25,6 +25,7 @@ from .history import History
 from .lock import run_lock
 from .perf.allocator import tune_cpu_allocator
 from .runtime import headless, resolve_device
+from .schedules import beta_at
 from .train import CHECKPOINT, HISTORY, NonFiniteLossError, fit
 
 
@@ -264,11 +265,23 @@ def volatility(run: Run, key: str = "total", first: int = 100, at_final_beta: bo
     return float(np.diff(np.log(values)).std()) if len(values) > 2 else math.nan
 
 
+def failure(run: Run) -> str:
+    """What became of a failed run, for a finding: 'non-finite loss at step 600 (beta 0.1)'; '' if it finished."""
+    if not run.failed:
+        return ""
+    h, s = run.history, run.config.train.schedule
+    where = f" at step {run.failed_step}" if run.failed_step is not None else ""
+    if run.failed_step is not None and h.epochs:  # the steps per epoch, read from the finished epochs
+        spe = len(h.steps) // len(h.epochs)
+        where += f" (beta {beta_at(s, run.failed_step, spe, spe * run.config.train.epochs):g})"
+    return f"non-finite loss{where}"
+
+
 def run_convergence(run: Run, tol: float = 0.05) -> dict[str, Any]:
     """evidence.convergence of a run's history, judged over whole cycles for cyclic annealing; a failed run
     never converged."""
     if run.failed:
-        return {"converged": False, "share": math.nan, "improvement": math.nan}
+        return {"converged": False, "share": math.nan, "improvement": math.nan, "state": "failed"}
     s = run.config.train.schedule
     cycle = math.ceil(run.config.train.epochs / s.cycles) if s.kind == "cyclic" else 1  # judge whole cycles
     return convergence(run.history, tol, min_window=cycle)
@@ -283,7 +296,8 @@ def summarize(run: Run, test: Any, last: int = 100, tol: float = 0.05) -> dict[s
     grad = trace(run, "grad_norm")
     final = float(trace(run, "total")[-last:].mean()) if len(grad) else math.nan
     row: dict[str, Any] = {"run": run.label, "seed": run.config.train.seed, "steps": len(grad),
-                           "converged": conv["converged"], "last_20pct_share": conv["share"],
+                           "converged": conv["converged"], "state": conv["state"], "failure": failure(run),
+                           "last_20pct_share": conv["share"],
                            "last_20pct_improvement": conv["improvement"],
                            "early_volatility": volatility(run, "total", last),
                            "early_kl_volatility": volatility(run, "kl", last),

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import save_json, shareable_mode
+from .claims import adjust_records
 from .provenance import CHECKOUT, PACKAGE, REPO, versions
 from .runtime import HEADLESS_ENV
 
@@ -158,7 +159,7 @@ def build_report(dataset: str = "mnist", budget: str = "small", *, seed: int = 0
         metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
         entries.append({"notebook": nb.stem, "seconds": round(seconds, 1), "html": f"{nb.stem}.html",
                         "metrics": metrics})
-    claims = [c for e in entries for c in e["metrics"].get("claims", [])]
+    claims = adjust_records([c for e in entries for c in e["metrics"].get("claims", [])])  # Holm: the report's family
     summary = {"dataset": dataset, "budget": budget, "seed": seed, "parameters": base,
                "config": config.to_dict(), "versions": versions(), "notebooks": entries, "claims": claims,
                "seconds": round(sum(e["seconds"] for e in entries), 1)}
@@ -217,17 +218,35 @@ def _fmt(v: Any) -> str:
 
 
 def claims_html(claims: list[dict[str, Any]]) -> str:
-    """The claims table (claim, source, metric, our numbers, verdict) as HTML, or a line saying there is none."""
+    """The claims table (claim, source, stand-in, metric, numbers, test, estimate, p, Holm p, verdict) as HTML, or a
+    line saying there is none. Reads the records of vaelib.claims (Claim.as_dict)."""
     if not claims:
         return "<p>No claim was tested in this report.</p>"
 
-    def numbers(c: dict[str, Any]) -> str:
-        return "<br>".join(html.escape(f"{v['setting']}: {v['estimate']}") for v in c["values"])
+    def num(x: Any) -> str:
+        return "-" if x is None else f"{x:.3g}"
 
-    head = "".join(f"<th>{h}</th>" for h in ("claim", "source", "metric", "our numbers", "verdict"))
-    rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(c[k]))}</td>" for k in ("claim", "source", "metric"))
-                   + f"<td>{numbers(c)}</td><td><b>{html.escape(c['verdict'])}</b></td></tr>" for c in claims)
-    return f"<table border='1' style='border-collapse:collapse'><tr>{head}</tr>{rows}</table>"
+    def numbers(c: dict[str, Any]) -> str:
+        return "<br>".join(html.escape(f"{v['setting']}: mean {num(v['mean'])}, median {num(v['median'])}, "
+                                       f"sd {num(v['sd'])} ({len(v['values'])} seeds, {len(v['failed'])} failed, "
+                                       f"{v['converged']} converged)") for v in c["values"])
+
+    def estimate(c: dict[str, Any]) -> str:
+        ci = f" ({num(c['ci95'][0])}, {num(c['ci95'][1])})" if c.get("ci95") else ""
+        return "-" if c["estimate"] is None else f"{c['estimate']:+.3g}{ci}"
+
+    heads = ("claim", "source", "stand-in", "metric", "our numbers", "test", "estimate (95% CI)", "p", "Holm p",
+             "verdict")
+    head = "".join(f"<th>{h}</th>" for h in heads)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c[k]))}</td>" for k in ("claim", "source", "stand_in", "metric"))
+        + f"<td>{numbers(c)}</td><td>{html.escape(str(c['test'] or '-'))}"
+        + (f", margin ±{c['margin']:g}" if c.get("margin") else "")
+        + f"</td><td>{estimate(c)}</td><td>{num(c['p'])}</td><td>{num(c['p_holm'])}</td>"
+        + f"<td><b>{html.escape(c['verdict'])}</b></td></tr>" for c in claims)
+    return (f"<p>{len(claims)} claims; Holm's correction across the {sum(c['p'] is not None for c in claims)} that "
+            "were tested (family-wise error 5%), so a verdict here can be weaker than in its notebook.</p>"
+            f"<table border='1' style='border-collapse:collapse'><tr>{head}</tr>{rows}</table>")
 
 
 def _dataset_page(summary: dict[str, Any]) -> str:
@@ -243,7 +262,7 @@ def _dataset_page(summary: dict[str, Any]) -> str:
             f"</head><body><h1>vaelib report: {summary['dataset']} ({summary['budget']} budget)</h1>"
             f"<h2>Notebooks</h2><table><tr><th>notebook</th><th>seconds</th></tr>{rows}</table>"
             f"<h2>Claims of the source reports, tested</h2>{claims_html(summary.get('claims', []))}"
-            f"<p>Verdict rule and convergence rule: docs/findings.md in the vaelib repository.</p>"
+            f"<p>Tests, verdicts and the convergence rule: docs/findings.md in the vaelib repository.</p>"
             f"<h2>Parameters</h2><ul>{params}</ul><h2>Headline metrics</h2><table>{heads}</table>"
             f"<p>vaelib {v['vaelib']}, torch {v['torch']}, git {v['git_commit']}. "
             f"All numbers: <a href='metrics.json'>metrics.json</a>.</p></body></html>")

@@ -16,7 +16,7 @@ from . import distributed
 from .checkpoint import read_checkpoint, save_checkpoint, save_json
 from .config import Config, comparable
 from .history import History
-from .losses import elbo
+from .losses import elbo, reconstruction
 from .model import VAE, eval_mode, model_device
 from .provenance import versions
 from .runtime import adam_impl, autocast, bf16_supported, resolve_device, to_float
@@ -108,6 +108,21 @@ def _resume(path: Path, config: Config, model, opt, gen, device) -> tuple[Histor
     return History.from_dict(state["history"], f"the history in {path}"), state["epoch"]
 
 
+@torch.no_grad()
+def ignore_input_terms(x_train: torch.Tensor, x_val: torch.Tensor, config: Config, chunk: int = 1024
+                       ) -> dict[str, float]:
+    """The validation terms of the model that ignores its input: every image decoded to the training mean, the
+    posterior at the prior (KL 0, which free bits charge as free_bits per dimension). evidence.convergence calls a
+    run that ends no better than it derailed. Nats per image, summed in chunks (the data may be large)."""
+    total = torch.zeros(x_train.shape[1:], dtype=torch.float64, device=x_train.device)
+    for i in range(0, len(x_train), chunk):
+        total += to_float(x_train[i:i + chunk]).double().sum(0)
+    logits = torch.logit((total / len(x_train)).float().clamp(1e-6, 1 - 1e-6))  # (C, H, W)
+    recon = sum(float(reconstruction(logits.expand(len(x), -1, -1, -1), to_float(x), config.train.recon).sum())
+                for x in x_val.split(chunk))
+    return {"val_recon": recon / len(x_val), "val_kl_used": config.train.free_bits * config.model.latent_dim}
+
+
 def nonfinite_advice(config: Config) -> str:
     """The likely causes of a non-finite loss, read from the config: what NonFiniteLossError advises."""
     tc, tips = config.train, []
@@ -183,6 +198,7 @@ def fit(config: Config, train: Any = None, val: Any = None, *, device: str | tor
     ckpt = Path(out_dir) / CHECKPOINT if out_dir is not None else None
     if ckpt is not None and resume and ckpt.exists():
         history, start_epoch = _resume(ckpt, config, model, opt, gen, device)
+    history.options["ignore_input"] = ignore_input_terms(x_train, x_val, config)  # what the run must beat
     run_model = _wrap(model, config, device, world_size)
 
     if tc.batch_size > len(x_train):

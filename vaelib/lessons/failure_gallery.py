@@ -16,8 +16,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from ..evidence import objective_curve
-from ..experiments import Run, run_convergence
+from ..evidence import learned, objective_curve
+from ..experiments import Run, failure, run_convergence
 from ..metrics import active_units, image_batch, kl_per_dimension, laplacian_variance  # noqa: F401  (04 calls it)
 from ..metrics import reconstructions as reconstruct  # noqa: F401  (notebook 04 calls it by this name)
 from ..plots import show, tile
@@ -196,7 +196,9 @@ def seed_measures(runs: dict[str, list[Run]], measure: Callable[[Run], dict[str,
     """{label: [row per seed]}: each finished run's `measure(run)` with its seed and whether it converged
     (experiments.run_convergence); a failed run's row has no measurements, so its estimates show the gap."""
     def row(run: Run) -> dict[str, Any]:
-        head = {"seed": run.config.train.seed, "converged": bool(run_convergence(run, tol)["converged"])}
+        conv = run_convergence(run, tol)
+        head = {"seed": run.config.train.seed, "converged": bool(conv["converged"]), "state": conv["state"],
+                "failure": failure(run)}
         return head if run.failed else {**head, **measure(run)}
 
     return {label: [row(r) for r in rs] for label, rs in runs.items()}
@@ -267,9 +269,9 @@ def mean_image_nll(test_images: torch.Tensor, mean_image: torch.Tensor, recon: s
 
 def mark_derailed(rows: dict[str, list[dict[str, Any]]], baseline: float) -> dict[str, list[dict[str, Any]]]:
     """Adds `derailed` to every seed's row (from experiments.summarize): 1.0 when the run hit a non-finite step or
-    its test negative ELBO is no better than `baseline` (mean_image_nll), else 0.0."""
+    its test negative ELBO does not beat `baseline` (mean_image_nll) by evidence.MIN_GAIN of it, else 0.0."""
     def derailed(r: dict[str, Any]) -> float:
         total = r.get("test_total", float("nan"))
-        return float(bool(r.get("nonfinite_steps")) or not total < baseline)  # nan (failed): derailed
+        return float(bool(r.get("nonfinite_steps")) or not learned(total, baseline))  # nan (failed): derailed
 
     return {label: [{**r, "derailed": derailed(r)} for r in rs] for label, rs in rows.items()}

@@ -12,8 +12,9 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from ..claims import Claim, judge
 from ..config import BetaSchedule, Config, with_overrides
-from ..evidence import MIN_EPOCHS, Claim, compare, estimate
+from ..evidence import MIN_EPOCHS, estimate
 from ..experiments import Run, summarize, trace, with_epochs
 from ..schedules import beta_at
 
@@ -208,6 +209,19 @@ def sample_rows(runs: dict[str, Run], n: int = 8, seed: int = 0) -> dict[str, to
 # --- seeds, tables and claims ---------------------------------------------------------------------------
 
 SOURCES = {"ablation": "Fashion-MNIST/CIFAR-10/CelebA ablation report", "celeba": "CelebA technical report"}
+SOURCE_DATA = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "celeba": "CelebA"}
+
+
+def stand_in(config: Config, source_data: str) -> str:
+    """What stands in for the source's data and model in a claim: 'embedded mnist 1x32x32 (hidden [32, 64],
+    latent 32) for Fashion-MNIST', or 'Fashion-MNIST itself (...)' when the run trained on the source's data."""
+    if source_data not in SOURCE_DATA:
+        raise ValueError(f"source_data={source_data!r} is invalid: allowed {', '.join(SOURCE_DATA)}")
+    c, h, w = config.input_shape
+    model = f"{c}x{h}x{w} (hidden {list(config.model.hidden_dims)}, latent {config.model.latent_dim})"
+    if config.data.dataset == source_data:
+        return f"{SOURCE_DATA[source_data]} itself, {model}"
+    return f"embedded {config.data.dataset} {model} for {SOURCE_DATA[source_data]}"
 
 
 def seed_rows(runs: dict[str, list[Run]], test: Any, last: int, tol: float,
@@ -233,13 +247,17 @@ EARLY_METRICS = ("early_volatility", "early_kl_volatility", "kl_volatility_at_fi
 END_METRICS = ("derailed",)
 
 
-def claim(rows: dict[str, list[dict[str, Any]]], a: str, b: str, key: str, direction: str, text: str,
-          source: str, metric: str) -> Claim:
-    """The Claim 'setting a is `direction` than setting b in `key`' with the verdict rule of vaelib.evidence;
+def claim(rows: dict[str, list[dict[str, Any]]], a: str, b: str, key: str, kind: str, text: str,
+          source: str, metric: str, stand_in: str, **kw: Any) -> Claim:
+    """The Claim 'setting a is `kind` than setting b in `key`', tested by vaelib.claims.judge (paired by seed);
     a metric of the first steps (EARLY_METRICS) or of how a run ended (END_METRICS) does not wait for the runs
-    to converge."""
-    return compare(text, source, metric, (a, estimate(rows[a], key)), (b, estimate(rows[b], key)), direction,
-                   needs_convergence=key not in EARLY_METRICS + END_METRICS)
+    to converge. kw: margin, binary, bounds, needs_convergence (see judge)."""
+    kw.setdefault("needs_convergence", key not in EARLY_METRICS + END_METRICS)
+    kw.setdefault("binary", key in END_METRICS)
+    if kw["binary"]:
+        kw.setdefault("bounds", (0, 1))  # a share: if no seed derails in either setting, there was nothing to prevent
+    return judge(text, source, stand_in, metric, (a, estimate(rows[a], key)), (b, estimate(rows[b], key)), kind,
+                 **kw)
 
 
 def first_seed(runs: dict[str, list[Run]]) -> dict[str, Run]:

@@ -1,0 +1,200 @@
+import json
+import math
+
+import pytest
+
+from vaelib.claims import (
+    RECORD_KEYS,
+    VERDICTS,
+    adjust,
+    adjust_records,
+    claims_table,
+    finding,
+    judge,
+    section_markdown,
+    tally,
+)
+from vaelib.evidence import Estimate, estimate
+
+
+def _est(values, converged=None, seeds=None, failures=(), unsettled=()):
+    seeds = tuple(range(len(values))) if seeds is None else tuple(seeds)
+    return Estimate(tuple(values), len(values) if converged is None else converged, seeds, tuple(unsettled),
+                    tuple(failures))
+
+
+def _judge(a, b, kind="higher", **kw):
+    return judge("the claim", "report §1", "embedded mnist for Fashion-MNIST", "metric", ("A", a), ("B", b), kind,
+                 **kw)
+
+
+def _final(*claims):
+    adjust(claims)
+    return claims
+
+
+def test_every_verdict_class_from_a_synthetic_seed_set():
+    (supported,) = _final(_judge(_est([3.0, 3.2, 2.9, 3.1]), _est([1.0, 1.1, 0.9, 1.0])))
+    (contradicted,) = _final(_judge(_est([1.0, 1.1, 0.9, 1.0]), _est([3.0, 3.2, 2.9, 3.1])))
+    (no_effect,) = _final(_judge(_est([0.0, 0.0, 0.0]), _est([0.0, 0.0, 0.0]), bounds=(0, 32)))
+    (untestable,) = _final(_judge(_est([32.0] * 3), _est([32.0] * 3), bounds=(0, 32)))
+    (inconclusive,) = _final(_judge(_est([1.0, 2.0, 3.0]), _est([1.5, 1.0, 3.5])))
+    (failed,) = _final(_judge(_est([1.0, math.nan, 2.0], converged=2,
+                                    failures=("seed 1: non-finite loss at step 600 (beta 0.1)",)),
+                              _est([1.0, 2.0, 3.0])))
+    (unconverged,) = _final(_judge(_est([3.0, 3.1, 3.2], converged=2, unsettled=("seed 2: frozen",)),
+                                   _est([1.0, 1.1, 1.2])))
+    got = [c.verdict for c in (supported, contradicted, no_effect, untestable, inconclusive, failed, unconverged)]
+    assert got == list(VERDICTS)
+    assert supported.test == contradicted.test == "paired t" and supported.p_holm < 0.05
+    assert no_effect.test is None and "every seed gives the same value" in finding(no_effect)
+    assert "upper bound 32" in finding(untestable)
+    assert "seed 1: non-finite loss at step 600 (beta 0.1)" in finding(failed)
+    assert "A: seed 2: frozen" in finding(unconverged)
+
+
+def test_zero_vs_zero_is_no_effect_where_a_difference_is_claimed_and_a_ceiling_is_untestable():
+    """Cyclic annealing to beta 16 leaves 0 of 32 units active, as without it: the fix did not work. 32 vs 32 at
+    beta 0.8 (nothing collapsed) is a ceiling: there was nothing to prevent."""
+    (cyclic,) = _final(_judge(_est([0.0] * 3), _est([0.0] * 3), bounds=(0, 32)))
+    assert cyclic.verdict == "no effect"
+    (ceiling,) = _final(_judge(_est([32.0] * 3), _est([32.0] * 3), bounds=(0, 32)))
+    assert ceiling.verdict == "untestable here"
+    (down,) = _final(_judge(_est([0.0] * 3), _est([0.0] * 3), "lower", bounds=(0, 32)))
+    assert down.verdict == "untestable here" and "lower bound 0" in finding(down)
+
+
+def test_constant_differences_go_to_the_sign_test_and_three_seeds_cannot_decide():
+    (c,) = _final(_judge(_est([32.0] * 3), _est([0.0] * 3), bounds=(0, 32)))
+    assert c.test == "sign" and c.p == pytest.approx(0.25) and c.verdict == "inconclusive"
+    assert "the design cannot decide" in finding(c) and "0.25" in finding(c)
+    (six,) = _final(_judge(_est([32.0] * 6), _est([0.0] * 6), bounds=(0, 32)))
+    assert six.p == pytest.approx(2 / 64) and six.verdict == "supported"
+
+
+def test_derailing_is_judged_by_fishers_exact_test():
+    (three,) = _final(_judge(_est([0.0] * 3), _est([1.0] * 3), "lower", binary=True, needs_convergence=False))
+    assert three.test == "Fisher" and three.p == pytest.approx(0.1) and three.verdict == "inconclusive"
+    assert three.design == "unpaired" and "the design cannot decide" in finding(three)
+    (six,) = _final(_judge(_est([0.0] * 6), _est([1.0] * 6), "lower", binary=True, needs_convergence=False))
+    assert six.p == pytest.approx(2 / 924) and six.verdict == "supported"
+    (both,) = _final(_judge(_est([1.0] * 3), _est([1.0] * 3), "lower", binary=True, needs_convergence=False))
+    assert both.verdict == "no effect"  # clipping made no difference: every seed derailed either way
+
+
+def test_equivalence_claims_need_a_margin_and_use_tost():
+    with pytest.raises(ValueError, match="margin=None is invalid for a 'similar' claim"):
+        _judge(_est([1.0, 2.0]), _est([1.0, 2.0]), "similar")
+    b = [35.0, 35.4, 34.6, 35.2]
+    (inside,) = _final(_judge(_est([35.05, 35.35, 34.62, 35.2]), _est(b), "similar", margin=0.5))
+    assert inside.test == "TOST" and inside.verdict == "supported" and "within the declared margin" in finding(inside)
+    (beyond,) = _final(_judge(_est([36.0, 36.5, 35.6, 36.2]), _est(b), "similar", margin=0.5))
+    assert beyond.verdict == "contradicted" and "beyond the declared margin" in finding(beyond)
+    (straddle,) = _final(_judge(_est([35.5, 35.2, 35.7, 35.5]), _est(b), "similar", margin=0.5))
+    assert straddle.verdict == "inconclusive"
+    # "no better" (lower is better): A far worse than B does not beat it; A far better contradicts it
+    (worse,) = _final(_judge(_est([36.0, 36.5, 35.6, 36.2]), _est(b), "no better", margin=0.5))
+    (better,) = _final(_judge(_est([34.0, 34.5, 33.6, 34.2]), _est(b), "no better", margin=0.5))
+    assert (worse.verdict, better.verdict) == ("supported", "contradicted")
+    # "nothing beat it" is no longer "no better": a noisy difference inside 2 se is inconclusive, not supported
+    (noisy,) = _final(_judge(_est([34.9, 35.8, 34.1, 35.6]), _est(b), "no better", margin=0.5))
+    assert noisy.verdict == "inconclusive"
+    # a difference claim with a margin: a difference shown inside it is no effect
+    (tiny,) = _final(_judge(_est([35.01, 35.41, 34.62, 35.2]), _est(b), "higher", margin=0.5))
+    assert tiny.verdict == "no effect" and tiny.test == "TOST"
+
+
+def test_holm_across_the_family_decides_the_verdicts():
+    strong = _judge(_est([3.0, 3.2, 2.9, 3.1]), _est([1.0, 1.1, 0.9, 1.0]))
+    weak = _judge(_est([1.2, 1.45, 0.95, 1.3]), _est([1.0, 1.1, 0.9, 1.0]))
+    alone = _judge(_est([1.2, 1.45, 0.95, 1.3]), _est([1.0, 1.1, 0.9, 1.0]))
+    assert 0.01 < weak.p < 0.05
+    adjust([alone])
+    assert alone.verdict == "supported" and alone.p_holm == pytest.approx(alone.p)
+    adjust([strong, weak] + [_judge(_est([1.0, 2.0, 3.0]), _est([1.5, 1.0, 3.5])) for _ in range(3)])
+    assert strong.verdict == "supported" and weak.verdict == "inconclusive" and weak.p_holm > weak.p
+    assert "Holm-adjusted p" in finding(weak)
+    # a report's family (notebooks 03 and 04 together) can only weaken a verdict
+    records = [alone.as_dict()] * 2 + [strong.as_dict()]  # two claims at p = 0.04 each: x3 and x2 under Holm
+    again = adjust_records(records)
+    assert again[0]["verdict"] == "inconclusive" and again[0]["p_holm"] > alone.p_holm
+    assert [r["verdict"] for r in adjust_records([{"p": None, "verdict": "failed"}])] == ["failed"]
+
+
+def test_the_record_has_exactly_the_keys_and_no_nan():
+    c = _final(_judge(_est([1.0, math.nan, 2.0], converged=2, failures=("seed 1: non-finite loss at step 2",)),
+                      _est([1.0, 2.0, 3.0])))[0]
+    r = c.as_dict()
+    assert tuple(r) == RECORD_KEYS
+    text = json.dumps(r, allow_nan=False)  # raises on nan
+    assert "nan" not in text.lower() and "nan" not in finding(c).lower()
+    assert r["values"][0]["values"] == [1.0, None, 2.0] and r["values"][0]["failed"] == [
+        "seed 1: non-finite loss at step 2"]
+    assert r["values"][0]["mean"] == 1.5 and r["n"] == [3, 3] and r["verdict"] == "failed"
+    ok = _final(_judge(_est([3.0, 3.2, 2.9]), _est([1.0, 1.1, 0.9])))[0].as_dict()
+    assert ok["design"] == "paired" and ok["test"] == "paired t" and len(ok["ci95"]) == 2 and ok["margin"] is None
+
+
+def test_a_failed_run_never_leaks_nan_into_a_sentence():
+    """Each setting has 2 finite seeds and one failed run: the old sentence said 'difference +nan'."""
+    a = _est([1.0, 1.2, math.nan], converged=2, failures=("seed 2: non-finite loss at step 600 (beta 0.1)",))
+    for needs in (True, False):
+        c = _final(_judge(a, _est([0.5, 0.6, 0.55]), needs_convergence=needs))[0]
+        assert "nan" not in finding(c).lower() and "nan" not in claims_table([c]).lower()
+        assert c.verdict == "failed"
+    early = _final(_judge(_est([1.0, 1.2, 1.1], converged=0), _est([0.5, 0.6, 0.55], converged=0),
+                          needs_convergence=False))[0]
+    assert early.verdict == "supported"  # a metric of the first steps does not wait for convergence
+
+
+def test_pairing_follows_the_seeds_and_bad_claims_are_refused():
+    a = _est([3.0, 1.0, 2.0], seeds=(2, 0, 1))
+    b = _est([1.0, 2.0, 3.0], seeds=(0, 1, 2))
+    c = _judge(a, b)
+    assert c.design == "paired" and c.estimate == pytest.approx(0.0)  # seed 0: 1-1, seed 1: 2-2, seed 2: 3-3
+    assert _judge(Estimate((1.0, 2.0, 3.0), 3), _est([0.0, 0.4, 0.3])).design == "unpaired"
+    with pytest.raises(ValueError, match="kind='bigger' is invalid"):
+        _judge(_est([1.0, 2.0]), _est([1.0, 2.0]), "bigger")
+    with pytest.raises(ValueError, match="settings 'x' and 'x' are invalid"):
+        judge("c", "s", "i", "m", ("x", _est([1.0, 2.0])), ("x", _est([1.0, 2.0])), "higher")
+    one = _final(_judge(_est([1.0]), _est([2.0])))[0]
+    assert one.verdict == "inconclusive" and "fewer than 2 seeds" in finding(one)
+
+
+def test_sections_show_tests_and_the_table_shows_verdicts():
+    claims = _final(_judge(_est([3.0, 3.2, 2.9]), _est([1.0, 1.1, 0.9])), _judge(_est([0.0] * 3), _est([0.0] * 3)))
+    md = section_markdown(claims)
+    assert "paired t (3 seeds paired)" in md and "no test: every seed" in md and "Holm's correction" in md
+    table = claims_table(claims)
+    assert table.count("\n") == 3 and "**supported**" in table and "**no effect**" in table
+    assert tally([c.verdict for c in claims]) == {**{v: 0 for v in VERDICTS}, "supported": 1, "no effect": 1}
+
+
+def test_the_lesson_helper_reads_rows_and_derailing_does_not_wait():
+    from vaelib.lessons.stability_ablations import claim
+
+    kept = [{"derailed": 0.0, "converged": True, "seed": s} for s in range(3)]
+    derailed = [{"derailed": 1.0, "converged": False, "seed": s, "state": "derailed"} for s in range(3)]
+    rows = {"clip 1": kept, "no clip": derailed}
+    c = claim(rows, "clip 1", "no clip", "derailed", "lower", "clipping keeps training on track", "src", "share",
+              "stand-in")
+    assert c.test == "Fisher" and c.verdict == "inconclusive"  # not "not converged": derailing is the effect
+    calm = {"clip 1": kept, "no clip": [{**r, "converged": True} for r in kept]}
+    nothing = _final(claim(calm, "clip 1", "no clip", "derailed", "lower", "c", "s", "m", "i"))[0]
+    assert nothing.verdict == "untestable here"  # no seed derailed without clipping: nothing to prevent
+    loss = {"clip 1": [{"final": 30.0 + s, "converged": True, "seed": s} for s in range(3)],
+            "no clip": [{"final": 900.0, "converged": False, "seed": s, "state": "derailed"} for s in range(3)]}
+    late = claim(loss, "clip 1", "no clip", "final", "lower", "t", "s", "m", "i")
+    assert late.verdict == "not converged" and "no clip: seed 0: derailed" in finding(late)
+    assert estimate(loss["no clip"], "final").unsettled[0] == "seed 0: derailed"
+
+
+def test_heavy_tails_are_judged_by_the_sign_test_on_the_median():
+    """No clip at lr 0.02 ended at 93, 769 and 2805 nats, the clipped runs at about 33.7: every unclipped seed is
+    worse, which a t test on 1222 ± 1400 cannot see."""
+    clipped, unclipped = _est([33.5, 33.9, 33.7]), _est([93.0, 769.0, 2805.0])
+    (t,) = _final(_judge(clipped, unclipped, "lower"))
+    (robust,) = _final(_judge(clipped, unclipped, "lower", robust=True))
+    assert t.test == "paired t" and t.p > 0.05
+    assert robust.test == "sign" and robust.estimate == pytest.approx(33.9 - 769.0) and robust.p == pytest.approx(0.25)
+    assert "median 769 [93, 2805]" in finding(robust) and "the design cannot decide" in finding(robust)
