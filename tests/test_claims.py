@@ -198,3 +198,11 @@ def test_heavy_tails_are_judged_by_the_sign_test_on_the_median():
     assert t.test == "paired t" and t.p > 0.05
     assert robust.test == "sign" and robust.estimate == pytest.approx(33.9 - 769.0) and robust.p == pytest.approx(0.25)
     assert "median 769 [93, 2805]" in finding(robust) and "the design cannot decide" in finding(robust)
+
+
+def test_a_design_that_cannot_test_the_claim_says_why():
+    why = "on the beta = 16 objective the model that ignores its input scores better"
+    (c,) = _final(_judge(_est([0.0, 1.0, 0.0]), _est([0.0] * 3), untestable=why))
+    assert c.verdict == "untestable here" and why in finding(c) and c.p is None
+    failed = _est([1.0, math.nan, 2.0], converged=2, failures=("seed 1: non-finite loss at step 2",))
+    assert _final(_judge(failed, _est([0.0] * 3), untestable=why))[0].verdict == "failed"  # failures come first

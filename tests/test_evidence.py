@@ -100,3 +100,12 @@ def test_estimate_names_failed_runs_with_their_step():
     assert e.summary()["failed"] == ["seed 2: non-finite loss at step 600 (beta 0.1)"]
     with pytest.raises(ValueError, match="seeds"):
         Estimate((1.0, 2.0), 2, (0,))
+
+
+def test_estimate_reads_numpy_scalars_and_counts_a_missing_value_as_failed():
+    import numpy as np
+
+    rows = [{"seed": 0, "converged": True, "k": np.int64(32)}, {"seed": 1, "converged": True, "k": np.float32(31)},
+            {"seed": 2, "converged": False, "k": None}]
+    e = estimate(rows, "k")
+    assert e.values[:2] == (32.0, 31.0) and math.isnan(e.values[2]) and e.failed == 1

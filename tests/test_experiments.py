@@ -1,4 +1,5 @@
 import dataclasses
+import math
 
 import pytest
 
@@ -128,3 +129,19 @@ def test_run_seeds_has_one_bar_over_all_runs_off_when_unattended(tiny_config, ti
     experiments.run_seeds(configs, [0, 1], *tiny_data, root=tmp_path, device="cpu")
     assert seen["total"] == 4 and seen["updates"] == 4 and seen["disable"] is disabled
     assert seen["postfix"] == "b, seed 1"
+
+
+def test_kl_spike_and_clipped_share_read_the_step_trace(tiny_config):
+    from vaelib.experiments import Run, clipped_share, kl_spike
+    from vaelib.history import History
+
+    kl = [10.0] * 30
+    kl[20] = 40.0  # one spike, 4x the median of the 10 steps before it
+    steps = [{"kl": v, "grad_norm": float(i % 4), "total": v, "recon": 0.0, "beta": 1.0, "lr": 1e-3, "step": i,
+              "epoch": 0} for i, v in enumerate(kl)]
+    run = Run("r", with_overrides(tiny_config, **{"train.grad_clip": 2.0}), None, History(steps=steps), None)
+    assert kl_spike(run, 10, 15) == pytest.approx(4.0) and kl_spike(run, 21, 9) == pytest.approx(1.0)
+    assert math.isnan(kl_spike(run, 25, 10))  # the window runs past the end of the run
+    assert clipped_share(run) == pytest.approx(7 / 30)  # norms 3 (> 2) on every 4th step from 3
+    with pytest.raises(ValueError, match="start=5"):
+        kl_spike(run, 5, 10)

@@ -185,3 +185,9 @@ def test_a_run_is_derailed_when_it_failed_or_ends_no_better_than_ignoring_its_in
     assert [r["derailed"] for r in marked["no clip"]] == [1.0, 1.0, 1.0]  # above, equal to, and failed
     assert marked["clip 1"][0]["test_total"] == 30.0 and "derailed" not in rows["clip 1"][0]  # a copy, all kept
     assert [r["derailed"] for r in D.mark_derailed(rows, baseline=20.0)["clip 1"]] == [1.0, 1.0]
+
+
+def test_objective_at_prices_a_run_on_a_static_beta_objective():
+    rows = [{"test_recon": 10.0, "kl_total": 2.0}, {"seed": 1}]  # the second run failed: no measurements
+    got = D.objective_at(rows, 16.0)
+    assert got[0] == 42.0 and math.isnan(got[1])

@@ -47,6 +47,9 @@ def test_recipes_and_their_beta_values(tiny_config):
     assert list(clips) == ["no clip", "clip 1", "clip 0.5", "clip 0.1"]
     assert [c.train.grad_clip for c in clips.values()] == [None, 1.0, 0.5, 0.1]
     assert all(c.train.lr == 0.02 for c in clips.values())
+    # the first step at the final beta: 1 epoch (4 steps) at 0 for the CelebA recipe, 3 for CIFAR-10, 0 if static
+    warm_cfg = stability_ablations.warmup_configs(base)
+    assert [stability_ablations.switch_step(warm_cfg[k], 64) for k in warm_cfg] == [0, 12, 0, 4]
     sweep = stability_ablations.beta_sweep_configs(base, (0.5, 2))
     assert [c.train.schedule for c in sweep.values()] == [BetaSchedule(beta=0.5), BetaSchedule(beta=2)]
 
@@ -137,3 +140,17 @@ def test_until_converged_extends_every_run_but_cyclic_and_keeps_the_schedules_in
     for bad in ({"tol": -0.1}, {"tol": 0.05, "cap": 0.5}):
         with pytest.raises(ValueError, match="are invalid"):
             stability_ablations.until_converged(configs, **{"cap": 2.0, **bad})
+
+
+def test_stand_in_names_the_data_and_model_that_replace_the_sources():
+    from vaelib.experiments import notebook_config
+
+    mnist = notebook_config("mnist", "tiny")
+    assert stability_ablations.stand_in(mnist, "fashion_mnist") == (
+        "embedded mnist 1x32x32 (hidden [32, 64], latent 32) for Fashion-MNIST")
+    textured = with_overrides(notebook_config("shapes", "tiny"), **{"data.background": "textured"})
+    assert stability_ablations.stand_in(textured, "celeba").startswith("embedded shapes textured background, 3x32x32")
+    assert stability_ablations.stand_in(notebook_config("fashion_mnist", "tiny"), "fashion_mnist").startswith(
+        "Fashion-MNIST itself")
+    with pytest.raises(ValueError, match="source_data='svhn' is invalid"):
+        stability_ablations.stand_in(mnist, "svhn")

@@ -38,6 +38,7 @@ def replaced_rule(history: History, tol: float = 0.05, window: float = 0.2, min_
 
 def main(root: str = "runs") -> None:
     moves: Counter[tuple[str, str]] = Counter()
+    changed_runs: list[str] = []
     for folder in sorted(Path(root).glob("*-*")):
         saved = folder / "history.json"
         if not saved.is_file():
@@ -51,9 +52,15 @@ def main(root: str = "runs") -> None:
         s = config.train.schedule
         cycle = math.ceil(config.train.epochs / s.cycles) if s.kind == "cyclic" else 1
         old = "converged" if replaced_rule(history, min_window=cycle) else "not converged"
-        moves[(old, convergence(history, min_window=cycle)["state"])] += 1
+        new = convergence(history, min_window=cycle)["state"]
+        moves[(old, new)] += 1
+        if (old == "converged") != (new == "converged"):
+            t = config.train
+            changed_runs.append(f"{folder.name}: {old} -> {new} (lr {t.lr:g}, clip {t.grad_clip}, {s.kind} beta "
+                                f"{s.beta:g}, free bits {t.free_bits:g})")
     total = sum(moves.values())
     changed = sum(n for (old, new), n in moves.items() if (old == "converged") != (new == "converged"))
+    print("\n".join(changed_runs))
     for (old, new), n in sorted(moves.items()):
         print(f"{old:>14} -> {new:<16} {n:4d}")
     print(f"{total} runs, {changed} changed class (converged <-> not converged)")

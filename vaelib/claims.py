@@ -95,13 +95,14 @@ def _precheck(c: Claim, a: Estimate, b: Estimate, needs_convergence: bool,
 
 def judge(claim: str, source: str, stand_in: str, metric: str, a: tuple[str, Estimate], b: tuple[str, Estimate],
           kind: str, *, margin: float | None = None, binary: bool = False, bounds: tuple[float, float] | None = None,
-          robust: bool = False, needs_convergence: bool = True) -> Claim:
+          robust: bool = False, needs_convergence: bool = True, untestable: str = "") -> Claim:
     """The test of "A is `kind` than B" (A first). Its verdict is provisional until `adjust` has seen the family.
 
     margin: the equivalence margin in the metric's units, declared before the numbers exist; required for
     'similar' and 'no better', optional for a difference (then a difference shown inside it is 'no effect').
     binary: the metric is 0/1 per seed (Fisher's exact test). bounds: (low, high) the metric cannot pass.
     robust: heavy tails (a loss that may blow up): the exact sign test over pairs, on the median difference.
+    untestable: why the design cannot test the claim at all (written from the run's numbers), or "".
     needs_convergence=False for a metric of the first steps, or one about how runs end (derailing, collapse).
     """
     if kind not in KINDS:
@@ -113,6 +114,8 @@ def judge(claim: str, source: str, stand_in: str, metric: str, a: tuple[str, Est
     pairs = _pairs(a[1], b[1])
     c = Claim(claim, source, stand_in, metric, (a, b), kind, margin, "paired" if pairs is not None else "unpaired")
     pre = _precheck(c, a[1], b[1], needs_convergence, bounds)
+    if untestable and (pre is None or pre[0] not in ("failed", "not converged")):
+        pre = ("untestable here", untestable)
     if pre:
         c.decision, c.reason = pre
         c.verdict = c.decision

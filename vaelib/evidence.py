@@ -163,8 +163,10 @@ def estimate(rows: Sequence[dict[str, Any]], key: str) -> Estimate:
     `seed`, `converged` and, where the run did not converge, `state` and `failure`; a row without `key` (a failed
     run) contributes nan."""
     def value(r: dict[str, Any]) -> float:
-        v = r.get(key)
-        return float(v) if isinstance(v, (int, float)) and v is not None else math.nan
+        try:
+            return float(r[key])  # numpy scalars too
+        except (KeyError, TypeError, ValueError):
+            return math.nan
 
     seeds = tuple(int(r["seed"]) for r in rows) if all("seed" in r for r in rows) else ()
     failures = tuple(f"seed {r.get('seed', '?')}: {r['failure']}" for r in rows if r.get("failure"))

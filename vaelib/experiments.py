@@ -277,6 +277,25 @@ def failure(run: Run) -> str:
     return f"non-finite loss{where}"
 
 
+def kl_spike(run: Run, start: int, steps: int = 50, median_of: int = 10) -> float:
+    """The largest spike of the KL term in steps [start, start + steps): the largest ratio of a step's KL to the
+    median KL of the `median_of` steps before it (1 = no step rose above its recent level). Measured on the same
+    steps in every run it compares, e.g. the steps after a warmup's switch in both the warmup and a static run."""
+    if start < median_of or steps < 1:
+        raise ValueError(f"start={start!r}, steps={steps!r} are invalid: allowed start >= {median_of}, steps >= 1")
+    kl = trace(run, "kl")
+    if len(kl) < start + steps or not np.isfinite(kl[start - median_of:start + steps]).all():
+        return math.nan  # the run did not reach the end of the window (it failed)
+    before = np.lib.stride_tricks.sliding_window_view(kl[start - median_of:start + steps - 1], median_of)
+    return float((kl[start:start + steps] / np.maximum(np.median(before, axis=1), 1e-12)).max())
+
+
+def clipped_share(run: Run) -> float:
+    """The share of a run's steps whose pre-clip gradient norm exceeded its clipping threshold (0 without one)."""
+    clip, norms = run.config.train.grad_clip, trace(run, "grad_norm")
+    return float((norms > clip).mean()) if clip is not None and len(norms) else 0.0
+
+
 def run_convergence(run: Run, tol: float = 0.05) -> dict[str, Any]:
     """evidence.convergence of a run's history, judged over whole cycles for cyclic annealing; a failed run
     never converged."""

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..evidence import learned, objective_curve
 from ..experiments import Run, failure, run_convergence
-from ..metrics import active_units, image_batch, kl_per_dimension, laplacian_variance  # noqa: F401  (04 calls it)
+from ..metrics import active_units, image_batch, kl_per_dimension, laplacian_variance, test_elbo  # noqa: F401
 from ..metrics import reconstructions as reconstruct  # noqa: F401  (notebook 04 calls it by this name)
 from ..plots import show, tile
 from ..runtime import to_float
@@ -238,11 +238,20 @@ def mean_pull_measure(test_images: torch.Tensor, mean_image: torch.Tensor) -> Ca
 
 
 def collapse_measure(test_images: torch.Tensor) -> Callable[[Run], dict[str, float]]:
-    """Per run: total KL, dimensions above 0.01 nats and active units on the test split."""
+    """Per run: total KL, dimensions above 0.01 nats and active units on the test split, and its test
+    reconstruction term (nats per image), with which `objective_at` prices the run at any beta."""
     def measure(run: Run) -> dict[str, float]:
         s = collapse_summary(run.model, test_images)
-        return {"kl_total": s["kl_total"], "dims_above_0.01": s["dims_above"], "active_units": s["active_units"]}
+        recon = test_elbo(run.model, test_images, run.config)["recon"]
+        return {"kl_total": s["kl_total"], "dims_above_0.01": s["dims_above"], "active_units": s["active_units"],
+                "test_recon": recon}
     return measure
+
+
+def objective_at(rows: list[dict[str, Any]], beta: float) -> list[float]:
+    """Each seed's test objective recon + beta * KL (nats per image, true KL: no free bits) from collapse_measure
+    rows: what that run would score on the objective of a static beta (nan for a failed run)."""
+    return [r["test_recon"] + beta * r["kl_total"] if "test_recon" in r else float("nan") for r in rows]
 
 
 def early_objective(run: Run, epoch: int) -> dict[str, float]:

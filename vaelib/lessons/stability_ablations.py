@@ -69,6 +69,14 @@ def steps_per_epoch(config: Config, n_train: int) -> int:
     return n_train // config.train.batch_size
 
 
+def switch_step(config: Config, n_train: int) -> int:
+    """The first optimiser step at the schedule's final beta (0 for a constant beta; after a warmup, its switch)."""
+    spe = steps_per_epoch(config, n_train)
+    total = spe * config.train.epochs
+    s = config.train.schedule
+    return next((t for t in range(total) if beta_at(s, t, spe, total) == s.beta), total)
+
+
 def schedule_config(base: Config, schedule: BetaSchedule, **overrides: Any) -> Config:
     """base with another beta schedule and any dotted-path overrides."""
     return with_overrides(base, **{"train.schedule": dataclasses.asdict(schedule), **overrides})
@@ -219,6 +227,8 @@ def stand_in(config: Config, source_data: str) -> str:
         raise ValueError(f"source_data={source_data!r} is invalid: allowed {', '.join(SOURCE_DATA)}")
     c, h, w = config.input_shape
     model = f"{c}x{h}x{w} (hidden {list(config.model.hidden_dims)}, latent {config.model.latent_dim})"
+    if config.data.dataset == "shapes" and config.data.background != "plain":
+        model = f"{config.data.background} background, {model}"
     if config.data.dataset == source_data:
         return f"{SOURCE_DATA[source_data]} itself, {model}"
     return f"embedded {config.data.dataset} {model} for {SOURCE_DATA[source_data]}"
@@ -240,7 +250,7 @@ def seeds_table(rows: dict[str, list[dict[str, Any]]], keys: list[str]) -> list[
              **{k: str(estimate(rs, k)) for k in keys}} for label, rs in rows.items()]
 
 
-EARLY_METRICS = ("early_volatility", "early_kl_volatility", "kl_volatility_at_final_beta")  # first steps only
+EARLY_METRICS = ("early_volatility", "early_kl_volatility", "kl_volatility_at_final_beta", "kl_spike")  # early steps
 # Whether a run derailed (failure_gallery.mark_derailed): a derailed run never converges, and a failed one has its
 # final value (derailed); a run still unconverged at its cap that has not beaten the trivial model has derailed
 # within its length. Judged on every run, settled or not.
