@@ -97,8 +97,11 @@ def test_equivalence_claims_need_a_margin_and_use_tost():
     (better,) = _final(_judge(_est([34.0, 34.5, 33.6, 34.2]), _est(b), "no better", margin=0.5))
     assert (worse.verdict, better.verdict) == ("supported", "contradicted")
     # "nothing beat it" is no longer "no better": a noisy difference inside 2 se is inconclusive, not supported
-    (noisy,) = _final(_judge(_est([34.9, 35.8, 34.1, 35.6]), _est(b), "no better", margin=0.5))
+    (noisy,) = _final(_judge(_est([34.5, 36.3, 33.6, 35.9]), _est(b), "no better", margin=0.5))
     assert noisy.verdict == "inconclusive"
+    # "no better" is one-sided: A shown not to beat B by the margin, even where it is worse by about the margin
+    (edge,) = _final(_judge(_est([35.5, 35.95, 35.05, 35.7]), _est(b), "no better", margin=0.5))
+    assert edge.verdict == "supported" and edge.p < 1e-4 and "not below -0.5" in finding(edge)
     # a difference claim with a margin: a difference shown inside it is no effect
     (tiny,) = _final(_judge(_est([35.01, 35.41, 34.62, 35.2]), _est(b), "higher", margin=0.5))
     assert tiny.verdict == "no effect" and tiny.test == "TOST"
@@ -206,3 +209,13 @@ def test_a_design_that_cannot_test_the_claim_says_why():
     assert c.verdict == "untestable here" and why in finding(c) and c.p is None
     failed = _est([1.0, math.nan, 2.0], converged=2, failures=("seed 1: non-finite loss at step 2",))
     assert _final(_judge(failed, _est([0.0] * 3), untestable=why))[0].verdict == "failed"  # failures come first
+
+
+def test_the_sign_test_takes_its_direction_from_the_signs_and_exact_tests_never_show_equivalence():
+    a, b = [1.0] * 8 + [0.0] * 10, [0.0] * 8 + [0.0] * 10  # 8 seeds up, 10 unchanged: the median difference is 0
+    (up,) = _final(_judge(_est(a), _est(b), robust=True))
+    assert up.test == "sign" and up.estimate == 0.0 and up.verdict == "supported"
+    (similar,) = _final(_judge(_est([1.0, 2.0, 3.0]), _est([0.0, 1.0, 2.0]), "similar", margin=0.5))
+    assert similar.p is None and similar.verdict == "inconclusive" and "no equivalence test" in finding(similar)
+    apart = _judge(Estimate((1.0, 2.0), 2, (0, 1)), Estimate((1.5, 2.5, 2.0), 3, (5, 6, 7)))
+    assert apart.design == "unpaired" and apart.test == "Welch"  # no seed in common: independent arms

@@ -89,7 +89,7 @@ def test_estimate_and_its_text():
     assert str(tail).startswith("1222 ± 1.4e+03, median 769 [93, 2805]")
     s = with_failure.summary()
     assert s["values"] == [1.0, 3.0, None] and s["median"] == 2.0 and s["converged"] == 3
-    assert s["failed"] == ["1 run(s) without a value"]
+    assert s["failed"] == ["seed 2: no value"]
 
 
 def test_estimate_names_failed_runs_with_their_step():

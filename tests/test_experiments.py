@@ -142,6 +142,7 @@ def test_kl_spike_and_clipped_share_read_the_step_trace(tiny_config):
     run = Run("r", with_overrides(tiny_config, **{"train.grad_clip": 2.0}), None, History(steps=steps), None)
     assert kl_spike(run, 10, 15) == pytest.approx(4.0) and kl_spike(run, 21, 9) == pytest.approx(1.0)
     assert math.isnan(kl_spike(run, 25, 10))  # the window runs past the end of the run
+    assert kl_spike(run, 0, 25) == pytest.approx(4.0)  # from step 1, the median of the steps there are
     assert clipped_share(run) == pytest.approx(7 / 30)  # norms 3 (> 2) on every 4th step from 3
-    with pytest.raises(ValueError, match="start=5"):
-        kl_spike(run, 5, 10)
+    with pytest.raises(ValueError, match="start=-1"):
+        kl_spike(run, -1, 10)

@@ -32,17 +32,21 @@ def test_shared_noise_a_paired_test_resolves_what_an_unpaired_one_cannot():
 
 def test_tost_inside_outside_and_straddling_the_margin():
     b = np.array([35.0, 35.4, 34.6, 35.2])
-    inside, beyond = stats.tost(b + np.array([0.05, -0.05, 0.02, 0.0]), b, margin=0.5)
+    inside, beyond, _ = stats.tost(b + np.array([0.05, -0.05, 0.02, 0.0]), b, margin=0.5)
     assert inside.p < 0.05 and beyond.p > 0.5  # 90% interval well within ±0.5
-    inside, beyond = stats.tost(b + np.array([2.0, 2.1, 1.9, 2.0]), b, margin=0.5)
+    inside, beyond, _ = stats.tost(b + np.array([2.0, 2.1, 1.9, 2.0]), b, margin=0.5)
     assert inside.p > 0.5 and beyond.p < 0.05  # beyond +0.5
-    inside, beyond = stats.tost(b + np.array([0.5, -0.2, 1.1, 0.3]), b, margin=0.5)
+    inside, beyond, _ = stats.tost(b + np.array([0.5, -0.2, 1.1, 0.3]), b, margin=0.5)
     assert inside.p >= 0.05 and beyond.p >= 0.05  # the interval straddles the margin: neither
     # TOST at level 0.05 is the 90% interval inside the margin (Schuirmann, 1987)
     d = np.array([0.1, -0.2, 0.3, 0.05])
-    inside, _ = stats.tost(b + d, b, margin=0.5)
+    inside, _, _ = stats.tost(b + d, b, margin=0.5)
     half90 = sps.t.ppf(0.95, 3) * d.std(ddof=1) / 2
     assert (inside.p < 0.05) == (abs(d.mean()) + half90 < 0.5)
+    _, _, above = stats.tost(b + 0.4, b + np.array([0.0, 0.1, -0.1, 0.0]), margin=0.5, paired=False)
+    assert above.p < 0.05  # one-sided: A is not lower than B by 0.5 (it is higher)
+    with pytest.raises(ValueError, match="with some spread"):
+        stats.tost([1.0, 1.0], [2.0, 2.0], margin=0.5, paired=False)
     with pytest.raises(ValueError, match="margin=0"):
         stats.tost(b, b + 1, margin=0)
 

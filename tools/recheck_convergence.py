@@ -3,7 +3,8 @@ the runs that changed class: python tools/recheck_convergence.py [runs_dir].
 
 The replaced rule (vaelib 0.x up to December 2026) is kept here, verbatim in what it decides: the share of the last
 20% of epochs in the improvement from the first epoch; a flat run scored 0 and counted as converged; no check
-against the model that ignores its input. Only this script uses it.
+against the model that ignores its input. Only this script uses it. A history saved before fit recorded the
+ignore-the-input terms (history.options["ignore_input"]) cannot be judged derailed; retrain or rebuild first.
 """
 
 from __future__ import annotations

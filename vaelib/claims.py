@@ -64,6 +64,8 @@ def _pairs(a: Estimate, b: Estimate) -> tuple[np.ndarray, np.ndarray] | None:
     if not a.seeds or not b.seeds:
         return None
     va, vb = dict(zip(a.seeds, a.values)), dict(zip(b.seeds, b.values))
+    if not set(va) & set(vb):
+        return None  # no seed in common: the arms are independent
     common = [s for s in a.seeds if s in vb and math.isfinite(va[s]) and math.isfinite(vb[s])]
     return np.array([va[s] for s in common]), np.array([vb[s] for s in common])
 
@@ -139,8 +141,8 @@ def _test(c: Claim, x: np.ndarray, y: np.ndarray, binary: bool, robust: bool = F
         c.verdict = c.decision
         return
     c.detail["pairs"] = len(x)
-    if binary:
-        t = stats.fisher(x, y)  # conditions on the margins: the runs are counted, not paired
+    if binary:  # Fisher conditions on the margins: every run with a value is counted, none paired
+        t = stats.fisher(c.arms[0][1].finite_values, c.arms[1][1].finite_values)
         c.design = "unpaired"
     elif paired and (robust or np.ptp(x - y) == 0):
         t = stats.sign_test(x, y)  # heavy tails, or every seed moved by the same amount: no variance for a t test
@@ -156,28 +158,35 @@ def _test(c: Claim, x: np.ndarray, y: np.ndarray, binary: bool, robust: bool = F
     c.detail["min_p"] = t.min_p
     m = c.margin
     if m and t.test in ("paired t", "Welch"):
-        inside, beyond = stats.tost(x, y, m, paired)
+        inside, beyond, above = stats.tost(x, y, m, paired)
         if c.kind in EQUIVALENCE or abs(t.estimate) < m:
-            _equivalence(c, inside, beyond)
+            _equivalence(c, inside, beyond, above)
             return
-    if c.kind in EQUIVALENCE:  # an exact test cannot show equivalence
-        c.decision = "inconclusive"
-        c.reason = f"{t.test} test: no equivalence test for these values"
+    if c.kind in EQUIVALENCE:  # an exact test cannot show equivalence: no p enters the family
+        c.test = c.p = c.ci95 = None
+        c.decision = c.verdict = "inconclusive"
+        c.reason = f"no equivalence test applies to these values (a {t.test} test would be needed)"
         return
-    claimed = t.estimate > 0 if c.kind == "higher" else t.estimate < 0
+    if t.test == "sign":  # its direction is the majority of the signs, not the median (which may be 0)
+        d = x - y
+        up = int((d > 0).sum()) - int((d < 0).sum())
+    else:
+        up = t.estimate
+    claimed = up > 0 if c.kind == "higher" else up < 0
     c.decision = "supported" if claimed else "contradicted"
 
 
-def _equivalence(c: Claim, inside: stats.Test, beyond: stats.Test) -> None:
-    """TOST: inside the margin -> supported ('similar', 'no better') or 'no effect' (a difference claim);
-    beyond it on the side against the claim -> contradicted; beyond it on A's worse side for 'no better' (A is
-    worse than B by more than the margin) -> supported: A does not beat B."""
+def _equivalence(c: Claim, inside: stats.Test, beyond: stats.Test, above: stats.Test) -> None:
+    """'similar' (and a difference claim whose estimate lies inside its margin): TOST, supported (or 'no effect')
+    when the 90% interval lies inside the margin, contradicted when it lies beyond it. 'no better' (lower is better)
+    is one-sided: supported when A is shown not to beat B by the margin (the 90% interval's lower end above
+    -margin), contradicted when A is shown to beat B by more than it."""
     m, d = c.margin, inside.estimate
     c.test, c.ci95 = "TOST", inside.ci95
-    if abs(d) < m:
+    if c.kind == "no better":
+        c.p, c.decision = (above.p, "supported") if d > -m else (beyond.p, "contradicted")
+    elif abs(d) < m:
         c.p, c.decision = inside.p, ("no effect" if c.kind in ("higher", "lower") else "supported")
-    elif c.kind == "no better" and d > 0:
-        c.p, c.decision = beyond.p, "supported"  # A is worse than B by more than the margin
     else:
         c.p, c.decision = beyond.p, "contradicted"
 
@@ -189,7 +198,7 @@ def adjust(claims: Sequence[Claim], alpha: float = stats.ALPHA) -> list[Claim]:
     for c, ph in zip(tested, stats.holm([c.p for c in tested])):
         c.p_holm = ph
         if ph < alpha:
-            c.verdict, c.reason = c.decision, ""
+            c.verdict, c.reason = c.decision, ""  # _why states a tested verdict from the test itself
         else:
             c.verdict = "inconclusive"
             min_p = c.detail.get("min_p", 0.0)
@@ -241,9 +250,12 @@ def _why(c: Claim) -> str:
         side = "in the claimed direction" if c.verdict == "supported" else "against the claim"
         return f"a difference {side}, Holm-adjusted p below {stats.ALPHA:g}"
     if c.verdict in ("supported", "contradicted", "no effect") and c.test == "TOST":
+        if c.kind == "no better":
+            side = "not below" if c.verdict == "supported" else "below"
+            return f"the difference lies {side} -{c.margin:g}, the declared margin (one-sided test, Holm-adjusted)"
         where = "within" if abs(c.estimate) < c.margin else "beyond"
         return f"the difference lies {where} the declared margin ±{c.margin:g} (two one-sided tests, Holm-adjusted)"
-    return c.reason
+    return c.reason or c.verdict
 
 
 def finding(c: Claim) -> str:

@@ -3,7 +3,7 @@ is measured (vaelib.sample_quality): mnist predicts the digit, shapes each of it
 
 Trained deterministically from the package's own data (`train_classifier`), shipped in vaelib/pretrained/ as
 weights only (`make classifiers` retrains them), loaded without running any code from the file (`load_classifier`).
-For CIFAR-10 and CelebA the standard Inception features apply instead (torchmetrics, with a download).
+For CIFAR-10 and CelebA the Fréchet distance can use torchmetrics' Inception features instead (a download).
 """
 
 from __future__ import annotations

@@ -135,7 +135,9 @@ class Estimate:
         return {"seeds": list(self.seeds), "values": [x if math.isfinite(x) else None for x in self.values],
                 "mean": stat(np.mean), "median": stat(np.median),
                 "sd": float(v.std(ddof=1)) if len(v) >= 2 else None, "min": stat(np.min), "max": stat(np.max),
-                "failed": list(self.failures) or [f"{self.failed} run(s) without a value"] * bool(self.failed),
+                "failed": list(self.failures) or [f"seed {s}: no value" if self.seeds else "a run without a value"
+                                                  for s, x in zip(self.seeds or [None] * self.n, self.values)
+                                                  if not math.isfinite(x)],
                 "converged": self.converged}
 
     def __str__(self) -> str:

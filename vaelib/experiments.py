@@ -279,15 +279,17 @@ def failure(run: Run) -> str:
 
 def kl_spike(run: Run, start: int, steps: int = 50, median_of: int = 10) -> float:
     """The largest spike of the KL term in steps [start, start + steps): the largest ratio of a step's KL to the
-    median KL of the `median_of` steps before it (1 = no step rose above its recent level). Measured on the same
-    steps in every run it compares, e.g. the steps after a warmup's switch in both the warmup and a static run."""
-    if start < median_of or steps < 1:
-        raise ValueError(f"start={start!r}, steps={steps!r} are invalid: allowed start >= {median_of}, steps >= 1")
-    kl = trace(run, "kl")
-    if len(kl) < start + steps or not np.isfinite(kl[start - median_of:start + steps]).all():
+    median KL of the (up to) `median_of` steps before it (1 = no step rose above its recent level). Measured on the
+    same steps in every run it compares, e.g. the steps after a warmup's switch in both the warmup and a static run.
+    Step 0 has nothing before it, so a window starting there starts at step 1."""
+    if start < 0 or steps < 1 or median_of < 1:
+        raise ValueError(f"start={start!r}, steps={steps!r}, median_of={median_of!r} are invalid: allowed start >= 0, "
+                         "steps >= 1, median_of >= 1")
+    kl, start = trace(run, "kl"), max(start, 1)
+    if len(kl) < start + steps or not np.isfinite(kl[:start + steps]).all():
         return math.nan  # the run did not reach the end of the window (it failed)
-    before = np.lib.stride_tricks.sliding_window_view(kl[start - median_of:start + steps - 1], median_of)
-    return float((kl[start:start + steps] / np.maximum(np.median(before, axis=1), 1e-12)).max())
+    recent = [np.median(kl[max(0, t - median_of):t]) for t in range(start, start + steps)]
+    return float((kl[start:start + steps] / np.maximum(recent, 1e-12)).max())
 
 
 def clipped_share(run: Run) -> float:

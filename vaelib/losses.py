@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .runtime import to_float
+
 
 @dataclass
 class ELBOTerms:
@@ -50,6 +52,17 @@ def reconstruction(recon_logits: torch.Tensor, x: torch.Tensor, kind: str = "mse
     else:
         raise ValueError(f"recon kind {kind!r} is invalid: allowed mse, bernoulli")
     return err.flatten(1).sum(1)
+
+
+@torch.no_grad()
+def constant_image_nll(mean: torch.Tensor, x: torch.Tensor, kind: str = "mse", chunk: int = 4096) -> float:
+    """The reconstruction term (nats per image, averaged over x) of decoding every image of x to one image `mean`
+    ((C, H, W) or (1, C, H, W), probabilities in [0, 1]): the model that ignores its input, whose KL is 0.
+    x: uint8 or float in [0, 1], (N, C, H, W), converted and summed in chunks (it may be large)."""
+    logits = torch.logit(to_float(mean).reshape(1, *x.shape[1:]).clamp(1e-6, 1 - 1e-6)).to(x.device)
+    total = sum(float(reconstruction(logits.expand(len(part), -1, -1, -1), to_float(part), kind).sum())
+                for part in x.split(chunk))
+    return total / len(x)
 
 
 def elbo(x: torch.Tensor, recon_logits: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,

@@ -4,8 +4,9 @@ recall (Kynkäänniemi et al., 2019), density and coverage (Naeem et al., 2020),
 
 Real and generated images are float in [0, 1] or uint8, (N, C, H, W). Lower Fréchet distance is better; precision
 (samples that look real), recall (real images the samples cover), density and coverage are higher-is-better.
-For CIFAR-10 and CelebA the same functions take torchmetrics' Inception features (`feature=2048`), which download
-their weights at first use: only users with internet have them, and the offline tests cover the classifier path.
+For CIFAR-10 and CelebA, `frechet_distance(2048, real, fake)` uses torchmetrics' Inception features (it needs the
+torch-fidelity package and downloads the weights at first use: only users with internet have them), and
+`precision_recall` takes any feature vectors; the offline tests cover the classifier path only.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from .runtime import to_float
 
 
 @torch.no_grad()
-def frechet_distance(features: nn.Module, real: torch.Tensor, fake: torch.Tensor, batch: int = 500) -> float:
-    """Fréchet distance between Gaussians fitted to the features of `real` and `fake` images."""
+def frechet_distance(features: nn.Module | int, real: torch.Tensor, fake: torch.Tensor, batch: int = 500) -> float:
+    """Fréchet distance between Gaussians fitted to the features of `real` and `fake` images; `features` is a
+    module (the domain classifier) or an Inception feature size for torchmetrics (64, 192, 768 or 2048)."""
     fid = FrechetInceptionDistance(feature=features, normalize=True, reset_real_features=True)
     for images, is_real in ((real, True), (fake, False)):
         for i in range(0, len(images), batch):

@@ -74,7 +74,7 @@ def sign_test(a: Sequence[float], b: Sequence[float]) -> Test:
     p = float(stats.binomtest(k, n, 0.5).pvalue)
     ci = None
     s = np.sort(d)
-    j = int(stats.binom.ppf(0.025, len(d), 0.5))  # the interval [d_(j), d_(n-j-1)] covers >= 95% when j >= 1
+    j = int(stats.binom.ppf(0.025, len(d), 0.5))  # the interval [d_(j), d_(n-j+1)] covers >= 95% when j >= 1
     while j >= 1 and 2 * stats.binom.cdf(j - 1, len(d), 0.5) > 0.05:
         j -= 1
     if j >= 1:
@@ -82,31 +82,38 @@ def sign_test(a: Sequence[float], b: Sequence[float]) -> Test:
     return Test("sign", float(np.median(d)), ci, p, len(d), min_p=float(stats.binomtest(n, n, 0.5).pvalue))
 
 
-def tost(a: Sequence[float], b: Sequence[float], margin: float, paired: bool = True) -> tuple[Test, Test]:
-    """Two one-sided tests (Schuirmann, 1987) of |A - B| < margin: (TOST, beyond). TOST.p is the larger of the two
-    one-sided p values of "difference <= -margin" and "difference >= +margin" (supported at level alpha exactly
-    when the 90% interval lies inside the margin); beyond.p is the one-sided p of "the difference lies inside the
-    margin" against the side the estimate falls on (small when the 90% interval lies beyond the margin)."""
-    if not margin > 0:
-        raise ValueError(f"margin={margin!r} is invalid: allowed a value > 0 in the metric's units")
+def _shift(a: Sequence[float], b: Sequence[float], paired: bool) -> tuple[float, float, float, int]:
+    """(estimate of A - B, its standard error, degrees of freedom, n) for a paired or a Welch comparison."""
     if paired:
         d = _finite(a) - _finite(b)
         if len(d) < 2 or np.ptp(d) == 0:
             raise ValueError("differences are invalid for TOST: allowed 2 or more that are not all equal")
-        est, se, df = float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))), len(d) - 1
-        n = len(d)
-    else:
-        x, y = _finite(a), _finite(b)
-        va, vb = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
-        est, se = float(x.mean() - y.mean()), float(math.sqrt(va + vb))
-        df = (va + vb) ** 2 / (va**2 / (len(x) - 1) + vb**2 / (len(y) - 1))  # Welch-Satterthwaite
-        n = min(len(x), len(y))
+        return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))), len(d) - 1, len(d)
+    x, y = _finite(a), _finite(b)
+    if min(len(x), len(y)) < 2 or (np.ptp(x) == 0 and np.ptp(y) == 0):
+        raise ValueError("values are invalid for TOST: allowed 2 or more per arm, with some spread")
+    va, vb = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    df = (va + vb) ** 2 / (va**2 / (len(x) - 1) + vb**2 / (len(y) - 1))  # Welch-Satterthwaite
+    return float(x.mean() - y.mean()), float(math.sqrt(va + vb)), df, min(len(x), len(y))
+
+
+def tost(a: Sequence[float], b: Sequence[float], margin: float, paired: bool = True) -> tuple[Test, Test, Test]:
+    """Two one-sided tests (Schuirmann, 1987) of |A - B| < margin: (TOST, beyond, above).
+
+    TOST.p is the larger of the one-sided p values of "difference <= -margin" and "difference >= +margin" (below
+    alpha exactly when the 90% interval lies inside the margin); beyond.p is the one-sided p of "the difference lies
+    inside the margin" against the side the estimate falls on (small when the 90% interval lies beyond it); above.p
+    is the one-sided p of "difference <= -margin" alone: A does not beat B (lower is better) by the margin."""
+    if not margin > 0:
+        raise ValueError(f"margin={margin!r} is invalid: allowed a value > 0 in the metric's units")
+    est, se, df, n = _shift(a, b, paired)
     t = stats.t(df)
     p_low, p_high = t.sf((est + margin) / se), t.cdf((est - margin) / se)  # H0: d <= -m ; H0: d >= +m
     half = t.ppf(0.975) * se
     ci = (est - half, est + half)
     beyond = t.cdf((est + margin) / se) if est < 0 else t.sf((est - margin) / se)  # H0: inside, on that side
-    return Test("TOST", est, ci, float(max(p_low, p_high)), n), Test("TOST", est, ci, float(beyond), n)
+    return (Test("TOST", est, ci, float(max(p_low, p_high)), n), Test("TOST", est, ci, float(beyond), n),
+            Test("TOST", est, ci, float(p_low), n))
 
 
 def fisher(a: Sequence[float], b: Sequence[float]) -> Test:

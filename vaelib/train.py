@@ -16,7 +16,7 @@ from . import distributed
 from .checkpoint import read_checkpoint, save_checkpoint, save_json
 from .config import Config, comparable
 from .history import History
-from .losses import elbo, reconstruction
+from .losses import constant_image_nll, elbo
 from .model import VAE, eval_mode, model_device
 from .provenance import versions
 from .runtime import adam_impl, autocast, bf16_supported, resolve_device, to_float
@@ -117,10 +117,8 @@ def ignore_input_terms(x_train: torch.Tensor, x_val: torch.Tensor, config: Confi
     total = torch.zeros(x_train.shape[1:], dtype=torch.float64, device=x_train.device)
     for i in range(0, len(x_train), chunk):
         total += to_float(x_train[i:i + chunk]).double().sum(0)
-    logits = torch.logit((total / len(x_train)).float().clamp(1e-6, 1 - 1e-6))  # (C, H, W)
-    recon = sum(float(reconstruction(logits.expand(len(x), -1, -1, -1), to_float(x), config.train.recon).sum())
-                for x in x_val.split(chunk))
-    return {"val_recon": recon / len(x_val), "val_kl_used": config.train.free_bits * config.model.latent_dim}
+    recon = constant_image_nll((total / len(x_train)).float(), x_val, config.train.recon, chunk)
+    return {"val_recon": recon, "val_kl_used": config.train.free_bits * config.model.latent_dim}
 
 
 def nonfinite_advice(config: Config) -> str:

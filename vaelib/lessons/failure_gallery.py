@@ -18,6 +18,7 @@ from torch import nn
 
 from ..evidence import learned, objective_curve
 from ..experiments import Run, failure, run_convergence
+from ..losses import constant_image_nll
 from ..metrics import active_units, image_batch, kl_per_dimension, laplacian_variance, test_elbo  # noqa: F401
 from ..metrics import reconstructions as reconstruct  # noqa: F401  (notebook 04 calls it by this name)
 from ..plots import show, tile
@@ -267,13 +268,9 @@ def mean_image_nll(test_images: torch.Tensor, mean_image: torch.Tensor, recon: s
     """The test negative ELBO (nats per image) of the model that ignores its input: it decodes every image to the
     data-mean image and its posterior is the prior (KL 0). Any VAE can reach it, so a run that ends above it has
     learned nothing from the images. With recon='mse' it is data.data_mean_baseline for the mean passed in, in the
-    likelihood the run was trained with."""
-    from ..losses import reconstruction
-
-    x = image_batch(test_images)
-    mean = image_batch(mean_image[None] if mean_image.dim() == 3 else mean_image)  # (C, H, W) or (1, C, H, W)
-    logits = torch.logit(mean.clamp(1e-6, 1 - 1e-6)).expand_as(x)
-    return float(reconstruction(logits, x, recon).mean())
+    likelihood the run was trained with; fit records the same number on the validation split
+    (train.ignore_input_terms)."""
+    return constant_image_nll(mean_image, test_images, recon)
 
 
 def mark_derailed(rows: dict[str, list[dict[str, Any]]], baseline: float) -> dict[str, list[dict[str, Any]]]:
