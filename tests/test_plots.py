@@ -182,3 +182,21 @@ def test_latent_map_places_each_code_and_decodes_the_grid_in_order(model, images
     assert abs(grid[:16, :16] - top_left).max() < 1e-5
     with pytest.raises(ValueError, match=r"dims=\(1, 1\) is invalid"):
         plots.latent_map(model, images, dims=(1, 1))
+
+
+def test_example_indices_take_the_classes_in_turn_from_a_seeded_shuffle():
+    from vaelib.data import load_dataset
+    from vaelib.plots import example_indices
+
+    test = load_dataset("mnist", "test")
+    assert len(test.labels[:8].unique()) == 1  # the split is sorted by class: its first 8 images are all zeros
+    idx = example_indices(test.labels, 8, seed=0)
+    assert len(test.labels[idx].unique()) == 8 and len(set(idx.tolist())) == 8  # a strip holds 8 classes
+    assert torch.equal(idx, example_indices(test.labels, 8, seed=0))  # the same seed, the same strip
+    assert not torch.equal(idx, example_indices(test.labels, 8, seed=1))
+    twenty = example_indices(test.labels, 20)
+    assert torch.bincount(test.labels[twenty], minlength=10).tolist() == [2] * 10  # every class twice
+    with pytest.raises(ValueError, match="n=501 is invalid"):
+        example_indices(test.labels, 501)
+    with pytest.raises(ValueError, match="labels are invalid"):
+        example_indices(None, 3)

@@ -38,6 +38,24 @@ def tile(images: torch.Tensor, nrow: int, pad: int = 1) -> np.ndarray:
     return grid.permute(1, 2, 0).numpy()  # (H', W', C)
 
 
+def example_indices(labels: torch.Tensor | None, n: int, seed: int = 0) -> torch.Tensor:
+    """Indices of n examples for a figure: a seeded shuffle that takes the classes in turn (labels (N,), a class
+    or a factor index per image), so a strip shows as many classes as it can. The splits are sorted by class, so
+    their first n images would all be one class. torch.zeros(N) gives a plain seeded shuffle."""
+    if labels is None or labels.ndim != 1:
+        raise ValueError("labels are invalid: allowed one class index per image, shape (N,)")
+    if not 1 <= n <= len(labels):
+        raise ValueError(f"n={n!r} is invalid: allowed 1..{len(labels)} (the images there are)")
+    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    shuffled = labels[perm]
+    rank = torch.zeros(len(perm), dtype=torch.long)  # how many of the same class come before, in shuffled order
+    for c in shuffled.unique():
+        where = (shuffled == c).nonzero().flatten()
+        rank[where] = torch.arange(len(where))
+    order = sorted(range(len(perm)), key=lambda i: (int(rank[i]), i))  # round robin over the classes
+    return perm[torch.tensor(order[:n])]
+
+
 def show(ax: plt.Axes, grid: np.ndarray) -> None:
     """Draw a tiled grid (H', W', C) in [0, 1] without ticks, grey for one channel."""
     if grid.shape[-1] == 1:
