@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from .checkpoint import save_checkpoint
 from .config import DATASETS, DataConfig
+from .runtime import mean_image
 from .shapes import (  # noqa: F401  (re-exported: part of the data API)
     COLOUR_NAMES,
     COLOURS,
@@ -136,10 +137,7 @@ def data_mean_baseline(train: ImageSplit, split: ImageSplit) -> float:
     if train.images.shape[1:] != split.images.shape[1:]:
         raise ValueError(f"image shapes differ: train {tuple(train.images.shape[1:])}, "
                          f"split {tuple(split.images.shape[1:])}")
-    total = torch.zeros(train.images.shape[1:], dtype=torch.float64)
-    for chunk in train.images.split(CHUNK):
-        total += chunk.double().sum(0)
-    mean = total / (255.0 * len(train))  # (C, H, W) in [0, 1]
+    mean = mean_image(train.images, CHUNK)  # (C, H, W) in [0, 1], float64
     sse = sum(((c.double() / 255 - mean) ** 2).sum().item() for c in split.images.split(CHUNK))
     return sse / len(split)
 

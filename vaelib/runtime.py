@@ -84,3 +84,12 @@ def to_float(images: torch.Tensor, device: torch.device | None = None, *, channe
     images = images.to(device) if device is not None else images
     x = images.to(dtype).div_(255) if images.dtype == torch.uint8 else images.to(dtype)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def mean_image(images: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """The mean image (C, H, W) in [0, 1], float64, of uint8 or float images (N, C, H, W), summed in chunks so that
+    a large split is never converted at once."""
+    total = torch.zeros(images.shape[1:], dtype=torch.float64, device=images.device)
+    for part in images.split(chunk):
+        total += to_float(part, dtype=torch.float64).sum(0)
+    return total / len(images)

@@ -19,7 +19,7 @@ from .history import History
 from .losses import constant_image_nll, elbo
 from .model import VAE, eval_mode, model_device
 from .provenance import versions
-from .runtime import adam_impl, autocast, bf16_supported, resolve_device, to_float
+from .runtime import adam_impl, autocast, bf16_supported, mean_image, resolve_device, to_float
 from .schedules import beta_at
 from .tblog import TensorBoardLog
 
@@ -114,10 +114,7 @@ def ignore_input_terms(x_train: torch.Tensor, x_val: torch.Tensor, config: Confi
     """The validation terms of the model that ignores its input: every image decoded to the training mean, the
     posterior at the prior (KL 0, which free bits charge as free_bits per dimension). evidence.convergence calls a
     run that ends no better than it derailed. Nats per image, summed in chunks (the data may be large)."""
-    total = torch.zeros(x_train.shape[1:], dtype=torch.float64, device=x_train.device)
-    for i in range(0, len(x_train), chunk):
-        total += to_float(x_train[i:i + chunk]).double().sum(0)
-    recon = constant_image_nll((total / len(x_train)).float(), x_val, config.train.recon, chunk)
+    recon = constant_image_nll(mean_image(x_train, chunk).float(), x_val, config.train.recon, chunk)
     return {"val_recon": recon, "val_kl_used": config.train.free_bits * config.model.latent_dim}
 
 
