@@ -55,3 +55,47 @@ def test_nbval_runs_each_notebook_at_the_tiny_budget():
         assert "injected-parameters" in tags[i + 1] and nb.cells[i + 1].source.startswith('budget = "tiny"')
     with pytest.raises(ValueError, match="has no cell tagged 'parameters'"):
         conftest.at_budget(nbformat.v4.new_notebook(), "x.ipynb")
+
+
+
+
+def _result_sentences(path):
+    """Per code cell (by position), the lines of its outputs (streams and Markdown displays) that state a verdict: a
+    claim's finding is one line, its verdict, claim and numbers together."""
+    import re
+
+    from vaelib.claims import VERDICTS
+
+    pattern = re.compile(r"\b(" + "|".join(re.escape(v) for v in VERDICTS) + r")\b")
+    nb = nbformat.read(str(path), as_version=4)
+    out = {}
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        texts = [o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream"]
+        texts += [o.get("data", {}).get(k, "") for o in cell.get("outputs", []) for k in ("text/markdown",)]
+        out[i] = {line.strip() for t in texts for line in t.splitlines() if pattern.search(line)}
+    return out
+
+
+@pytest.fixture(scope="module")
+def mnist_report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    return build_report("mnist", "tiny", seed=1, out_root=root / "reports", runs_dir=root / "runs",
+                        data_root=root / "data", quiet=True, timeout=900)
+
+
+@pytest.mark.parametrize("notebook", [p.stem for p in numbered_notebooks() if p.stem[:2] in ("02", "03", "04", "05")])
+def test_no_result_sentence_is_the_same_on_two_datasets_unless_its_numbers_are(shapes_report, mnist_report,
+                                                                             notebook):
+    """A sentence that states a verdict is written from the run's numbers: the same sentence on mnist and on shapes
+    must carry numbers (and then they are the same numbers); a fixed sentence would state one result for both."""
+    import re
+
+    mnist = _result_sentences(mnist_report / "notebooks" / f"{notebook}.ipynb")
+    shapes = _result_sentences(shapes_report[0] / "notebooks" / f"{notebook}.ipynb")
+    assert mnist.keys() == shapes.keys(), "the two runs executed different cells"
+    fixed = [s for i in mnist for s in mnist[i] & shapes[i] if not re.search(r"\d", s)]
+    assert not fixed, f"{notebook}: verdict sentences identical on mnist and shapes, with no number: {fixed}"
+    if notebook.startswith(("03", "04")):  # the notebooks that judge claims do state verdicts on both
+        assert any(mnist.values()) and any(shapes.values())

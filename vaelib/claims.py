@@ -246,6 +246,8 @@ def section_markdown(claims: Sequence[Claim]) -> str:
 
 
 def _why(c: Claim) -> str:
+    if c.test is None:
+        return c.reason or c.verdict
     if c.verdict in ("supported", "contradicted") and c.test != "TOST":
         side = "in the claimed direction" if c.verdict == "supported" else "against the claim"
         return f"a difference {side}, Holm-adjusted p below {stats.ALPHA:g}"
@@ -283,3 +285,37 @@ def claims_table(claims: Sequence[Claim]) -> str:
 def tally(verdicts: Sequence[str]) -> dict[str, int]:
     """How many claims got each verdict, every verdict named (0 where none)."""
     return {v: sum(x == v for x in verdicts) for v in VERDICTS}
+
+
+def judge_best(claim: str, source: str, stand_in: str, metric: str, best: tuple[str, Estimate],
+               rivals: Sequence[tuple[str, Estimate]], kind: str, **kw: Any) -> Claim:
+    """The test of "A is the best of these settings": A is `kind` ('lower' or 'higher' is better) than every rival.
+
+    An intersection-union test (Berger, 1982): each rival is tested against A with `judge` (paired by seed), and A
+    is shown best only when it is shown better than each of them, so the claim's p is the largest of their p values
+    (no correction is owed within the claim). It is contradicted when some rival is shown better than A: then its p
+    is the smallest such p times the number of rivals (Bonferroni, since any one of them could have done it). The
+    record's second arm is the rival that decides: the closest one for support, the best one for contradiction. No
+    rival at all (A alone meets the criterion) leaves nothing to test, and is said so. kw: see judge."""
+    if kind not in ("higher", "lower"):
+        raise ValueError(f"kind={kind!r} is invalid: allowed higher, lower")
+    if not rivals:
+        raise ValueError(f"rivals={rivals!r} is invalid: allowed one or more settings to compare {best[0]!r} with")
+    tests = [judge(claim, source, stand_in, metric, best, rival, kind, **kw) for rival in rivals]
+    untested = [t for t in tests if t.p is None and t.decision != "supported"]
+    against = [t for t in tests if t.p is not None and t.decision == "contradicted"]
+    if against:
+        decider = min(against, key=lambda t: t.p)
+        p, decision = min(1.0, decider.p * len(rivals)), "contradicted"
+    elif untested:
+        decider, p, decision = untested[0], None, untested[0].decision
+    else:
+        decider = max(tests, key=lambda t: t.p)
+        p, decision = decider.p, "supported"
+    c = Claim(claim, source, stand_in, metric, (best, decider.arms[1]), kind, decider.margin, decider.design,
+              decider.test, decider.estimate, decider.ci95, p, decision=decision, verdict=decision,
+              reason=decider.reason, detail={**decider.detail, "rivals": {t.arms[1][0]: t.p for t in tests}})
+    if p is not None:
+        c.test = f"{decider.test}, intersection-union over {len(rivals)} rivals"
+        c.detail["min_p"] = max(t.detail.get("min_p", 0.0) for t in tests)
+    return c

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -40,7 +41,8 @@ class DomainClassifier(nn.Module):
     """Three stride-2 convolutions and a 128-wide feature layer, then one linear head per target.
 
     forward(x) returns the features (N, 128) of float images in [0, 1] (N, C, H, W); `logits(x)` one (N, K) tensor
-    per target."""
+    per target. Images of another size (a 64x64 run of a 32x32 classifier) are resized to the classifier's own
+    first (bilinear, antialiased), so its features describe what is visible at the size it was trained on."""
 
     num_features = FEATURES  # what torchmetrics' FrechetInceptionDistance reads instead of a dummy forward
 
@@ -54,11 +56,19 @@ class DomainClassifier(nn.Module):
             nn.LeakyReLU(0.2))
         self.heads = nn.ModuleList(nn.Linear(FEATURES, k) for k in classes)
 
+    def _fit(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.channels:
+            raise ValueError(f"images of shape {tuple(x.shape)} are invalid: allowed (N, {self.channels}, H, W)")
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True,
+                              align_corners=False)
+        return x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.trunk(x)
+        return self.trunk(self._fit(x))
 
     def logits(self, x: torch.Tensor) -> list[torch.Tensor]:
-        f = self.trunk(x)
+        f = self.trunk(self._fit(x))
         return [h(f) for h in self.heads]
 
     @torch.no_grad()

@@ -267,3 +267,21 @@ def pca_baseline(train: torch.Tensor, test: torch.Tensor, k: int) -> float:
         yc = yc - (yc @ basis) @ basis.T
     return float(yc.pow(2).sum(1).mean())
 
+
+
+@torch.no_grad()
+def samples_vs_reconstructions(model: nn.Module, images: torch.Tensor, n: int = 512, seed: int = 0
+                               ) -> dict[str, float]:
+    """How n prior samples compare with the posterior-mean reconstructions of n test images and with the images
+    themselves: sharpness (mean Laplacian variance over the images', 1 = as sharp) and spread (the per-pixel
+    standard deviation across the set, averaged over pixels, in [0, 1] units)."""
+    x = image_batch(images[:n])
+    gen = torch.Generator(device=model_device(model)).manual_seed(seed)
+    with eval_mode(model):
+        s = model.sample(len(x), generator=gen).float().cpu()
+    r = reconstructions(model, x)
+    lap = laplacian_variance(x).mean().item()
+    return {"sample_sharpness": laplacian_variance(s).mean().item() / lap,
+            "recon_sharpness": laplacian_variance(r).mean().item() / lap,
+            "sample_spread": s.std(0).mean().item(), "recon_spread": r.std(0).mean().item(),
+            "data_spread": x.std(0).mean().item()}

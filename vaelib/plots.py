@@ -160,6 +160,26 @@ def interpolation(model: nn.Module, x_a: torch.Tensor, x_b: torch.Tensor, steps:
     return _strip([("decoded", images)], f"Latent interpolation ({kind}, {steps} steps)", "x_a  ->  x_b")
 
 
+def trend_sentence(values: list[float] | np.ndarray, name: str, unit: str = "nats per image",
+                   tail: float = 0.2, flat: float = 0.02) -> str:
+    """What a per-step curve did, in words written from its numbers (for a caption that must not state a result by
+    hand): its start, its extreme, the mean of its last `tail` share of steps, and whether it was still rising or
+    falling there (the change between the first and last half of that tail, relative to its mean, beyond `flat`)."""
+    y = np.asarray(values, dtype=float)
+    y = y[np.isfinite(y)]
+    if len(y) < 10:
+        return f"{name}: too few finite steps ({len(y)}) to describe"
+    n_tail = max(4, int(tail * len(y)))
+    end = y[-n_tail:]
+    first, second = end[: n_tail // 2].mean(), end[n_tail // 2:].mean()
+    change = (second - first) / abs(end.mean()) if end.mean() else 0.0
+    trend = "still rising" if change > flat else "still falling" if change < -flat else "flat"
+    hi, lo = int(y.argmax()), int(y.argmin())
+    return (f"{name} ({unit}): {y[0]:.3g} at the first step, highest {y[hi]:.3g} (step {hi}), lowest {y[lo]:.3g} "
+            f"(step {lo}); over the last {n_tail} steps it averages {end.mean():.3g} and is {trend} "
+            f"({change:+.1%} from their first half to their second)")
+
+
 def training_curves(history: History, per: str = "step", log_y: bool = False) -> Figure:
     """Total, recon and KL (nats per image, one axis) with beta on a twin axis; per 'step' or 'epoch'."""
     if per not in ("step", "epoch"):

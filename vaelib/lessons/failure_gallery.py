@@ -176,16 +176,26 @@ def error_maps_plot(maps: dict[str, torch.Tensor], title: str) -> Figure:
 
 
 def kl_bars(kls: dict[str, np.ndarray], threshold: float = 0.01) -> Figure:
-    """KL per latent dimension (sorted, largest first) for several runs, one panel each, shared y axis."""
+    """KL per latent dimension (sorted, largest first) for several runs, one panel each, on a shared log axis with a
+    tick at every decade. A dimension below threshold / 100 (nothing left to see on a log axis) is drawn at that
+    floor, and the panel's title counts the dimensions above the threshold."""
+    from matplotlib.ticker import LogLocator
+
+    floor = threshold / 100
+    top = max([float(np.max(k)) for k in kls.values() if len(k)] + [threshold * 10])
     fig, axes = plt.subplots(1, len(kls), figsize=(4.2 * len(kls), 3.4), sharey=True, squeeze=False)
     for ax, (label, kl) in zip(axes[0], kls.items()):
         kl = np.sort(np.asarray(kl, dtype=float))[::-1]
-        ax.bar(np.arange(len(kl)), kl, color=np.where(kl > threshold, "tab:blue", "tab:gray"))
-        ax.axhline(threshold, color="tab:red", ls="--", lw=1)
-        ax.set_yscale("symlog", linthresh=threshold)
+        ax.bar(np.arange(len(kl)), np.maximum(kl, floor), color=np.where(kl > threshold, "tab:blue", "tab:gray"))
+        ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"{threshold:g} nats")
+        ax.set_yscale("log")
+        ax.set_ylim(floor, top * 2)
+        ax.yaxis.set_major_locator(LogLocator(base=10, numticks=12))
+        ax.grid(axis="y", alpha=0.3)
         ax.set_title(f"{label}\n{int((kl > threshold).sum())}/{len(kl)} dims > {threshold:g} nats", fontsize="small")
         ax.set_xlabel("latent dimension (sorted)")
-    axes[0, 0].set_ylabel("KL (nats per image)")
+    axes[0, 0].set_ylabel(f"KL (nats per image; floor {floor:g})")
+    axes[0, 0].legend(fontsize="small", loc="upper right")
     fig.tight_layout()
     return fig
 
@@ -216,6 +226,38 @@ def blur_measure(test_images: torch.Tensor, cutoff: float) -> Callable[[Run], di
         return {"hf_kept": high_frequency_share(r, cutoff).mean().item() / hf_data,
                 "sharpness": laplacian_variance(r).mean().item() / lap_data}
     return measure
+
+
+def rate_measure(test_images: torch.Tensor) -> Callable[[Run], dict[str, float]]:
+    """Per run: its rate, the KL term of the negative ELBO on the test split (nats per image)."""
+    return lambda run: {"rate": test_elbo(run.model, test_images, run.config)["kl"]}
+
+
+def at_matched_rate(rows: dict[str, list[dict[str, Any]]], low: str, high: str, at: str, key: str = "hf_kept",
+                    rate: str = "rate") -> tuple[list[dict[str, Any]], str]:
+    """Per seed, `key` of the family of settings `low` and `high` (e.g. MSE at two betas) read off at the rate of
+    setting `at` (e.g. a Bernoulli run), by linear interpolation in the rate between the two: rows for
+    evidence.estimate (seed; converged when both runs did) and why no comparison is possible, or "".
+
+    A seed whose `at` rate lies outside the range of the two settings' rates gets no value (no extrapolation): the
+    reason names it."""
+    out, outside = [], []
+    for a, b, c in zip(rows[low], rows[high], rows[at]):
+        head = {"seed": a["seed"], "converged": a["converged"] and b["converged"],
+                "state": a["state"] if not a["converged"] else b["state"], "failure": a["failure"] or b["failure"]}
+        try:
+            (ra, va), (rb, vb), rc = (a[rate], a[key]), (b[rate], b[key]), c[rate]
+        except KeyError:
+            out.append(head)
+            continue
+        if not min(ra, rb) <= rc <= max(ra, rb) or ra == rb:
+            outside.append(f"seed {a['seed']}: {rc:.3g} nats outside {min(ra, rb):.3g}-{max(ra, rb):.3g}")
+            out.append(head)
+            continue
+        out.append({**head, key: va + (vb - va) * (rc - ra) / (rb - ra), rate: rc})
+    why = (f"the {at} run's rate lies outside the range of the {low} and {high} runs' rates, so no matched-rate "
+           f"value exists without extrapolating ({'; '.join(outside)})") if outside else ""
+    return out, why
 
 
 def background_measure(test_images: torch.Tensor, obj: torch.Tensor, border: torch.Tensor,

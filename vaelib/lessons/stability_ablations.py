@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from ..claims import Claim, judge
+from ..claims import Claim, judge, judge_best
 from ..config import BetaSchedule, Config, with_overrides
 from ..evidence import MIN_EPOCHS, estimate
 from ..experiments import Run, summarize, trace, with_epochs
@@ -122,16 +122,35 @@ def collapse_configs(base: Config, beta: float, free_bits: float, n_train: int) 
 
 def background_configs(budget: str, seed: int, epochs: int = 0, image_size: int | None = None,
                        data_root: str = "data", fix_beta: float = 0.1, fix_latent: int = 32) -> dict[str, Config]:
-    """shapes on a textured background at this budget: the preset, and a fix with more latent units and lower beta."""
+    """shapes on a textured background at this budget: the preset, and one factor changed at a time: more latent
+    units (at the preset's beta), a lower beta (at the preset's latent size)."""
     from ..experiments import notebook_config
 
     c = with_overrides(notebook_config("shapes", budget, seed, image_size=image_size, data_root=data_root),
                        **{"data.background": "textured"})
     c = ablation_base(c, epochs)
-    fix = with_overrides(c, **{"model.latent_dim": max(fix_latent, c.model.latent_dim)})
-    fix = schedule_config(fix, BetaSchedule("constant", beta=fix_beta))
-    return {f"latent {c.model.latent_dim}, beta {c.train.schedule.beta:g}": c,
-            f"latent {fix.model.latent_dim}, beta {fix_beta:g}": fix}
+    wide = with_overrides(c, **{"model.latent_dim": max(fix_latent, c.model.latent_dim)})
+    low = schedule_config(c, BetaSchedule("constant", beta=fix_beta))
+    name = lambda x: f"latent {x.model.latent_dim}, beta {x.train.schedule.beta:g}"  # noqa: E731
+    return {name(c): c, name(wide): wide, name(low): low}
+
+
+def lr_sweep_configs(base: Config, lrs: tuple[float, ...], **overrides: Any) -> dict[str, Config]:
+    """The same run at each Adam learning rate (and any dotted-path overrides, e.g. model.batch_norm)."""
+    return {f"lr {lr:g}": with_overrides(base, **{"train.lr": lr, **overrides}) for lr in lrs}
+
+
+def highest_stable_lr(rows: dict[str, list[dict[str, Any]]], lrs: dict[str, float]) -> list[dict[str, Any]]:
+    """Per seed, log10 of the highest learning rate whose run did not derail (rows carry `derailed`, from
+    failure_gallery.mark_derailed; `lrs` maps each setting to its lr): rows for evidence.estimate. A seed whose
+    every run derailed gets the log10 of half the lowest lr, below the sweep."""
+    seeds = [r["seed"] for r in next(iter(rows.values()))]
+    out = []
+    for s in seeds:
+        ok = [lrs[label] for label, rs in rows.items() for r in rs if r["seed"] == s and r.get("derailed") == 0.0]
+        out.append({"seed": s, "converged": True, "state": "converged", "failure": "",
+                    "log10_max_lr": math.log10(max(ok) if ok else min(lrs.values()) / 2)})
+    return out
 
 
 def settings(configs: dict[str, Config], n_train: int, at: tuple[float, ...] = (0, 0.25, 0.5, 0.75, 1)
@@ -153,24 +172,38 @@ def settings(configs: dict[str, Config], n_train: int, at: tuple[float, ...] = (
     return rows
 
 
-def trace_plot(runs: dict[str, Run], key: str = "total", log_y: bool = True, title: str = "",
+def trace_plot(runs: dict[str, Run | list[Run]], key: str = "total", log_y: bool = True, title: str = "",
                clip_lines: bool = False) -> Figure:
-    """`key` per step for every run on one axis; a failed run ends in a red x at the step it went non-finite."""
+    """`key` per step for every setting on one axis. A setting with several seeds (a list of runs) is drawn as
+    one thin line per seed and a thick line for their median at each step (over the seeds still running there);
+    a failed run ends in a red x at the step it went non-finite."""
     fig, ax = plt.subplots(figsize=(8, 4.2))
-    for i, (label, run) in enumerate(runs.items()):
-        y = trace(run, key)
+    for i, (label, seeds) in enumerate(runs.items()):
+        seeds = seeds if isinstance(seeds, list) else [seeds]
         color = f"C{i}"
-        ax.plot(np.arange(len(y)), y, lw=0.8, alpha=0.85, color=color, label=label)
-        if run.failed:
-            ax.plot([run.failed_step or len(y)], [y[-1] if len(y) else 1], "x", color="red", ms=10, mew=2)
-        if clip_lines and run.config.train.grad_clip:
-            ax.axhline(run.config.train.grad_clip, color=color, ls=":", lw=1)
+        ys = [trace(run, key) for run in seeds]
+        for run, y in zip(seeds, ys):
+            ax.plot(np.arange(len(y)), y, lw=0.6 if len(seeds) > 1 else 0.8, alpha=0.35 if len(seeds) > 1 else 0.85,
+                    color=color, label=None if len(seeds) > 1 else label)
+            if run.failed:
+                ax.plot([run.failed_step or len(y)], [y[-1] if len(y) else 1], "x", color="red", ms=10, mew=2)
+        if len(seeds) > 1 and max(map(len, ys), default=0):
+            grid = np.full((len(ys), max(map(len, ys))), np.nan)
+            for j, y in enumerate(ys):
+                grid[j, :len(y)] = y
+            half = (~np.isnan(grid)).sum(0) * 2 >= len(ys)  # steps that at least half the seeds reached
+            median = np.full(grid.shape[1], np.nan)
+            median[half] = np.nanmedian(grid[:, half], axis=0)
+            ax.plot(np.arange(grid.shape[1]), median, lw=1.4, color=color,
+                    label=f"{label} (median of {len(seeds)} seeds)")
+        if clip_lines and seeds[0].config.train.grad_clip:
+            ax.axhline(seeds[0].config.train.grad_clip, color=color, ls=":", lw=1)
     if log_y:
         ax.set_yscale("log")
     ax.set_xlabel("optimiser step")
     ax.set_ylabel(f"{key} (pre-clip)" if key == "grad_norm" else f"{key} (nats per image)")
     ax.set_title(title or f"{key} per step")
-    ax.grid(alpha=0.3)
+    ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
@@ -273,3 +306,49 @@ def claim(rows: dict[str, list[dict[str, Any]]], a: str, b: str, key: str, kind:
 def first_seed(runs: dict[str, list[Run]]) -> dict[str, Run]:
     """The run of the first seed of every setting: what the curves and sample figures show."""
     return {label: seeds[0] for label, seeds in runs.items()}
+
+
+def tradeoff_claim(rows: dict[str, list[dict[str, Any]]], candidate: str, slack: float, text: str, source: str,
+                   metric: str, stand_in: str, recon_key: str = "test_recon", sample_key: str = "fd") -> Claim:
+    """"`candidate` is the best trade-off of the sweep", by a criterion declared before the runs: the best
+    trade-off is the setting with the lowest `sample_key` (sample Fréchet distance) among those whose mean
+    `recon_key` (test reconstruction term, lower is better) lies within `slack` (a share) of the sweep's best.
+
+    The candidate is out of the running (contradicted) only when its reconstruction term misses the slack on every
+    seed, against that seed's best; when it misses on some seeds only, the criterion cannot place it
+    (inconclusive). Otherwise it is tested against every other eligible setting on `sample_key` (judge_best: an
+    intersection-union test over them)."""
+    if not 0 <= slack < 1:
+        raise ValueError(f"slack={slack!r} is invalid: allowed a share in [0, 1)")
+    if candidate not in rows:
+        raise ValueError(f"candidate={candidate!r} is invalid: allowed one of {', '.join(rows)}")
+    means = {label: estimate(rs, recon_key).mean for label, rs in rows.items()}
+    means = {label: m for label, m in means.items() if math.isfinite(m)}
+    best = min(means.values(), default=float("nan"))
+    eligible = [label for label, m in means.items() if m <= best + slack * abs(best)]
+    arm = (candidate, estimate(rows[candidate], sample_key))
+    rivals = [(label, estimate(rows[label], sample_key)) for label in eligible if label != candidate]
+    within = f"within {slack:.0%} of the sweep's best reconstruction term"
+    by_sample = lambda labels: min(labels, key=lambda label: estimate(rows[label], sample_key).mean)  # noqa: E731
+    if candidate not in eligible:
+        seeds = sorted({r["seed"] for rs in rows.values() for r in rs if "seed" in r})
+        per_seed = {s: {label: r.get(recon_key, float("nan")) for label, rs in rows.items() for r in rs
+                        if r.get("seed") == s} for s in seeds}
+        misses = [per_seed[s][candidate] > min(v for v in per_seed[s].values() if math.isfinite(v)) * (1 + slack)
+                  for s in seeds if math.isfinite(per_seed[s].get(candidate, float("nan")))]
+        chosen = by_sample(eligible)
+        c = Claim(text, source, stand_in, metric, (arm, (chosen, estimate(rows[chosen], sample_key))), "lower")
+        c.decision = c.verdict = "contradicted" if misses and all(misses) else "inconclusive"
+        c.reason = (f"by the declared criterion it is out of the running: its {recon_key} "
+                    f"({estimate(rows[candidate], recon_key)}) is not {within} ({best:.4g}) on "
+                    f"{sum(misses)} of {len(misses)} seeds; eligible: {', '.join(eligible)}")
+        return c
+    if not rivals:
+        other = by_sample([label for label in rows if label != candidate])
+        c = Claim(text, source, stand_in, metric, (arm, (other, estimate(rows[other], sample_key))), "lower")
+        c.decision = c.verdict = "supported"
+        c.reason = f"by the declared criterion nothing competes: it is the only setting {within}"
+        return c
+    c = judge_best(text, source, stand_in, metric, arm, rivals, "lower")
+    c.detail["eligible"] = eligible
+    return c
