@@ -143,3 +143,18 @@ def test_the_classifier_reads_images_of_another_size_at_its_own():
     assert torch.nn.functional.cosine_similarity(f32, f64).min() > 0.98  # the same images, seen at 32x32
     with pytest.raises(ValueError, match=r"images of shape \(4, 1, 32, 32\) are invalid: allowed \(N, 3, H, W\)"):
         model.features(torch.rand(4, 1, 32, 32))
+
+
+def test_a_short_run_takes_the_same_first_steps_as_a_long_one(tiny_config, tiny_data):
+    from vaelib.config import with_overrides
+    from vaelib.train import fit
+
+    long = with_overrides(tiny_config, **{"train.epochs": 3, "train.grad_clip": 0.5})
+    short = stability_ablations.short_runs({"x": long}, 1)["x"]
+    assert short.train.epochs == 1 and stability_ablations.short_runs({"x": short}, 5)["x"].train.epochs == 1
+    _, h_long = fit(long, *tiny_data, device="cpu", quiet=True)
+    _, h_short = fit(short, *tiny_data, device="cpu", quiet=True)
+    first = len(h_short.steps)
+    assert first > 0 and len(h_long.steps) == 3 * first
+    assert [s["total"] for s in h_short.steps] == [s["total"] for s in h_long.steps[:first]]
+    assert [s["grad_norm"] for s in h_short.steps] == [s["grad_norm"] for s in h_long.steps[:first]]

@@ -254,6 +254,13 @@ def test_describe_and_static_views(explorer):
     assert all(explorer.check().values())
     fig = explorer.snapshot()
     assert len(fig.axes) == 7
+    scatter, grid = fig.axes[-2:]
+    (x0, y0), (x1, y1) = explorer.map_lo, explorer.map_hi
+    for ax in (scatter, grid):  # the map's pictures keep latent-coordinate ticks over the codes' extent
+        assert ax.axison and ax.get_xlim() == pytest.approx((x0, x1)) and ax.get_ylim() == pytest.approx((y0, y1))
+        assert ax.get_xlabel() == f"z{explorer.map_dims[0]}" and ax.get_ylabel() == f"z{explorer.map_dims[1]}"
+    assert [t.get_text() for t in scatter.get_legend().get_texts()] == list(explorer.split.class_names)
+    assert not fig.axes[0].axison
     assert (explorer.slider_latency(5) > 0).all()
 
 

@@ -34,6 +34,14 @@ def ablation_base(config: Config, epochs: int = 0) -> Config:
     return with_epochs(config, min(epochs, config.train.epochs)) if epochs > 0 else config
 
 
+def short_runs(configs: dict[str, Config], epochs: int) -> dict[str, Config]:
+    """Each config cut to `epochs` epochs (at most its own) and trained no further: for claims that read only the
+    first steps of a run, which are the same steps in a short run as in a long one (same seed, same batches, no
+    learning-rate schedule; tests/test_designs.py checks it), so training on would cost time and change nothing
+    they measure."""
+    return {label: with_epochs(c, min(epochs, c.train.epochs)) for label, c in configs.items()}
+
+
 def until_converged(configs: dict[str, Config], tol: float, cap: float = 2.0) -> dict[str, Config]:
     """Each config trained for its epochs and on until it has converged (train.stop_tol = tol), for at most `cap`
     times its epochs. A run never stops before its own epochs (train.min_epochs): stopping earlier would compare
@@ -172,6 +180,25 @@ def settings(configs: dict[str, Config], n_train: int, at: tuple[float, ...] = (
     return rows
 
 
+def _seed_lines(ax, seeds: list[Run], key: str, color: Any, label: str) -> None:
+    """One thin line per seed and a thick median over the seeds still running at each step (one seed: one line);
+    a failed run ends in a red x at the step it went non-finite."""
+    ys = [trace(run, key) for run in seeds]
+    for run, y in zip(seeds, ys):
+        ax.plot(np.arange(len(y)), y, lw=0.6 if len(seeds) > 1 else 0.8, alpha=0.35 if len(seeds) > 1 else 0.85,
+                color=color, label=None if len(seeds) > 1 else label)
+        if run.failed:
+            ax.plot([run.failed_step or len(y)], [y[-1] if len(y) else 1], "x", color="red", ms=10, mew=2)
+    if len(seeds) > 1 and max(map(len, ys), default=0):
+        grid = np.full((len(ys), max(map(len, ys))), np.nan)
+        for j, y in enumerate(ys):
+            grid[j, :len(y)] = y
+        half = (~np.isnan(grid)).sum(0) * 2 >= len(ys)  # steps that at least half the seeds reached
+        median = np.full(grid.shape[1], np.nan)
+        median[half] = np.nanmedian(grid[:, half], axis=0)
+        ax.plot(np.arange(grid.shape[1]), median, lw=1.4, color=color, label=f"{label} (median of {len(seeds)} seeds)")
+
+
 def trace_plot(runs: dict[str, Run | list[Run]], key: str = "total", log_y: bool = True, title: str = "",
                clip_lines: bool = False) -> Figure:
     """`key` per step for every setting on one axis. A setting with several seeds (a list of runs) is drawn as
@@ -180,24 +207,9 @@ def trace_plot(runs: dict[str, Run | list[Run]], key: str = "total", log_y: bool
     fig, ax = plt.subplots(figsize=(8, 4.2))
     for i, (label, seeds) in enumerate(runs.items()):
         seeds = seeds if isinstance(seeds, list) else [seeds]
-        color = f"C{i}"
-        ys = [trace(run, key) for run in seeds]
-        for run, y in zip(seeds, ys):
-            ax.plot(np.arange(len(y)), y, lw=0.6 if len(seeds) > 1 else 0.8, alpha=0.35 if len(seeds) > 1 else 0.85,
-                    color=color, label=None if len(seeds) > 1 else label)
-            if run.failed:
-                ax.plot([run.failed_step or len(y)], [y[-1] if len(y) else 1], "x", color="red", ms=10, mew=2)
-        if len(seeds) > 1 and max(map(len, ys), default=0):
-            grid = np.full((len(ys), max(map(len, ys))), np.nan)
-            for j, y in enumerate(ys):
-                grid[j, :len(y)] = y
-            half = (~np.isnan(grid)).sum(0) * 2 >= len(ys)  # steps that at least half the seeds reached
-            median = np.full(grid.shape[1], np.nan)
-            median[half] = np.nanmedian(grid[:, half], axis=0)
-            ax.plot(np.arange(grid.shape[1]), median, lw=1.4, color=color,
-                    label=f"{label} (median of {len(seeds)} seeds)")
+        _seed_lines(ax, seeds, key, f"C{i}", label)
         if clip_lines and seeds[0].config.train.grad_clip:
-            ax.axhline(seeds[0].config.train.grad_clip, color=color, ls=":", lw=1)
+            ax.axhline(seeds[0].config.train.grad_clip, color=f"C{i}", ls=":", lw=1)
     if log_y:
         ax.set_yscale("log")
     ax.set_xlabel("optimiser step")
@@ -209,23 +221,26 @@ def trace_plot(runs: dict[str, Run | list[Run]], key: str = "total", log_y: bool
     return fig
 
 
-def curves_with_beta(runs: dict[str, Run], key: str = "total", title: str = "", paired: bool = False) -> Figure:
-    """`key` per step for every run (solid, log axis) with each run's beta on a twin axis (dotted).
+def curves_with_beta(runs: dict[str, Run | list[Run]], key: str = "total", title: str = "", paired: bool = False
+                     ) -> Figure:
+    """`key` per step for every setting (solid, log axis; several seeds: thin lines and their median, as
+    trace_plot) with the setting's beta on a twin axis (dotted; the same for every seed).
 
-    paired=True colours runs two by two in one hue, light then dark (e.g. a static run, then its warmup).
+    paired=True colours settings two by two in one hue, light then dark (e.g. a static run, then its warmup).
     """
     fig, ax = plt.subplots(figsize=(8, 4.8))
     twin = ax.twinx()
     name = "KL" if key == "kl" else key
-    for i, (label, run) in enumerate(runs.items()):
+    runs = {label: seeds if isinstance(seeds, list) else [seeds] for label, seeds in runs.items()}
+    for i, (label, seeds) in enumerate(runs.items()):
         color = plt.cm.tab20(i ^ 1) if paired else f"C{i}"
-        ax.plot(trace(run, key), lw=0.9, color=color, label=f"{label}: {name}")
-        twin.plot(trace(run, "beta"), lw=1.5, ls=":", color=color, label=f"{label}: beta")
+        _seed_lines(ax, seeds, key, color, f"{label}: {name}")
+        twin.plot(trace(seeds[0], "beta"), lw=1.5, ls=":", color=color, label=f"{label}: beta")
     ax.set_yscale("log")
     ax.set_xlabel("optimiser step")
     ax.set_ylabel(f"{name} (nats per image, log)")
     twin.set_ylabel("beta (dotted)")
-    twin.set_ylim(0, 1.1 * max(float(trace(r, "beta").max(initial=0)) for r in runs.values()) or 1)
+    twin.set_ylim(0, 1.1 * max(float(trace(r[0], "beta").max(initial=0)) for r in runs.values()) or 1)
     lines, labels = ax.get_legend_handles_labels()
     lines2, labels2 = twin.get_legend_handles_labels()
     ax.legend(lines + lines2, labels + labels2, fontsize="small", ncol=len(runs), loc="upper center",

@@ -211,12 +211,36 @@ class LatentExplorer(SlidersView, InterpolateView, SampleView, TraverseView, Map
         grid = fig.add_gridspec(4, 6, height_ratios=[3, 1, 1, 4.5])
         axes = [fig.add_subplot(grid[0, 2 * k:2 * k + 2]) for k in range(3)]
         axes += [fig.add_subplot(grid[r, :]) for r in (1, 2)] + [fig.add_subplot(grid[3, k:k + 3]) for k in (0, 3)]
-        for ax, title, png in zip(axes, titles, [*pictures, self.map_image.value, self.map_grid.value]):
-            ax.imshow(PILImage.open(io.BytesIO(png)).convert("RGB"), interpolation="nearest")
+        (x0, y0), (x1, y1) = self.map_lo, self.map_hi
+        for k, (ax, title, png) in enumerate(zip(axes, titles, [*pictures, self.map_image.value,
+                                                                self.map_grid.value])):
+            on_map = k >= len(pictures)  # the map's two pictures keep their axes: ticks in latent coordinates
+            ax.imshow(PILImage.open(io.BytesIO(png)).convert("RGB"), interpolation="nearest",
+                      extent=(x0, x1, y0, y1) if on_map else None, aspect="auto" if on_map else None)
             ax.set_title(title, fontsize="small")
-            ax.set_axis_off()
+            if on_map:
+                ax.set_xlabel(f"z{d0}", fontsize="small")
+                ax.set_ylabel(f"z{d1}", fontsize="small")
+                ax.tick_params(labelsize="x-small")
+            else:
+                ax.set_axis_off()
+        self._map_legend(axes[-2])
         fig.tight_layout()
         return fig
+
+    def _map_legend(self, ax) -> None:
+        """The class colours of the map's dots, as a legend on its axes (none when an image has no single class)."""
+        from matplotlib.lines import Line2D
+
+        from .latent_map import PALETTE
+
+        s = self.split
+        if s.labels is None or s.labels.ndim != 1 or not s.class_names:
+            return
+        handles = [Line2D([], [], ls="", marker="o", color=PALETTE[k % len(PALETTE)], label=name)
+                   for k, name in enumerate(s.class_names)]
+        ax.legend(handles=handles, fontsize="x-small", ncol=2, loc="best", framealpha=0.8, title="class",
+                  title_fontsize="x-small")
 
 
 def change_latency(control: W.ValueWidget, values: Sequence[Any], picture: W.Image) -> np.ndarray:
