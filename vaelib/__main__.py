@@ -153,8 +153,11 @@ def _notebooks_parser(sub) -> None:
 
 
 def _notebooks(args: argparse.Namespace) -> int:
-    from .report import copy_notebooks
+    from .paths import check_files, check_folder
+    from .report import copy_notebooks, numbered_notebooks
 
+    check_folder(args.dir, "notebooks folder")  # DIR under a file, or a notebook's name taken by a folder: refused
+    check_files(args.dir, [p.name for p in numbered_notebooks()], "notebook")  # before anything is copied
     written = copy_notebooks(args.dir, force=args.force)
     print(f"copied {len(written)} notebooks into {args.dir}: open them with `jupyter lab {args.dir}`")
     return 0
