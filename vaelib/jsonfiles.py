@@ -10,8 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from . import schema
 from .history import History
-from .schema import MISSING, MalformedFile, checkpoint_config, is_count, is_int, is_nonnegative, is_number, need, refuse
+from .schema import MISSING, MalformedFile, is_count, is_int, is_nonnegative, is_number, need, refuse
 
 RUN_NUMBERS = ("recon_mse", "psnr_db", "data_mean_baseline_mse", "mse_over_baseline", "iw_nll")  # run metrics
 
@@ -60,10 +61,9 @@ def check_run_metrics(d: Any, path: str | Path) -> dict[str, Any]:
     """A run's metrics.json (single_run.run_experiment, `python -m vaelib train`): its config, seed, versions,
     sizes, figures, seconds and standard metrics."""
     d = _top(d, path, "a run's metrics, config and provenance")
-    checkpoint_config(d, path)
+    schema.checkpoint_config(d, path)
     need(d, "seed", is_count, "the run's seed (an integer >= 0)", path)
-    need(d, "versions", lambda v: _is_dict(v) and all(_is_str(x) or x is None for x in v.values()),
-         "a dict of version strings", path)
+    need(d, "versions", schema.is_versions, "a dict of version strings", path)
     need(d, "device", _is_str, "the device it ran on (a string)", path)
     need(d, "options", _is_dict, "a dict of the run's options", path)
     for key in ("train_images", "test_images"):

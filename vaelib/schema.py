@@ -23,6 +23,12 @@ TRAINING_KEYS = ("config", "model", "optimizer", "history", "epoch", "generator"
 ALL_KEYS = (*TRAINING_KEYS, "seed", "versions")  # every key of train._state
 WEIGHTS_KEYS = ("config", "model")  # what load_checkpoint needs (a shipped model has no optimizer)
 MODEL_KEYS = (*WEIGHTS_KEYS, "history", "epoch", "seed", "versions")  # what a shipped model holds
+EXPECTED = {  # what each key of a checkpoint holds, as a refusal says it
+    "config": "a dict of the config's fields (Config.to_dict)", "model": "a dict of tensors (the model's state_dict)",
+    "optimizer": "a dict with 'state' and 'param_groups' (the optimizer's state_dict)",
+    "history": "the run's history (History.to_dict)", "epoch": "the number of epochs trained (an integer >= 0)",
+    "generator": "the random generator's state (a 1-D uint8 tensor)", "seed": "the run's seed (an integer >= 0)",
+    "versions": "a dict of version strings"}
 ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")  # per-parameter tensors of Adam's state, each of the parameter's shape
 
 
@@ -75,6 +81,11 @@ def is_nonnegative(value: Any) -> bool:
     return is_number(value) and math.isfinite(value) and value >= 0
 
 
+def is_versions(value: Any) -> bool:
+    """{name: version string (or None)}, as provenance.versions writes it."""
+    return isinstance(value, dict) and all(isinstance(v, str) or v is None for v in value.values())
+
+
 def need(d: dict, key: str, ok: Any, expected: str, path: str | Path, where: str = "") -> Any:
     """d[key] if ok(it), else the one-line refusal naming where + key."""
     value = d.get(key, MISSING)
@@ -87,7 +98,7 @@ def checkpoint_config(state: dict[str, Any], path: str | Path) -> Config:
     """The Config a checkpoint was made with; its own one-line refusal, prefixed with the file, if it is invalid."""
     d = state.get("config", MISSING)
     if not isinstance(d, dict):
-        refuse(path, "config", d, "a dict of the config's fields (Config.to_dict)")
+        refuse(path, "config", d, EXPECTED["config"])
     try:
         return Config.from_dict(d)
     except (ValueError, TypeError) as err:  # TypeError: keys that are not strings
@@ -118,7 +129,7 @@ def check_checkpoint(state: dict[str, Any], path: str | Path, config_model: torc
         refuse(path, "the top level", state, "a dict (a vaelib checkpoint)")
     for key in require:
         if key not in state:
-            refuse(path, key, MISSING, f"the checkpoint's {key} (a vaelib checkpoint holds {', '.join(require)})")
+            refuse(path, key, MISSING, EXPECTED[key])
     config = checkpoint_config(state, path)
     model = config_model if config_model is not None else meta_model(config)
     check_weights(state.get("model", MISSING), path, model)
@@ -126,13 +137,11 @@ def check_checkpoint(state: dict[str, Any], path: str | Path, config_model: torc
     if "history" in present:
         History.from_dict(state["history"], str(path), key="history")
     if "epoch" in present:
-        need(state, "epoch", is_count, "the number of epochs trained (an integer >= 0)", path)
+        need(state, "epoch", is_count, EXPECTED["epoch"], path)
     if "seed" in present:
-        need(state, "seed", is_count, "the run's seed (an integer >= 0)", path)
+        need(state, "seed", is_count, EXPECTED["seed"], path)
     if "versions" in present:
-        need(state, "versions", lambda v: isinstance(v, dict) and all(isinstance(x, str) or x is None
-                                                                    for x in v.values()),
-             "a dict of version strings", path)
+        need(state, "versions", is_versions, EXPECTED["versions"], path)
     if "optimizer" in present:
         check_optimizer(state["optimizer"], path, optimizer or torch.optim.Adam(model.parameters()))
     if "generator" in present:
@@ -143,7 +152,7 @@ def check_checkpoint(state: dict[str, Any], path: str | Path, config_model: torc
 def check_weights(weights: Any, path: str | Path, model: torch.nn.Module) -> None:
     """The saved model state against model.state_dict(): the same keys, each a tensor of the same shape."""
     if not isinstance(weights, dict):
-        refuse(path, "model", weights, "a dict of tensors (the model's state_dict)")
+        refuse(path, "model", weights, EXPECTED["model"])
     expected = model.state_dict()
     missing = [k for k in expected if k not in weights]
     if missing:
@@ -169,7 +178,7 @@ def check_optimizer(saved: Any, path: str | Path, optimizer: torch.optim.Optimiz
     """An Adam state dict that optimizer.load_state_dict takes and its next step can use: its groups, their
     hyperparameters, and each parameter's step and moments (of the parameter's shape)."""
     if not isinstance(saved, dict):
-        refuse(path, "optimizer", saved, "a dict with 'state' and 'param_groups' (the optimizer's state_dict)")
+        refuse(path, "optimizer", saved, EXPECTED["optimizer"])
     mine = optimizer.param_groups
     groups = need(saved, "param_groups", lambda g: isinstance(g, list) and len(g) == len(mine),
                   f"a list of {len(mine)} parameter group(s)", path, "optimizer.")
