@@ -103,9 +103,12 @@ CASES = [  # (extra arguments, what the one line must match, setup)
     (["--recon", "l1"], r"train.recon='l1' is invalid: allowed one of mse, bernoulli", None),
     (["--precision", "fp8"], r"train.precision='fp8' is invalid: allowed one of fp32, bf16", None),
     (["--latent-dim", "0"], r"model.latent_dim=0 is invalid: allowed an integer >= 1", None),
-    (["--latent-dim", str(10**9)], r"the model and one batch need about [\d.e+]+ GiB but [\d.e+]+ GiB is available "
-     r"on cpu \(model.latent_dim=1000000000, .*allowed a smaller --latent-dim", None),
-    (["--image-size", "100000"], r"need about [\d.e+]+ GiB .*data.image_size=100000, .*allowed a smaller", None),
+    (["--latent-dim", str(10**9)], r"model.latent_dim=1000000000 is invalid: allowed an integer >= 1 and <= 4096$",
+     None),
+    (["--image-size", "100000"], r"data.image_size=100000 is invalid: allowed an integer >= 8 and <= 1024$", None),
+    (["--latent-dim", "4096", "--image-size", "1024"], r"the model and one batch need about [\d.e+]+ GiB but "
+     r"[\d.e+]+ GiB is available on cpu \(model.latent_dim=4096, data.image_size=1024, .*allowed a smaller "
+     r"--latent-dim", None),
     (["--image-size", "4"], r"data.image_size=4 is invalid: allowed an integer >= 8", None),
     (["--batch-size", "0"], r"train.batch_size=0 is invalid: allowed an integer >= 1", None),
     (["--batch-size", "100"], r"train.batch_size=100 is invalid for 64 training images: allowed at most 64", None),

@@ -14,7 +14,7 @@ from . import schema
 from .history import History
 from .schema import MISSING, MalformedFile, is_count, is_int, is_nonnegative, is_number, need, refuse
 
-RUN_NUMBERS = ("recon_mse", "psnr_db", "data_mean_baseline_mse", "mse_over_baseline", "iw_nll")  # run metrics
+RUN_NUMBERS = ("recon_mse", "psnr_db", "data_mean_baseline_mse", "mse_over_baseline")  # a run's metrics
 
 
 def load_json(path: str | Path) -> Any:
@@ -76,6 +76,9 @@ def check_run_metrics(d: Any, path: str | Path) -> dict[str, Any]:
         need(elbo, key, is_number, "a number (nats per image)", path, "metrics.test_elbo.")
     for key in RUN_NUMBERS:
         need(m, key, is_number, "a number", path, "metrics.")
+    iw = need(m, "iw_nll", _is_dict, "a dict (nll_nats, bits_per_dim, k, ...)", path, "metrics.")
+    for key in ("nll_nats", "bits_per_dim"):
+        need(iw, key, is_number, "a number", path, "metrics.iw_nll.")
     need(m, "active_units", is_count, "a number of latent dimensions (an integer >= 0)", path, "metrics.")
     need(m, "kl_per_dim", lambda v: isinstance(v, list) and all(map(is_number, v)),
          "a list of numbers (nats per latent dimension)", path, "metrics.")

@@ -67,8 +67,16 @@ def is_int(value: Any) -> bool:
 
 
 def is_number(value: Any) -> bool:
-    """A real number, not a bool (nan and inf included: a history may hold them)."""
-    return type(value) in (float, int) or (isinstance(value, numbers.Real) and not isinstance(value, bool))
+    """A real number a float can hold, not a bool (nan and inf included: a history may hold them)."""
+    if type(value) is float:
+        return True
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        float(value)  # 10**400 cannot be formatted, averaged or plotted as one
+    except OverflowError:
+        return False
+    return True
 
 
 def is_count(value: Any) -> bool:
