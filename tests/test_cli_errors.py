@@ -25,6 +25,10 @@ def _file(tmp_path, out, monkeypatch):
     out.write_text("not a folder")
 
 
+def _a_file(tmp_path, out, monkeypatch):
+    (tmp_path / "file").write_text("not a folder")
+
+
 def _garbage_checkpoint(tmp_path, out, monkeypatch):
     out.mkdir()
     (out / CHECKPOINT).write_bytes(b"garbage" * 20)
@@ -120,6 +124,8 @@ CASES = [  # (extra arguments, what the one line must match, setup)
     ([], OUT_IS + r" is in use by pid \d+ on .* since 2024-01-01.*: allowed one writer per folder", _locked),
     ([], r"checkpoint '[^']*checkpoint.pt' is unreadable \(truncated, empty or not a torch file\)",
      _garbage_checkpoint),
+    (["--tensorboard", "{tmp}/file/tb"], r"--tensorboard folder [^ ]*file/tb lies under [^ ]*file, a file: "
+     r"allowed a folder", _a_file),
     (["--lr", "0.01"], r"checkpoint '[^']*checkpoint.pt' was made with a different config",
      _finished_run),
     (["--preset", "fashion_mnist", "--root", "{tmp}/data"],
@@ -137,6 +143,7 @@ REPORT_CASES = [
     (["--seed", "-1"], r"train.seed=-1 is invalid"),
     (["--timeout", "0"], r"--timeout 0 is invalid: allowed seconds >= 1"),
     (["--out", "{tmp}/file"], r"--out '[^']*file' is a file: allowed a folder"),
+    (["--out", "{tmp}/file/sub"], r"--out folder [^ ]*file/sub lies under [^ ]*file, a file: allowed a folder"),
 ]
 
 

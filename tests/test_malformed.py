@@ -185,6 +185,15 @@ def test_notebooks_into_a_folder_under_a_file_is_refused(tmp_path, capsys):
                       rf"{re.escape(str(tmp_path / 'file'))}, a file: allowed a folder")
 
 
+def test_bench_and_report_out_under_a_file_are_refused_before_any_work(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    out = tmp_path / "file" / "sub"
+    assert main(["bench", "--preset", "digits", "--batch-sizes", "8", "--out", str(out)]) == 2
+    _one_line(capsys, rf"--out folder {re.escape(str(out))} lies under {re.escape(str(tmp_path / 'file'))}, a file")
+    assert main(["report", "--dataset", "digits", "--budget", "tiny", "--out", str(out)]) == 2
+    _one_line(capsys, rf"--out folder {re.escape(str(out))} lies under")
+
+
 def test_notebooks_force_onto_a_folder_named_like_a_notebook_copies_nothing(tmp_path, capsys):
     name = numbered_notebooks()[0].name
     (tmp_path / "class" / name).mkdir(parents=True)
