@@ -9,6 +9,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,24 @@ from vaelib.config import get_preset, with_overrides
 from vaelib.train import CHECKPOINT, HISTORY, fit, nonfinite_advice
 
 TRAIN = ["train", "--preset", "digits", "--epochs", "1", "--max-train", "64", "--device", "cpu", "--quiet"]
+
+
+def _dangling_lock(tmp_path, out, monkeypatch):
+    out.mkdir()
+    (out / ".lock").symlink_to(tmp_path / "gone")
+
+
+def _lock_folder(tmp_path, out, monkeypatch):
+    (out / ".lock").mkdir(parents=True)
+
+
+def _empty_lock(tmp_path, out, monkeypatch):
+    out.mkdir()
+    (out / ".lock").write_text("")  # what an older vaelib left on a full disk
+
+
+def _malloc_typo(tmp_path, out, monkeypatch):
+    monkeypatch.setenv("VAELIB_MALLOC_TUNING", "x")
 
 
 def _file(tmp_path, out, monkeypatch):
@@ -45,15 +64,21 @@ def _locked(tmp_path, out, monkeypatch):
     (out / ".lock").write_text(json.dumps(owner))  # this (live) process holds it
 
 
+def _deny_mkstemp(monkeypatch, lock: bool) -> None:
+    """A read-only folder, whoever runs the test (root ignores chmod): new files refused, for the lock's
+    candidate file (lock=True) or for every other output."""
+    real = tempfile.mkstemp
+
+    def deny(*args, prefix=None, dir=None, **kwargs):
+        if str(prefix).startswith(".lock.") == lock:
+            raise PermissionError(errno.EACCES, "Permission denied", str(dir))
+        return real(*args, prefix=prefix, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", deny)
+
+
 def _lock_denied(tmp_path, out, monkeypatch):
-    real = os.open
-
-    def deny(path, flags, *args, **kwargs):  # a read-only folder, whoever runs the test (root ignores chmod)
-        if str(path).endswith(".lock"):
-            raise PermissionError(errno.EACCES, "Permission denied", str(path))
-        return real(path, flags, *args, **kwargs)
-
-    monkeypatch.setattr(os, "open", deny)
+    _deny_mkstemp(monkeypatch, lock=True)
 
 
 def _disk_full(tmp_path, out, monkeypatch):
@@ -67,12 +92,7 @@ def _disk_full(tmp_path, out, monkeypatch):
 
 
 def _write_denied(tmp_path, out, monkeypatch):
-    import vaelib.checkpoint
-
-    def deny(*args, dir=None, **kwargs):
-        raise PermissionError(errno.EACCES, "Permission denied", str(dir))
-
-    monkeypatch.setattr(vaelib.checkpoint.tempfile, "mkstemp", deny)
+    _deny_mkstemp(monkeypatch, lock=False)
 
 
 def _empty_root(tmp_path, out, monkeypatch):
@@ -134,16 +154,38 @@ CASES = [  # (extra arguments, what the one line must match, setup)
      r"Likely cause: lr=1e\+30 is large: try lr <= 1e-3; no grad_clip: try grad_clip=1.0\.$", None),
     ([], r"disk full while writing [^ ]*run/checkpoint.pt$", _disk_full),
     ([], r"cannot write [^ ]*run: Permission denied; allowed a folder you can write to$", _write_denied),
+    (["--out", ""], r"--out '' is invalid: allowed a folder path \(omit --out for the default\)$", None),
+    (["--tensorboard", " "], r"--tensorboard ' ' is invalid: allowed a folder path", None),
+    (["--out", "/proc/self"], r"run folder '/proc/self' is not writable \(new files cannot be made there\)", None),
+    ([], OUT_IS + r" has a lock '[^']*run/.lock' that is a symbolic link \(to '[^']*gone'\): allowed a plain file"
+     r".*; remove the link: rm [^ ]*run/.lock$", _dangling_lock),
+    ([], OUT_IS + r" has a lock '[^']*run/.lock' that is not a file: .*remove it: rm -r [^ ]*run/.lock$",
+     _lock_folder),
+    ([], OUT_IS + r" has an unreadable lock '[^']*run/.lock' \(empty or not JSON, written 20\d\d-.*if no process "
+     r"writes there, clear it: rm [^ ]*run/.lock$", _empty_lock),
+    ([], r"VAELIB_MALLOC_TUNING='x' is invalid: allowed 1, true, on, yes \(tune, the default\) or 0", _malloc_typo),
 ]
 REPORT_CASES = [
     (["--dataset", "svhn"], r"dataset='svhn' is invalid: allowed fashion_mnist, "),
     (["--budget", "huge"], r"budget='huge' is invalid: allowed tiny, small, full"),
     (["-p", "dataset", "shapes"], r"parameter 'dataset' cannot be set with -p: use --dataset"),
-    (["-p", "epochz", "3"], r"unknown parameter\(s\) \['epochz'\] for \d\d_\w+.ipynb: allowed"),
+    (["-p", "epochz", "3"], r"parameter 'epochz' is declared by no notebook: allowed ablation_epochs, "),
     (["--seed", "-1"], r"train.seed=-1 is invalid"),
     (["--timeout", "0"], r"--timeout 0 is invalid: allowed seconds >= 1"),
     (["--out", "{tmp}/file"], r"--out '[^']*file' is a file: allowed a folder"),
     (["--out", "{tmp}/file/sub"], r"--out folder [^ ]*file/sub lies under [^ ]*file, a file: allowed a folder"),
+    (["--out", ""], r"--out '' is invalid: allowed a folder path"),
+    (["--device", "tpu"], r"device='tpu' is invalid: allowed 'auto', 'cpu', 'cuda', 'cuda:N'"),
+    (["-p", "image_size", "-3"], r"-p image_size -3 is invalid \(00_vae_from_scratch.ipynb declares image_size: "
+     r"int\): allowed an integer >= 0$"),
+    (["-p", "image_size", "4"], r"data.image_size=4 is invalid: allowed an integer >= 8"),
+    (["-p", "seeds", "two"], r"-p seeds 'two' is invalid \(03_stability_ablations.ipynb declares seeds: int\): "
+     r"allowed an integer > 0$"),
+    (["-p", "seeds", "0"], r"-p seeds 0 is invalid .*allowed an integer > 0$"),
+    (["-p", "betas", "[0.1, -1]"], r"-p betas \[0.1, -1\] is invalid .*allowed a non-empty JSON list of finite "
+     r"numbers > 0"),
+    (["-p", "retrain", "yes"], r"-p retrain 'yes' is invalid .*allowed true or false$"),
+    (["-p", "clip_lr", "nan"], r"-p clip_lr 'nan' is invalid .*allowed a finite number > 0$"),
 ]
 
 

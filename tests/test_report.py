@@ -104,7 +104,7 @@ def test_a_report_never_clobbers_another(tmp_path):
 
 def test_unknown_parameters_are_refused_before_any_work(tmp_path):
     nb = _notebook(tmp_path / "01_good.ipynb", GOOD)
-    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['epochz'\] for 01_good.ipynb: allowed"):
+    with pytest.raises(ValueError, match=r"parameter 'epochz' is declared by no notebook: allowed "):
         build_report("digits", "tiny", notebooks=[nb], out_root=tmp_path / "reports", extra={"epochz": 3})
     assert not (tmp_path / "reports").exists()
     with pytest.raises(ValueError, match="budget='huge' is invalid"):
@@ -199,3 +199,65 @@ def test_an_unreadable_or_foreign_metrics_json_is_named_by_the_index_and_the_tim
         with pytest.raises(ValueError, match=f"^{bad}: notebooks\\[0\\].seconds is missing: expected a number of "
                                              "seconds >= 0: repair or remove it"):
             build(tmp_path)
+
+
+SLOW = ("import time, json, pathlib\np = pathlib.Path(out_dir); p.mkdir(parents=True, exist_ok=True)\n"
+        "time.sleep(8)\n(p / 'metrics.json').write_text(json.dumps({'slept': 8}))")
+
+BUILD = ("import sys\nfrom pathlib import Path\nfrom vaelib.report import build_report\n"
+         "build_report('shapes', 'tiny', seed=int(sys.argv[2]), notebooks=[Path(sys.argv[1])],\n"
+         "             out_root=Path(sys.argv[3]), runs_dir=Path(sys.argv[3]) / 'runs', quiet=True)\n")
+
+
+def test_a_second_build_of_the_same_report_is_refused_with_the_owners_pid(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from vaelib.lock import RunLocked
+
+    slow = _notebook(tmp_path / "01_slow.ipynb", SLOW)
+    good = _notebook(tmp_path / "01_good.ipynb", GOOD)
+    reports = tmp_path / "reports"
+    first = subprocess.Popen([sys.executable, "-c", BUILD, str(slow), "1", str(reports)])
+    lock = reports / ".shapes-tiny.lock"
+    deadline = time.monotonic() + 120
+    while not lock.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        assert lock.exists(), "the first build never took the report's lock"
+        with pytest.raises(RunLocked, match=rf"report folder '[^']*shapes-tiny' is in use by pid {first.pid} on "):
+            build_report("shapes", "tiny", seed=0, notebooks=[good], out_root=reports, quiet=True)
+    finally:
+        assert first.wait(timeout=300) == 0
+    summary = json.loads((reports / "shapes-tiny" / "metrics.json").read_text())
+    assert summary["seed"] == 1 and summary["notebooks"][0]["metrics"] == {"slept": 8}  # the first build's, intact
+    assert not lock.exists() and not list(reports.glob(".shapes-tiny.building-*"))
+
+
+def test_each_notebook_gets_only_the_extras_it_declares(tmp_path):
+    seeds = _notebook(tmp_path / "01_seeds.ipynb", GOOD.replace("print('seed', seed)", "print('seeds', seeds)"))
+    nb = nbformat.read(str(seeds), as_version=4)
+    nb.cells[1].source += "seeds: int = 3  # seeds per setting\n"
+    nbformat.write(nb, str(seeds))
+    plain = _notebook(tmp_path / "02_plain.ipynb", GOOD)
+    out = build_report("shapes", "tiny", notebooks=[seeds, plain], out_root=tmp_path / "reports",
+                       runs_dir=tmp_path / "runs", extra={"seeds": 2}, quiet=True)
+    assert "seeds 2" in (out / "01_seeds.html").read_text()
+    executed = nbformat.read(str(out / "notebooks" / "02_plain.ipynb"), as_version=4)
+    assert not any("seeds" in c.source for c in executed.cells)
+    assert json.loads((out / "metrics.json").read_text())["parameters"]["seeds"] == 2
+    with pytest.raises(ValueError, match=r"-p seeds 2.5 is invalid \(01_seeds.ipynb declares seeds: int\): allowed "
+                                         r"an integer > 0$"):
+        build_report("shapes", "tiny", notebooks=[seeds, plain], out_root=tmp_path / "r2", extra={"seeds": 2.5})
+    assert not (tmp_path / "r2").exists()  # refused before any folder was made
+
+
+def test_the_notebooks_own_defaults_pass_the_up_front_checks():
+    import ast
+
+    from vaelib.notebook_params import check_value, declared
+
+    for nb in numbered_notebooks():
+        for name, d in declared(nb).items():
+            check_value(name, ast.literal_eval(d["default"]), d["inferred_type_name"], nb.name)

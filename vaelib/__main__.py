@@ -65,6 +65,7 @@ def _train(args: argparse.Namespace) -> int:
     from . import distributed
     from .single_run import run_experiment
 
+    _check_paths(args, "out", "tensorboard")
     config = get_preset(args.preset)
     overrides = {field: getattr(args, flag) for flag, (field, _, _) in TRAIN_OVERRIDES.items()
                  if getattr(args, flag) is not None}
@@ -101,13 +102,16 @@ def _report_parser(sub) -> None:
     p.add_argument("--force", action="store_true", help="replace a report made there with other parameters")
     p.add_argument("--timeout", type=int, default=3600, help="seconds allowed per notebook cell")
     p.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                   help="extra notebook parameter (refused if a notebook does not declare it)")
+                   help="extra notebook parameter, given to the notebooks that declare it; its name, type and "
+                        "range are checked before any notebook runs (strings as they are, else JSON: 2, 0.5, "
+                        "true, [0.1, 4.0])")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _debug_flag(p)
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .report import NotebookFailed, build_report
+    from .notebook_params import parse_value
+    from .report import NotebookFailed, build_report, numbered_notebooks
 
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise ValueError(f"--out {args.out!r} is a file: allowed a folder (new or existing)")
@@ -115,7 +119,9 @@ def _report(args: argparse.Namespace) -> int:
         check_folder(args.out, "--out folder")  # under a file
     if args.timeout < 1:
         raise ValueError(f"--timeout {args.timeout} is invalid: allowed seconds >= 1")
-    extra = {name: _literal(value) for name, value in args.param}
+    _check_paths(args, "out")
+    notebooks = numbered_notebooks()
+    extra = {name: parse_value(name, value, notebooks) for name, value in args.param}
     try:
         out = build_report(args.dataset, args.budget, seed=args.seed, device=args.device, extra=extra,
                            out_root=args.out, timeout=args.timeout, quiet=args.quiet,
@@ -185,17 +191,16 @@ def _bench_parser(sub) -> None:
 def _bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .checkpoint import save_json
+    from .files import save_json, write_text
     from .perf import bench
     from .provenance import versions
 
     presets = ["fashion_mnist", "cifar10", "celeba_small", "celeba"] if args.preset == "all" else [args.preset]
-    for name in presets:
-        get_preset(name)
-    items = args.batch_sizes.split(",")
-    for item in items:  # all checked before any measuring
-        if item != "best" and not (item.isdigit() and int(item) > 0):
-            raise ValueError(f"--batch-sizes item {item!r} is invalid: allowed positive integers or 'best'")
+    _check_paths(args, "out")
+    for flag in ("rounds", "steps"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag} {getattr(args, flag)} is invalid: allowed an integer >= 1")
+    items = _check_bench_sizes(args.batch_sizes, presets, args.device)  # all checked before any measuring
     check_folder(args.out, "--out folder")
     results, searches = [], {}
     with bench.Workers() as workers:
@@ -217,17 +222,41 @@ def _bench(args: argparse.Namespace) -> int:
     out = Path(args.out)
     save_json(out / "bench.json", {"results": results, "batch_size_search": searches, "host": bench.host_info(),
                                    "versions": versions(), "command": " ".join(sys.argv)})
-    (out / "bench.txt").write_text(text + "\n")
+    write_text(out / "bench.txt", text + "\n")
     bench.plot(results, out / "bench.png")
     print(f"wrote {out}/bench.json, bench.txt and bench.png")
     return 0
 
 
-def _literal(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+MAX_BENCH_BATCH = 65536  # images per step: far above any batch that fits a laptop, refused before any worker starts
+
+
+def _check_bench_sizes(text: str, presets: list[str], device: str) -> list[str]:
+    """The --batch-sizes items, each 'best' or an integer in [1, MAX_BENCH_BATCH] whose model and batch fit in
+    the device's memory (vaelib.resources' estimate), checked for every preset before anything is measured."""
+    from .resources import check_memory
+    from .runtime import resolve_device
+
+    dev = resolve_device(device)
+    items = text.split(",")
+    for item in items:
+        if item != "best" and not (item.isdigit() and 1 <= int(item) <= MAX_BENCH_BATCH):
+            raise ValueError(f"--batch-sizes item {item!r} is invalid: allowed integers in [1, {MAX_BENCH_BATCH}] "
+                             "or 'best'")
+    for name in presets:
+        config = get_preset(name)
+        for item in items:
+            if item != "best":
+                check_memory(with_overrides(config, **{"train.batch_size": int(item)}), dev)
+    return items
+
+
+def _check_paths(args: argparse.Namespace, *flags: str) -> None:
+    """Refuse an empty path option (`--out ""` would silently mean the default)."""
+    for flag in flags:
+        value = getattr(args, flag, None)
+        if value is not None and not str(value).strip():
+            raise ValueError(f"--{flag} {value!r} is invalid: allowed a folder path (omit --{flag} for the default)")
 
 
 def _user_error(err: BaseException) -> str | None:

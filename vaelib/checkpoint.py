@@ -2,72 +2,15 @@
 
 from __future__ import annotations
 
-import errno
-import json
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.torch_version import TorchVersion
 
+from .files import atomic_write_bytes, save_json, shareable_mode  # noqa: F401 (save_json, shareable_mode: re-exported)
 from .schema import MODEL_KEYS, WEIGHTS_KEYS, MalformedFile, check_checkpoint, checkpoint_config
-
-
-def shareable_mode(directory: bool = False) -> int:
-    """The mode open() would give a new file (0o644 under the usual umask 022), or a new folder (0o755).
-
-    mkstemp and mkdtemp ignore the umask (0o600, 0o700): outputs meant to be shared are chmod-ed to this.
-    """
-    return (0o777 if directory else 0o666) & ~_umask()
-
-
-def _umask() -> int:
-    try:  # Linux: read without changing it (os.umask can only read by setting, which is not thread-safe)
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return umask
-
-
-def atomic_write_bytes(path: str | Path, write: Any) -> None:
-    """Call write(file) on a temporary file beside `path`, fsync, then rename over `path`.
-
-    The file gets the umask's mode, like any other output; a full disk is reported as OSError(ENOSPC) naming
-    `path` (torch.save hides it behind a RuntimeError), and the old file is left intact.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, shareable_mode())
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if _disk_full(err):
-            raise OSError(errno.ENOSPC, "disk full while writing", str(path)) from None
-        raise
-
-
-def _disk_full(err: BaseException) -> bool:
-    """Whether err, or the error it was raised while handling, is 'No space left on device'."""
-    return any(isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) for e in (err, err.__context__))
-
-
-def save_json(path: str | Path, obj: Any) -> None:
-    """Atomically write obj as indented JSON."""
-    data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
-    atomic_write_bytes(path, lambda f: f.write(data))
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from .config import Config, comparable, with_overrides
 from .evidence import convergence
+from .files import save_json
 from .history import History
 from .jsonfiles import read_failed, read_history
 from .lock import run_lock
@@ -125,7 +126,7 @@ def run_one(label: str, config: Config, train: Any, val: Any, *, root: str | Pat
         match = re.search(r"at step (\d+)", str(err))
         info = {"step": int(match.group(1)) if match else None, "error": str(err)}
         path.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps(info, indent=2))
+        save_json(marker, info)
         return _failed_run(label, config, path, info)
     return Run(label, config, model, history, path)
 

@@ -17,6 +17,7 @@ from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 from .config import BetaSchedule
+from .files import atomic_write_bytes
 from .history import History
 from .model import eval_mode, model_device
 from .runtime import to_float
@@ -332,8 +333,8 @@ def latent_map(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | No
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
-    """Save to path (creating its folder) at `dpi`, cropped tight; returns the path."""
+    """Save to path (creating its folder) at `dpi`, cropped tight, through vaelib.files' atomic writer (a link at
+    path is replaced, never followed); the format comes from the suffix (.png, .pdf, .svg); returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    return path
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    return atomic_write_bytes(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi, bbox_inches="tight"))

@@ -11,9 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import save_json, shareable_mode
 from .claims import adjust_records
+from .files import copy_file, save_json, shareable_mode, write_text
 from .jsonfiles import MalformedFile, check_report_metrics, is_report_metrics, load_json, read_report_metrics
+from .lock import file_lock
+from .notebook_params import RESERVED, check_extras, check_parameters  # noqa: F401 (RESERVED: re-exported)
 from .provenance import CHECKOUT, PACKAGE, REPO, versions
 from .runtime import HEADLESS_ENV
 
@@ -41,7 +43,7 @@ def copy_notebooks(dest: str | Path, force: bool = False) -> list[Path]:
         raise FileExistsError(f"{there[0]} exists ({len(there)} of the notebooks are there): "
                               "allowed a folder without them, or --force to replace them")
     dest.mkdir(parents=True, exist_ok=True)
-    return [Path(shutil.copyfile(p, dest / p.name)) for p in sources]
+    return [copy_file(p, dest / p.name) for p in sources]
 
 
 class NotebookFailed(RuntimeError):
@@ -51,16 +53,6 @@ class NotebookFailed(RuntimeError):
 def numbered_notebooks(folder: str | Path = NOTEBOOKS) -> list[Path]:
     """notebooks/NN_*.ipynb in order."""
     return sorted(p for p in Path(folder).glob("[0-9][0-9]_*.ipynb"))
-
-
-def check_parameters(notebook: Path, params: dict[str, Any]) -> None:
-    """Refuse parameter names the notebook's `parameters` cell does not declare."""
-    import papermill
-
-    declared = papermill.inspect_notebook(str(notebook))
-    unknown = sorted(set(params) - set(declared))
-    if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown} for {notebook.name}: allowed {sorted(declared)}")
 
 
 def run_notebook(notebook: Path, output: Path, params: dict[str, Any], timeout: int, quiet: bool,
@@ -98,13 +90,7 @@ def render_html(executed: Path, html_path: Path, title: str) -> None:
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nbformat.read(str(executed), as_version=4),
                                           resources={"metadata": {"name": title}})
-    html_path.write_text(body, encoding="utf-8")
-
-
-# Parameters the report sets itself: each has its own flag (or is the report's folder), so -p may not change them.
-RESERVED = {"dataset": "--dataset", "budget": "--budget", "seed": "--seed", "device": "--device",
-            "out_dir": "--out", "runs_dir": "the runs/ cache of the workspace (the checkout, or the current folder)",
-            "data_root": "the data/ folder of the workspace (the checkout, or the current folder)"}
+    write_text(html_path, body)
 
 
 def report_dir(out_root: str | Path, dataset: str, budget: str) -> Path:
@@ -119,56 +105,67 @@ def build_report(dataset: str = "mnist", budget: str = "small", *, seed: int = 0
                  force: bool = False) -> Path:
     """Execute every numbered notebook into reports/<dataset>-<budget>/ and update reports/index.html.
 
-    The notebooks run into a temporary folder beside it; only a complete report replaces the folder, so a
-    failed run changes nothing (its partial output stays in the temporary folder, named in the error). A
+    Everything is checked before the first notebook starts: dataset, budget, device, and every extra parameter's
+    name (declared by some notebook; each notebook gets only those it declares), type and range. The notebooks
+    run into a temporary folder beside the report's; only a complete report replaces it, so a failed run changes
+    nothing (its partial output stays in the temporary folder, named in the error). The whole build holds a lock
+    (<out_root>/.<dataset>-<budget>.lock): a second build of the same folder is refused with the owner's pid. A
     folder holding a report made with other parameters is replaced only with force=True.
     out_root, runs_dir, data_root: default reports/, runs/ and data/ of workspace().
     """
     from .experiments import BUDGETS, notebook_config
+    from .runtime import resolve_device
 
     home = workspace()
     out_root = Path(out_root) if out_root is not None else home / "reports"
     runs_dir = Path(runs_dir) if runs_dir is not None else home / "runs"
     data_root = Path(data_root) if data_root is not None else home / "data"
 
-    clash = sorted(set(extra or {}) & set(RESERVED))
+    extra = dict(extra or {})
+    clash = sorted(set(extra) & set(RESERVED))
     if clash:
         raise ValueError(f"parameter {clash[0]!r} cannot be set with -p: use {RESERVED[clash[0]]}")
-    config = notebook_config(dataset, budget, seed)  # validates dataset and budget up front
-    if budget not in BUDGETS:
-        raise ValueError(f"budget={budget!r} is invalid: allowed {', '.join(BUDGETS)}")
     notebooks = notebooks or numbered_notebooks()
     if not notebooks:
         raise FileNotFoundError(f"no numbered notebooks (NN_*.ipynb) in {NOTEBOOKS}")
+    shares = check_extras(extra, notebooks)  # names, types and ranges of the -p values
+    config = notebook_config(dataset, budget, seed, image_size=extra.get("image_size") or None)  # and their sizes
+    if budget not in BUDGETS:
+        raise ValueError(f"budget={budget!r} is invalid: allowed {', '.join(BUDGETS)}")
+    resolve_device(device)
     final = report_dir(out_root, dataset, budget)
-    base = {"dataset": dataset, "budget": budget, "seed": seed, "device": device,
-            "runs_dir": _from_notebooks(runs_dir), "data_root": _from_notebooks(data_root), **(extra or {})}
-    for nb in notebooks:  # refuse every bad name before any work is done
-        check_parameters(nb, {**base, "out_dir": ""})
-    _check_replaceable(final, base, force)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    out = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
-    out.chmod(shareable_mode(directory=True))  # mkdtemp makes it 0700; the report is meant to be shared
-    entries = []
-    for nb in notebooks:
-        fig_dir = (out / "figures" / nb.stem).resolve()
-        executed = out / "notebooks" / nb.name
-        seconds = run_notebook(nb, executed, {**base, "out_dir": _from_notebooks(fig_dir)}, timeout, quiet,
-                               cwd=None if CHECKOUT else out)  # never inside an installed package
-        render_html(executed, out / f"{nb.stem}.html", f"{nb.stem} ({dataset}, {budget})")
-        metrics_file = fig_dir / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
-        entries.append({"notebook": nb.stem, "seconds": round(seconds, 1), "html": f"{nb.stem}.html",
-                        "metrics": metrics})
-    claims = adjust_records([c for e in entries for c in e["metrics"].get("claims", [])])  # Holm: the report's family
-    summary = {"dataset": dataset, "budget": budget, "seed": seed, "parameters": base,
-               "config": config.to_dict(), "versions": versions(), "notebooks": entries, "claims": claims,
-               "seconds": round(sum(e["seconds"] for e in entries), 1)}
-    save_json(out / "metrics.json", summary)
-    (out / "index.html").write_text(_dataset_page(summary), encoding="utf-8")
-    _replace(final, out)
-    write_index(Path(out_root))
+    common = {"dataset": dataset, "budget": budget, "seed": seed, "device": device,
+              "runs_dir": _from_notebooks(runs_dir), "data_root": _from_notebooks(data_root)}
+    for nb in notebooks:  # refuse every bad name and value before any work is done
+        check_parameters(nb, {**common, "out_dir": ""})
+    base = {**common, **extra}  # what the report records, and compares before replacing one
+    with file_lock(final.parent / f".{final.name}.lock", f"report folder {str(final)!r}"):
+        _check_replaceable(final, base, force)
+        out = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
+        out.chmod(shareable_mode(directory=True))  # mkdtemp makes it 0700; the report is meant to be shared
+        entries = [_run_one(nb, out, {**common, **shares[nb]}, dataset, budget, timeout, quiet) for nb in notebooks]
+        claims = adjust_records([c for e in entries for c in e["metrics"].get("claims", [])])  # Holm: the family
+        summary = {"dataset": dataset, "budget": budget, "seed": seed, "parameters": base,
+                   "config": config.to_dict(), "versions": versions(), "notebooks": entries, "claims": claims,
+                   "seconds": round(sum(e["seconds"] for e in entries), 1)}
+        save_json(out / "metrics.json", summary)
+        write_text(out / "index.html", _dataset_page(summary))
+        _replace(final, out)
+        write_index(Path(out_root))
     return final
+
+
+def _run_one(nb: Path, out: Path, params: dict[str, Any], dataset: str, budget: str, timeout: int,
+             quiet: bool) -> dict[str, Any]:
+    """Execute one notebook into the report being built and render it; its entry of the report's metrics.json."""
+    fig_dir = (out / "figures" / nb.stem).resolve()
+    executed = out / "notebooks" / nb.name
+    seconds = run_notebook(nb, executed, {**params, "out_dir": _from_notebooks(fig_dir)}, timeout, quiet,
+                           cwd=None if CHECKOUT else out)  # never inside an installed package
+    render_html(executed, out / f"{nb.stem}.html", f"{nb.stem} ({dataset}, {budget})")
+    metrics_file = fig_dir / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    return {"notebook": nb.stem, "seconds": round(seconds, 1), "html": f"{nb.stem}.html", "metrics": metrics}
 
 
 def _check_replaceable(final: Path, params: dict[str, Any], force: bool) -> None:
@@ -301,9 +298,7 @@ def write_index(out_root: Path) -> Path:
             "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}</style></head><body>"
             "<h1>vaelib reports</h1>" + "".join(sections) + "</body></html>")
     index = out_root / "index.html"
-    index.parent.mkdir(parents=True, exist_ok=True)
-    index.write_text(page, encoding="utf-8")
-    return index
+    return write_text(index, page)
 
 
 TIMINGS_START = "<!-- timings: written by `python -m vaelib timings --write README.md` from reports/*/metrics.json -->"
@@ -353,5 +348,5 @@ def write_timings(readme: str | Path, out_root: str | Path) -> bool:
     link_root = Path(os.path.relpath(Path(out_root).resolve(), path.resolve().parent)).as_posix()
     new = text[:start] + timings_markdown(out_root, link_root) + text[end + len(TIMINGS_END):]
     if new != text:
-        path.write_text(new, encoding="utf-8")
+        write_text(path, new)
     return new != text

@@ -25,9 +25,18 @@ OLD_GLIBC_MAX_MMAP_THRESHOLD = 32 << 20  # bytes: older glibc refuses a larger m
 _tuned = False
 
 
+ENV = "VAELIB_MALLOC_TUNING"
+ON, OFF = ("", "1", "true", "on", "yes"), ("0", "false", "off", "no")
+
+
 def tuning_enabled() -> bool:
-    """False when the user set VAELIB_MALLOC_TUNING=0 (or 'false', 'off', 'no')."""
-    return os.environ.get("VAELIB_MALLOC_TUNING", "1").strip().lower() not in ("0", "false", "off", "no")
+    """False when the user set VAELIB_MALLOC_TUNING=0 (or 'false', 'off', 'no'); any other value than those and
+    1/true/on/yes (or unset) is refused, so that a typo never silently means on."""
+    value = os.environ.get(ENV, "1").strip().lower()
+    if value not in ON + OFF:
+        raise ValueError(f"{ENV}={os.environ[ENV]!r} is invalid: allowed 1, true, on, yes (tune, the default) or "
+                         "0, false, off, no (leave the allocator alone)")
+    return value in ON
 
 
 def tune_cpu_allocator() -> bool:
@@ -36,9 +45,10 @@ def tune_cpu_allocator() -> bool:
     Does nothing (returns False) off glibc or when VAELIB_MALLOC_TUNING=0.
     """
     global _tuned
+    enabled = tuning_enabled()  # refuses a typo in VAELIB_MALLOC_TUNING even when already tuned
     if _tuned:
         return True
-    if not tuning_enabled() or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not enabled or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt

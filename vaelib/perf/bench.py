@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from ..config import Config, get_preset, with_overrides
+from ..files import atomic_write_bytes
 from ..losses import elbo
 from ..model import VAE
 from ..runtime import adam_impl, bf16_supported, cpu_bf16_flags, resolve_device
@@ -245,8 +246,7 @@ def plot(results: list[dict[str, Any]], path: str | Path) -> None:
         ax.set_xlabel("x naive (images/s ratio)")
         ax.invert_yaxis()
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
 
 

@@ -14,6 +14,7 @@ decode and one PNG encode, no matplotlib (benchmarks/explorer_latency.py times i
 from __future__ import annotations
 
 import io
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ import torch
 from PIL import Image as PILImage
 
 from ..data import ImageSplit
+from ..files import atomic_write_bytes
 from ..losses import kl_per_dim
 from ..metrics import posterior_stats
 from ..model import VAE, model_device
@@ -121,9 +123,9 @@ class LatentExplorer(SlidersView, InterpolateView, SampleView, TraverseView, Map
         if not folder.is_dir():
             raise FileNotFoundError(f"folder {str(folder)!r} is invalid: allowed an existing folder")
         n = 1
-        while (path := folder / f"explorer-{tab.lower()}-{n}.png").exists():
+        while os.path.lexists(path := folder / f"explorer-{tab.lower()}-{n}.png"):  # a dangling link counts
             n += 1
-        path.write_bytes(img.value)
+        atomic_write_bytes(path, lambda f: f.write(img.value))
         w, h = PILImage.open(io.BytesIO(img.value)).size
         self.save_label.value = f"saved {path.resolve()} ({w}x{h} px)"
         return path
