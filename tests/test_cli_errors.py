@@ -44,6 +44,10 @@ def _file(tmp_path, out, monkeypatch):
     out.write_text("not a folder")
 
 
+def _a_file(tmp_path, out, monkeypatch):
+    (tmp_path / "file").write_text("not a folder")
+
+
 def _garbage_checkpoint(tmp_path, out, monkeypatch):
     out.mkdir()
     (out / CHECKPOINT).write_bytes(b"garbage" * 20)
@@ -123,9 +127,12 @@ CASES = [  # (extra arguments, what the one line must match, setup)
     (["--recon", "l1"], r"train.recon='l1' is invalid: allowed one of mse, bernoulli", None),
     (["--precision", "fp8"], r"train.precision='fp8' is invalid: allowed one of fp32, bf16", None),
     (["--latent-dim", "0"], r"model.latent_dim=0 is invalid: allowed an integer >= 1", None),
-    (["--latent-dim", str(10**9)], r"the model and one batch need about [\d.e+]+ GiB but [\d.e+]+ GiB is available "
-     r"on cpu \(model.latent_dim=1000000000, .*allowed a smaller --latent-dim", None),
-    (["--image-size", "100000"], r"need about [\d.e+]+ GiB .*data.image_size=100000, .*allowed a smaller", None),
+    (["--latent-dim", str(10**9)], r"model.latent_dim=1000000000 is invalid: allowed an integer >= 1 and <= 4096$",
+     None),
+    (["--image-size", "100000"], r"data.image_size=100000 is invalid: allowed an integer >= 8 and <= 1024$", None),
+    (["--latent-dim", "4096", "--image-size", "1024"], r"the model and one batch need about [\d.e+]+ GiB but "
+     r"[\d.e+]+ GiB is available on cpu \(model.latent_dim=4096, data.image_size=1024, .*allowed a smaller "
+     r"--latent-dim", None),
     (["--image-size", "4"], r"data.image_size=4 is invalid: allowed an integer >= 8", None),
     (["--batch-size", "0"], r"train.batch_size=0 is invalid: allowed an integer >= 1", None),
     (["--batch-size", "100"], r"train.batch_size=100 is invalid for 64 training images: allowed at most 64", None),
@@ -137,6 +144,8 @@ CASES = [  # (extra arguments, what the one line must match, setup)
     ([], OUT_IS + r" is in use by pid \d+ on .* since 2024-01-01.*: allowed one writer per folder", _locked),
     ([], r"checkpoint '[^']*checkpoint.pt' is unreadable \(truncated, empty or not a torch file\)",
      _garbage_checkpoint),
+    (["--tensorboard", "{tmp}/file/tb"], r"--tensorboard folder [^ ]*file/tb lies under [^ ]*file, a file: "
+     r"allowed a folder", _a_file),
     (["--lr", "0.01"], r"checkpoint '[^']*checkpoint.pt' was made with a different config",
      _finished_run),
     (["--preset", "fashion_mnist", "--root", "{tmp}/data"],
@@ -164,6 +173,7 @@ REPORT_CASES = [
     (["--seed", "-1"], r"train.seed=-1 is invalid"),
     (["--timeout", "0"], r"--timeout 0 is invalid: allowed seconds >= 1"),
     (["--out", "{tmp}/file"], r"--out '[^']*file' is a file: allowed a folder"),
+    (["--out", "{tmp}/file/sub"], r"--out folder [^ ]*file/sub lies under [^ ]*file, a file: allowed a folder"),
     (["--out", ""], r"--out '' is invalid: allowed a folder path"),
     (["--device", "tpu"], r"device='tpu' is invalid: allowed 'auto', 'cpu', 'cuda', 'cuda:N'"),
     (["-p", "image_size", "-3"], r"-p image_size -3 is invalid \(00_vae_from_scratch.ipynb declares image_size: "

@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import re
 import typing
 
 import pytest
@@ -122,3 +123,41 @@ def test_every_config_field_has_a_type_the_checker_knows():
             known = kind in (int, float, bool, str) or dataclasses.is_dataclass(kind) or (
                 typing.get_origin(kind) is tuple and typing.get_args(kind) == (int, ...))
             assert known, f"{cls.__name__}.{name}: {kind}"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"train.schedule.cycles": 10**400}, r"^schedule.cycles=1000...000 \(401 digits\) is invalid: allowed an integer "
+     r">= 1 and <= 1000000$"),
+    ({"train.schedule.cycles": 10**30}, r"^schedule.cycles=1000...000 \(31 digits\) is invalid: allowed an integer "
+     r">= 1 and <= 1000000$"),
+    ({"model.hidden_dims": [10**12, 64]}, r"^model.hidden_dims=\(1000000000000, 64\) is invalid: allowed positive "
+     r"integer channel counts <= 4096$"),
+    ({"model.hidden_dims": [8] * 11}, r"^model.hidden_dims=\(8, 8, .*\) is invalid: allowed at least one layer and "
+     r"at most 10$"),
+    ({"model.latent_dim": 4097}, r"^model.latent_dim=4097 is invalid: allowed an integer >= 1 and <= 4096$"),
+    ({"data.image_size": 2048}, r"^data.image_size=2048 is invalid: allowed an integer >= 8 and <= 1024$"),
+    ({"train.batch_size": 2**16 + 1}, r"^train.batch_size=65537 is invalid: allowed an integer >= 1 and <= 65536$"),
+    ({"train.schedule.anneal_steps": 10**10}, r"^schedule.anneal_steps=10000000000 is invalid: allowed an integer "
+     r">= 1 and <= 1000000000$"),
+    ({"data.max_train": -10**5000}, r"^data.max_train=-1000...000 \(5001 digits\) is invalid: allowed None or an "
+     r"integer >= 1 and <= 1000000000$"),
+])
+def test_the_python_api_refuses_what_the_command_line_refuses(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        with_overrides(get_preset("digits"), **overrides)
+
+
+def _integer_fields() -> list[str]:
+    from vaelib.config import _field_kinds
+
+    parts = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "train.schedule": BetaSchedule}
+    return [f"{part}.{name}" for part, cls in parts.items() for name, (kind, _) in _field_kinds(cls).items()
+            if kind is int or typing.get_origin(kind) is tuple]
+
+
+@pytest.mark.parametrize("field", _integer_fields())
+def test_every_integer_field_has_an_upper_bound_in_its_message(field):
+    value = [10**400] if field == "model.hidden_dims" else 10**400
+    owner_name = re.escape(".".join(field.split(".")[-2:]))
+    with pytest.raises(ValueError, match=rf"^{owner_name}=.*\(401 digits\).* is invalid: allowed .*(<=? ?\w|or \d)"):
+        with_overrides(get_preset("digits"), **{field: value})

@@ -59,10 +59,14 @@ def test_free_bits_runs_record_the_kl_term_as_optimised(tiny_config, tiny_data):
 def test_history_rejects_unknown_fields_and_malformed_json():
     with pytest.raises(ValueError, match="field 'val_loss' is invalid: allowed epoch, beta"):
         History().column("val_loss")
-    with pytest.raises(ValueError, match="history.json is invalid: expected keys 'steps'"):
+    with pytest.raises(ValueError, match="^history.json: epochs is missing: expected a list of epoch rows$"):
         History.from_dict({"steps": []}, "history.json")
-    with pytest.raises(ValueError, match="a row of 'epochs' lacks seconds"):
+    with pytest.raises(ValueError, match=r"^history: epochs\[0\].seconds is missing: expected a number$"):
         History.from_dict({"steps": [], "epochs": [{k: 0 for k in EPOCH_FIELDS if k != "seconds"}]})
+    with pytest.raises(ValueError, match=r"^h.json: steps\[1\] is an int \(2\): expected a dict of the step's fields"):
+        History.from_dict({"steps": [{k: 0 for k in STEP_FIELDS}, 2], "epochs": []}, "h.json")
+    with pytest.raises(ValueError, match=r"^c.pt: history.epochs\[0\].beta is a str \('1'\): expected a number$"):
+        History.from_dict({"steps": [], "epochs": [{**{k: 0 for k in EPOCH_FIELDS}, "beta": "1"}]}, "c.pt", "history")
 
 
 def test_sync_every_does_not_change_the_history(tiny_config, tiny_data):
@@ -249,21 +253,25 @@ def test_resume_hands_the_generator_a_cpu_state(tiny_config, tiny_data, tmp_path
     fit(tiny_config, *tiny_data, device="cpu", out_dir=tmp_path, quiet=True)
     state = read_checkpoint(tmp_path / "checkpoint.pt")
 
-    class Mapped:  # stands for the CUDA tensor torch.load(map_location="cuda") would give
+    class Mapped(torch.Tensor):  # stands for the CUDA tensor torch.load(map_location="cuda") would give
         def cpu(self):
             return state["generator"]
 
-    monkeypatch.setattr(train, "read_checkpoint", lambda path, map_location: {**state, "generator": Mapped()})
+    mapped = state["generator"].as_subclass(Mapped)
+    monkeypatch.setattr(train, "read_checkpoint", lambda path, map_location: {**state, "generator": mapped})
     got = []
 
     class Recorder:
+        def get_state(self):  # the size the checkpoint's state is checked against
+            return torch.Generator().get_state()
+
         def set_state(self, t):
             got.append(t)
 
     model = train.VAE(tiny_config)
     opt = train._optimizer(model, tiny_config, torch.device("cpu"))
     train._resume(tmp_path / "checkpoint.pt", tiny_config, model, opt, Recorder(), torch.device("cuda"))
-    assert len(got) == 1 and isinstance(got[0], torch.Tensor) and got[0].device.type == "cpu"
+    assert len(got) == 1 and type(got[0]) is torch.Tensor and got[0].device.type == "cpu"  # .cpu() was called
 
 
 def test_stop_tol_stops_at_convergence_and_a_rerun_loads_instead_of_training_on(tiny_config, tiny_data, tmp_path):

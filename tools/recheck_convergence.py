@@ -9,7 +9,6 @@ ignore-the-input terms (history.options["ignore_input"]) cannot be judged derail
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from collections import Counter
@@ -18,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from vaelib.checkpoint import read_checkpoint
-from vaelib.config import Config
 from vaelib.evidence import MIN_EPOCHS, convergence, objective_curve
 from vaelib.history import History
+from vaelib.jsonfiles import read_history
+from vaelib.schema import checkpoint_config
 
 
 def replaced_rule(history: History, tol: float = 0.05, window: float = 0.2, min_window: int = 1) -> bool:
@@ -44,9 +44,9 @@ def main(root: str = "runs") -> None:
         saved = folder / "history.json"
         if not saved.is_file():
             continue
-        history = History.from_dict(json.loads(saved.read_text()), str(saved))
-        config = Config.from_dict(read_checkpoint(folder / "checkpoint.pt")["config"]) \
-            if (folder / "checkpoint.pt").is_file() else None
+        history = read_history(saved)
+        ckpt = folder / "checkpoint.pt"
+        config = checkpoint_config(read_checkpoint(ckpt), ckpt) if ckpt.is_file() else None
         if (folder / "failed.json").is_file() or config is None:
             moves[("failed", "failed")] += 1
             continue

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from .config import PRESETS, SCHEDULES, get_preset, with_overrides
+from .paths import check_folder
 
 TRAIN_OVERRIDES = {  # flag -> (config field, type, help)
     "epochs": ("train.epochs", int, "passes over the training set"),
@@ -72,6 +73,8 @@ def _train(args: argparse.Namespace) -> int:
         overrides["data.download"] = True
     config = with_overrides(config, **overrides)
     out = args.out or f"runs/{config.name}"
+    if args.tensorboard is not None:
+        check_folder(args.tensorboard, "--tensorboard folder")
     device = distributed.init(args.device) if distributed.launched_by_torchrun() else args.device
     result = run_experiment(config, out, device=device, quiet=args.quiet, log_dir=args.tensorboard)
     if not distributed.is_main():
@@ -112,6 +115,8 @@ def _report(args: argparse.Namespace) -> int:
 
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise ValueError(f"--out {args.out!r} is a file: allowed a folder (new or existing)")
+    if args.out:
+        check_folder(args.out, "--out folder")  # under a file
     if args.timeout < 1:
         raise ValueError(f"--timeout {args.timeout} is invalid: allowed seconds >= 1")
     _check_paths(args, "out")
@@ -159,8 +164,11 @@ def _notebooks_parser(sub) -> None:
 
 
 def _notebooks(args: argparse.Namespace) -> int:
-    from .report import copy_notebooks
+    from .paths import check_files
+    from .report import copy_notebooks, numbered_notebooks
 
+    check_folder(args.dir, "notebooks folder")  # DIR under a file, or a notebook's name taken by a folder: refused
+    check_files(args.dir, [p.name for p in numbered_notebooks()], "notebook")  # before anything is copied
     written = copy_notebooks(args.dir, force=args.force)
     print(f"copied {len(written)} notebooks into {args.dir}: open them with `jupyter lab {args.dir}`")
     return 0
@@ -193,6 +201,7 @@ def _bench(args: argparse.Namespace) -> int:
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag} {getattr(args, flag)} is invalid: allowed an integer >= 1")
     items = _check_bench_sizes(args.batch_sizes, presets, args.device)  # all checked before any measuring
+    check_folder(args.out, "--out folder")
     results, searches = [], {}
     with bench.Workers() as workers:
         for name in presets:

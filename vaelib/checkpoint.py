@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch.torch_version import TorchVersion
 
-from .config import Config
 from .files import atomic_write_bytes, save_json, shareable_mode  # noqa: F401 (save_json, shareable_mode: re-exported)
+from .schema import MODEL_KEYS, WEIGHTS_KEYS, MalformedFile, check_checkpoint, checkpoint_config
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -33,17 +33,17 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         if "GLOBAL" not in str(err):  # not a refused global: bytes that are no pickle torch can read
-            raise ValueError(f"checkpoint {str(path)!r} is unreadable (truncated, empty or not a torch file): "
-                             f"{_last_line(err)}") from None
-        raise ValueError(f"checkpoint {str(path)!r} is refused: it holds objects other than tensors and plain "
+            raise MalformedFile(f"checkpoint {str(path)!r} is unreadable (truncated, empty or not a torch file): "
+                                f"{_last_line(err)}") from None
+        raise MalformedFile(f"checkpoint {str(path)!r} is refused: it holds objects other than tensors and plain "
                          f"Python types, and loading it could run code ({_global_named(err)}); vaelib never "
                          "writes such files") from None
     except Exception as err:  # torch reports a truncated or foreign file in many ways (EOFError, KeyError, ...)
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"checkpoint {str(path)!r} is unreadable (truncated, empty or not a torch file): "
-                         f"{first}") from None
+        raise MalformedFile(f"checkpoint {str(path)!r} is unreadable (truncated, empty or not a torch file): "
+                            f"{first}") from None
     if not isinstance(state, dict) or "config" not in state or "model" not in state:
-        raise ValueError(f"{str(path)!r} is not a vaelib checkpoint (no config/model entries)")
+        raise MalformedFile(f"{str(path)!r} is not a vaelib checkpoint (no config/model entries)")
     return state
 
 
@@ -61,11 +61,15 @@ def _global_named(err: Exception) -> str:
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
-    """Rebuild the trained model from a checkpoint alone: returns (model, state)."""
+    """Rebuild the trained model from a checkpoint alone: returns (model, state).
+
+    Its config, weights (each tensor's shape against the model the config builds) and, where present, history
+    and epoch are checked first (schema.check_checkpoint): a malformed one is refused in one line."""
     from .model import VAE
 
     state = read_checkpoint(path, map_location=device)
-    model = VAE(Config.from_dict(state["config"])).to(device)
+    model = VAE(checkpoint_config(state, path)).to(device)
+    check_checkpoint(state, path, model, require=WEIGHTS_KEYS, keys=MODEL_KEYS)
     model.load_state_dict(state["model"])
     model.eval()
     return model, state

@@ -28,10 +28,46 @@ MAX_EPOCHS = 100_000  # passes; the longest preset runs 100
 MAX_BETA = 1e6  # KL weight; published values lie in [0, 100]
 MAX_FREE_BITS = 100.0  # nats per latent dimension; a KL of 100 nats in one dimension is already degenerate
 MAX_SEED = 2**32  # exclusive: numpy's seed range; fit's shuffling seed, seed * 100_003 + epoch, stays in 64 bits
+MAX_IMAGE_SIZE = 1024  # pixels per side; the largest preset uses 64
+MAX_WIDTH = 4096  # channels of a conv layer, and latent dimensions; the widest preset uses 512 and 256
+MAX_LAYERS = 10  # stride-2 layers: 2**10 pixels is MAX_IMAGE_SIZE
+MAX_IMAGES = 10**9  # data.max_train; no dataset vaelib reads holds more
+MAX_SHAPES = 10**6  # data.shapes_train: images generated and held in memory (the full budget makes 10,000)
+MAX_BATCH_SIZE = 2**16  # images per step
+MAX_STEPS = 10**9  # optimiser steps (anneal_steps, sync_every): 10,000 steps in each of MAX_EPOCHS epochs
+MAX_CYCLES = 10**6  # cyclic annealing: cycles over the run; more than one per step means nothing
+INT_RANGES = {  # (least, most) of every integer field with a fixed range, by owner; the refusal names both
+    "data": {"image_size": (8, MAX_IMAGE_SIZE), "max_train": (1, MAX_IMAGES), "shapes_train": (1, MAX_SHAPES)},
+    "model": {"latent_dim": (1, MAX_WIDTH)},
+    "schedule": {"anneal_steps": (1, MAX_STEPS), "cycles": (1, MAX_CYCLES)},
+    "train": {"epochs": (1, MAX_EPOCHS), "batch_size": (1, MAX_BATCH_SIZE), "sync_every": (1, MAX_STEPS)},
+}
 
 
 def _refuse(owner: str, name: str, value: Any, allowed: str) -> None:
-    raise ValueError(f"{owner}.{name}={value!r} is invalid: allowed {allowed}")
+    raise ValueError(f"{owner}.{name}={_shown(value)} is invalid: allowed {allowed}")
+
+
+def _shown(value: Any) -> str:
+    """repr, but an integer of more than 30 digits as '1000...000 (401 digits)' (repr fails beyond 4300)."""
+    if isinstance(value, (tuple, list)):
+        inner = ", ".join(map(_shown, value)) + ("," if len(value) == 1 and isinstance(value, tuple) else "")
+        return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+    if not _is_int(value) or abs(value) < 10**30:
+        return repr(value)
+    magnitude = abs(int(value))
+    digits = int(magnitude.bit_length() * math.log10(2)) + 1
+    digits -= 10 ** (digits - 1) > magnitude  # the estimate can be one too many
+    return f"{'-' * (value < 0)}{magnitude // 10 ** (digits - 4)}...{magnitude % 1000:03d} ({digits} digits)"
+
+
+def _check_ranges(owner: str, obj: Any) -> None:
+    """Refuse an integer field outside INT_RANGES in one line that gives the range (after _check_types)."""
+    for name, (least, most) in INT_RANGES[owner].items():
+        value = getattr(obj, name)
+        if value is not None and not least <= value <= most:
+            either = "None or " if _field_kinds(type(obj))[name][1] else ""
+            _refuse(owner, name, value, f"{either}an integer >= {least} and <= {most}")
 
 
 @functools.cache
@@ -112,12 +148,7 @@ class DataConfig:
         _choice("data", "dataset", self.dataset, DATASETS)
         if self.channels not in (1, 3):
             _refuse("data", "channels", self.channels, "1 or 3")
-        if self.image_size < 8:
-            _refuse("data", "image_size", self.image_size, "an integer >= 8")
-        if self.max_train is not None and self.max_train < 1:
-            _refuse("data", "max_train", self.max_train, "None or an integer >= 1")
-        if self.shapes_train < 1:
-            _refuse("data", "shapes_train", self.shapes_train, "an integer >= 1")
+        _check_ranges("data", self)
         _choice("data", "background", self.background, BACKGROUNDS)
         _normalise_numbers(self)
 
@@ -135,13 +166,12 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _check_types("model", self)
         object.__setattr__(self, "hidden_dims", tuple(self.hidden_dims))
-        if self.latent_dim < 1:
-            _refuse("model", "latent_dim", self.latent_dim, "an integer >= 1")
-        if len(self.hidden_dims) == 0:
-            _refuse("model", "hidden_dims", self.hidden_dims, "at least one layer")
+        _check_ranges("model", self)
+        if not 1 <= len(self.hidden_dims) <= MAX_LAYERS:
+            _refuse("model", "hidden_dims", self.hidden_dims, f"at least one layer and at most {MAX_LAYERS}")
         for c in self.hidden_dims:
-            if c < 1:
-                _refuse("model", "hidden_dims", self.hidden_dims, "positive integer channel counts")
+            if not 1 <= c <= MAX_WIDTH:
+                _refuse("model", "hidden_dims", self.hidden_dims, f"positive integer channel counts <= {MAX_WIDTH}")
         if self.kernel_size not in (3, 4, 5):
             _refuse("model", "kernel_size", self.kernel_size, "3, 4 or 5")
         if not 0 <= self.leaky_slope < 1:
@@ -170,10 +200,7 @@ class BetaSchedule:
             _refuse("schedule", "beta_start", self.beta_start, f"a value >= 0 and <= {MAX_BETA:g}")
         if not 0 <= self.warmup_epochs <= MAX_EPOCHS:
             _refuse("schedule", "warmup_epochs", self.warmup_epochs, f"a value >= 0 and <= {MAX_EPOCHS}")
-        if self.anneal_steps < 1:
-            _refuse("schedule", "anneal_steps", self.anneal_steps, "an integer >= 1")
-        if self.cycles < 1:
-            _refuse("schedule", "cycles", self.cycles, "an integer >= 1")
+        _check_ranges("schedule", self)
         if not 0 < self.ratio <= 1:
             _refuse("schedule", "ratio", self.ratio, "a value in (0, 1]")
         _normalise_numbers(self)
@@ -203,10 +230,7 @@ class TrainConfig:
         _check_types("train", self)
         if isinstance(self.schedule, dict):
             object.__setattr__(self, "schedule", BetaSchedule(**self.schedule))
-        if not 1 <= self.epochs <= MAX_EPOCHS:
-            _refuse("train", "epochs", self.epochs, f"an integer >= 1 and <= {MAX_EPOCHS}")
-        if self.batch_size < 1:
-            _refuse("train", "batch_size", self.batch_size, "an integer >= 1")
+        _check_ranges("train", self)
         if not 0 < self.lr < math.inf:  # also refuses nan
             _refuse("train", "lr", self.lr, "a value > 0 and finite")
         if self.grad_clip is not None and not 0 < self.grad_clip < math.inf:
@@ -217,8 +241,6 @@ class TrainConfig:
         if not 0 <= self.seed < MAX_SEED:
             _refuse("train", "seed", self.seed, f"an integer >= 0 and < 2**32 ({MAX_SEED})")
         _choice("train", "precision", self.precision, PRECISIONS)
-        if self.sync_every < 1:
-            _refuse("train", "sync_every", self.sync_every, "an integer >= 1")
         _choice("train", "adam_impl", self.adam_impl, ADAM_IMPLS)
         if not 0 <= self.stop_tol < 1:
             _refuse("train", "stop_tol", self.stop_tol, "0 (train every epoch) or a value in (0, 1)")

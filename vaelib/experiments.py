@@ -23,6 +23,7 @@ from .config import Config, comparable, with_overrides
 from .evidence import convergence
 from .files import save_json
 from .history import History
+from .jsonfiles import read_failed, read_history
 from .lock import run_lock
 from .perf.allocator import tune_cpu_allocator
 from .runtime import headless, resolve_device
@@ -117,7 +118,7 @@ def run_one(label: str, config: Config, train: Any, val: Any, *, root: str | Pat
     path = run_dir(config, root)
     marker = path / FAILED
     if marker.exists() and not retrain:
-        return _failed_run(label, config, path, json.loads(marker.read_text()))
+        return _failed_run(label, config, path, read_failed(marker))
     marker.unlink(missing_ok=True)
     try:
         model, history, path = cached_fit(config, train, val, root=root, retrain=retrain, device=device, quiet=True)
@@ -132,7 +133,7 @@ def run_one(label: str, config: Config, train: Any, val: Any, *, root: str | Pat
 
 def _failed_run(label: str, config: Config, path: Path, info: dict[str, Any]) -> Run:
     saved = path / HISTORY
-    history = History.from_dict(json.loads(saved.read_text()), str(saved)) if saved.exists() else History()
+    history = read_history(saved) if saved.exists() else History()
     return Run(label, config, None, history, path, failed_step=info["step"], error=info["error"] or "non-finite")
 
 
@@ -188,7 +189,7 @@ def trained(config: Config, root: str | Path = "runs") -> bool:
     if not (path / HISTORY).exists():
         return False
     try:
-        history = History.from_dict(json.loads((path / HISTORY).read_text()), str(path / HISTORY))
+        history = read_history(path / HISTORY)
     except ValueError:
         return False  # unreadable: let fit decide (it refuses or retrains in one line)
     return len(history.epochs) >= config.train.epochs or stopped(history, config)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, NotRequired, TypedDict
 
+from .schema import MISSING, is_int, is_number, need, refuse
+
 
 class Step(TypedDict):
     """One optimiser step, as the training loop saw it (before the step's update)."""
@@ -74,14 +76,29 @@ class History:
         return {"steps": list(self.steps), "epochs": list(self.epochs), "options": dict(self.options)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "history") -> History:
-        """A History from its JSON form; a missing part or a row without its fields is named in a ValueError."""
-        if not isinstance(d, dict) or not {"steps", "epochs"} <= set(d):
-            got = sorted(d) if isinstance(d, dict) else type(d).__name__
-            raise ValueError(f"{source} is invalid: expected keys 'steps', 'epochs' and 'options', got {got}")
-        for part, fields in (("steps", STEP_FIELDS), ("epochs", EPOCH_FIELDS)):
-            for row in d[part]:
-                missing = [f for f in fields if f not in row]
-                if missing:
-                    raise ValueError(f"{source} is invalid: a row of {part!r} lacks {', '.join(missing)}")
+    def from_dict(cls, d: dict[str, Any], source: str = "history", key: str = "") -> History:
+        """A History from its JSON form. A missing part, a row that is not a dict, a missing field or one of the
+        wrong type is refused in one line naming source (the file) and the key (MalformedFile).
+
+        key: where the history sits in the file ("history" inside a checkpoint, "" for history.json).
+        """
+        _check(d, source, key)
         return cls(steps=list(d["steps"]), epochs=list(d["epochs"]), options=dict(d.get("options", {})))
+
+
+def _check(d: Any, source: str, key: str) -> None:
+    where = f"{key}." if key else ""
+    if not isinstance(d, dict):
+        refuse(source, key or "the top level", d, "a dict with 'steps', 'epochs' and 'options' (History.to_dict)")
+    for part, fields, optional in (("steps", STEP_FIELDS, ()), ("epochs", EPOCH_FIELDS, OPTIONAL_EPOCH_FIELDS)):
+        rows = need(d, part, lambda v: isinstance(v, list), f"a list of {part[:-1]} rows", source, where)
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                refuse(source, f"{where}{part}[{i}]", row, f"a dict of the {part[:-1]}'s fields ({', '.join(fields)})")
+            for name in fields + tuple(f for f in optional if f in row):
+                value = row.get(name, MISSING)
+                if not (is_int(value) if name in ("step", "epoch") else is_number(value)):
+                    refuse(source, f"{where}{part}[{i}].{name}", value,
+                           "an integer" if name in ("step", "epoch") else "a number")
+    if "options" in d and not isinstance(d["options"], dict):
+        refuse(source, f"{where}options", d["options"], "a dict of the run's options")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -35,7 +36,7 @@ class Encoder(nn.Module):
         self.convs = nn.Sequential(*blocks)
         with torch.no_grad():  # the real feature shape, whatever the padding arithmetic
             self.feature_shape = tuple(self.convs(torch.zeros(1, *config.input_shape)).shape[1:])
-        flat = int(torch.tensor(self.feature_shape).prod())
+        flat = math.prod(self.feature_shape)
         self.fc_mu = nn.Linear(flat, m.latent_dim)
         self.fc_logvar = nn.Linear(flat, m.latent_dim)
 
@@ -53,7 +54,7 @@ class Decoder(nn.Module):
         k = m.kernel_size
         self.feature_shape = feature_shape
         self.output_size = size
-        self.fc = nn.Linear(m.latent_dim, int(torch.tensor(feature_shape).prod()))
+        self.fc = nn.Linear(m.latent_dim, math.prod(feature_shape))
         dims = list(reversed(m.hidden_dims)) + [c_out]
         blocks = []
         for i, (c_in, c) in enumerate(zip(dims[:-1], dims[1:])):  # mirror: each doubles H and W

@@ -13,6 +13,7 @@ from typing import Any
 
 from .claims import adjust_records
 from .files import copy_file, save_json, shareable_mode, write_text
+from .jsonfiles import MalformedFile, check_report_metrics, is_report_metrics, load_json, read_report_metrics
 from .lock import file_lock
 from .notebook_params import RESERVED, check_extras, check_parameters  # noqa: F401 (RESERVED: re-exported)
 from .provenance import CHECKOUT, PACKAGE, REPO, versions
@@ -173,9 +174,10 @@ def _check_replaceable(final: Path, params: dict[str, Any], force: bool) -> None
     if force or not final.exists():
         return
     try:
-        old = json.loads(saved.read_text())["parameters"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise ValueError(f"{final} exists but holds no readable report (metrics.json with parameters): "
+        old = read_report_metrics(saved)["parameters"]
+    except (ValueError, KeyError) as err:  # FileNotFoundError, MalformedFile, or a report without its parameters
+        why = f" ({' '.join(str(err).split())})" if not isinstance(err, KeyError) else ""
+        raise ValueError(f"{final} exists but holds no readable report (metrics.json with parameters){why}: "
                          "move it away, or pass --force to replace it") from None
     changed = sorted(k for k in set(old) | set(params) if old.get(k) != params.get(k))
     if changed:
@@ -203,7 +205,7 @@ def headline(summary: dict[str, Any], per_notebook: int = 3) -> dict[str, Any]:
     """The first few scalar numbers of each notebook's metrics.json (or its "headline" dict), for the index pages."""
     out: dict[str, Any] = {}
     for entry in summary["notebooks"]:
-        items = entry["metrics"].get("headline") or entry["metrics"]
+        items = entry.get("metrics", {}).get("headline") or entry.get("metrics", {})
         scalars = [(k, v) for k, v in items.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "seed"]
         out.update((f"{entry['notebook']}: {k}", v) for k, v in scalars[:per_notebook])
@@ -267,18 +269,18 @@ def _dataset_page(summary: dict[str, Any]) -> str:
 
 def report_summaries(out_root: str | Path) -> list[tuple[Path, dict[str, Any]]]:
     """(folder, its metrics.json) of every report under out_root, by name. A folder being built, or a failed build
-    kept for inspection (a dot folder), and a metrics.json that is not a report's are skipped; an unreadable one
-    is refused in one line that names it."""
+    kept for inspection (a dot folder), and a metrics.json that is not a report's are skipped; an unreadable or
+    malformed one is refused in one line that names it and the key (jsonfiles.check_report_metrics)."""
     found = []
     for path in sorted(Path(out_root).glob("*/metrics.json")):
-        if path.parent.name.startswith("."):
+        if path.parent.name.startswith(".") or not path.is_file():
             continue
         try:
-            s = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            raise ValueError(f"{path} is unreadable ({err}): repair or remove it to rebuild the index") from None
-        if isinstance(s, dict) and "notebooks" in s:
-            found.append((path.parent, s))
+            s = load_json(path)
+            if is_report_metrics(s):
+                found.append((path.parent, check_report_metrics(s, path)))
+        except MalformedFile as err:
+            raise MalformedFile(f"{err}: repair or remove it to rebuild the index") from None
     return found
 
 
@@ -307,13 +309,9 @@ def timings_markdown(out_root: str | Path, link_root: str = "reports") -> str:
     """The README's timing table: seconds per notebook of every report under out_root, read from its metrics.json
     (the one measurement every quoted report time comes from); links point to link_root/<report>/index.html."""
     rows, names, latency = [], [], []
-    for folder, s in report_summaries(out_root):
-        try:
-            per = {e["notebook"][:2]: e["seconds"] for e in s["notebooks"]}
-            rows.append((folder.name, s["seconds"], per, s["versions"]["git_commit"]))
-        except (KeyError, TypeError) as err:
-            raise ValueError(f"{folder / 'metrics.json'} is not a report's metrics.json ({type(err).__name__}: "
-                             f"{err}): rebuild the report or remove it") from None
+    for folder, s in report_summaries(out_root):  # each checked: the keys read here are there, of their types
+        per = {e["notebook"][:2]: e["seconds"] for e in s["notebooks"]}
+        rows.append((folder.name, s["seconds"], per, s["versions"]["git_commit"]))
         names = sorted(set(names) | set(per))
         for e in s["notebooks"]:  # notebook 05 times the explorer's controls
             for control, t in e.get("metrics", {}).get("latency_ms", {}).items():
@@ -334,8 +332,14 @@ def timings_markdown(out_root: str | Path, link_root: str = "reports") -> str:
 
 
 def write_timings(readme: str | Path, out_root: str | Path) -> bool:
-    """Replace the timings block of `readme` with timings_markdown(out_root); True if the file changed."""
+    """Replace the timings block of `readme` with timings_markdown(out_root); True if the file changed.
+
+    A readme that is a folder or missing is refused in one line before any report is read."""
     path = Path(readme)
+    if not path.is_file():
+        what = "a folder" if path.is_dir() else "missing"
+        raise ValueError(f"timings file {str(path)!r} is {what}: allowed a file holding the lines {TIMINGS_START!r} "
+                         f"and {TIMINGS_END!r} (README.md)")
     text = path.read_text(encoding="utf-8")
     start, end = text.find(TIMINGS_START), text.find(TIMINGS_END)
     if start < 0 or end < start:

@@ -21,6 +21,7 @@ from .model import VAE, eval_mode, model_device
 from .provenance import versions
 from .runtime import adam_impl, autocast, bf16_supported, mean_image, resolve_device, to_float
 from .schedules import beta_at
+from .schema import check_checkpoint, checkpoint_config
 from .tblog import TensorBoardLog
 
 CHECKPOINT = "checkpoint.pt"
@@ -96,12 +97,18 @@ def _state(model, opt, config, history, epoch, gen, seed) -> dict[str, Any]:
 
 
 def _resume(path: Path, config: Config, model, opt, gen, device) -> tuple[History, int]:
+    """Restore model, optimizer and generator from a checkpoint of the same config; everything it holds is checked
+    first (schema.check_checkpoint), so a refusal, in one line, leaves all of them and the run folder as they were."""
     state = read_checkpoint(path, map_location=device)
-    saved = Config.from_dict(state["config"])
+    saved = checkpoint_config(state, path)
     same_but_epochs = dataclasses.replace(saved, train=dataclasses.replace(saved.train, epochs=config.train.epochs))
     if comparable(same_but_epochs) != comparable(config):
         raise ValueError(f"checkpoint {str(path)!r} was made with a different config; "
                          "allowed: the same config (epochs may grow), another out_dir, or resume=False")
+    check_checkpoint(state, path, model, optimizer=opt, generator=gen)
+    if state["epoch"] > config.train.epochs:
+        raise ValueError(f"checkpoint {str(path)!r} has {state['epoch']} epochs, --epochs {config.train.epochs} is "
+                         f"fewer: allowed --epochs >= {state['epoch']} (train.epochs), or another --out (out_dir)")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     gen.set_state(state["generator"].cpu())  # a CUDA generator too takes its state as a CPU ByteTensor

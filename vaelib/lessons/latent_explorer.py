@@ -15,6 +15,7 @@ from ..experiments import cached_fit, notebook_config, run_dir
 from ..model import VAE
 from ..plots import image_grid
 from ..runtime import headless, resolve_device
+from ..schema import MODEL_KEYS, check_checkpoint
 from ..train import CHECKPOINT
 from ..widgets import LatentExplorer
 
@@ -32,6 +33,7 @@ def ship(config: Config, runs_dir: str | Path = "runs", dest: str | Path = PRETR
     config, history and versions, without the optimizer state (a third of the size). `make pretrained` runs it."""
     ckpt = run_dir(config, runs_dir) / CHECKPOINT
     state = read_checkpoint(ckpt)
+    check_checkpoint(state, ckpt, require=MODEL_KEYS, keys=MODEL_KEYS)  # all it copies, checked
     if state.get("epoch") != config.train.epochs:
         raise ValueError(f"checkpoint {str(ckpt)!r} is unfinished (epoch {state.get('epoch')} of "
                          f"{config.train.epochs}): allowed a finished run")

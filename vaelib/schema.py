@@ -1,0 +1,246 @@
+"""What a checkpoint holds, checked before anything is restored from it: every key, its type, and each tensor's
+shape against the model the checkpoint's own config builds.
+
+torch.load(weights_only=True) makes a shared checkpoint safe to open, not right inside: an empty model, a tensor
+of another shape, an epoch given as a string would each end in a deep traceback half-way through a resume. Here
+they are one line (`MalformedFile`, a ValueError) naming the file, the key, what was found and what was expected.
+The JSON files the commands read are checked the same way (vaelib.jsonfiles).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import Config
+
+MISSING = object()  # what `found` calls a key that is not there
+TRAINING_KEYS = ("config", "model", "optimizer", "history", "epoch", "generator")  # what a resume restores
+ALL_KEYS = (*TRAINING_KEYS, "seed", "versions")  # every key of train._state
+WEIGHTS_KEYS = ("config", "model")  # what load_checkpoint needs (a shipped model has no optimizer)
+MODEL_KEYS = (*WEIGHTS_KEYS, "history", "epoch", "seed", "versions")  # what a shipped model holds
+EXPECTED = {  # what each key of a checkpoint holds, as a refusal says it
+    "config": "a dict of the config's fields (Config.to_dict)", "model": "a dict of tensors (the model's state_dict)",
+    "optimizer": "a dict with 'state' and 'param_groups' (the optimizer's state_dict)",
+    "history": "the run's history (History.to_dict)", "epoch": "the number of epochs trained (an integer >= 0)",
+    "generator": "the random generator's state (a 1-D uint8 tensor)", "seed": "the run's seed (an integer >= 0)",
+    "versions": "a dict of version strings"}
+ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")  # per-parameter tensors of Adam's state, each of the parameter's shape
+
+
+class MalformedFile(ValueError):
+    """A file that was read but holds a wrong key, type or shape; the one-line message names the file and the key."""
+
+
+def found(value: Any) -> str:
+    """A value as a message shows it: 'missing', 'None', "a str ('3')", 'a torch.float32 tensor of shape (3,)'."""
+    if value is MISSING or value is None:
+        return "missing" if value is MISSING else "None"
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    name = type(value).__name__
+    if isinstance(value, (dict, list, tuple)):
+        text = f"{len(value)} items" if not isinstance(value, dict) else f"keys {_first(list(value))}"
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
+        text = f"{value.bit_length()} bits"
+    else:
+        text = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name} ({text})"
+
+
+def _first(keys: list, n: int = 4) -> str:
+    shown = ", ".join(repr(k) if len(repr(k)) <= 40 else repr(k)[:37] + "..." for k in keys[:n])
+    return f"[{shown}{', ...' if len(keys) > n else ''}]"
+
+
+def refuse(path: str | Path, key: str, value: Any, expected: str) -> None:
+    """Raise the one line: '<file>: <key> is <what was found>: expected <what is allowed>'."""
+    raise MalformedFile(f"{path}: {key} is {found(value)}: expected {expected}")
+
+
+def is_int(value: Any) -> bool:
+    return type(value) is int or (isinstance(value, numbers.Integral) and not isinstance(value, bool))
+
+
+def is_number(value: Any) -> bool:
+    """A real number a float can hold, not a bool (nan and inf included: a history may hold them)."""
+    if type(value) is float:
+        return True
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        float(value)  # 10**400 cannot be formatted, averaged or plotted as one
+    except OverflowError:
+        return False
+    return True
+
+
+def is_count(value: Any) -> bool:
+    """A non-negative integer (not a bool)."""
+    return is_int(value) and value >= 0
+
+
+def is_nonnegative(value: Any) -> bool:
+    """A finite number >= 0 (seconds, a learning rate)."""
+    return is_number(value) and math.isfinite(value) and value >= 0
+
+
+def is_versions(value: Any) -> bool:
+    """{name: version string (or None)}, as provenance.versions writes it."""
+    return isinstance(value, dict) and all(isinstance(v, str) or v is None for v in value.values())
+
+
+def need(d: dict, key: str, ok: Any, expected: str, path: str | Path, where: str = "") -> Any:
+    """d[key] if ok(it), else the one-line refusal naming where + key."""
+    value = d.get(key, MISSING)
+    if value is MISSING or not ok(value):
+        refuse(path, where + key, value, expected)
+    return value
+
+
+def checkpoint_config(state: dict[str, Any], path: str | Path) -> Config:
+    """The Config a checkpoint was made with; its own one-line refusal, prefixed with the file, if it is invalid."""
+    d = state.get("config", MISSING)
+    if not isinstance(d, dict):
+        refuse(path, "config", d, EXPECTED["config"])
+    try:
+        return Config.from_dict(d)
+    except (ValueError, TypeError) as err:  # TypeError: keys that are not strings
+        raise MalformedFile(f"{path}: config is invalid: {' '.join(str(err).split())}") from None
+
+
+def meta_model(config: Config) -> torch.nn.Module:
+    """VAE(config) on the meta device: every parameter's shape, no memory."""
+    from .model import VAE
+
+    with torch.device("meta"):
+        return VAE(config)
+
+
+def check_checkpoint(state: dict[str, Any], path: str | Path, config_model: torch.nn.Module | None = None, *,
+                     optimizer: torch.optim.Optimizer | None = None, generator: torch.Generator | None = None,
+                     require: tuple[str, ...] = TRAINING_KEYS, keys: tuple[str, ...] = ALL_KEYS) -> Config:
+    """Check the keys of a checkpoint (see train._state) before anything is restored; returns its Config.
+
+    config_model: the model its weights go into (default: the one its config builds, on the meta device);
+    optimizer, generator: the ones a resume restores, so the optimizer's groups and the generator's size are
+    compared too. `require`: the keys that must be there (a shipped model has no optimizer); `keys`: those
+    checked where present (load_checkpoint leaves the optimizer it does not read alone).
+    """
+    from .history import History
+
+    if not isinstance(state, dict):
+        refuse(path, "the top level", state, "a dict (a vaelib checkpoint)")
+    for key in require:
+        if key not in state:
+            refuse(path, key, MISSING, EXPECTED[key])
+    config = checkpoint_config(state, path)
+    model = config_model if config_model is not None else meta_model(config)
+    check_weights(state.get("model", MISSING), path, model)
+    present = {k for k in keys if k in state}
+    if "history" in present:
+        History.from_dict(state["history"], str(path), key="history")
+    if "epoch" in present:
+        need(state, "epoch", is_count, EXPECTED["epoch"], path)
+    if "seed" in present:
+        need(state, "seed", is_count, EXPECTED["seed"], path)
+    if "versions" in present:
+        need(state, "versions", is_versions, EXPECTED["versions"], path)
+    if "optimizer" in present:
+        check_optimizer(state["optimizer"], path, optimizer or torch.optim.Adam(model.parameters()))
+    if "generator" in present:
+        check_generator(state["generator"], path, generator)
+    return config
+
+
+def check_weights(weights: Any, path: str | Path, model: torch.nn.Module) -> None:
+    """The saved model state against model.state_dict(): the same keys, each a tensor of the same shape."""
+    if not isinstance(weights, dict):
+        refuse(path, "model", weights, EXPECTED["model"])
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in weights]
+    if missing:
+        want = tuple(expected[missing[0]].shape)
+        raise MalformedFile(f"{path}: model.{missing[0]} is missing ({len(missing)} of the {len(expected)} tensors "
+                            f"of the config's model are): the config's model needs a tensor of shape {want}")
+    for key, want in expected.items():
+        got = weights[key]
+        if not isinstance(got, torch.Tensor) or got.layout != torch.strided or got.is_complex():
+            refuse(path, f"model.{key}", got, f"a tensor of shape {tuple(want.shape)}")
+        if tuple(got.shape) != tuple(want.shape):
+            raise MalformedFile(f"{path}: model.{key} has shape {tuple(got.shape)}, the config's model needs "
+                                f"{tuple(want.shape)}")
+        if got.is_floating_point() != want.is_floating_point():
+            refuse(path, f"model.{key}", got, f"a {want.dtype} tensor (floating point: {want.is_floating_point()})")
+    extra = [k for k in weights if k not in expected]
+    if extra:
+        raise MalformedFile(f"{path}: model.{extra[0]} is unexpected ({len(extra)} tensors are): the config's model "
+                            "has no such tensor")
+
+
+def check_optimizer(saved: Any, path: str | Path, optimizer: torch.optim.Optimizer) -> None:
+    """An Adam state dict that optimizer.load_state_dict takes and its next step can use: its groups, their
+    hyperparameters, and each parameter's step and moments (of the parameter's shape)."""
+    if not isinstance(saved, dict):
+        refuse(path, "optimizer", saved, EXPECTED["optimizer"])
+    mine = optimizer.param_groups
+    groups = need(saved, "param_groups", lambda g: isinstance(g, list) and len(g) == len(mine),
+                  f"a list of {len(mine)} parameter group(s)", path, "optimizer.")
+    state = need(saved, "state", lambda s: isinstance(s, dict), "a dict of each parameter's state", path,
+                 "optimizer.")
+    params: dict[Any, tuple[torch.Tensor, dict]] = {}
+    for i, (group, own) in enumerate(zip(groups, mine)):
+        _check_group(group, own, path, f"optimizer.param_groups[{i}]")
+        params.update((pid, (p, group)) for pid, p in zip(group["params"], own["params"]))
+    if len(params) != sum(len(g["params"]) for g in mine):
+        refuse(path, "optimizer.param_groups", groups, "each parameter id once")
+    for pid, s in state.items():
+        key = f"optimizer.state[{pid!r}]"
+        if pid not in params:
+            raise MalformedFile(f"{path}: {key} names no parameter: expected the ids of optimizer.param_groups")
+        if not isinstance(s, dict):
+            refuse(path, key, s, "a dict (step, exp_avg, exp_avg_sq)")
+        if s:  # an empty state is one Adam has not stepped yet
+            _check_moments(s, *params[pid], path, key)
+
+
+def _check_group(group: Any, own: dict, path: str | Path, key: str) -> None:
+    if not isinstance(group, dict):
+        refuse(path, key, group, "a dict (params, lr, betas, eps, weight_decay, ...)")
+    n = len(own["params"])
+    need(group, "params", lambda p: isinstance(p, list) and len(p) == n and all(is_int(i) for i in p),
+         f"a list of {n} parameter ids", path, key + ".")
+    for name in ("lr", "eps", "weight_decay"):
+        need(group, name, is_nonnegative, "a finite number >= 0", path, key + ".")
+    need(group, "betas", lambda b: isinstance(b, (tuple, list)) and len(b) == 2 and all(is_nonnegative(x) for x in b),
+         "two finite numbers >= 0 (Adam's beta1, beta2)", path, key + ".")
+    for name, value in own.items():  # the flags (amsgrad, fused, ...): what Adam's step branches on
+        if isinstance(value, bool) and name in group and not isinstance(group[name], (bool, type(None))):
+            refuse(path, f"{key}.{name}", group[name], "true or false")
+
+
+def _check_moments(s: dict, param: torch.Tensor, group: dict, path: str | Path, key: str) -> None:
+    step = s.get("step", MISSING)
+    if not (isinstance(step, torch.Tensor) and step.numel() == 1 and not step.is_complex()
+            and step.dtype != torch.bool and math.isfinite(float(step)) and float(step) >= 0):
+        refuse(path, f"{key}.step", step, "a tensor holding the number of steps taken (>= 0)")
+    for name in ADAM_MOMENTS + (("max_exp_avg_sq",) if group.get("amsgrad") else ()):
+        value = s.get(name, MISSING)
+        if not (isinstance(value, torch.Tensor) and value.is_floating_point() and value.shape == param.shape):
+            refuse(path, f"{key}.{name}", value, f"a floating-point tensor of the parameter's shape "
+                                                 f"{tuple(param.shape)}")
+
+
+def check_generator(saved: Any, path: str | Path, generator: torch.Generator | None = None) -> None:
+    """A generator state: a 1-D uint8 tensor (a subclass too), of the size this device's generator takes."""
+    size = generator.get_state().numel() if generator is not None else None
+    ok = (isinstance(saved, torch.Tensor) and saved.dtype == torch.uint8 and saved.dim() == 1
+          and (size is None or saved.numel() == size))
+    if not ok:
+        device = f" ({generator.device.type} generator)" if generator is not None else ""
+        refuse(path, "generator", saved, f"a 1-D uint8 tensor{f' of {size} bytes' if size else ''}, the random "
+                                         f"generator's state{device}")
