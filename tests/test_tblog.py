@@ -119,6 +119,6 @@ def test_train_command_writes_tensorboard(tmp_path, capsys):
     (tmp_path / "file").write_text("")
     assert main(["train", "--preset", "digits", "--out", str(tmp_path / "run2"), "--tensorboard",
                  str(tmp_path / "file")]) == 2
-    assert capsys.readouterr().err.strip() == (f"vaelib: error: log_dir='{tmp_path / 'file'}' (--tensorboard) "
-                                               "is invalid: it or a parent is a file; allowed a folder")
+    assert capsys.readouterr().err.strip() == (f"vaelib: error: --tensorboard folder {tmp_path / 'file'} is a file: "
+                                               "allowed a folder (new or existing)")
     assert not (tmp_path / "run2").exists()  # refused before anything was written
