@@ -182,6 +182,12 @@ def test_copy_notebooks_refuses_to_replace_before_copying_anything(tmp_path, cap
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="file is a file: allowed a folder"):
         copy_notebooks(tmp_path / "file")
+    with pytest.raises(ValueError, match=r"notebooks folder .*file/sub lies under .*file, a file"):
+        copy_notebooks(tmp_path / "file" / "sub")
+    (tmp_path / "taken" / names[0]).mkdir(parents=True)
+    with pytest.raises(ValueError, match=rf"notebook .*taken/{names[0]} is a folder"):
+        copy_notebooks(tmp_path / "taken", force=True)
+    assert list((tmp_path / "taken").iterdir()) == [tmp_path / "taken" / names[0]]  # nothing copied
 
 
 def test_an_unreadable_or_foreign_metrics_json_is_named_by_the_index_and_the_timings(tmp_path):

@@ -16,6 +16,7 @@ from .files import copy_file, save_json, shareable_mode, write_text
 from .jsonfiles import MalformedFile, check_report_metrics, is_report_metrics, load_json, read_report_metrics
 from .lock import file_lock
 from .notebook_params import RESERVED, check_extras, check_parameters  # noqa: F401 (RESERVED: re-exported)
+from .paths import check_files, check_folder
 from .provenance import CHECKOUT, PACKAGE, REPO, versions
 from .runtime import HEADLESS_ENV
 
@@ -32,12 +33,11 @@ def workspace() -> Path:
 def copy_notebooks(dest: str | Path, force: bool = False) -> list[Path]:
     """Copy the numbered notebooks into `dest` (for JupyterLab: their runs/ and data/ go to dest/..); refuses to
     overwrite a notebook that is there unless force=True, before copying anything."""
-    dest = Path(dest)
-    if dest.exists() and not dest.is_dir():
-        raise ValueError(f"{dest} is a file: allowed a folder (new or existing)")
+    dest = check_folder(dest, "notebooks folder")  # a file, or under a file: refused
     sources = numbered_notebooks()
     if not sources:
         raise FileNotFoundError(f"no numbered notebooks (NN_*.ipynb) in {NOTEBOOKS}")
+    check_files(dest, [p.name for p in sources], "notebook")  # a notebook's name taken by a folder: refused
     there = [dest / p.name for p in sources if (dest / p.name).exists()]
     if there and not force:
         raise FileExistsError(f"{there[0]} exists ({len(there)} of the notebooks are there): "
