@@ -53,3 +53,35 @@ def test_free_bits_floor_only_the_optimised_total():
 def test_bad_recon_kind():
     with pytest.raises(ValueError, match="recon kind 'l1' is invalid"):
         reconstruction(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), "l1")
+
+
+def test_the_likelihood_registry_is_the_one_the_config_and_the_bound_use(monkeypatch):
+    import dataclasses
+
+    from vaelib import config, losses, metrics
+    from vaelib.config import TrainConfig
+
+    assert config.RECON_LOSSES == tuple(losses.LIKELIHOODS) == ("mse", "bernoulli")
+    x = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    logits = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    mse, bern = losses.likelihood("mse"), losses.likelihood("bernoulli")
+    gauss = torch.distributions.Normal(torch.sigmoid(logits), math.sqrt(0.5)).log_prob(x).flatten(1).sum(1)
+    assert torch.allclose(mse.log_prob(logits, x), gauss, atol=1e-5)  # a normalised Gaussian, variance 1/2
+    assert torch.allclose(mse.nll(logits, x), -gauss - 16 * 0.5 * math.log(math.pi), atol=1e-5)
+    binary = (x > 0.5).float()
+    bern_lp = torch.distributions.Bernoulli(logits=logits).log_prob(binary).flatten(1).sum(1)
+    assert torch.allclose(bern.log_prob(logits, binary), bern_lp, atol=1e-5)
+    with pytest.raises(ValueError, match="recon kind 'l1' is invalid: allowed mse, bernoulli"):
+        losses.likelihood("l1")
+    with pytest.raises(ValueError, match="train.recon='l1' is invalid"):
+        TrainConfig(recon="l1")
+    # a loss that is no normalised density (a perceptual loss, say) is refused by the importance-weighted bound
+    fake = dataclasses.replace(mse, name="perceptual", normalised=False, note="a feature-space distance")
+    monkeypatch.setitem(losses.LIKELIHOODS, "perceptual", fake)
+
+    class Model(torch.nn.Module):
+        config = None
+
+    with pytest.raises(ValueError, match=r"likelihood='perceptual' is not a normalised density \(a feature-space "
+                                         r"distance\): no importance-weighted bound"):
+        metrics.iw_nll(Model(), x, likelihood="perceptual")

@@ -17,9 +17,11 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from .losses import LIKELIHOODS
+
 DATASETS = ("fashion_mnist", "cifar10", "celeba", "mnist", "digits", "shapes")
 SCHEDULES = ("constant", "warmup", "linear", "cyclic")
-RECON_LOSSES = ("mse", "bernoulli")
+RECON_LOSSES = tuple(LIKELIHOODS)  # the names of vaelib.losses' one likelihood registry
 BACKGROUNDS = ("plain", "textured")
 PRECISIONS = ("fp32", "bf16")
 ADAM_IMPLS = ("auto", "foreach", "fused", "for")

@@ -11,6 +11,8 @@ with variance 1/2 per pixel, up to the constant 0.5 * log(pi) per pixel.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -37,21 +39,59 @@ def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp())
 
 
+def _squared_error(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return (torch.sigmoid(logits) - x).pow(2).flatten(1).sum(1)  # (B,)
+
+
+def _gaussian_half_log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    # N(x; sigmoid(logits), 1/2 per pixel) on R^D: -(x - x_hat)^2 - 0.5 log(pi) per pixel
+    return -_squared_error(logits, x) - 0.5 * x[0].numel() * math.log(math.pi)
+
+
+def _bce(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)  # (B,)
+
+
+@dataclass(frozen=True)
+class Likelihood:
+    """A decoder likelihood p(x|z) as vaelib uses it, from decoder logits (B, C, H, W) and targets x in [0, 1].
+
+    nll: the training term, (B,) per image summed over pixels; log_prob: log p(x|z), (B,), which the
+    importance-weighted bound needs; normalised: whether log_prob is the log of a normalised density (or
+    probability), without which no bound on -log p(x) exists (a perceptual loss is not one).
+    """
+    name: str
+    nll: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    log_prob: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    normalised: bool
+    note: str
+
+
+LIKELIHOODS = {lik.name: lik for lik in (  # the one registry: elbo, the IW bound, the baselines and the config use it
+    Likelihood("mse", _squared_error, _gaussian_half_log_prob, True,
+               "sum of squared errors = -log N(x; x_hat, 1/2 per pixel) on R^D, up to 0.5 log(pi) per pixel"),
+    Likelihood("bernoulli", _bce, lambda logits, x: -_bce(logits, x), True,
+               "BCE with logits: -log Bernoulli(x; x_hat), normalised for binary x; on grey levels in [0, 1] it "
+               "is the usual unnormalised form, not the continuous Bernoulli"),
+)}
+
+
+def likelihood(kind: str) -> Likelihood:
+    """The registered likelihood `kind`; refuses an unknown name, naming those allowed."""
+    if kind not in LIKELIHOODS:
+        raise ValueError(f"recon kind {kind!r} is invalid: allowed {', '.join(LIKELIHOODS)}")
+    return LIKELIHOODS[kind]
+
+
 def reconstruction(recon_logits: torch.Tensor, x: torch.Tensor, kind: str = "mse") -> torch.Tensor:
-    """Per-image reconstruction term (B,), summed over pixels.
+    """Per-image reconstruction term (B,), summed over pixels: the registered likelihood's nll.
 
     Args:
         recon_logits: decoder outputs *before* the Sigmoid (logits), (B, C, H, W).
         x: targets in [0, 1], (B, C, H, W).
         kind: 'mse' (squared error of sigmoid(logits) vs x, summed) or 'bernoulli' (BCE with logits, summed).
     """
-    if kind == "mse":
-        err = (torch.sigmoid(recon_logits) - x).pow(2)
-    elif kind == "bernoulli":
-        err = F.binary_cross_entropy_with_logits(recon_logits, x, reduction="none")
-    else:
-        raise ValueError(f"recon kind {kind!r} is invalid: allowed mse, bernoulli")
-    return err.flatten(1).sum(1)
+    return likelihood(kind).nll(recon_logits, x)
 
 
 @torch.no_grad()

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from sklearn.metrics import mutual_info_score
 from torch import nn
 
-from .config import RECON_LOSSES, Config
-from .losses import kl_per_dim
+from .config import Config
+from .losses import LIKELIHOODS, kl_per_dim
 from .model import eval_mode, model_device
 from .runtime import to_float
 from .train import evaluate
@@ -107,14 +107,6 @@ def active_units(model: nn.Module, images: torch.Tensor, threshold: float = 0.01
     return int((posterior_mean_variance(model, images, batch_size) > threshold).sum())
 
 
-def _log_px_given_z(logits: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
-    """log p(x|z) summed over pixels, (B,), for decoder logits (B, C, H, W)."""
-    if likelihood == "bernoulli":
-        return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
-    pixels = x[0].numel()  # Gaussian, variance 1/2 per pixel: -(x - x_hat)^2 - 0.5 log(pi)
-    return -(torch.sigmoid(logits) - x).pow(2).flatten(1).sum(1) - 0.5 * pixels * math.log(math.pi)
-
-
 def _iw_log_px(model: nn.Module, x: torch.Tensor, k: int, likelihood: str, gen: torch.Generator,
                decode_batch: int) -> torch.Tensor:
     """log (1/k) sum_i w_i for each image of a batch x (B, C, H, W) -> (B,)."""
@@ -128,7 +120,7 @@ def _iw_log_px(model: nn.Module, x: torch.Tensor, k: int, likelihood: str, gen: 
         z = mu[:, None] + std[:, None] * eps  # (B, c, D)
         logits = model.decoder.forward_logits(z.flatten(0, 1)).float()  # (B*c, C, H, W)
         x_rep = x[:, None].expand(-1, c, *x.shape[1:]).flatten(0, 1)  # (B*c, C, H, W)
-        log_px = _log_px_given_z(logits, x_rep, likelihood).view(len(x), c)  # (B, c)
+        log_px = LIKELIHOODS[likelihood].log_prob(logits, x_rep).view(len(x), c)  # (B, c): log p(x|z)
         # log p(z) - log q(z|x); the 0.5 log(2 pi) per dimension cancels between the two.
         log_pz_minus_qz = (-0.5 * z.pow(2) + 0.5 * eps.pow(2) + 0.5 * logvar[:, None]).sum(-1)  # (B, c)
         log_w.append(log_px + log_pz_minus_qz)
@@ -154,8 +146,11 @@ def iw_nll(model: nn.Module, images: torch.Tensor, k: int = 64, batch_size: int 
     that report discrete (e.g. 256-way or discretised logistic) likelihoods.
     """
     likelihood = model.config.train.recon if likelihood is None else likelihood
-    if likelihood not in RECON_LOSSES:
-        raise ValueError(f"likelihood={likelihood!r} is invalid: allowed one of {', '.join(RECON_LOSSES)}")
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"likelihood={likelihood!r} is invalid: allowed one of {', '.join(LIKELIHOODS)}")
+    if not LIKELIHOODS[likelihood].normalised:
+        raise ValueError(f"likelihood={likelihood!r} is not a normalised density ({LIKELIHOODS[likelihood].note}): "
+                         "no importance-weighted bound on -log p(x) exists for it")
     if k < 1:
         raise ValueError(f"k={k!r} is invalid: allowed an integer >= 1")
     device = model_device(model)

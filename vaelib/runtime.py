@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 from contextlib import nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from .config import Config
+if TYPE_CHECKING:  # annotations only: config imports losses, which imports runtime
+    from .config import Config
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
