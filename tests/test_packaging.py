@@ -155,3 +155,53 @@ def test_every_subpackage_and_the_notebooks_are_packaged():
     assert setuptools["package-dir"] == {"vaelib.notebooks": "notebooks"}
     assert setuptools["package-data"]["vaelib.notebooks"] == ["[0-9][0-9]_*.ipynb"]
     assert list((ROOT / "vaelib" / "pretrained").glob("*.pt"))  # what "vaelib.pretrained" = ["*.pt"] ships
+
+
+def _imports(path, package):
+    """The vaelib modules a module imports (at the top or inside functions), skipping `if TYPE_CHECKING:` blocks."""
+    import ast
+
+    found = set()
+
+    def visit(node):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            return  # annotations only: never imported when the code runs
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package.split(".")[: len(package.split(".")) - node.level + 1]
+            target = ".".join(base + ([node.module] if node.module else []))
+            found.update(f"{target}.{a.name}" for a in node.names) if node.module is None else found.add(target)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
+    return found
+
+
+def test_the_package_has_no_import_cycle():
+    from pathlib import Path
+
+    import vaelib
+
+    root = Path(vaelib.__file__).parent
+    graph = {}
+    for path in root.rglob("*.py"):
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        graph[name] = (path, name if path.name == "__init__.py" else name.rsplit(".", 1)[0])
+    edges = {m: {d for d in _imports(p, pkg) if d in graph and d != "vaelib"} for m, (p, pkg) in graph.items()}
+    state, cycles = {}, []
+
+    def dfs(node, stack):
+        state[node] = "open"
+        for dep in sorted(edges[node]):
+            if state.get(dep) == "open":
+                cycles.append(" -> ".join(stack[stack.index(dep):] + [dep]))
+            elif dep not in state:
+                dfs(dep, stack + [dep])
+        state[node] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            dfs(module, [module])
+    assert cycles == [], cycles
+    assert "vaelib.metrics" in edges["vaelib.tblog"] and "vaelib.train" not in edges["vaelib.metrics"]

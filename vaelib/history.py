@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, NotRequired, TypedDict
 
-from .schema import MISSING, is_int, is_number, need, refuse
+from .refusals import MISSING, is_int, is_number, need, refuse
 
 
 class Step(TypedDict):

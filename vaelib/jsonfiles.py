@@ -12,7 +12,7 @@ from typing import Any
 
 from . import schema
 from .history import History
-from .schema import MISSING, MalformedFile, is_count, is_int, is_nonnegative, is_number, need, refuse
+from .refusals import MISSING, MalformedFile, is_count, is_int, is_nonnegative, is_number, need, refuse
 
 RUN_NUMBERS = ("recon_mse", "psnr_db", "data_mean_baseline_mse", "mse_over_baseline")  # a run's metrics
 

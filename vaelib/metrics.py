@@ -18,10 +18,9 @@ from sklearn.metrics import mutual_info_score
 from torch import nn
 
 from .config import Config
-from .losses import LIKELIHOODS, kl_per_dim
+from .losses import LIKELIHOODS, elbo, kl_per_dim
 from .model import eval_mode, model_device
 from .runtime import to_float
-from .train import evaluate
 
 
 def _batches(images: torch.Tensor, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
@@ -41,6 +40,30 @@ def posterior_stats(model: nn.Module, images: torch.Tensor, batch_size: int = 51
     with eval_mode(model):
         pairs = [model.encode(x) for x in _batches(images, batch_size, device)]
     return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: torch.Tensor, config: Config, beta: float | None = None,
+             batch_size: int = 512, seed: int = 1234) -> dict[str, float]:
+    """Mean negative-ELBO terms (nats per image) over uint8 or float images, without gradients.
+
+    With train.free_bits > 0 it also returns `kl_used`, the KL term as training optimises it (each dimension's
+    batch-mean KL floored at the free bits); `total` stays recon + beta * kl, the true negative ELBO at beta.
+    """
+    device = model_device(model)
+    beta = config.train.schedule.beta if beta is None else beta
+    free_bits = config.train.free_bits
+    gen = torch.Generator(device=device).manual_seed(seed)
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
+    with eval_mode(model):
+        for start in range(0, len(images), batch_size):
+            x = to_float(images[start:start + batch_size].to(device))  # uint8 or float in [0, 1]
+            logits, mu, logvar = model(x, generator=gen)
+            t = elbo(x, logits, mu, logvar, beta=beta, kind=config.train.recon, free_bits=free_bits)
+            total = t.recon + beta * t.kl  # the true negative ELBO at beta: free bits only shape the optimised term
+            sums += torch.stack([total, t.recon, t.kl, t.kl_used]).double() * len(x)
+    total, recon, kl, used = (sums / len(images)).tolist()
+    return {"total": total, "recon": recon, "kl": kl, **({"kl_used": used} if free_bits > 0 else {})}
 
 
 def test_elbo(model: nn.Module, images: torch.Tensor, config: Config, batch_size: int = 512,

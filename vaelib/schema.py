@@ -10,15 +10,16 @@ The JSON files the commands read are checked the same way (vaelib.jsonfiles).
 from __future__ import annotations
 
 import math
-import numbers
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .config import Config
+from .history import History
+from .model import VAE
+from .refusals import MISSING, MalformedFile, is_count, is_int, is_nonnegative, is_versions, need, refuse
 
-MISSING = object()  # what `found` calls a key that is not there
 TRAINING_KEYS = ("config", "model", "optimizer", "history", "epoch", "generator")  # what a resume restores
 ALL_KEYS = (*TRAINING_KEYS, "seed", "versions")  # every key of train._state
 WEIGHTS_KEYS = ("config", "model")  # what load_checkpoint needs (a shipped model has no optimizer)
@@ -30,76 +31,6 @@ EXPECTED = {  # what each key of a checkpoint holds, as a refusal says it
     "generator": "the random generator's state (a 1-D uint8 tensor)", "seed": "the run's seed (an integer >= 0)",
     "versions": "a dict of version strings"}
 ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")  # per-parameter tensors of Adam's state, each of the parameter's shape
-
-
-class MalformedFile(ValueError):
-    """A file that was read but holds a wrong key, type or shape; the one-line message names the file and the key."""
-
-
-def found(value: Any) -> str:
-    """A value as a message shows it: 'missing', 'None', "a str ('3')", 'a torch.float32 tensor of shape (3,)'."""
-    if value is MISSING or value is None:
-        return "missing" if value is MISSING else "None"
-    if isinstance(value, torch.Tensor):
-        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
-    name = type(value).__name__
-    if isinstance(value, (dict, list, tuple)):
-        text = f"{len(value)} items" if not isinstance(value, dict) else f"keys {_first(list(value))}"
-    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
-        text = f"{value.bit_length()} bits"
-    else:
-        text = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-    return f"{'an' if name[0] in 'aeiou' else 'a'} {name} ({text})"
-
-
-def _first(keys: list, n: int = 4) -> str:
-    shown = ", ".join(repr(k) if len(repr(k)) <= 40 else repr(k)[:37] + "..." for k in keys[:n])
-    return f"[{shown}{', ...' if len(keys) > n else ''}]"
-
-
-def refuse(path: str | Path, key: str, value: Any, expected: str) -> None:
-    """Raise the one line: '<file>: <key> is <what was found>: expected <what is allowed>'."""
-    raise MalformedFile(f"{path}: {key} is {found(value)}: expected {expected}")
-
-
-def is_int(value: Any) -> bool:
-    return type(value) is int or (isinstance(value, numbers.Integral) and not isinstance(value, bool))
-
-
-def is_number(value: Any) -> bool:
-    """A real number a float can hold, not a bool (nan and inf included: a history may hold them)."""
-    if type(value) is float:
-        return True
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        return False
-    try:
-        float(value)  # 10**400 cannot be formatted, averaged or plotted as one
-    except OverflowError:
-        return False
-    return True
-
-
-def is_count(value: Any) -> bool:
-    """A non-negative integer (not a bool)."""
-    return is_int(value) and value >= 0
-
-
-def is_nonnegative(value: Any) -> bool:
-    """A finite number >= 0 (seconds, a learning rate)."""
-    return is_number(value) and math.isfinite(value) and value >= 0
-
-
-def is_versions(value: Any) -> bool:
-    """{name: version string (or None)}, as provenance.versions writes it."""
-    return isinstance(value, dict) and all(isinstance(v, str) or v is None for v in value.values())
-
-
-def need(d: dict, key: str, ok: Any, expected: str, path: str | Path, where: str = "") -> Any:
-    """d[key] if ok(it), else the one-line refusal naming where + key."""
-    value = d.get(key, MISSING)
-    if value is MISSING or not ok(value):
-        refuse(path, where + key, value, expected)
-    return value
 
 
 def checkpoint_config(state: dict[str, Any], path: str | Path) -> Config:
@@ -115,8 +46,6 @@ def checkpoint_config(state: dict[str, Any], path: str | Path) -> Config:
 
 def meta_model(config: Config) -> torch.nn.Module:
     """VAE(config) on the meta device: every parameter's shape, no memory."""
-    from .model import VAE
-
     with torch.device("meta"):
         return VAE(config)
 
@@ -131,8 +60,6 @@ def check_checkpoint(state: dict[str, Any], path: str | Path, config_model: torc
     compared too. `require`: the keys that must be there (a shipped model has no optimizer); `keys`: those
     checked where present (load_checkpoint leaves the optimizer it does not read alone).
     """
-    from .history import History
-
     if not isinstance(state, dict):
         refuse(path, "the top level", state, "a dict (a vaelib checkpoint)")
     for key in require:

@@ -18,6 +18,7 @@ import torch
 from . import distributed
 from .config import Config
 from .history import History
+from .metrics import kl_per_dimension
 from .model import VAE, eval_mode, model_device
 from .runtime import to_float
 
@@ -72,7 +73,6 @@ class TensorBoardLog:
 
     @torch.no_grad()
     def _log_model(self, model: VAE, x_val: torch.Tensor, step: int) -> None:
-        from .metrics import kl_per_dimension  # metrics imports train, which imports this module: import on use
 
         device = model_device(model)
         gen = torch.Generator(device=device).manual_seed(self.config.train.seed)  # the same z every epoch

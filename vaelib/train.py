@@ -17,7 +17,8 @@ from .checkpoint import read_checkpoint, save_checkpoint, save_json
 from .config import Config, comparable
 from .history import History
 from .losses import constant_image_nll, elbo
-from .model import VAE, eval_mode, model_device
+from .metrics import evaluate
+from .model import VAE
 from .provenance import versions
 from .runtime import adam_impl, autocast, bf16_supported, mean_image, resolve_device, to_float
 from .schedules import beta_at
@@ -44,30 +45,6 @@ def _optimizer(model: VAE, config: Config, device: torch.device) -> torch.optim.
     impl = adam_impl(config)
     kw = {"fused": impl == "fused", "foreach": impl == "foreach"}
     return torch.optim.Adam(model.parameters(), lr=config.train.lr, **kw)
-
-
-@torch.no_grad()
-def evaluate(model: VAE, images: torch.Tensor, config: Config, beta: float | None = None,
-             batch_size: int = 512, seed: int = 1234) -> dict[str, float]:
-    """Mean negative-ELBO terms (nats per image) over uint8 or float images, without gradients.
-
-    With train.free_bits > 0 it also returns `kl_used`, the KL term as training optimises it (each dimension's
-    batch-mean KL floored at the free bits); `total` stays recon + beta * kl, the true negative ELBO at beta.
-    """
-    device = model_device(model)
-    beta = config.train.schedule.beta if beta is None else beta
-    free_bits = config.train.free_bits
-    gen = torch.Generator(device=device).manual_seed(seed)
-    sums = torch.zeros(4, dtype=torch.float64, device=device)
-    with eval_mode(model):
-        for start in range(0, len(images), batch_size):
-            x = to_float(images[start:start + batch_size].to(device))  # uint8 or float in [0, 1]
-            logits, mu, logvar = model(x, generator=gen)
-            t = elbo(x, logits, mu, logvar, beta=beta, kind=config.train.recon, free_bits=free_bits)
-            total = t.recon + beta * t.kl  # the true negative ELBO at beta: free bits only shape the optimised term
-            sums += torch.stack([total, t.recon, t.kl, t.kl_used]).double() * len(x)
-    total, recon, kl, used = (sums / len(images)).tolist()
-    return {"total": total, "recon": recon, "kl": kl, **({"kl_used": used} if free_bits > 0 else {})}
 
 
 def _load_data(config: Config, train, val):
