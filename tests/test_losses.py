@@ -80,7 +80,7 @@ def test_the_likelihood_registry_is_the_one_the_config_and_the_bound_use(monkeyp
     monkeypatch.setitem(losses.LIKELIHOODS, "perceptual", fake)
 
     class Model(torch.nn.Module):
-        config = None
+        config, gaussian_posterior = None, True
 
     with pytest.raises(ValueError, match=r"likelihood='perceptual' is not a normalised density \(a feature-space "
                                          r"distance\): no importance-weighted bound"):

@@ -60,3 +60,37 @@ def test_wrong_input_shape_is_refused():
         model.encode(torch.zeros(2, 3, 32, 32))
     with pytest.raises(ValueError, match="n=0 is invalid"):
         model.sample(0)
+
+
+def test_model_families_are_built_from_the_config_and_a_family_without_a_gaussian_posterior_is_refused(monkeypatch):
+    from vaelib import config as config_module
+    from vaelib import metrics, model
+    from vaelib.config import ModelConfig, get_preset, with_overrides
+    from vaelib.experiments import config_hash
+    from vaelib.widgets.explorer import LatentExplorer
+
+    assert tuple(model.MODELS) == config_module.MODEL_KINDS == ("vae",)
+    c = with_overrides(get_preset("digits"), **{"model.latent_dim": 4})
+    assert type(model.build_model(c)) is model.VAE and c.model.kind == "vae"
+    with pytest.raises(ValueError, match=r"model.kind='vq' is invalid: allowed one of vae"):
+        ModelConfig(kind="vq")
+    d = c.to_dict()
+    del d["model"]["kind"]  # a config (or checkpoint) written before families existed
+    assert type(c).from_dict(d) == c and config_hash(type(c).from_dict(d)) == config_hash(c)
+
+    class Codes(torch.nn.Module):  # a family with discrete codes: no (mu, logvar)
+        def __init__(self, config):
+            super().__init__()
+            self.config, self.w = config, torch.nn.Parameter(torch.zeros(1))
+
+    monkeypatch.setattr(config_module, "MODEL_KINDS", ("vae", "codes"))
+    monkeypatch.setitem(model.MODELS, "codes", Codes)
+    toy = model.build_model(with_overrides(c, **{"model.kind": "codes"}))
+    assert isinstance(toy, Codes)
+    images = torch.zeros(4, *c.input_shape, dtype=torch.uint8)
+    for call, what in ((lambda: metrics.kl_per_dimension(toy, images), "posterior statistics"),
+                       (lambda: metrics.iw_nll(toy, images, k=2), "the importance-weighted bound"),
+                       (lambda: LatentExplorer(toy, None), "the latent explorer")):
+        with pytest.raises(ValueError, match=rf"^{what}.* needs a Gaussian posterior \(encode\(x\) -> mu, logvar\): "
+                                             r"model family 'codes' has none; allowed a model of family 'vae'$"):
+            call()

@@ -10,6 +10,7 @@ import torch
 from torch.torch_version import TorchVersion
 
 from .files import atomic_write_bytes, save_json, shareable_mode  # noqa: F401 (save_json, shareable_mode: re-exported)
+from .model import build_model
 from .schema import MODEL_KEYS, WEIGHTS_KEYS, MalformedFile, check_checkpoint, checkpoint_config
 
 
@@ -65,10 +66,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
 
     Its config, weights (each tensor's shape against the model the config builds) and, where present, history
     and epoch are checked first (schema.check_checkpoint): a malformed one is refused in one line."""
-    from .model import VAE
-
     state = read_checkpoint(path, map_location=device)
-    model = VAE(checkpoint_config(state, path)).to(device)
+    model = build_model(checkpoint_config(state, path)).to(device)
     check_checkpoint(state, path, model, require=WEIGHTS_KEYS, keys=MODEL_KEYS)
     model.load_state_dict(state["model"])
     model.eval()

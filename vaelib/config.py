@@ -23,6 +23,7 @@ DATASETS = ("fashion_mnist", "cifar10", "celeba", "mnist", "digits", "shapes")
 SCHEDULES = ("constant", "warmup", "linear", "cyclic")
 RECON_LOSSES = tuple(LIKELIHOODS)  # the names of vaelib.losses' one likelihood registry
 BACKGROUNDS = ("plain", "textured")
+MODEL_KINDS = ("vae",)  # model families, each built by vaelib.model.MODELS[kind]
 PRECISIONS = ("fp32", "bf16")
 ADAM_IMPLS = ("auto", "foreach", "fused", "for")
 # Upper bounds: beyond them a value is a typo or an overflow waiting to happen, never a setting.
@@ -164,9 +165,11 @@ class ModelConfig:
     batch_norm: bool = False  # BatchNorm after each conv
     kernel_size: int = 3  # conv kernel, padding kernel_size // 2
     leaky_slope: float = 0.2  # LeakyReLU negative slope
+    kind: str = "vae"  # the model family: vaelib.model.MODELS builds it (today only the Gaussian conv VAE)
 
     def __post_init__(self) -> None:
         _check_types("model", self)
+        _choice("model", "kind", self.kind, MODEL_KINDS)
         object.__setattr__(self, "hidden_dims", tuple(self.hidden_dims))
         _check_ranges("model", self)
         if not 1 <= len(self.hidden_dims) <= MAX_LAYERS:

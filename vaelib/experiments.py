@@ -45,7 +45,7 @@ def config_hash(config: Config) -> str:
 
 # Config fields added after runs were cached and shipped: left out of the key while at their default, so that
 # every earlier run (and vaelib/pretrained/) keeps its folder name.
-KEY_NEUTRAL = {("train", "stop_tol"): 0.0, ("train", "min_epochs"): 0}
+KEY_NEUTRAL = {("train", "stop_tol"): 0.0, ("train", "min_epochs"): 0, ("model", "kind"): "vae"}
 
 
 def run_dir(config: Config, root: str | Path = "runs") -> Path:

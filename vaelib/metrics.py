@@ -19,7 +19,7 @@ from torch import nn
 
 from .config import Config
 from .losses import LIKELIHOODS, elbo, kl_per_dim
-from .model import eval_mode, model_device
+from .model import eval_mode, model_device, require_gaussian_posterior
 from .runtime import to_float
 
 
@@ -36,6 +36,7 @@ def _batches(images: torch.Tensor, batch_size: int, device: torch.device) -> Ite
 def posterior_stats(model: nn.Module, images: torch.Tensor, batch_size: int = 512
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """(mu, logvar) of q(z|x) for every image, each (N, D), on the model's device."""
+    require_gaussian_posterior(model, "posterior statistics (KL per dimension, active units, codes)")
     device = model_device(model)
     with eval_mode(model):
         pairs = [model.encode(x) for x in _batches(images, batch_size, device)]
@@ -168,6 +169,7 @@ def iw_nll(model: nn.Module, images: torch.Tensor, k: int = 64, batch_size: int 
     The mse likelihood is a continuous density on [0, 1], so its bits/dim is not comparable with papers
     that report discrete (e.g. 256-way or discretised logistic) likelihoods.
     """
+    require_gaussian_posterior(model, "the importance-weighted bound")
     likelihood = model.config.train.recon if likelihood is None else likelihood
     if likelihood not in LIKELIHOODS:
         raise ValueError(f"likelihood={likelihood!r} is invalid: allowed one of {', '.join(LIKELIHOODS)}")

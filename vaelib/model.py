@@ -97,6 +97,8 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 class VAE(nn.Module):
     """Kingma & Welling (2014) VAE with a diagonal Gaussian posterior and a N(0, I) prior."""
 
+    gaussian_posterior = True  # encode(x) -> (mu, logvar) of q(z|x) = N(mu, diag(exp(logvar)))
+
     def __init__(self, config: Config) -> None:
         super().__init__()
         self.config = config
@@ -172,3 +174,21 @@ class VAE(nn.Module):
             self.train(was_training)
         shapes.append(("output", tuple(out.shape)))
         return shapes
+
+
+MODELS: dict[str, type[nn.Module]] = {"vae": VAE}  # config.model.kind -> its class (config.MODEL_KINDS names them)
+
+
+def build_model(config: Config) -> nn.Module:
+    """The model of config.model.kind, built from the config alone: what fit, checkpoints and the run cache use."""
+    return MODELS[config.model.kind](config)
+
+
+def require_gaussian_posterior(model: nn.Module, what: str) -> None:
+    """Refuse, in one line, a model whose family has no Gaussian posterior q(z|x) = N(mu, sigma^2) for `what`
+    (a metric or a widget that reads encode(x) as (mu, logvar)). A family says so with gaussian_posterior =
+    False; a model that does not say is taken at its word if it has an encode method."""
+    if not getattr(model, "gaussian_posterior", callable(getattr(model, "encode", None))):
+        kind = getattr(getattr(model, "config", None), "model", None)
+        raise ValueError(f"{what} needs a Gaussian posterior (encode(x) -> mu, logvar): model family "
+                         f"{getattr(kind, 'kind', type(model).__name__)!r} has none; allowed a model of family 'vae'")

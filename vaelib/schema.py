@@ -17,7 +17,7 @@ import torch
 
 from .config import Config
 from .history import History
-from .model import VAE
+from .model import build_model
 from .refusals import MISSING, MalformedFile, is_count, is_int, is_nonnegative, is_versions, need, refuse
 
 TRAINING_KEYS = ("config", "model", "optimizer", "history", "epoch", "generator")  # what a resume restores
@@ -45,9 +45,9 @@ def checkpoint_config(state: dict[str, Any], path: str | Path) -> Config:
 
 
 def meta_model(config: Config) -> torch.nn.Module:
-    """VAE(config) on the meta device: every parameter's shape, no memory."""
+    """The config's model on the meta device: every parameter's shape, no memory."""
     with torch.device("meta"):
-        return VAE(config)
+        return build_model(config)
 
 
 def check_checkpoint(state: dict[str, Any], path: str | Path, config_model: torch.nn.Module | None = None, *,

@@ -18,7 +18,7 @@ from .config import Config, comparable
 from .history import History
 from .losses import constant_image_nll, elbo
 from .metrics import evaluate
-from .model import VAE
+from .model import VAE, build_model
 from .provenance import versions
 from .runtime import adam_impl, autocast, bf16_supported, mean_image, resolve_device, to_float
 from .schedules import beta_at
@@ -167,7 +167,7 @@ def fit(config: Config, train: Any = None, val: Any = None, *, device: str | tor
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # shapes are fixed (full batches only): autotune once
     torch.manual_seed(tc.seed)
-    model = VAE(config).to(device)
+    model = build_model(config).to(device)
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = _optimizer(model, config, device)

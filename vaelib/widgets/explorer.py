@@ -29,7 +29,7 @@ from ..data import ImageSplit
 from ..files import atomic_write_bytes
 from ..losses import kl_per_dim
 from ..metrics import posterior_stats
-from ..model import VAE, model_device
+from ..model import VAE, model_device, require_gaussian_posterior
 from ..runtime import to_float
 from .controls import TABS, to_png
 from .directions import attribute_directions
@@ -55,6 +55,7 @@ class LatentExplorer(SlidersView, InterpolateView, SampleView, TraverseView, Map
                 raise ValueError(f"{name}={value!r} is invalid: allowed an integer >= {low}")
         if not span > 0:
             raise ValueError(f"span={span!r} is invalid: allowed a value > 0")
+        require_gaussian_posterior(model, "the latent explorer")
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ValueError(f"threads={threads!r} is invalid: allowed None (torch's setting) or an integer >= 1")
         if len(split) == 0 or tuple(split.images.shape[1:]) != model.config.input_shape:
