@@ -1,5 +1,6 @@
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,3 +155,19 @@ def test_stand_in_names_the_data_and_model_that_replace_the_sources():
         "Fashion-MNIST itself")
     with pytest.raises(ValueError, match="source_data='svhn' is invalid"):
         stability_ablations.stand_in(mnist, "svhn")
+
+
+def test_a_failure_says_when_the_run_had_frozen_before_it(tiny_config):
+    """A run whose gradient was exactly 0 up to the step that failed (a saturated decoder under a beta = 0 warmup,
+    as on shapes) says so, with the step it froze at and the KL there; a run still learning says nothing more."""
+    def steps(grads):
+        return [{"step": i, "epoch": 0, "beta": 0.0, "kl": 10.0 ** i, "grad_norm": g} for i, g in enumerate(grads)]
+
+    def failed(grads):
+        history = History(steps=steps(grads), epochs=[{"epoch": 0}])
+        return experiments.Run("w", tiny_config, None, history, Path("."), failed_step=len(grads), error="x")
+
+    text = experiments.failure(failed([5.0, 3.0, 0.0, 2.0, 0.0, 0.0]))
+    assert text.endswith("gradient exactly 0 from step 4 to the last recorded step 5, KL 1e+05 nats there")
+    assert "frozen" not in experiments.failure(failed([5.0, 0.0, 1.0]))
+    assert "from step 0" in experiments.failure(failed([0.0, 0.0]))

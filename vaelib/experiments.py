@@ -276,7 +276,22 @@ def failure(run: Run) -> str:
     if run.failed_step is not None and h.epochs:  # the steps per epoch, read from the finished epochs
         spe = len(h.steps) // len(h.epochs)
         where += f" (beta {beta_at(s, run.failed_step, spe, spe * run.config.train.epochs):g})"
-    return f"non-finite loss{where}"
+    return f"non-finite loss{where}{_frozen_before(h)}"
+
+
+def _frozen_before(history: History) -> str:
+    """What the recorded steps of a failed run show before it failed: when its gradient had been exactly 0 up to
+    the last recorded step (a saturated decoder: the run froze, and the step that failed is the first one a new
+    term, e.g. the KL at a warmup's switch, could move), since which step, and the KL there."""
+    grads = [row.get("grad_norm") for row in history.steps]
+    if not grads or grads[-1] != 0.0:
+        return ""
+    first = len(grads)
+    while first > 0 and grads[first - 1] == 0.0:
+        first -= 1
+    kl = history.steps[-1].get("kl", math.nan)
+    return (f"; frozen before it: gradient exactly 0 from step {history.steps[first]['step']} to the last recorded "
+            f"step {history.steps[-1]['step']}, KL {kl:.3g} nats there")
 
 
 def kl_spike(run: Run, start: int, steps: int = 50, median_of: int = 10) -> float:
