@@ -64,15 +64,15 @@ def test_wrong_input_shape_is_refused():
 
 def test_model_families_are_built_from_the_config_and_a_family_without_a_gaussian_posterior_is_refused(monkeypatch):
     from vaelib import config as config_module
-    from vaelib import metrics, model
+    from vaelib import families, metrics, model
     from vaelib.config import ModelConfig, get_preset, with_overrides
     from vaelib.experiments import config_hash
     from vaelib.widgets.explorer import LatentExplorer
 
-    assert tuple(model.MODELS) == config_module.MODEL_KINDS == ("vae",)
+    assert tuple(families.MODELS) == config_module.MODEL_KINDS == ("vae", "ae")
     c = with_overrides(get_preset("digits"), **{"model.latent_dim": 4})
-    assert type(model.build_model(c)) is model.VAE and c.model.kind == "vae"
-    with pytest.raises(ValueError, match=r"model.kind='vq' is invalid: allowed one of vae"):
+    assert type(families.build_model(c)) is model.VAE and c.model.kind == "vae"
+    with pytest.raises(ValueError, match=r"model.kind='vq' is invalid: allowed one of vae, ae"):
         ModelConfig(kind="vq")
     d = c.to_dict()
     del d["model"]["kind"]  # a config (or checkpoint) written before families existed
@@ -83,9 +83,9 @@ def test_model_families_are_built_from_the_config_and_a_family_without_a_gaussia
             super().__init__()
             self.config, self.w = config, torch.nn.Parameter(torch.zeros(1))
 
-    monkeypatch.setattr(config_module, "MODEL_KINDS", ("vae", "codes"))
-    monkeypatch.setitem(model.MODELS, "codes", Codes)
-    toy = model.build_model(with_overrides(c, **{"model.kind": "codes"}))
+    monkeypatch.setattr(config_module, "MODEL_KINDS", ("vae", "ae", "codes"))
+    monkeypatch.setitem(families.MODELS, "codes", Codes)
+    toy = families.build_model(with_overrides(c, **{"model.kind": "codes"}))
     assert isinstance(toy, Codes)
     images = torch.zeros(4, *c.input_shape, dtype=torch.uint8)
     for call, what in ((lambda: metrics.kl_per_dimension(toy, images), "posterior statistics"),

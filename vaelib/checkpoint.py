@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch.torch_version import TorchVersion
 
+from .families import build_model
 from .files import atomic_write_bytes, save_json, shareable_mode  # noqa: F401 (save_json, shareable_mode: re-exported)
-from .model import build_model
 from .schema import MODEL_KEYS, WEIGHTS_KEYS, MalformedFile, check_checkpoint, checkpoint_config
 
 

@@ -23,7 +23,7 @@ DATASETS = ("fashion_mnist", "cifar10", "celeba", "mnist", "digits", "shapes")
 SCHEDULES = ("constant", "warmup", "linear", "cyclic")
 RECON_LOSSES = tuple(LIKELIHOODS)  # the names of vaelib.losses' one likelihood registry
 BACKGROUNDS = ("plain", "textured")
-MODEL_KINDS = ("vae",)  # model families, each built by vaelib.model.MODELS[kind]
+MODEL_KINDS = ("vae", "ae")  # model families, each built by vaelib.families.MODELS[kind]
 PRECISIONS = ("fp32", "bf16")
 ADAM_IMPLS = ("auto", "foreach", "fused", "for")
 # Upper bounds: beyond them a value is a typo or an overflow waiting to happen, never a setting.
@@ -165,7 +165,7 @@ class ModelConfig:
     batch_norm: bool = False  # BatchNorm after each conv
     kernel_size: int = 3  # conv kernel, padding kernel_size // 2
     leaky_slope: float = 0.2  # LeakyReLU negative slope
-    kind: str = "vae"  # the model family: vaelib.model.MODELS builds it (today only the Gaussian conv VAE)
+    kind: str = "vae"  # the model family, built by vaelib.families.MODELS: "vae" (Gaussian conv VAE), "ae"
 
     def __post_init__(self) -> None:
         _check_types("model", self)

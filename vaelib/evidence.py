@@ -25,24 +25,34 @@ MIN_GAIN = 0.01  # a run must beat the ignore-the-input model, and improve after
 STATES = ("converged", "failed", "too short", "derailed", "frozen", "drifting", "still improving")
 
 
+def _objective(row: dict, history: History, beta: float) -> float:
+    """A row's validation objective at beta: the family's other terms plus beta times its rate as optimised
+    (val_kl_used, floored per dimension, for a run with free bits); a family without a rate has no beta term."""
+    rate = history.rate
+    rest = sum(row[f"val_{t}"] for t in history.terms if t != rate)
+    return rest + beta * row.get(f"val_{rate}_used", row[f"val_{rate}"]) if rate is not None else rest
+
+
 def objective_curve(history: History) -> np.ndarray:
-    """Per epoch, the validation objective at the run's final beta: val_recon + beta_final * val_kl, with the KL
-    term as training optimised it (val_kl_used, floored per dimension) for a run with free bits."""
+    """Per epoch, the validation objective at the run's final beta: for a VAE val_recon + beta_final * val_kl, with
+    the KL term as training optimised it (val_kl_used, floored per dimension) for a run with free bits."""
     epochs = history.epochs
     if not epochs:
         return np.array([])
     beta = epochs[-1]["beta"]
-    return np.array([e["val_recon"] + beta * e.get("val_kl_used", e["val_kl"]) for e in epochs], dtype=float)
+    return np.array([_objective(e, history, beta) for e in epochs], dtype=float)
 
 
 def ignore_input_objective(history: History) -> float:
     """The validation objective, at the run's final beta, of the model that ignores its input: it decodes every
     image to the training mean and its posterior is the prior (KL 0, so free bits charge free_bits per dimension).
-    fit records its two terms in history.options['ignore_input']; nan for a history without them."""
+    fit records its terms in history.options['ignore_input']; nan for a history without them."""
     terms = history.options.get("ignore_input")
     if not terms or not history.epochs:
         return math.nan
-    return float(terms["val_recon"] + history.epochs[-1]["beta"] * terms["val_kl_used"])
+    rate = history.rate
+    return float(terms["val_recon"] + history.epochs[-1]["beta"] * terms[f"val_{rate}_used"] if rate is not None
+                 else terms["val_recon"])
 
 
 def learned(value: float, baseline: float) -> bool:

@@ -41,9 +41,28 @@ class Epoch(TypedDict):
     val_kl_used: NotRequired[float]  # runs with free bits only: the KL term as optimised (each dimension floored)
 
 
-STEP_FIELDS = tuple(Step.__annotations__)
-OPTIONAL_EPOCH_FIELDS = ("val_kl_used",)  # the NotRequired ones (under postponed annotations TypedDict cannot tell)
-EPOCH_FIELDS = tuple(k for k in Epoch.__annotations__ if k not in OPTIONAL_EPOCH_FIELDS)  # in every epoch row
+DEFAULT_TERMS, DEFAULT_RATE = ("recon", "kl"), "kl"  # the VAE's: a history without options["terms"] is a VAE's
+
+
+def step_fields(terms: tuple[str, ...] = DEFAULT_TERMS) -> tuple[str, ...]:
+    """The fields of a step row of a family whose loss has these named terms (Step shows the VAE's)."""
+    return ("step", "epoch", "beta", "lr", "total", *terms, "grad_norm")
+
+
+def epoch_fields(terms: tuple[str, ...] = DEFAULT_TERMS) -> tuple[str, ...]:
+    """The fields of every epoch row (Epoch shows the VAE's)."""
+    return ("epoch", "beta", "seconds", "images_per_sec", "train_total", *(f"train_{t}" for t in terms),
+            "val_total", *(f"val_{t}" for t in terms))
+
+
+def optional_epoch_fields(rate: str | None = DEFAULT_RATE) -> tuple[str, ...]:
+    """The epoch fields of runs with free bits only: the rate as optimised (val_kl_used)."""
+    return (f"val_{rate}_used",) if rate is not None else ()
+
+
+STEP_FIELDS = step_fields()
+OPTIONAL_EPOCH_FIELDS = optional_epoch_fields()  # the NotRequired ones (TypedDict cannot tell them apart here)
+EPOCH_FIELDS = epoch_fields()  # in every epoch row of a VAE (tests check Step and Epoch list these)
 
 
 @dataclass
@@ -54,12 +73,22 @@ class History:
     epochs: list[Epoch] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def terms(self) -> tuple[str, ...]:
+        """The named terms of the run's loss (its family's TERMS), which each step and epoch row records."""
+        return tuple(self.options.get("terms", DEFAULT_TERMS))
+
+    @property
+    def rate(self) -> str | None:
+        """The term beta weighed (the VAE's "kl"), None for a family without one."""
+        return self.options.get("rate", DEFAULT_RATE)
+
     def column(self, key: str, per: Literal["step", "epoch"] = "epoch") -> list[float]:
         """One field over the run, e.g. column("val_total") or column("kl", per="step")."""
         if per == "epoch":
-            rows, fields = self.epochs, EPOCH_FIELDS + OPTIONAL_EPOCH_FIELDS
+            rows, fields = self.epochs, epoch_fields(self.terms) + optional_epoch_fields(self.rate)
         else:
-            rows, fields = self.steps, STEP_FIELDS
+            rows, fields = self.steps, step_fields(self.terms)
         if key not in fields:
             raise ValueError(f"history {per} field {key!r} is invalid: allowed {', '.join(fields)}")
         if any(key not in row for row in rows):
@@ -90,7 +119,18 @@ def _check(d: Any, source: str, key: str) -> None:
     where = f"{key}." if key else ""
     if not isinstance(d, dict):
         refuse(source, key or "the top level", d, "a dict with 'steps', 'epochs' and 'options' (History.to_dict)")
-    for part, fields, optional in (("steps", STEP_FIELDS, ()), ("epochs", EPOCH_FIELDS, OPTIONAL_EPOCH_FIELDS)):
+    options = d.get("options", {})
+    if not isinstance(options, dict):
+        refuse(source, f"{where}options", options, "a dict of the run's options")
+    terms = options.get("terms", DEFAULT_TERMS)
+    if not (isinstance(terms, (list, tuple)) and terms and all(isinstance(t, str) and t for t in terms)):
+        refuse(source, f"{where}options.terms", terms, "a list of the loss's term names (the family's TERMS)")
+    rate = options.get("rate", DEFAULT_RATE)
+    if rate is not None and rate not in terms:
+        refuse(source, f"{where}options.rate", rate, f"null or one of the terms ({', '.join(terms)})")
+    terms = tuple(terms)
+    for part, fields, optional in (("steps", step_fields(terms), ()),
+                                   ("epochs", epoch_fields(terms), optional_epoch_fields(rate))):
         rows = need(d, part, lambda v: isinstance(v, list), f"a list of {part[:-1]} rows", source, where)
         for i, row in enumerate(rows):
             if not isinstance(row, dict):
@@ -100,5 +140,3 @@ def _check(d: Any, source: str, key: str) -> None:
                 if not (is_int(value) if name in ("step", "epoch") else is_number(value)):
                     refuse(source, f"{where}{part}[{i}].{name}", value,
                            "an integer" if name in ("step", "epoch") else "a number")
-    if "options" in d and not isinstance(d["options"], dict):
-        refuse(source, f"{where}options", d["options"], "a dict of the run's options")

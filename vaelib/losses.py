@@ -31,6 +31,30 @@ class ELBOTerms:
     kl_used: torch.Tensor  # () the KL term as optimised: each dimension floored at free_bits (= kl without)
 
 
+@dataclass
+class Loss:
+    """A model family's loss on one batch (`model.loss(x, outputs, beta)`), every term in nats per image.
+
+    total: what training optimises (with free bits, the rate as floored); terms: the family's named terms, in the
+    order of its TERMS (the trainer records each one per step and per epoch); rate: the name of the term beta
+    weighs (the VAE's "kl"), None for a family without one; rate_used: that term as optimised (free bits), or None.
+    """
+
+    total: torch.Tensor
+    terms: dict[str, torch.Tensor]
+    rate: str | None = None
+    rate_used: torch.Tensor | None = None
+
+    def objective(self, beta: float) -> torch.Tensor:
+        """The true objective at beta: the other terms plus beta times the rate (free bits left out): at beta = 1
+        the VAE's negative ELBO."""
+        rest = [v for k, v in self.terms.items() if k != self.rate]
+        out = rest[0]
+        for v in rest[1:]:
+            out = out + v
+        return out + beta * self.terms[self.rate] if self.rate is not None else out
+
+
 def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """Analytic KL(N(mu, sigma^2) || N(0, 1)) per element, (B, D) in nats.
 

@@ -18,7 +18,7 @@ from sklearn.metrics import mutual_info_score
 from torch import nn
 
 from .config import Config
-from .losses import LIKELIHOODS, elbo, kl_per_dim
+from .losses import LIKELIHOODS, kl_per_dim
 from .model import eval_mode, model_device, require_gaussian_posterior
 from .runtime import to_float
 
@@ -46,25 +46,26 @@ def posterior_stats(model: nn.Module, images: torch.Tensor, batch_size: int = 51
 @torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, config: Config, beta: float | None = None,
              batch_size: int = 512, seed: int = 1234) -> dict[str, float]:
-    """Mean negative-ELBO terms (nats per image) over uint8 or float images, without gradients.
+    """Mean loss terms (nats per image) over uint8 or float images, without gradients: `total` and each of the
+    family's named terms (a VAE: recon, kl), under config.train's likelihood.
 
-    With train.free_bits > 0 it also returns `kl_used`, the KL term as training optimises it (each dimension's
-    batch-mean KL floored at the free bits); `total` stays recon + beta * kl, the true negative ELBO at beta.
+    `total` is the true objective at beta (a VAE: recon + beta * kl, the negative ELBO at beta). With
+    train.free_bits > 0 it also returns `kl_used` (the rate as training optimises it: each dimension's batch-mean
+    KL floored at the free bits).
     """
     device = model_device(model)
     beta = config.train.schedule.beta if beta is None else beta
     free_bits = config.train.free_bits
+    names = ("total", *model.TERMS, *((f"{model.RATE}_used",) if free_bits > 0 and model.RATE else ()))
     gen = torch.Generator(device=device).manual_seed(seed)
-    sums = torch.zeros(4, dtype=torch.float64, device=device)
+    sums = torch.zeros(len(names), dtype=torch.float64, device=device)
     with eval_mode(model):
         for start in range(0, len(images), batch_size):
             x = to_float(images[start:start + batch_size].to(device))  # uint8 or float in [0, 1]
-            logits, mu, logvar = model(x, generator=gen)
-            t = elbo(x, logits, mu, logvar, beta=beta, kind=config.train.recon, free_bits=free_bits)
-            total = t.recon + beta * t.kl  # the true negative ELBO at beta: free bits only shape the optimised term
-            sums += torch.stack([total, t.recon, t.kl, t.kl_used]).double() * len(x)
-    total, recon, kl, used = (sums / len(images)).tolist()
-    return {"total": total, "recon": recon, "kl": kl, **({"kl_used": used} if free_bits > 0 else {})}
+            loss = model.loss(x, model(x, generator=gen), beta, recon=config.train.recon, free_bits=free_bits)
+            used = (loss.rate_used,) if len(names) > 1 + len(model.TERMS) else ()
+            sums += torch.stack([loss.objective(beta), *loss.terms.values(), *used]).double() * len(x)
+    return dict(zip(names, (sums / len(images)).tolist()))
 
 
 def test_elbo(model: nn.Module, images: torch.Tensor, config: Config, batch_size: int = 512,

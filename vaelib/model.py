@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Config
+from .losses import Loss, elbo
 
 
 def _block(conv: nn.Module, channels: int, batch_norm: bool, slope: float) -> nn.Sequential:
@@ -21,21 +22,35 @@ def _block(conv: nn.Module, channels: int, batch_norm: bool, slope: float) -> nn
     return nn.Sequential(*layers)
 
 
+def conv_stack(config: Config) -> tuple[nn.Sequential, tuple[int, ...]]:
+    """The encoder's stride-2 conv blocks of config.model and the shape of their output features (C', H', W'):
+    the body every family's encoder shares."""
+    m, c = config.model, config.input_shape[0]
+    k = m.kernel_size
+    blocks = []
+    for h in m.hidden_dims:  # each stride-2 conv halves H and W
+        blocks.append(_block(nn.Conv2d(c, h, k, stride=2, padding=(k - 1) // 2), h, m.batch_norm, m.leaky_slope))
+        c = h
+    convs = nn.Sequential(*blocks)
+    with torch.no_grad():  # the real feature shape, whatever the padding arithmetic
+        shape = tuple(convs(torch.zeros(1, *config.input_shape)).shape[1:])
+    return convs, shape
+
+
+def check_input(x: torch.Tensor, config: Config) -> None:
+    """Refuse, in one line, a batch that is not (B, C, H, W) of the config's input shape."""
+    expected = config.input_shape
+    if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+        raise ValueError(f"input of shape {tuple(x.shape)} is invalid: allowed (B, {', '.join(map(str, expected))})")
+
+
 class Encoder(nn.Module):
     """x (B, C, H, W) in [0, 1] -> (mu, logvar), each (B, latent_dim)."""
 
     def __init__(self, config: Config) -> None:
         super().__init__()
-        m, c = config.model, config.input_shape[0]
-        k = m.kernel_size
-        blocks = []
-        for h in m.hidden_dims:  # each stride-2 conv halves H and W
-            blocks.append(_block(nn.Conv2d(c, h, k, stride=2, padding=(k - 1) // 2), h, m.batch_norm,
-                                 m.leaky_slope))
-            c = h
-        self.convs = nn.Sequential(*blocks)
-        with torch.no_grad():  # the real feature shape, whatever the padding arithmetic
-            self.feature_shape = tuple(self.convs(torch.zeros(1, *config.input_shape)).shape[1:])
+        m = config.model
+        self.convs, self.feature_shape = conv_stack(config)
         flat = math.prod(self.feature_shape)
         self.fc_mu = nn.Linear(flat, m.latent_dim)
         self.fc_logvar = nn.Linear(flat, m.latent_dim)
@@ -77,6 +92,14 @@ class Decoder(nn.Module):
         return torch.sigmoid(self.forward_logits(z))
 
 
+def prior_draw(model: nn.Module, n: int, temperature: float = 1.0, generator: torch.Generator | None = None
+               ) -> torch.Tensor:
+    """n codes z ~ N(0, temperature^2 I) (n, model.latent_dim) on the model's device; refuses n < 1."""
+    if n < 1:
+        raise ValueError(f"n={n!r} is invalid: allowed an integer >= 1")
+    return torch.randn(n, model.latent_dim, generator=generator, device=model_device(model)) * temperature
+
+
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter (CPU for a parameter-free module)."""
     param = next(model.parameters(), None)
@@ -98,6 +121,8 @@ class VAE(nn.Module):
     """Kingma & Welling (2014) VAE with a diagonal Gaussian posterior and a N(0, I) prior."""
 
     gaussian_posterior = True  # encode(x) -> (mu, logvar) of q(z|x) = N(mu, diag(exp(logvar)))
+    TERMS = ("recon", "kl")  # the named terms of loss(), which fit records per step and per epoch
+    RATE = "kl"  # the term beta weighs
 
     def __init__(self, config: Config) -> None:
         super().__init__()
@@ -108,10 +133,7 @@ class VAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, C, H, W) in [0, 1] -> (mu, logvar), each (B, latent_dim)."""
-        expected = self.config.input_shape
-        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
-            allowed = ", ".join(map(str, expected))
-            raise ValueError(f"input of shape {tuple(x.shape)} is invalid: allowed (B, {allowed})")
+        check_input(x, self.config)
         return self.encoder(x)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -133,15 +155,26 @@ class VAE(nn.Module):
         z = self.reparameterize(mu, logvar, generator, eps)
         return self.decoder.forward_logits(z), mu, logvar
 
+    def noise(self, n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+        """The reparameterisation noise of n images, eps ~ N(0, I) (n, latent_dim): fit draws it for the whole
+        global batch from its own generator, so every rank and a resumed run draw the same numbers."""
+        return torch.randn(n, self.latent_dim, generator=generator, device=device)
+
+    def loss(self, x: torch.Tensor, outputs: tuple[torch.Tensor, ...], beta: float, recon: str | None = None,
+             free_bits: float | None = None) -> Loss:
+        """The negative ELBO's terms of forward's outputs (losses.elbo): recon + beta * kl, nats per image.
+        recon (the likelihood) and free_bits default to the model's config."""
+        logits, mu, logvar = outputs
+        tc = self.config.train
+        t = elbo(x, logits, mu, logvar, beta=beta, kind=tc.recon if recon is None else recon,
+                 free_bits=tc.free_bits if free_bits is None else free_bits)
+        return Loss(total=t.total, terms={"recon": t.recon, "kl": t.kl}, rate="kl", rate_used=t.kl_used)
+
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None
                ) -> torch.Tensor:
         """n images decoded from z ~ N(0, temperature^2 I)."""
-        if n < 1:
-            raise ValueError(f"n={n!r} is invalid: allowed an integer >= 1")
-        device = next(self.parameters()).device
-        z = torch.randn(n, self.latent_dim, generator=generator, device=device) * temperature
-        return self.decode(z)
+        return self.decode(prior_draw(self, n, temperature, generator))
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
@@ -174,14 +207,6 @@ class VAE(nn.Module):
             self.train(was_training)
         shapes.append(("output", tuple(out.shape)))
         return shapes
-
-
-MODELS: dict[str, type[nn.Module]] = {"vae": VAE}  # config.model.kind -> its class (config.MODEL_KINDS names them)
-
-
-def build_model(config: Config) -> nn.Module:
-    """The model of config.model.kind, built from the config alone: what fit, checkpoints and the run cache use."""
-    return MODELS[config.model.kind](config)
 
 
 def require_gaussian_posterior(model: nn.Module, what: str) -> None:

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from .config import Config
+from .families import build_model
 from .history import History
-from .model import build_model
 from .refusals import MISSING, MalformedFile, is_count, is_int, is_nonnegative, is_versions, need, refuse
 
 TRAINING_KEYS = ("config", "model", "optimizer", "history", "epoch", "generator")  # what a resume restores

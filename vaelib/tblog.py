@@ -14,16 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from . import distributed
 from .config import Config
 from .history import History
 from .metrics import kl_per_dimension
-from .model import VAE, eval_mode, model_device
+from .model import eval_mode, model_device
 from .runtime import to_float
 
-STEP_TAGS = ("total", "recon", "kl", "beta", "lr", "grad_norm")  # train/<key>, one event per step
-VAL_TAGS = ("total", "recon", "kl")  # val/<key>, one event per epoch
+STEP_TAGS = ("total", "recon", "kl", "beta", "lr", "grad_norm")  # a VAE's train/<key>, one event per step
+VAL_TAGS = ("total", "recon", "kl")  # a VAE's val/<key>, one event per epoch (another family: total and its terms)
 KL_IMAGES = 512  # validation images for KL per dimension (one encoder batch)
 GRID = 8  # images per grid
 
@@ -55,33 +56,34 @@ class TensorBoardLog:
             return
         for row in rows:
             if row["step"] >= self.next_step:
-                for key in STEP_TAGS:
+                for key in (k for k in row if k not in ("step", "epoch")):  # whatever the family's loss reports
                     self.writer.add_scalar(f"train/{key}", row[key], row["step"])
                 self.next_step = row["step"] + 1
 
-    def log_epoch(self, model: VAE, x_val: torch.Tensor, history: History, epoch: int) -> None:
+    def log_epoch(self, model: nn.Module, x_val: torch.Tensor, history: History, epoch: int) -> None:
         """The epoch's step rows, its validation terms, KL per dimension and image grids."""
         if self.writer is None:
             return
         self.log_steps(self._unwritten(history.steps))
         row = history.epochs[-1]
         step = history.steps[-1]["step"] if history.steps else epoch
-        for key in VAL_TAGS:
+        for key in ("total", *history.terms):
             self.writer.add_scalar(f"val/{key}", row[f"val_{key}"], step)
         self._log_model(model, x_val, step)
         self.writer.flush()
 
     @torch.no_grad()
-    def _log_model(self, model: VAE, x_val: torch.Tensor, step: int) -> None:
+    def _log_model(self, model: nn.Module, x_val: torch.Tensor, step: int) -> None:
 
         device = model_device(model)
         gen = torch.Generator(device=device).manual_seed(self.config.train.seed)  # the same z every epoch
-        kl = kl_per_dimension(model, x_val[:KL_IMAGES])  # (D,) nats
+        if model.gaussian_posterior:  # a family without a posterior has no KL per dimension
+            kl = kl_per_dimension(model, x_val[:KL_IMAGES])  # (D,) nats
+            self.writer.add_histogram("val/kl_per_dim", kl, step)
+            self.writer.add_scalar("val/dims_with_kl_above_0.01", int((kl > 0.01).sum()), step)
         with eval_mode(model):
             x = to_float(x_val[:GRID].to(device))  # (GRID, C, H, W) in [0, 1]
             recon, samples = model.reconstruct(x), model.sample(GRID, generator=gen)
-        self.writer.add_histogram("val/kl_per_dim", kl, step)
-        self.writer.add_scalar("val/dims_with_kl_above_0.01", int((kl > 0.01).sum()), step)
         for tag, images in (("images/val", x), ("images/reconstruction", recon), ("images/prior_sample", samples)):
             self.writer.add_images(tag, images.float().clamp(0, 1).cpu(), step)
 

@@ -10,15 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed
 from .checkpoint import read_checkpoint, save_checkpoint, save_json
 from .config import Config, comparable
+from .families import build_model, family
 from .history import History
-from .losses import constant_image_nll, elbo
+from .losses import constant_image_nll
 from .metrics import evaluate
-from .model import VAE, build_model
 from .provenance import versions
 from .runtime import adam_impl, autocast, bf16_supported, mean_image, resolve_device, to_float
 from .schedules import beta_at
@@ -27,7 +28,11 @@ from .tblog import TensorBoardLog
 
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.json"
-STEP_KEYS = ("total", "recon", "kl", "grad_norm")  # read from the device once per sync
+
+
+def step_keys(model: Any) -> tuple[str, ...]:
+    """The values each step reads from the device (once per sync): total, the family's named terms, grad_norm."""
+    return ("total", *model.TERMS, "grad_norm")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -41,7 +46,7 @@ class NonFiniteLossError(RuntimeError):
         self.step, self.epoch, self.history = step, epoch, history
 
 
-def _optimizer(model: VAE, config: Config, device: torch.device) -> torch.optim.Adam:
+def _optimizer(model: nn.Module, config: Config, device: torch.device) -> torch.optim.Adam:
     impl = adam_impl(config)
     kw = {"fused": impl == "fused", "foreach": impl == "foreach"}
     return torch.optim.Adam(model.parameters(), lr=config.train.lr, **kw)
@@ -99,7 +104,9 @@ def ignore_input_terms(x_train: torch.Tensor, x_val: torch.Tensor, config: Confi
     posterior at the prior (KL 0, which free bits charge as free_bits per dimension). evidence.convergence calls a
     run that ends no better than it derailed. Nats per image, summed in chunks (the data may be large)."""
     recon = constant_image_nll(mean_image(x_train, chunk).float(), x_val, config.train.recon, chunk)
-    return {"val_recon": recon, "val_kl_used": config.train.free_bits * config.model.latent_dim}
+    rate = family(config.model.kind).RATE
+    return {"val_recon": recon, **({f"val_{rate}_used": config.train.free_bits * config.model.latent_dim}
+                                   if rate is not None else {})}
 
 
 def nonfinite_advice(config: Config) -> str:
@@ -116,18 +123,19 @@ def nonfinite_advice(config: Config) -> str:
     return "; ".join(tips) or f"try a lower lr than {tc.lr:g} or a smaller grad_clip than {tc.grad_clip:g}"
 
 
-def _flush(buffer: list[torch.Tensor], meta: list[dict], history: History, config: Config) -> None:
-    """Read the buffered per-step scalars in one device->host copy and check they are finite."""
+def _flush(buffer: list[torch.Tensor], meta: list[dict], history: History, config: Config,
+           keys: tuple[str, ...]) -> None:
+    """Read the buffered per-step scalars (`keys`, step_keys) in one device->host copy and check they are finite."""
     if not buffer:
         return
-    values = distributed.mean_over_ranks(torch.stack(buffer)).tolist()  # (steps, 4): the only host sync
+    values = distributed.mean_over_ranks(torch.stack(buffer)).tolist()  # (steps, keys): the only host sync
     for row, vals in zip(meta, values):
-        row.update(zip(STEP_KEYS, vals))
+        row.update(zip(keys, vals))
         if not all(math.isfinite(v) for v in vals):
             last = history.steps[-1] if history.steps else {}
             raise NonFiniteLossError(
                 f"non-finite loss or gradient at step {row['step']} (epoch {row['epoch']}): "
-                f"{ {k: row[k] for k in STEP_KEYS} }; last finite step: {last}. "
+                f"{ {k: row[k] for k in keys} }; last finite step: {last}. "
                 f"The last good checkpoint was kept. Likely cause: {nonfinite_advice(config)}.",
                 step=row["step"], epoch=row["epoch"], history=history)
         history.steps.append(row)
@@ -138,8 +146,9 @@ def _flush(buffer: list[torch.Tensor], meta: list[dict], history: History, confi
 def fit(config: Config, train: Any = None, val: Any = None, *, device: str | torch.device | None = None,
         out_dir: str | Path | None = None, resume: bool = True, quiet: bool = False,
         callbacks: list[Callable[[int, History], None]] = (), log_dir: str | Path | None = None
-        ) -> tuple[VAE, History]:
-    """Train a VAE; returns (model, history): see vaelib.history for what a History holds.
+        ) -> tuple[nn.Module, History]:
+    """Train the model of config.model.kind (vaelib.families; the VAE by default); returns (model, history): see
+    vaelib.history for what a History holds.
 
     train/val: ImageSplit or uint8/float tensors (N, C, H, W); loaded from config.data when None.
     out_dir: where checkpoint.pt and history.json go (written atomically after every epoch);
@@ -233,7 +242,7 @@ def stopped(history: History, config: Config) -> bool:
     return convergence(history, tol)["converged"]
 
 
-def _wrap(model: VAE, config: Config, device: torch.device, world_size: int):
+def _wrap(model: nn.Module, config: Config, device: torch.device, world_size: int):
     """The module the steps call: DDP across ranks, optionally compiled."""
     run = model
     if world_size > 1:
@@ -244,7 +253,7 @@ def _wrap(model: VAE, config: Config, device: torch.device, world_size: int):
     return torch.compile(run) if config.train.compile else run
 
 
-def _train_epoch(run_model, model: VAE, opt, gen, x_train, config: Config, epoch: int, plan: dict,
+def _train_epoch(run_model, model: nn.Module, opt, gen, x_train, config: Config, epoch: int, plan: dict,
                  history: History, bar) -> None:
     tc, device = config.train, x_train.device
     bs, rank, world_size = plan["bs"], plan["rank"], plan["world"]
@@ -260,25 +269,27 @@ def _train_epoch(run_model, model: VAE, opt, gen, x_train, config: Config, epoch
         beta = beta_at(tc.schedule, step, plan["steps_per_epoch"], plan["total_steps"])
         idx = perm[i * bs + rank * local:i * bs + (rank + 1) * local]
         x = to_float(x_train[idx], channels_last=tc.channels_last)  # (B / world, C, H, W)
-        eps = torch.randn(bs, config.model.latent_dim, generator=gen, device=device)[rank * local:][:local]
+        eps = model.noise(bs, gen, device)  # the global batch's noise (None for a deterministic family)
+        if eps is not None:
+            eps = eps[rank * local:][:local]
         with autocast(config, device):
-            logits, mu, logvar = run_model(x, eps=eps)
-        terms = elbo(x, logits, mu, logvar, beta=beta, kind=tc.recon, free_bits=tc.free_bits)
+            outputs = run_model(x, eps=eps)
+        loss = model.loss(x, outputs, beta)
         opt.zero_grad(set_to_none=True)
-        terms.total.backward()  # DDP averages the gradients over ranks here
+        loss.total.backward()  # DDP averages the gradients over ranks here
         if tc.grad_clip is not None:
             norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)  # the pre-clip norm
         else:
             norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
         opt.step()
-        buffer.append(torch.stack([terms.total.detach(), terms.recon.detach(), terms.kl.detach(),
+        buffer.append(torch.stack([loss.total.detach(), *(loss.terms[k].detach() for k in model.TERMS),
                                    norm.detach().float()]))
         meta.append({"step": step, "epoch": epoch, "beta": beta, "lr": opt.param_groups[0]["lr"]})
         if len(buffer) >= tc.sync_every:
-            _flush(buffer, meta, history, config)
+            _flush(buffer, meta, history, config, step_keys(model))
             bar.set_postfix(loss=f"{history.steps[-1]['total']:.1f}", beta=f"{beta:.3g}")
         bar.update(1)
-    _flush(buffer, meta, history, config)
+    _flush(buffer, meta, history, config, step_keys(model))
 
 
 def _end_epoch(model, x_val, config, history, epoch, steps, bs, t0, device) -> None:
@@ -288,7 +299,7 @@ def _end_epoch(model, x_val, config, history, epoch, steps, bs, t0, device) -> N
     rows = history.steps[-steps:]  # this epoch's rows: _flush appended exactly `steps` of them
     beta = rows[-1]["beta"] if rows else config.train.schedule.beta
     val = evaluate(model, x_val, config, beta=beta)
-    mean = {k: sum(r[k] for r in rows) / max(len(rows), 1) for k in ("total", "recon", "kl")}
+    mean = {k: sum(r[k] for r in rows) / max(len(rows), 1) for k in ("total", *model.TERMS)}
     history.epochs.append({
         "epoch": epoch, "beta": beta, "seconds": seconds, "images_per_sec": steps * bs / seconds,
         **{f"train_{k}": v for k, v in mean.items()}, **{f"val_{k}": v for k, v in val.items()}})
@@ -296,8 +307,9 @@ def _end_epoch(model, x_val, config, history, epoch, steps, bs, t0, device) -> N
 
 
 def _options(config: Config, device: torch.device, world_size: int = 1) -> dict[str, Any]:
-    tc = config.train
-    return {"device": str(device), "precision": tc.precision, "channels_last": tc.channels_last,
+    tc, cls = config.train, family(config.model.kind)
+    return {"terms": list(cls.TERMS), "rate": cls.RATE,  # the loss's named terms: which fields the rows hold
+            "device": str(device), "precision": tc.precision, "channels_last": tc.channels_last,
             "adam_impl": adam_impl(config), "compile": tc.compile, "sync_every": tc.sync_every,
             "data_resident_on_device": True, "world_size": world_size,
             "cudnn_benchmark": device.type == "cuda", "threads": torch.get_num_threads()}
