@@ -114,7 +114,7 @@ def test_interrupted_run_resumes_to_the_same_history(tiny_config, tiny_data, tmp
     c = with_overrides(tiny_config, **{"train.epochs": 4})
     _, full = fit(c, *tiny_data, quiet=True, device="cpu")
 
-    def interrupt(epoch, history):
+    def interrupt(epoch, model, history):
         if epoch == 1:
             raise KeyboardInterrupt
 
@@ -124,6 +124,21 @@ def test_interrupted_run_resumes_to_the_same_history(tiny_config, tiny_data, tmp
     _, resumed = fit(c, *tiny_data, quiet=True, device="cpu", out_dir=tmp_path)
     assert resumed.steps == full.steps
     assert [e["val_total"] for e in resumed.epochs] == [e["val_total"] for e in full.epochs]
+
+
+def test_a_callback_sees_the_model_and_history_and_can_stop_the_run(tiny_config, tiny_data, tmp_path):
+    c = with_overrides(tiny_config, **{"train.epochs": 5})
+    seen = []
+
+    def stop_at_1(epoch, model, history):
+        return epoch == 1
+
+    def record(epoch, model, history):
+        seen.append((epoch, len(history.epochs), model.training))
+
+    model, h = fit(c, *tiny_data, quiet=True, device="cpu", out_dir=tmp_path, callbacks=[stop_at_1, record])
+    assert len(h.epochs) == 2 and seen == [(0, 1, True), (1, 2, True)]  # both ran at epoch 1, then it stopped
+    assert read_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 2
 
 
 def test_resume_refuses_a_different_config(tiny_config, tiny_data, tmp_path):
@@ -268,7 +283,7 @@ def test_resume_hands_the_generator_a_cpu_state(tiny_config, tiny_data, tmp_path
         def set_state(self, t):
             got.append(t)
 
-    model = train.VAE(tiny_config)
+    model = train.build_model(tiny_config)
     opt = train._optimizer(model, tiny_config, torch.device("cpu"))
     train._resume(tmp_path / "checkpoint.pt", tiny_config, model, opt, Recorder(), torch.device("cuda"))
     assert len(got) == 1 and type(got[0]) is torch.Tensor and got[0].device.type == "cpu"  # .cpu() was called

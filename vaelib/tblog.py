@@ -42,8 +42,9 @@ def _check_log_dir(log_dir: str | Path) -> Path:
 class TensorBoardLog:
     """Writes one run to a TensorBoard folder; does nothing when log_dir is None or off rank 0."""
 
-    def __init__(self, log_dir: str | Path | None, config: Config, *, first_step: int = 0) -> None:
-        self.config, self.next_step, self.writer = config, first_step, None
+    def __init__(self, log_dir: str | Path | None, config: Config, *, first_step: int = 0,
+                 x_val: torch.Tensor | None = None) -> None:
+        self.config, self.next_step, self.writer, self.x_val = config, first_step, None, x_val
         if log_dir is None or not distributed.is_main():
             return
         from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only when asked for
@@ -59,6 +60,14 @@ class TensorBoardLog:
                 for key in (k for k in row if k not in ("step", "epoch")):  # whatever the family's loss reports
                     self.writer.add_scalar(f"train/{key}", row[key], row["step"])
                 self.next_step = row["step"] + 1
+
+    def __call__(self, epoch: int, model: nn.Module, history: History) -> None:
+        """As fit's callback: log_epoch on the validation images given at construction."""
+        if self.writer is None:
+            return
+        if self.x_val is None:
+            raise ValueError("x_val is missing: allowed a TensorBoardLog built with the validation images")
+        self.log_epoch(model, self.x_val, history, epoch)
 
     def log_epoch(self, model: nn.Module, x_val: torch.Tensor, history: History, epoch: int) -> None:
         """The epoch's step rows, its validation terms, KL per dimension and image grids."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,8 @@ from tqdm.auto import tqdm
 from . import distributed
 from .checkpoint import read_checkpoint, save_checkpoint, save_json
 from .config import Config, comparable
+from .data import load_from_config
+from .evidence import convergence
 from .families import build_model, family
 from .history import History
 from .losses import constant_image_nll
@@ -33,6 +35,9 @@ HISTORY = "history.json"
 def step_keys(model: Any) -> tuple[str, ...]:
     """The values each step reads from the device (once per sync): total, the family's named terms, grad_norm."""
     return ("total", *model.TERMS, "grad_norm")
+
+
+Callback = Callable[[int, nn.Module, History], "bool | None"]  # (epoch, model, history) -> True to stop
 
 
 class NonFiniteLossError(RuntimeError):
@@ -53,8 +58,6 @@ def _optimizer(model: nn.Module, config: Config, device: torch.device) -> torch.
 
 
 def _load_data(config: Config, train, val):
-    from .data import load_from_config
-
     train = load_from_config(config.data, "train") if train is None else train
     val = load_from_config(config.data, "val") if val is None else val
     return train, val
@@ -145,7 +148,7 @@ def _flush(buffer: list[torch.Tensor], meta: list[dict], history: History, confi
 
 def fit(config: Config, train: Any = None, val: Any = None, *, device: str | torch.device | None = None,
         out_dir: str | Path | None = None, resume: bool = True, quiet: bool = False,
-        callbacks: list[Callable[[int, History], None]] = (), log_dir: str | Path | None = None
+        callbacks: Sequence[Callback] = (), log_dir: str | Path | None = None
         ) -> tuple[nn.Module, History]:
     """Train the model of config.model.kind (vaelib.families; the VAE by default); returns (model, history): see
     vaelib.history for what a History holds.
@@ -153,7 +156,9 @@ def fit(config: Config, train: Any = None, val: Any = None, *, device: str | tor
     train/val: ImageSplit or uint8/float tensors (N, C, H, W); loaded from config.data when None.
     out_dir: where checkpoint.pt and history.json go (written atomically after every epoch);
     with resume=True an existing checkpoint of the same config is continued (epochs may grow).
-    callbacks: called as cb(epoch, history) after each epoch's checkpoint.
+    callbacks: called as cb(epoch, model, history) after each epoch's checkpoint; one that returns True stops
+    the run there (the epoch's callbacks all run first). fit's own come first: TensorBoard (log_dir) and the
+    early stop (StopWhenConverged).
     config.train.stop_tol > 0 stops early once the run has converged (see `stopped`); train.epochs is the cap.
     log_dir: a TensorBoard folder (vaelib.tblog): step scalars, validation terms, KL per dimension and image
     grids after each epoch, read from the history (the numbers do not change); a resumed run appends.
@@ -196,12 +201,15 @@ def fit(config: Config, train: Any = None, val: Any = None, *, device: str | tor
     steps_per_epoch = len(x_train) // bs  # drop the last partial batch: fixed shapes, equal weights
     plan = {"bs": bs, "steps_per_epoch": steps_per_epoch, "total_steps": steps_per_epoch * tc.epochs,
             "rank": rank, "world": world_size}
-    tb = TensorBoardLog(log_dir, config, first_step=start_epoch * steps_per_epoch)  # no-op: None or rank > 0
+    tb = TensorBoardLog(log_dir, config, first_step=start_epoch * steps_per_epoch, x_val=x_val)  # None/rank > 0: no-op
+    stop = StopWhenConverged(config)
+    hooks = [tb, stop, *callbacks]
     bar = tqdm(total=plan["total_steps"], initial=start_epoch * steps_per_epoch,
                disable=quiet or rank != 0 or None, desc=f"fit {config.name}", unit="step", dynamic_ncols=True)
     try:
+        done = stop(start_epoch - 1, model, history)  # a resumed run that had stopped is finished
         for epoch in range(start_epoch, tc.epochs):
-            if stopped(history, config):  # also right after resuming a run that had stopped: it is finished
+            if done:
                 break
             t0 = time.perf_counter()
             _train_epoch(run_model, model, opt, gen, x_train, config, epoch, plan, history, bar)
@@ -212,15 +220,13 @@ def fit(config: Config, train: Any = None, val: Any = None, *, device: str | tor
                     f"non-finite validation loss after epoch {epoch} (the weights went non-finite in its last "
                     f"steps). The last good checkpoint was kept. Likely cause: {nonfinite_advice(config)}.",
                     step=(epoch + 1) * steps_per_epoch - 1, epoch=epoch, history=history)
-            tb.log_epoch(model, x_val, history, epoch)
             bar.set_postfix(loss=f"{last['train_total']:.1f}", val=f"{last['val_total']:.1f}",
                             beta=f"{last['beta']:.3g}")
             if ckpt is not None and rank == 0:
                 save_checkpoint(ckpt, _state(model, opt, config, history, epoch + 1, gen, tc.seed))
                 save_json(ckpt.parent / HISTORY, history.to_dict())
             distributed.barrier()
-            for cb in callbacks:
-                cb(epoch, history)
+            done = any([cb(epoch, model, history) for cb in hooks])  # a list: every callback runs
     finally:
         tb.close(history)  # also the steps of an interrupted epoch: a resumed run's purge_step replaces them
         bar.close()
@@ -228,12 +234,20 @@ def fit(config: Config, train: Any = None, val: Any = None, *, device: str | tor
     return model, history
 
 
+class StopWhenConverged:
+    """fit's early stop, as a callback: True (stop) once `stopped(history, config)`."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def __call__(self, epoch: int, model: nn.Module, history: History) -> bool:
+        return stopped(history, self.config)
+
+
 def stopped(history: History, config: Config) -> bool:
     """With train.stop_tol > 0: the run has converged (evidence.convergence at that tol) at its schedule's final
     beta, after at least train.min_epochs epochs, so fit trains no further epoch. Read from the history alone, so a
     resumed run stops where it did."""
-    from .evidence import convergence
-
     tol = config.train.stop_tol
     if not tol or len(history.epochs) < max(1, config.train.min_epochs):
         return False  # not asked, or not yet the least number of epochs
