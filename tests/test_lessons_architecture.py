@@ -1,7 +1,6 @@
 import math
 
 import pytest
-import torch
 
 from vaelib import PRESETS, VAE, with_overrides
 from vaelib.lessons.architecture import (
@@ -72,46 +71,3 @@ def test_beta_plan_and_rows():
 def test_shared_settings_of_the_presets():
     assert shared_settings() == {"kernel": ["3"], "LeakyReLU slope": ["0.2"], "Adam lr": ["0.001"], "recon": ["mse"]}
 
-
-def test_the_architecture_diagram_is_drawn_from_the_model():
-    import matplotlib.patches
-
-    from vaelib.config import get_preset, with_overrides
-    from vaelib.lessons.architecture import architecture_diagram, layer_rows
-
-    for latent, dims in ((32, (32, 64)), (8, (16, 32, 64))):
-        config = with_overrides(get_preset("digits"), **{"model.latent_dim": latent, "model.hidden_dims": dims})
-        model = VAE(config)
-        fig = architecture_diagram(model)
-        ax = fig.axes[0]
-        boxes = [p for p in ax.patches if isinstance(p, matplotlib.patches.Rectangle)]
-        rows = layer_rows(model)
-        assert len(boxes) == len(rows) + 1  # every layer, the bottleneck as two heads (mu, log sigma^2)
-        texts = " ".join(t.get_text() for t in ax.texts)
-        for row in rows:  # every layer's own output shape is written on it
-            if not row["layer"].startswith("encoder.fc_mu"):
-                assert row["output shape"].removeprefix("1x") in texts
-        assert f"mu ({latent})" in texts and f"{sum(p.numel() for p in model.parameters()):,} parameters" in (
-            ax.get_title())
-
-
-def test_posterior_ellipses_draw_each_posteriors_standard_deviations_and_refuse_other_latent_sizes():
-    import matplotlib.patches
-
-    from vaelib.config import get_preset, with_overrides
-    from vaelib.lessons.architecture import posterior_ellipses
-    from vaelib.metrics import posterior_stats
-    from vaelib.plots import example_indices
-
-    config = with_overrides(get_preset("digits"), **{"model.latent_dim": 2})
-    torch.manual_seed(0)
-    model = VAE(config)
-    images, labels = torch.rand(30, *config.input_shape), torch.arange(30) % 3
-    fig = posterior_ellipses(model, images, labels, n=12)
-    ellipses = [p for p in fig.axes[0].patches if type(p) is matplotlib.patches.Ellipse]  # not the prior circles
-    assert len(ellipses) == 12
-    mu, logvar = posterior_stats(model, images[example_indices(labels, 12, 0)])
-    assert ellipses[0].width == pytest.approx(2 * float(torch.exp(0.5 * logvar[0, 0])), rel=1e-5)
-    assert ellipses[0].center == pytest.approx(tuple(mu[0].tolist()), rel=1e-5)
-    with pytest.raises(ValueError, match="latent_dim=32 is invalid for posterior_ellipses: allowed 2"):
-        posterior_ellipses(VAE(with_overrides(config, **{"model.latent_dim": 32})), images)

@@ -32,3 +32,4 @@ def test_a_check_reports_an_error_and_a_wrong_shape_in_one_line():
     assert E.check_conv_out(lambda *a: 1 / 0) == "wrong: conv_out raised ZeroDivisionError: division by zero"
     assert E.number_problem(torch.tensor(2.0), 2.0, "") is None
     assert "expected a number" in E.number_problem("2", 2.0, "")
+

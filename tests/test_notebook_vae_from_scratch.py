@@ -14,16 +14,42 @@ from vaelib.report import NOTEBOOKS, check_parameters
 NOTEBOOK = NOTEBOOKS / "00_vae_from_scratch.ipynb"
 
 WRONG = [  # (exercise, a plausible mistake)
-    ("reparameterize", lambda mu, logvar, eps: mu + logvar.exp() * eps),  # variance instead of std
-    ("reparameterize", lambda mu, logvar, eps: mu + eps),  # forgets sigma
-    ("reparameterize", lambda mu, logvar, eps: (mu + torch.exp(0.5 * logvar) * eps).detach()),  # no gradient
-    ("kl_per_dim", lambda mu, logvar: 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)),  # summed: (B,)
-    ("kl_per_dim", lambda mu, logvar: 0.5 * (mu.pow(2) + logvar.exp() - 1 + logvar)),  # sign of log sigma^2
-    ("kl_per_dim", lambda mu, logvar: 0.5 * (mu.pow(2) + torch.exp(2 * logvar) - 1 - 2 * logvar)),  # as log sigma
+    ("train_step", lambda model, opt, x, beta, eps, clip, fb: _step(model, opt, x, beta, eps, clip, 0.0)),  # no floor
+    ("train_step", lambda model, opt, x, beta, eps, clip, fb: _step(model, opt, x, beta, eps, None, fb)),  # no clip
+    ("train_step", lambda model, opt, x, beta, eps, clip, fb: _step(model, opt, x, 1.0, eps, clip, fb)),  # beta 1
+    ("train_step", lambda model, opt, x, beta, eps, clip, fb: _per_image_floor(model, opt, x, beta, eps, clip, fb)),
+    ("train_step", lambda model, opt, x, beta, eps, clip, fb: _no_zero_grad(model, opt, x, beta, eps, clip, fb)),
+    ("iw_bound", lambda log_w: torch.log(torch.exp(log_w).mean(1))),  # underflows at -3000
+    ("iw_bound", lambda log_w: torch.logsumexp(log_w, 1)),  # forgets the 1/K
+    ("iw_bound", lambda log_w: log_w.mean(1)),  # the mean of the logs: the ELBO, not the IW bound
     ("linear_beta", lambda step, n, b0, b: b0 + (b - b0) * step / n),  # never stops at beta
     ("linear_beta", lambda step, n, b0, b: b * min(step / n, 1.0)),  # ignores beta_start
     ("linear_beta", lambda step, n, b0, b: b0 + (b - b0) * min((step + 1) / n, 1.0)),  # off by one step
 ]
+
+
+def _step(model, opt, x, beta, eps, clip, free_bits, per_image=False, zero=True):
+    mu, logvar = model.encode(x)
+    z = mu + torch.exp(0.5 * logvar) * eps
+    recon = (torch.sigmoid(model.decoder.forward_logits(z)) - x).pow(2).flatten(1).sum(1).mean()
+    kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp())
+    kl = torch.clamp(kl, min=free_bits).sum(1).mean() if per_image else torch.clamp(kl.mean(0), min=free_bits).sum()
+    loss = recon + beta * kl
+    if zero:
+        opt.zero_grad()
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    opt.step()
+    return loss.item()
+
+
+def _per_image_floor(*args):  # floors each image's KL, not each dimension's batch mean
+    return _step(*args, per_image=True)
+
+
+def _no_zero_grad(*args):  # the second step adds its gradient to the first's
+    return _step(*args, zero=False)
 
 
 def _stub(*args):

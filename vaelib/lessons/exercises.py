@@ -1,5 +1,6 @@
-"""The exercises of notebooks 01-05: a task, a check that says right or wrong against vaelib's own version, and a
-reference solution (the check of notebook 00's exercises lives in vae_from_scratch.py and uses the same rule).
+"""The exercises of notebooks 01-05: a task, and a check that says right or wrong against vaelib's own version (the
+reference solutions are in solutions.py, out of the notebooks; the checks of notebook 00's exercises live in
+vae_from_scratch.py and use the same rule).
 
 A check takes the student's function and returns one line that starts with 'right', 'wrong' (and why) or
 'not done yet' (the task stubs raise NotImplementedError). Every check compares on small seeded inputs, so its
@@ -15,6 +16,13 @@ import torch
 
 from ..config import BetaSchedule
 from ..schedules import beta_at
+from .solutions import (
+    solution_conv_out,
+    solution_cyclic_beta,
+    solution_data_mean_sse,
+    solution_pull,
+    solution_slerp,
+)
 
 
 def verdict(name: str, call: Callable[[], Any], expected: Callable[[Any], str | None]) -> str:
@@ -67,10 +75,6 @@ def check_data_mean_sse(fn: Callable[[torch.Tensor, torch.Tensor], float]) -> st
     return verdict("data_mean_sse", lambda: fn(train, test), lambda got: number_problem(got, want, "", 1e-5))
 
 
-def solution_data_mean_sse(train: torch.Tensor, test: torch.Tensor) -> float:
-    """Mean image of train in [0, 1], then the per-image sum of squared differences, averaged over test."""
-    mean = train.double().div(255).mean(0)  # (C, H, W)
-    return (test.double().div(255) - mean).pow(2).flatten(1).sum(1).mean().item()
 
 
 # --- 02_architecture: the size after a convolution ------------------------------------------------
@@ -92,9 +96,6 @@ def check_conv_out(fn: Callable[[int, int, int, int], int]) -> str:
     return verdict("conv_out", lambda: [fn(*c) for c in CONV_CASES], expected)
 
 
-def solution_conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
-    """floor((size + 2 padding - kernel) / stride) + 1 (dilation 1)."""
-    return (size + 2 * padding - kernel) // stride + 1
 
 
 # --- 03_stability_ablations: a cyclic beta schedule -------------------------------------------------
@@ -118,11 +119,6 @@ def check_cyclic_beta(fn: Callable[[int, int, int, float, float], float]) -> str
     return verdict("cyclic_beta", lambda: [fn(*c) for c in CYCLIC_CASES], expected)
 
 
-def solution_cyclic_beta(step: int, total_steps: int, cycles: int, ratio: float, beta: float) -> float:
-    """Position tau in the current cycle in [0, 1); ramp 0 -> beta over the first `ratio` of it, then hold."""
-    period = total_steps / cycles
-    tau = (step % period) / period
-    return beta * min(tau / ratio, 1.0)
 
 
 # --- 04_failure_gallery: the pull towards the data mean ---------------------------------------------
@@ -139,11 +135,6 @@ def check_pull(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], float]) 
     return verdict("pull", lambda: fn(x, r, mean), lambda got: number_problem(got, want, "", 1e-5))
 
 
-def solution_pull(images: torch.Tensor, recon: torch.Tensor, mean: torch.Tensor) -> float:
-    """Squared distances per image summed over pixels, averaged over images, then one ratio."""
-    to_mean = (recon - mean).pow(2).flatten(1).sum(1).mean()
-    spread = (images - mean).pow(2).flatten(1).sum(1).mean()
-    return (1 - to_mean / spread).item()
 
 
 # --- 05_latent_explorer: spherical interpolation ---------------------------------------------------
@@ -167,10 +158,6 @@ def check_slerp(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor])
     return verdict("slerp", lambda: [fn(z_a, z_b, i / 4) for i in range(5)], expected)
 
 
-def solution_slerp(z_a: torch.Tensor, z_b: torch.Tensor, t: float) -> torch.Tensor:
-    """sin((1 - t) omega) / sin(omega) z_a + sin(t omega) / sin(omega) z_b, omega the angle between them."""
-    omega = torch.arccos(torch.dot(z_a, z_b) / (z_a.norm() * z_b.norm()))
-    return (torch.sin((1 - t) * omega) * z_a + torch.sin(t * omega) * z_b) / torch.sin(omega)
 
 
 EXERCISES = {"01_datasets": {"data_mean_sse": (check_data_mean_sse, solution_data_mean_sse)},

@@ -1,5 +1,5 @@
-"""Helpers of notebook 00_vae_from_scratch: the exercise checks, their reference solutions, and the measured
-reason the hand-written loop is compared with fit under contiguous tensors and foreach Adam.
+"""Helpers of notebook 00_vae_from_scratch: the exercise checks (their reference solutions: solutions.py) and the
+measured reason the hand-written loop is compared with fit under contiguous tensors and foreach Adam.
 
 A check takes the student's function and returns one line that starts with 'right', 'wrong' or 'not done yet'
 (the task stubs raise NotImplementedError). It compares with vaelib's own version on small seeded tensors, with
@@ -8,43 +8,23 @@ the rule of vaelib.lessons.exercises (which holds the exercises of notebooks 01-
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from ..config import BetaSchedule, Config
-from ..losses import kl_per_dim
+from ..config import BetaSchedule, Config, get_preset, with_overrides
+from ..losses import elbo, kl_per_dim
 from ..model import VAE
 from ..schedules import beta_at
 from .exercises import tensor_problem as _close
 from .exercises import verdict as _verdict
-
-
-def _tensors(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return tuple(torch.randn(5, 3, generator=g) for _ in range(3))  # mu, logvar, eps: (B, D)
-
-
-def check_reparameterize(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> str:
-    """fn(mu, logvar, eps) -> z, against VAE.reparameterize; gradients must reach mu and logvar."""
-    mu, logvar, eps = _tensors()
-    mu.requires_grad_(True)
-    logvar.requires_grad_(True)
-
-    def expected(z: Any) -> str | None:
-        problem = _close(z, VAE.reparameterize(mu, logvar, eps=eps))
-        if problem is None and not z.requires_grad:
-            problem = "gives no gradient to mu and logvar (is z computed from them?)"
-        return problem
-
-    return _verdict("reparameterize", lambda: fn(mu, logvar, eps), expected)
-
-
-def check_kl_per_dim(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> str:
-    """fn(mu, logvar) -> KL per element (B, D), against vaelib.losses.kl_per_dim."""
-    mu, logvar, _ = _tensors(1)
-    return _verdict("kl_per_dim", lambda: fn(mu, logvar), lambda kl: _close(kl, kl_per_dim(mu, logvar)))
+from .solutions import (
+    solution_iw_bound,
+    solution_linear_beta,
+    solution_train_step,
+)
 
 
 def check_linear_beta(fn: Callable[[int, int, float, float], float]) -> str:
@@ -61,23 +41,87 @@ def check_linear_beta(fn: Callable[[int, int, float, float], float]) -> str:
     return _verdict("linear_beta", lambda: [fn(*c) for c in cases], expected)
 
 
-def solution_reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """z = mu + sigma * eps with sigma = exp(logvar / 2) (Kingma & Welling, 2014, eq. 10)."""
-    return mu + torch.exp(0.5 * logvar) * eps
 
 
-def solution_kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, sigma^2) || N(0, 1)) per element (Kingma & Welling, 2014, Appendix B)."""
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar)
 
 
-def solution_linear_beta(step: int, anneal_steps: int, beta_start: float, beta: float) -> float:
-    """beta_start -> beta linearly over anneal_steps steps, then beta (Bowman et al., 2016)."""
-    return beta_start + (beta - beta_start) * min(step / anneal_steps, 1.0)
 
 
-EXERCISES = {"reparameterize": (check_reparameterize, solution_reparameterize),
-             "kl_per_dim": (check_kl_per_dim, solution_kl_per_dim),
+def _vaelib_step(model: VAE, opt: torch.optim.Optimizer, x: torch.Tensor, beta: float, eps: torch.Tensor,
+                 clip: float | None, free_bits: float) -> float:
+    """The training step as fit takes it (losses.elbo with free bits), for the check to compare with."""
+    logits, mu, logvar = model(x, eps=eps)
+    loss = elbo(x, logits, mu, logvar, beta=beta, free_bits=free_bits).total
+    opt.zero_grad()
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    opt.step()
+    return loss.item()
+
+
+def check_train_step(fn: Callable[..., Any]) -> str:
+    """fn(model, opt, x, beta, eps, clip, free_bits) -> the loss (a float) of one training step with free bits,
+    which it takes: run twice from the same weights as vaelib's step, with a clip that binds and a floor that binds
+    on some dimensions only; the losses and the weights after both steps must agree."""
+    config = with_overrides(get_preset("digits"), **{"model.latent_dim": 3, "model.hidden_dims": (4, 8),
+                                                     "data.image_size": 8})
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, *config.input_shape, generator=g)
+    eps = [torch.randn(6, 3, generator=g) for _ in range(2)]
+    torch.manual_seed(0)
+    with torch.no_grad():  # the floor: the median dimension's KL at the start, so it binds on some dimensions only
+        mu, logvar = VAE(config).encode(x)
+        floor = float(kl_per_dim(mu, logvar).mean(0).median())
+
+    def two_steps(step: Callable[..., Any]) -> tuple[list[Any], VAE]:
+        torch.manual_seed(0)
+        model = VAE(config)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        return [step(model, opt, x, 0.7, e, 0.5, floor) for e in eps], model
+
+    want, reference = two_steps(_vaelib_step)
+
+    def expected(result: tuple[list[Any], VAE]) -> str | None:
+        losses, model = result
+        for i, (got, w) in enumerate(zip(losses, want)):
+            if not isinstance(got, (int, float)) or not math.isfinite(got):
+                return f"returned {got!r} at step {i + 1}; expected the loss as a float (loss.item())"
+            if abs(got - w) > 1e-4 * abs(w):
+                return (f"gives the loss {got:.6g} at step {i + 1}, expected {w:.6g}: recon summed over pixels and "
+                        "averaged over the batch, plus beta times the sum over dimensions of each dimension's "
+                        "batch-mean KL floored at free_bits")
+        diff = max((a - b).abs().max().item() for a, b in zip(model.parameters(), reference.parameters()))
+        if diff > 1e-5:
+            return (f"takes other steps (weights differ by {diff:.2g} after two): are the old gradients zeroed before "
+                    "backward, is the gradient norm clipped to `clip` after backward and before opt.step?")
+        return None
+
+    return _verdict("train_step", lambda: two_steps(fn), expected)
+
+
+def check_iw_bound(fn: Callable[[torch.Tensor], torch.Tensor]) -> str:
+    """fn(log_w (B, K)) -> log of the mean of the weights per image (B,), against solutions.solution_iw_bound,
+    on ordinary log weights and on ones near -3000 (where exponentiating first underflows)."""
+    g = torch.Generator().manual_seed(0)
+    cases = {"ordinary log weights": torch.randn(4, 8, generator=g, dtype=torch.float64),
+             "log weights near -3000 (an image of 3000 nats)": torch.randn(4, 8, generator=g,
+                                                                           dtype=torch.float64) - 3000,
+             "one sample (K = 1)": torch.randn(4, 1, generator=g, dtype=torch.float64)}
+
+    def expected(results: list[Any]) -> str | None:
+        for (what, log_w), got in zip(cases.items(), results):
+            problem = _close(got, solution_iw_bound(log_w), rtol=1e-9, atol=1e-9)
+            if problem is not None:
+                hint = " (exponentiating first underflows: shift by the largest log weight)" if "3000" in what else ""
+                return f"on {what}: {problem}{hint}"
+        return None
+
+    return _verdict("iw_bound", lambda: [fn(log_w.clone()) for log_w in cases.values()], expected)
+
+
+EXERCISES = {"train_step": (check_train_step, solution_train_step),
+             "iw_bound": (check_iw_bound, solution_iw_bound),
              "linear_beta": (check_linear_beta, solution_linear_beta)}
 
 

@@ -1,0 +1,84 @@
+"""The reference solutions of the notebooks' exercises, kept out of the notebooks (and so out of the rendered
+reports) so that a student meets each task before its answer. The checks (lessons/exercises.py,
+lessons/vae_from_scratch.py) are tested with these and with typical wrong answers (tests/test_lessons_exercises.py,
+tests/test_notebook_vae_from_scratch.py). Read one only after trying.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+# --- 00_vae_from_scratch --------------------------------------------------------------------------
+
+def solution_train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, beta: float,
+                        eps: torch.Tensor, clip: float | None, free_bits: float) -> float:
+    """One optimiser step on the beta-weighted negative ELBO with free bits: encode, reparameterise with the given
+    eps, decode; recon = squared error summed over pixels, averaged over the batch; the KL of each latent dimension
+    averaged over the batch and floored at free_bits (nats), then summed; loss = recon + beta * that. Zero the old
+    gradients, backpropagate, clip the gradient norm (if clip), step. Returns the loss before the step."""
+    mu, logvar = model.encode(x)
+    z = mu + torch.exp(0.5 * logvar) * eps
+    recon = (torch.sigmoid(model.decoder.forward_logits(z)) - x).pow(2).flatten(1).sum(1).mean()
+    kl_dims = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).mean(0)  # (D,): per dimension, over the batch
+    loss = recon + beta * torch.clamp(kl_dims, min=free_bits).sum()
+    opt.zero_grad()
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    opt.step()
+    return loss.item()
+
+
+def solution_iw_bound(log_w: torch.Tensor) -> torch.Tensor:
+    """log (1/K) sum_k w_k per image from log weights (B, K), stably: log-sum-exp shifts by the largest log w
+    before exponentiating (torch.logsumexp does it), so weights of e^-3000 do not underflow to log 0."""
+    return torch.logsumexp(log_w, dim=1) - math.log(log_w.shape[1])
+
+
+def solution_linear_beta(step: int, anneal_steps: int, beta_start: float, beta: float) -> float:
+    """beta_start -> beta linearly over anneal_steps steps, then beta (Bowman et al., 2016)."""
+    return beta_start + (beta - beta_start) * min(step / anneal_steps, 1.0)
+
+
+# --- 01_datasets ----------------------------------------------------------------------------------
+
+def solution_data_mean_sse(train: torch.Tensor, test: torch.Tensor) -> float:
+    """Mean image of train in [0, 1], then the per-image sum of squared differences, averaged over test."""
+    mean = train.double().div(255).mean(0)  # (C, H, W)
+    return (test.double().div(255) - mean).pow(2).flatten(1).sum(1).mean().item()
+
+
+# --- 02_architecture ------------------------------------------------------------------------------
+
+def solution_conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
+    """floor((size + 2 padding - kernel) / stride) + 1 (dilation 1)."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+# --- 03_stability_ablations -----------------------------------------------------------------------
+
+def solution_cyclic_beta(step: int, total_steps: int, cycles: int, ratio: float, beta: float) -> float:
+    """Position tau in the current cycle in [0, 1); ramp 0 -> beta over the first `ratio` of it, then hold."""
+    period = total_steps / cycles
+    tau = (step % period) / period
+    return beta * min(tau / ratio, 1.0)
+
+
+# --- 04_failure_gallery ---------------------------------------------------------------------------
+
+def solution_pull(images: torch.Tensor, recon: torch.Tensor, mean: torch.Tensor) -> float:
+    """Squared distances per image summed over pixels, averaged over images, then one ratio."""
+    to_mean = (recon - mean).pow(2).flatten(1).sum(1).mean()
+    spread = (images - mean).pow(2).flatten(1).sum(1).mean()
+    return (1 - to_mean / spread).item()
+
+
+# --- 05_latent_explorer ---------------------------------------------------------------------------
+
+def solution_slerp(z_a: torch.Tensor, z_b: torch.Tensor, t: float) -> torch.Tensor:
+    """sin((1 - t) omega) / sin(omega) z_a + sin(t omega) / sin(omega) z_b, omega the angle between them."""
+    omega = torch.arccos(torch.dot(z_a, z_b) / (z_a.norm() * z_b.norm()))
+    return (torch.sin((1 - t) * omega) * z_a + torch.sin(t * omega) * z_b) / torch.sin(omega)
