@@ -19,6 +19,7 @@ from torch import nn
 from .config import BetaSchedule
 from .files import atomic_write_bytes
 from .history import History
+from .metrics import posterior_stats
 from .model import eval_mode, model_device
 from .runtime import to_float
 from .schedules import beta_curve
@@ -303,8 +304,6 @@ def latent_map(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | No
     """A 2-D view of a latent space: left, the posterior means of `images` on latent dimensions `dims`, coloured by
     class when labels are given; right, the decoded manifold: an n x n grid of codes over [-span, span] on those two
     dimensions (every other dimension at 0, the prior's mean), top row = highest second coordinate."""
-    from .metrics import posterior_stats
-
     d = model.config.model.latent_dim
     if len(dims) != 2 or dims[0] == dims[1] or not all(0 <= k < d for k in dims):
         raise ValueError(f"dims={dims!r} is invalid: allowed two different latent dimensions in 0..{d - 1}")
