@@ -29,14 +29,12 @@ COLORS = {"total": "black", "recon": "tab:blue", "kl": "tab:red", "beta": "tab:g
 
 def tile(images: torch.Tensor, nrow: int, pad: int = 1) -> np.ndarray:
     """(N, C, H, W) in [0, 1] -> one (rows*H, nrow*W, C) array with `pad` pixels of white between."""
+    from torchvision.utils import make_grid  # heavy: torchvision takes about 2 s to load; only a grid needs it
+
     x = to_float(images.detach().cpu()).clamp(0, 1)  # (N, C, H, W)
-    n, c, h, w = x.shape
-    ncol = min(nrow, n)
-    rows = math.ceil(n / ncol)
-    grid = torch.ones(c, rows * (h + pad) - pad, ncol * (w + pad) - pad)
-    for i in range(n):
-        r, col = divmod(i, ncol)
-        grid[:, r * (h + pad):r * (h + pad) + h, col * (w + pad):col * (w + pad) + w] = x[i]
+    grid = make_grid(x, nrow=nrow, padding=pad, pad_value=1)  # (3 if C == 1 else C, H', W') with an outer border
+    border = pad if len(x) > 1 else 0  # make_grid returns a single image as it is, with no border
+    grid = grid[:x.shape[1], border:grid.shape[1] - border, border:grid.shape[2] - border]  # grey: 1 of 3 copies
     return grid.permute(1, 2, 0).numpy()  # (H', W', C)
 
 
