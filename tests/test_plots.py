@@ -7,7 +7,7 @@ import torch
 from matplotlib.figure import Figure
 
 from vaelib import plots
-from vaelib.config import BetaSchedule, Config, DataConfig, ModelConfig
+from vaelib.config import Config, DataConfig, ModelConfig
 from vaelib.history import History
 from vaelib.model import VAE
 from vaelib.runtime import to_float
@@ -156,13 +156,6 @@ def test_latent_traversal(model, images):
     assert len(fig.axes) == 1 and n_images(fig) == 1
     with pytest.raises(ValueError, match="dim=3"):
         plots.latent_traversal(model, images[0], dim=3)
-
-
-def test_beta_schedule_plot_follows_the_schedule():
-    fig = plots.beta_schedule_plot(BetaSchedule("warmup", beta=0.5, warmup_epochs=2), total_steps=40,
-                                   steps_per_epoch=10)
-    y = fig.axes[0].lines[0].get_ydata()
-    assert len(y) == 40 and y[19] == 0.0 and y[20] == 0.5
 
 
 def test_rate_distortion_labels_each_beta():

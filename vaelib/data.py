@@ -143,11 +143,6 @@ def data_mean_baseline(train: ImageSplit, split: ImageSplit) -> float:
     return sse / len(split)
 
 
-def data_mean_mse_per_pixel(train: ImageSplit, split: ImageSplit) -> float:
-    """The same baseline as `data_mean_baseline`, averaged over pixels instead of summed."""
-    return data_mean_baseline(train, split) / split.images[0].numel()
-
-
 # --- helpers shared by the loaders ---------------------------------------------------------------
 
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:

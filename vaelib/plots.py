@@ -16,13 +16,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import nn
 
-from .config import BetaSchedule
 from .files import atomic_write_bytes
 from .history import History
 from .metrics import posterior_stats
 from .model import eval_mode, model_device
 from .runtime import to_float
-from .schedules import beta_curve
 
 COLORS = {"total": "black", "recon": "tab:blue", "kl": "tab:red", "beta": "tab:green"}
 
@@ -248,22 +246,6 @@ def latent_traversal(model: nn.Module, x: torch.Tensor, dim: int, span: float = 
         z[:, dim] = torch.linspace(-span, span, steps, device=device)
         images = model.decode(z)
     return _strip([(f"z[{dim}]", images)], f"Traversal of latent {dim}", f"z[{dim}] from {-span:g} to {span:g}")
-
-
-def beta_schedule_plot(schedule: BetaSchedule, total_steps: int, steps_per_epoch: int) -> Figure:
-    """beta at every optimiser step (vaelib.schedules.beta_curve), with epochs on the top axis."""
-    beta = beta_curve(schedule, total_steps, steps_per_epoch)
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.plot(np.arange(total_steps), beta, color=COLORS["beta"], lw=2)
-    ax.set_xlabel("optimiser step")
-    ax.set_ylabel("beta (KL weight)")
-    ax.set_ylim(bottom=0, top=max(float(beta.max()), 1e-3) * 1.1)
-    top = ax.secondary_xaxis("top", functions=(lambda s: s / steps_per_epoch, lambda e: e * steps_per_epoch))
-    top.set_xlabel("epoch")
-    ax.set_title(f"beta schedule: {schedule.kind}", pad=12)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
 
 
 def rate_distortion(points: list[dict[str, float]], mark: float | None = None, mark_label: str = "") -> Figure:

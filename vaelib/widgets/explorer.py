@@ -1,14 +1,14 @@
 """The latent explorer: ipywidgets controls over a trained VAE's latent space, for exploring by hand in class.
 
-`LatentExplorer(model, split)` explores a trained VAE over a split; display it in JupyterLab (notebook 05
-gets one from `vaelib.lessons.latent_explorer.explorer_for`). Five tabs: Sliders (the most informative
-latent dimensions by KL, starting from an encoded test image; attribute or class directions on labelled
-data), Interpolate (linear or spherical path between two test images, with a Play button), Sample (the
-prior, with a temperature and a reseed button), Traverse (one dimension swept over [-span, span], played or
-as a strip) and Map (the test codes on the two highest-KL dimensions, a picked point decoded, a manifold
-grid). Under the tabs, "save PNG" writes the current tab's main picture to a file. Sized for a projector:
-one image `image_px` (256) pixels, each image of a strip or grid `strip_px` (128). A slider change costs one
-decode and one PNG encode, no matplotlib (benchmarks/explorer_latency.py times it).
+`LatentExplorer(model, split)` explores a trained VAE over a split; display it in JupyterLab (notebook 05 builds
+one over the test split, for the model `vaelib.lessons.latent_explorer.load_trained` returns). Five tabs:
+Sliders (the most informative latent dimensions by KL, starting from an encoded test image; attribute or class
+directions on labelled data), Interpolate (linear or spherical path between two test images, with a Play
+button), Sample (the prior, with a temperature and a reseed button), Traverse (one dimension swept over [-span,
+span], played or as a strip) and Map (the test codes on the two highest-KL dimensions, a picked point decoded, a
+manifold grid). Under the tabs, "save PNG" writes the current tab's main picture to a file. Sized for a
+projector: one image `image_px` (256) pixels, each image of a strip or grid `strip_px` (128). A slider change
+costs one decode and one PNG encode, no matplotlib (benchmarks/explorer_latency.py times it).
 """
 
 from __future__ import annotations
