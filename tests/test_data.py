@@ -22,7 +22,6 @@ from vaelib.data import (
     SCALES,
     ImageSplit,
     data_mean_baseline,
-    data_mean_mse_per_pixel,
     load_dataset,
     load_from_config,
     render_shapes,
@@ -365,9 +364,8 @@ def test_bad_arguments_are_refused(kwargs, bad):
 def test_data_mean_baseline_by_hand():
     train = ImageSplit(torch.tensor([[[[0, 255]]], [[[255, 255]]]], dtype=torch.uint8), None, None)
     split = ImageSplit(torch.tensor([[[[0, 0]]]], dtype=torch.uint8), None, None)
-    # mean image (0.5, 1.0): on `split` (0 - 0.5)^2 + (0 - 1)^2 = 1.25 per image, 0.625 per pixel
+    # mean image (0.5, 1.0): on `split` (0 - 0.5)^2 + (0 - 1)^2 = 1.25 per image
     assert data_mean_baseline(train, split) == pytest.approx(1.25)
-    assert data_mean_mse_per_pixel(train, split) == pytest.approx(0.625)
     # on train itself 0.25 per image; predicting zeros would give (1 + 2) / 2 = 1.5
     zeros = (train.float() ** 2).sum((1, 2, 3)).mean().item()
     assert zeros == pytest.approx(1.5) and data_mean_baseline(train, train) == pytest.approx(0.25)

@@ -110,7 +110,6 @@ def test_reconstruction_errors_and_psnr_are_per_image():
     images = torch.stack([torch.zeros(1, 4, 4), torch.ones(1, 4, 4)])  # (2, 1, 4, 4)
     stub = Stub([1.0], fill=0.1)  # squared error per pixel: 0.01 on image 0, 0.81 on image 1
     assert metrics.reconstruction_mse(stub, images) == pytest.approx(16 * (0.01 + 0.81) / 2)
-    assert metrics.mse_per_pixel(stub, images) == pytest.approx((0.01 + 0.81) / 2)
     expected = (20.0 + 10 * math.log10(1 / 0.81)) / 2  # mean of per-image PSNRs, not PSNR of the mean MSE
     assert metrics.psnr(stub, images) == pytest.approx(expected, rel=1e-5)
     assert metrics.psnr(Stub([1.0], fill=0.0), torch.zeros(3, 1, 4, 4)) == math.inf

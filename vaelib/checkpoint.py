@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +56,6 @@ def _last_line(err: Exception) -> str:
 
 def _global_named(err: Exception) -> str:
     """The 'module.name' a weights-only load refused, from torch's message, or a generic phrase."""
-    import re
-
     match = re.search(r"GLOBAL ([\w.]+)", str(err))
     return f"it calls for {match.group(1)}" if match else "it names a global"
 

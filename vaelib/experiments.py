@@ -11,15 +11,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import multiprocessing
 import re
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
-from .config import Config, comparable, with_overrides
+from . import metrics
+from .config import DATASETS, Config, comparable, get_preset, with_overrides
 from .evidence import convergence
 from .files import save_json
 from .history import History
@@ -28,7 +32,7 @@ from .lock import run_lock
 from .perf.allocator import tune_cpu_allocator
 from .runtime import headless, resolve_device
 from .schedules import beta_at
-from .train import CHECKPOINT, HISTORY, NonFiniteLossError, fit
+from .train import CHECKPOINT, HISTORY, NonFiniteLossError, fit, stopped
 
 
 def config_hash(config: Config) -> str:
@@ -181,8 +185,6 @@ def run_seeds(configs: dict[str, Config], seeds: list[int], train: Any, val: Any
 def trained(config: Config, root: str | Path = "runs") -> bool:
     """Whether the cache already holds this config's finished run: its epochs all done, stopped at convergence,
     or failed (failed.json)."""
-    from .train import stopped
-
     path = run_dir(config, root)
     if (path / FAILED).exists():
         return True
@@ -196,8 +198,6 @@ def trained(config: Config, root: str | Path = "runs") -> bool:
 
 
 def _worker_init(threads: int) -> None:
-    import torch
-
     torch.set_num_threads(threads)
 
 
@@ -215,11 +215,6 @@ def train_in_workers(configs: list[Config], train: Any, val: Any, *, workers: in
     another core count: a run trained here with 1 thread differs in the last digits from the same config trained
     with 2, and the history records `threads` in its options. On a GPU, or with workers=1, this does nothing.
     """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    import torch
-
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers={workers!r} is invalid: allowed an integer >= 1")
     if workers == 1 or resolve_device(device).type != "cpu":
@@ -328,8 +323,6 @@ def run_convergence(run: Run, tol: float = 0.05) -> dict[str, Any]:
 def summarize(run: Run, test: Any, last: int = 100, tol: float = 0.05) -> dict[str, Any]:
     """The table row of a run: convergence (evidence.convergence, tolerance `tol`), the noise of its first
     `last` steps and the spread of its last ones, and its test metrics (ELBO terms at beta = 1)."""
-    from . import metrics
-
     conv = run_convergence(run, tol)
     grad = trace(run, "grad_norm")
     final = float(trace(run, "total")[-last:].mean()) if len(grad) else math.nan
@@ -368,8 +361,6 @@ _SMALL_EPOCHS = {"mnist": 20, "digits": 20, "shapes": 16}
 def notebook_config(dataset: str = "mnist", budget: str = "small", seed: int = 0, *,
                     image_size: int | None = None, data_root: str = "data", preset: str | None = None) -> Config:
     """The config a notebook trains for a dataset and budget: tiny (seconds), small (minutes on a CPU), full."""
-    from .config import DATASETS, get_preset
-
     if dataset not in DATASETS:
         raise ValueError(f"dataset={dataset!r} is invalid: allowed {', '.join(DATASETS)}")
     if budget not in BUDGETS:

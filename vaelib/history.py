@@ -96,11 +96,6 @@ class History:
                              "with free bits")
         return [row[key] for row in rows]
 
-    @property
-    def last(self) -> Epoch | None:
-        """The last finished epoch, None before the first."""
-        return self.epochs[-1] if self.epochs else None
-
     def to_dict(self) -> dict[str, Any]:
         return {"steps": list(self.steps), "epochs": list(self.epochs), "options": dict(self.options)}
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shlex
 import socket
 import stat
 import sys
@@ -226,8 +227,6 @@ def _take_over_if_stale(path: Path, what: str) -> None:
 
 
 def _quote(path: Path) -> str:
-    import shlex
-
     return shlex.quote(str(path))
 
 

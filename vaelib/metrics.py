@@ -2,7 +2,7 @@
 
 Every model metric runs batched under `torch.no_grad()` on the model's device, in eval mode, and
 accepts images as uint8 (N, C, H, W) or float in [0, 1]. Units: nats per image unless a name says
-otherwise (`mse_per_pixel`, `psnr` in dB, `bits_per_dim`).
+otherwise (`psnr` in dB, `bits_per_dim`).
 """
 
 from __future__ import annotations
@@ -91,12 +91,6 @@ def reconstruction_errors(model: nn.Module, images: torch.Tensor, batch_size: in
 def reconstruction_mse(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> float:
     """Squared error summed over pixels, averaged over images (the unit of the data-mean baseline)."""
     return reconstruction_errors(model, images, batch_size).mean().item()
-
-
-def mse_per_pixel(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> float:
-    """Mean squared error per pixel (per channel value) of the posterior-mean reconstruction."""
-    pixels = math.prod(images.shape[1:])
-    return reconstruction_errors(model, images, batch_size).mean().item() / pixels
 
 
 def psnr_from_mse(mse: float | torch.Tensor, peak: float = 1.0) -> float | torch.Tensor:

@@ -8,6 +8,7 @@ line, before the first notebook starts (each notebook checks its values again it
 
 from __future__ import annotations
 
+import json
 import math
 from functools import cache
 from pathlib import Path
@@ -26,7 +27,7 @@ AT_LEAST_ZERO = frozenset({"seed", "image_size", "ablation_epochs", "gallery_epo
 
 @cache
 def _inspect(notebook: str, mtime: float) -> dict[str, dict[str, Any]]:
-    import papermill
+    import papermill  # heavy: only reading a notebook's parameters needs papermill (and Jupyter)
 
     return papermill.inspect_notebook(notebook)
 
@@ -48,8 +49,6 @@ def check_parameters(notebook: Path, params: dict[str, Any]) -> None:
 def parse_value(name: str, text: str, notebooks: list[Path]) -> Any:
     """A `-p NAME VALUE` from the command line: the text itself for a parameter declared as str, else JSON
     (2, 0.5, true, [0.1, 2.0]), else the text (refused by check_extras with the type it needs)."""
-    import json
-
     kinds = {declared(nb)[name]["inferred_type_name"] for nb in notebooks if name in declared(nb)}
     if kinds == {"str"}:
         return text

@@ -16,26 +16,23 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import nn
 
-from .config import BetaSchedule
 from .files import atomic_write_bytes
 from .history import History
+from .metrics import posterior_stats
 from .model import eval_mode, model_device
 from .runtime import to_float
-from .schedules import beta_curve
 
 COLORS = {"total": "black", "recon": "tab:blue", "kl": "tab:red", "beta": "tab:green"}
 
 
 def tile(images: torch.Tensor, nrow: int, pad: int = 1) -> np.ndarray:
     """(N, C, H, W) in [0, 1] -> one (rows*H, nrow*W, C) array with `pad` pixels of white between."""
+    from torchvision.utils import make_grid  # heavy: torchvision takes about 2 s to load; only a grid needs it
+
     x = to_float(images.detach().cpu()).clamp(0, 1)  # (N, C, H, W)
-    n, c, h, w = x.shape
-    ncol = min(nrow, n)
-    rows = math.ceil(n / ncol)
-    grid = torch.ones(c, rows * (h + pad) - pad, ncol * (w + pad) - pad)
-    for i in range(n):
-        r, col = divmod(i, ncol)
-        grid[:, r * (h + pad):r * (h + pad) + h, col * (w + pad):col * (w + pad) + w] = x[i]
+    grid = make_grid(x, nrow=nrow, padding=pad, pad_value=1)  # (3 if C == 1 else C, H', W') with an outer border
+    border = pad if len(x) > 1 else 0  # make_grid returns a single image as it is, with no border
+    grid = grid[:x.shape[1], border:grid.shape[1] - border, border:grid.shape[2] - border]  # grey: 1 of 3 copies
     return grid.permute(1, 2, 0).numpy()  # (H', W', C)
 
 
@@ -251,22 +248,6 @@ def latent_traversal(model: nn.Module, x: torch.Tensor, dim: int, span: float = 
     return _strip([(f"z[{dim}]", images)], f"Traversal of latent {dim}", f"z[{dim}] from {-span:g} to {span:g}")
 
 
-def beta_schedule_plot(schedule: BetaSchedule, total_steps: int, steps_per_epoch: int) -> Figure:
-    """beta at every optimiser step (vaelib.schedules.beta_curve), with epochs on the top axis."""
-    beta = beta_curve(schedule, total_steps, steps_per_epoch)
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.plot(np.arange(total_steps), beta, color=COLORS["beta"], lw=2)
-    ax.set_xlabel("optimiser step")
-    ax.set_ylabel("beta (KL weight)")
-    ax.set_ylim(bottom=0, top=max(float(beta.max()), 1e-3) * 1.1)
-    top = ax.secondary_xaxis("top", functions=(lambda s: s / steps_per_epoch, lambda e: e * steps_per_epoch))
-    top.set_xlabel("epoch")
-    ax.set_title(f"beta schedule: {schedule.kind}", pad=12)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
 def rate_distortion(points: list[dict[str, float]], mark: float | None = None, mark_label: str = "") -> Figure:
     """Rate (KL) against distortion (recon), both nats per image, one labelled point per beta; error bars where
     a point carries kl_std / recon_std (over seeds); the point whose beta equals `mark` is ringed."""
@@ -303,8 +284,6 @@ def latent_map(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | No
     """A 2-D view of a latent space: left, the posterior means of `images` on latent dimensions `dims`, coloured by
     class when labels are given; right, the decoded manifold: an n x n grid of codes over [-span, span] on those two
     dimensions (every other dimension at 0, the prior's mean), top row = highest second coordinate."""
-    from .metrics import posterior_stats
-
     d = model.config.model.latent_dim
     if len(dims) != 2 or dims[0] == dims[1] or not all(0 <= k < d for k in dims):
         raise ValueError(f"dims={dims!r} is invalid: allowed two different latent dimensions in 0..{d - 1}")

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import torch
 
+from . import __version__
+
 
 def versions() -> dict[str, str]:
     """Versions of everything that shapes a result."""
-    import torchvision
-
-    from . import __version__
+    import torchvision  # heavy: read only for its version; the embedded datasets never load it
 
     return {"vaelib": __version__, "torch": str(torch.__version__), "torchvision": torchvision.__version__,
             "python": platform.python_version(), "git_commit": git_commit()}

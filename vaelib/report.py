@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from .claims import adjust_records
+from .experiments import BUDGETS, notebook_config
 from .files import copy_file, save_json, shareable_mode, write_text
 from .jsonfiles import MalformedFile, check_report_metrics, is_report_metrics, load_json, read_report_metrics
 from .lock import file_lock
 from .notebook_params import RESERVED, check_extras, check_parameters  # noqa: F401 (RESERVED: re-exported)
 from .paths import check_files, check_folder
 from .provenance import CHECKOUT, PACKAGE, REPO, versions
-from .runtime import HEADLESS_ENV
+from .runtime import HEADLESS_ENV, resolve_device
 
 # A source checkout runs its own notebooks/ and keeps reports/, runs/ and data/ beside them. An installed vaelib
 # (a wheel) carries the numbered notebooks as package data and works in the current folder instead.
@@ -59,8 +60,8 @@ def run_notebook(notebook: Path, output: Path, params: dict[str, Any], timeout: 
                  cwd: Path | None = None) -> float:
     """Execute one notebook with papermill (kernel python3, cwd: `cwd`, else the notebook's folder); returns
     seconds."""
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
+    import papermill  # heavy: only executing a notebook needs papermill (and Jupyter)
+    from papermill.exceptions import PapermillExecutionError  # heavy: as above
 
     output.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -84,8 +85,8 @@ def run_notebook(notebook: Path, output: Path, params: dict[str, Any], timeout: 
 
 def render_html(executed: Path, html_path: Path, title: str) -> None:
     """nbconvert to a standalone HTML page: inputs hidden, images embedded."""
-    import nbformat
-    from nbconvert import HTMLExporter
+    import nbformat  # heavy: only the HTML rendering needs nbformat and nbconvert
+    from nbconvert import HTMLExporter  # heavy: as above
 
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nbformat.read(str(executed), as_version=4),
@@ -113,9 +114,6 @@ def build_report(dataset: str = "mnist", budget: str = "small", *, seed: int = 0
     folder holding a report made with other parameters is replaced only with force=True.
     out_root, runs_dir, data_root: default reports/, runs/ and data/ of workspace().
     """
-    from .experiments import BUDGETS, notebook_config
-    from .runtime import resolve_device
-
     home = workspace()
     out_root = Path(out_root) if out_root is not None else home / "reports"
     runs_dir = Path(runs_dir) if runs_dir is not None else home / "runs"

@@ -8,26 +8,25 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from . import distributed
+from . import distributed, metrics, plots
 from .checkpoint import save_json
 from .config import Config
+from .data import data_mean_baseline, load_from_config
 from .history import History
 from .lock import run_lock
 from .perf.allocator import tune_cpu_allocator
 from .provenance import versions
 from .resources import check_memory
-from .runtime import resolve_device
+from .runtime import resolve_device, to_float
 from .train import HISTORY, fit
 
 
 def standard_metrics(model, config: Config, train, test, iw_samples: int = 64) -> dict[str, Any]:
     """Test ELBO terms, reconstruction MSE/PSNR against the data-mean baseline, KL per dim, AU, IW-NLL."""
-    from . import metrics
-    from .data import data_mean_baseline
-
     x = test.images
     out: dict[str, Any] = {"test_elbo": metrics.test_elbo(model, x, config)}
     out["recon_mse"] = metrics.reconstruction_mse(model, x)
@@ -46,11 +45,6 @@ def standard_metrics(model, config: Config, train, test, iw_samples: int = 64) -
 def standard_figures(model, config: Config, history: History, test, out_dir: str | Path,
                      kl: Any = None) -> list[Path]:
     """Reconstructions, samples, curves, KL per dim, a traversal and an interpolation, saved as PNG."""
-    import matplotlib.pyplot as plt
-
-    from . import metrics, plots
-    from .runtime import to_float
-
     out_dir = Path(out_dir)
     device = next(model.parameters()).device
     x = to_float(test.images[:16].to(device))
@@ -89,8 +83,6 @@ def run_experiment(config: Config, out_dir: str | Path, *, device: str | None = 
 
 def _train_and_report(config: Config, out_dir: str | Path, device: torch.device, quiet: bool,
                       tune_allocator: bool, log_dir: str | Path | None = None) -> dict[str, Any]:
-    from .data import load_from_config
-
     t0 = time.perf_counter()
     malloc_tuned = tune_allocator and device.type == "cpu" and tune_cpu_allocator()
     train, val, test = (load_from_config(config.data, s) for s in ("train", "val", "test"))

@@ -166,7 +166,7 @@ def celeba_standin(seed: int = 0) -> torch.Tensor:
 
 def celeba_crop_demo(image: torch.Tensor, size: int = 64) -> dict[str, Any]:
     """CenterCrop(140) then Resize(size) (the transforms of vaelib.data's CelebA loader) on a uint8 (3, H, W)."""
-    from torchvision import transforms as T
+    from torchvision import transforms as T  # heavy: only this demo needs torchvision
 
     pil = T.ToPILImage()(image)
     crop = T.CenterCrop(CELEBA_CROP)(pil)

@@ -15,7 +15,10 @@ from typing import Any
 import torch
 
 from ..config import BetaSchedule
+from ..data import ImageSplit, data_mean_baseline
+from ..plots import interpolate_latents
 from ..schedules import beta_at
+from .failure_gallery import distance_to_mean
 from .solutions import (
     solution_conv_out,
     solution_cyclic_beta,
@@ -68,8 +71,6 @@ def _uint8_images(n: int, seed: int) -> torch.Tensor:
 def check_data_mean_sse(fn: Callable[[torch.Tensor, torch.Tensor], float]) -> str:
     """fn(train_u8, test_u8) -> the squared error summed over pixels in [0, 1], averaged over the test images, of
     predicting every test image by the mean training image; against vaelib.data.data_mean_baseline."""
-    from ..data import ImageSplit, data_mean_baseline
-
     train, test = _uint8_images(20, 0), _uint8_images(7, 1)
     want = data_mean_baseline(ImageSplit(train, None, None), ImageSplit(test, None, None))
     return verdict("data_mean_sse", lambda: fn(train, test), lambda got: number_problem(got, want, "", 1e-5))
@@ -126,8 +127,6 @@ def check_cyclic_beta(fn: Callable[[int, int, int, float, float], float]) -> str
 def check_pull(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], float]) -> str:
     """fn(images, recon, mean) -> 1 - mean |recon - mean|^2 / mean |x - mean|^2 (floats in [0, 1]), against
     failure_gallery.distance_to_mean."""
-    from .failure_gallery import distance_to_mean
-
     g = torch.Generator().manual_seed(2)
     x, r = torch.rand(9, 1, 5, 5, generator=g), torch.rand(9, 1, 5, 5, generator=g)
     mean = x.mean(0)
@@ -142,8 +141,6 @@ def check_pull(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], float]) 
 def check_slerp(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]) -> str:
     """fn(z_a, z_b, t) -> the code a fraction t along the great circle from z_a to z_b (D,), against
     vaelib.plots.interpolate_latents(spherical=True)."""
-    from ..plots import interpolate_latents
-
     g = torch.Generator().manual_seed(3)
     z_a, z_b = torch.randn(6, generator=g), torch.randn(6, generator=g)
     path = interpolate_latents(z_a, z_b, 5, spherical=True)  # t = 0, 0.25, ..., 1

@@ -14,8 +14,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogLocator
 from torch import nn
 
+from ..data import render_shapes
 from ..evidence import learned, objective_curve
 from ..experiments import Run, failure, run_convergence
 from ..losses import constant_image_nll
@@ -77,8 +79,6 @@ def error_images(error: torch.Tensor) -> torch.Tensor:
 
 def object_mask(factors: torch.Tensor, image_size: int) -> torch.Tensor:
     """Pixels covered by the shape, bool (N, H, W): the same factors rendered on a plain (black) background."""
-    from ..data import render_shapes
-
     return render_shapes(torch.as_tensor(factors), image_size, "plain").amax(1) > 0
 
 
@@ -179,8 +179,6 @@ def kl_bars(kls: dict[str, np.ndarray], threshold: float = 0.01) -> Figure:
     """KL per latent dimension (sorted, largest first) for several runs, one panel each, on a shared log axis with a
     tick at every decade. A dimension below threshold / 100 (nothing left to see on a log axis) is drawn at that
     floor, and the panel's title counts the dimensions above the threshold."""
-    from matplotlib.ticker import LogLocator
-
     floor = threshold / 100
     top = max([float(np.max(k)) for k in kls.values() if len(k)] + [threshold * 10])
     fig, axes = plt.subplots(1, len(kls), figsize=(4.2 * len(kls), 3.4), sharey=True, squeeze=False)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from matplotlib.figure import Figure
 
 from ..checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from ..config import Config
 from ..data import ImageSplit, load_from_config
-from ..experiments import cached_fit, notebook_config, run_dir
+from ..experiments import cached_fit, run_dir
 from ..model import VAE
 from ..plots import image_grid
 from ..runtime import headless, resolve_device
@@ -71,18 +70,6 @@ def class_directions(split: ImageSplit) -> list[str] | None:
     if split.labels is None or split.labels.ndim != 1 or not split.class_names:
         return None
     return list(split.class_names)
-
-
-def explorer_for(dataset: str = "mnist", budget: str = "small", seed: int = 0, *, image_size: int | None = None,
-                 data_root: str = "data", runs_dir: str | Path = "runs", device: str | None = None,
-                 train_if_missing: bool = True, retrain: bool = False, **options: Any) -> LatentExplorer:
-    """The explorer over the test split, for the model notebook_config(dataset, budget, seed, ...) trains;
-    with a slider per class direction where each test image has one class (mnist's digits)."""
-    config = notebook_config(dataset, budget, seed, image_size=image_size, data_root=data_root)
-    model, _ = load_trained(config, runs_dir, train_if_missing=train_if_missing, retrain=retrain, device=device)
-    test = load_from_config(config.data, "test")
-    options.setdefault("attributes", class_directions(test))
-    return LatentExplorer(model, test, seed=seed, **options)
 
 
 def direction_figure(explorer: LatentExplorer, name: str = "7", amounts: Sequence[float] = (0, 0.5, 1, 1.5, 2)

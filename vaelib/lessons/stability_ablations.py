@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from ..claims import Claim, judge, judge_best
 from ..config import BetaSchedule, Config, with_overrides
 from ..evidence import MIN_EPOCHS, estimate
-from ..experiments import Run, summarize, trace, with_epochs
+from ..experiments import Run, notebook_config, summarize, trace, with_epochs
 from ..schedules import beta_at
 
 
@@ -132,8 +132,6 @@ def background_configs(budget: str, seed: int, epochs: int = 0, image_size: int 
                        data_root: str = "data", fix_beta: float = 0.1, fix_latent: int = 32) -> dict[str, Config]:
     """shapes on a textured background at this budget: the preset, and one factor changed at a time: more latent
     units (at the preset's beta), a lower beta (at the preset's latent size)."""
-    from ..experiments import notebook_config
-
     c = with_overrides(notebook_config("shapes", budget, seed, image_size=image_size, data_root=data_root),
                        **{"data.background": "textured"})
     c = ablation_base(c, epochs)

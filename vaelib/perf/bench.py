@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
+import platform
 import statistics
 import traceback
 from collections.abc import Callable
@@ -67,7 +68,7 @@ def _effective(config: Config) -> Config:
 
 def flops_per_image(config: Config, device: torch.device) -> float:
     """Forward + backward FLOPs of one training image, counted by torch.utils.flop_counter."""
-    from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils.flop_counter import FlopCounterMode  # heavy: only the FLOP count needs torch's counter
 
     model = VAE(config).to(device)
     x = torch.rand(8, *config.input_shape, device=device)
@@ -234,7 +235,7 @@ def table(results: list[dict[str, Any]]) -> str:
 
 
 def plot(results: list[dict[str, Any]], path: str | Path) -> None:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: the benchmark's only plot; measuring needs no matplotlib
 
     keys = sorted({(r["preset"], r["batch_size"]) for r in results})
     fig, axes = plt.subplots(len(keys), 1, figsize=(8, 2.6 * len(keys)), squeeze=False)
@@ -251,8 +252,6 @@ def plot(results: list[dict[str, Any]], path: str | Path) -> None:
 
 
 def host_info() -> dict[str, Any]:
-    import platform
-
     info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     try:

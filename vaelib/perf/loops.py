@@ -18,6 +18,7 @@ from PIL import Image
 from torchvision import transforms
 
 from ..config import Config, with_overrides
+from ..data import load_dataset
 from ..losses import elbo
 from ..model import VAE
 from ..train import fit
@@ -25,8 +26,6 @@ from ..train import fit
 
 def images_for(config: Config, n: int, seed: int = 0) -> torch.Tensor:
     """n uint8 images of the preset's shape: real digits for grey presets, generated shapes for RGB."""
-    from ..data import load_dataset
-
     c, size, _ = config.input_shape
     if c == 1:
         x = load_dataset("digits", "train", image_size=size).images

@@ -1,14 +1,14 @@
 """The latent explorer: ipywidgets controls over a trained VAE's latent space, for exploring by hand in class.
 
-`LatentExplorer(model, split)` explores a trained VAE over a split; display it in JupyterLab (notebook 05
-gets one from `vaelib.lessons.latent_explorer.explorer_for`). Five tabs: Sliders (the most informative
-latent dimensions by KL, starting from an encoded test image; attribute or class directions on labelled
-data), Interpolate (linear or spherical path between two test images, with a Play button), Sample (the
-prior, with a temperature and a reseed button), Traverse (one dimension swept over [-span, span], played or
-as a strip) and Map (the test codes on the two highest-KL dimensions, a picked point decoded, a manifold
-grid). Under the tabs, "save PNG" writes the current tab's main picture to a file. Sized for a projector:
-one image `image_px` (256) pixels, each image of a strip or grid `strip_px` (128). A slider change costs one
-decode and one PNG encode, no matplotlib (benchmarks/explorer_latency.py times it).
+`LatentExplorer(model, split)` explores a trained VAE over a split; display it in JupyterLab (notebook 05 builds
+one over the test split, for the model `vaelib.lessons.latent_explorer.load_trained` returns). Five tabs:
+Sliders (the most informative latent dimensions by KL, starting from an encoded test image; attribute or class
+directions on labelled data), Interpolate (linear or spherical path between two test images, with a Play
+button), Sample (the prior, with a temperature and a reseed button), Traverse (one dimension swept over [-span,
+span], played or as a strip) and Map (the test codes on the two highest-KL dimensions, a picked point decoded, a
+manifold grid). Under the tabs, "save PNG" writes the current tab's main picture to a file. Sized for a
+projector: one image `image_px` (256) pixels, each image of a strip or grid `strip_px` (128). A slider change
+costs one decode and one PNG encode, no matplotlib (benchmarks/explorer_latency.py times it).
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import ipywidgets as W
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.lines import Line2D
 from PIL import Image as PILImage
 
 from ..data import ImageSplit
@@ -33,7 +35,7 @@ from ..model import VAE, model_device, require_gaussian_posterior
 from ..runtime import to_float
 from .controls import TABS, to_png
 from .directions import attribute_directions
-from .latent_map import MapView
+from .latent_map import PALETTE, MapView
 from .views import InterpolateView, SampleView, SlidersView, TraverseView
 
 DEFAULT_ATTRIBUTES = ("Smiling", "Eyeglasses", "Male", "Blond_Hair")  # CelebA names, used when present
@@ -195,8 +197,6 @@ class LatentExplorer(SlidersView, InterpolateView, SampleView, TraverseView, Map
 
     def snapshot(self):
         """A matplotlib Figure of every tab's current picture, for static renderings (papermill, HTML)."""
-        import matplotlib.pyplot as plt
-
         i, sq = self.index.value, round(len(self._eps) ** 0.5)
         pictures = [to_png(x, 1, nrow) for x, nrow in (
             (to_float(self.split.images[i:i + 1]), None), (self.decode(self.code()[None]), None),
@@ -231,10 +231,6 @@ class LatentExplorer(SlidersView, InterpolateView, SampleView, TraverseView, Map
 
     def _map_legend(self, ax) -> None:
         """The class colours of the map's dots, as a legend on its axes (none when an image has no single class)."""
-        from matplotlib.lines import Line2D
-
-        from .latent_map import PALETTE
-
         s = self.split
         if s.labels is None or s.labels.ndim != 1 or not s.class_names:
             return

@@ -163,10 +163,6 @@ class InterpolateView:
         if label >= 0 and len(hits):
             box.value = int(hits[0, 0])  # the first test image of that class
 
-    def set_pair(self, a: int, b: int) -> None:
-        """Interpolate between test images a and b."""
-        self.index_a.value, self.index_b.value = self._check(a), self._check(b)
-
     def _refresh_path(self) -> None:
         i, j = self.index_a.value, self.index_b.value
         self.image_a.value, self.image_b.value = (to_png(to_float(self.split.images[k:k + 1]), self.px) for k in (i, j))
