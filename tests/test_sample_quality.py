@@ -23,6 +23,10 @@ def test_the_shipped_shapes_classifier_reads_every_factor():
     assert set(acc) == {"shape", "colour", "scale", "x", "y", "rotation"}
     assert acc["colour"] > 0.99 and acc["x"] > 0.99 and acc["y"] > 0.99 and acc["shape"] > 0.6
     assert model.names[C.coverage_head(model, "shapes")] == "colour"  # what class coverage reads on shapes
+    assert model.names[model.coverage] == "colour"  # and what it reads by default, from the shipped classifier
+    images = load_dataset("shapes", "test", n=400)
+    one_colour = images.images[images.factors[:, images.factor_names.index("colour")] == 0]
+    assert Q.class_coverage(model, one_colour)["classes_hit"] == 1  # one colour: one class hit, whatever the shapes
 
 
 def test_training_is_deterministic_and_refuses_a_split_without_targets():

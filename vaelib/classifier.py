@@ -55,6 +55,7 @@ class DomainClassifier(nn.Module):
             nn.Conv2d(64, 128, 3, 2, 1), nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(128 * side * side, FEATURES),
             nn.LeakyReLU(0.2))
         self.heads = nn.ModuleList(nn.Linear(FEATURES, k) for k in classes)
+        self.coverage = 0  # the head class coverage reads: load_classifier sets its dataset's (COVERAGE_TARGET)
 
     def _fit(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.channels:
@@ -148,6 +149,7 @@ def load_classifier(dataset: str, root: str | Path = PRETRAINED) -> DomainClassi
     d = torch.load(path, map_location="cpu", weights_only=True)
     model = DomainClassifier(d["channels"], d["image_size"], tuple(d["classes"]), tuple(d["names"]))
     model.load_state_dict(d["state"])
+    model.coverage = coverage_head(model, dataset)  # the target class coverage reads (COVERAGE_TARGET)
     return model.eval()
 
 

@@ -52,10 +52,12 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 5) -> dict
             "coverage": float((d.min(0).values <= r_real).double().mean())}
 
 
-def class_coverage(classifier: DomainClassifier, fake: torch.Tensor, head: int = 0) -> dict[str, float]:
-    """Which classes of the classifier's target `head` (classifier.coverage_head: the digit; shapes: the colour)
-    the samples are predicted as: how many are hit by at least a quarter of their fair share, and how evenly (the
-    entropy of the predicted classes over its maximum, 1 = every class equally often)."""
+def class_coverage(classifier: DomainClassifier, fake: torch.Tensor, head: int | None = None) -> dict[str, float]:
+    """Which classes of the classifier's target `head` (default: the one its dataset's coverage reads,
+    classifier.COVERAGE_TARGET: the digit; shapes: the colour) the samples are predicted as: how many are hit by at
+    least a quarter of their fair share, and how evenly (the entropy of the predicted classes over its maximum,
+    1 = every class equally often)."""
+    head = classifier.coverage if head is None else head
     k = classifier.classes[head]
     share = torch.bincount(classifier.predict(fake)[:, head], minlength=k).double() / len(fake)
     entropy = -(share[share > 0] * share[share > 0].log()).sum()
@@ -64,7 +66,7 @@ def class_coverage(classifier: DomainClassifier, fake: torch.Tensor, head: int =
 
 @torch.no_grad()
 def sample_quality(model: nn.Module, classifier: DomainClassifier, test_images: torch.Tensor, n: int = 1000,
-                   seed: int = 0, k: int = 5, head: int = 0) -> dict[str, Any]:
+                   seed: int = 0, k: int = 5, head: int | None = None) -> dict[str, Any]:
     """n prior samples of a trained VAE (from `seed`) against the test images, in the classifier's features:
     fd (Fréchet distance), precision, recall, density, coverage, and classes_hit, class_evenness of target
     `head`."""
