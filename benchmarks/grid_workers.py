@@ -1,5 +1,5 @@
 """A grid of small runs trained one after another vs in parallel processes, side by side: does
-`experiments.train_in_workers` pay on this CPU?
+`runsets.train_in_workers` pay on this CPU?
 
     .venv/bin/python benchmarks/grid_workers.py [--dataset mnist] [--runs 4] [--epochs 3] [--workers 2] [--rounds 2]
 
@@ -18,8 +18,10 @@ import statistics
 import tempfile
 import time
 
+from vaelib.budgets import notebook_config
 from vaelib.data import load_from_config
-from vaelib.experiments import cached_fit, notebook_config, run_dir, train_in_workers, with_epochs, with_seed
+from vaelib.runcache import cached_fit, run_dir
+from vaelib.runsets import train_in_workers, with_epochs, with_seed
 from vaelib.train import HISTORY
 
 

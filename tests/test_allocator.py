@@ -36,7 +36,7 @@ def test_fit_alone_never_tunes_but_the_run_cache_and_the_cli_path_do():
         import json, tempfile, torch
         from vaelib.perf import allocator
         from vaelib.config import get_preset, with_overrides
-        from vaelib.experiments import cached_fit
+        from vaelib.runcache import cached_fit
         from vaelib.train import fit
         x = torch.randint(0, 256, (64, 1, 32, 32), dtype=torch.uint8)
         c = with_overrides(get_preset("digits"), **{"train.epochs": 1, "train.batch_size": 32})
@@ -54,7 +54,7 @@ def test_the_run_cache_leaves_the_allocator_alone_when_told():
         import json, tempfile, torch
         from vaelib.perf import allocator
         from vaelib.config import get_preset, with_overrides
-        from vaelib.experiments import cached_fit
+        from vaelib.runcache import cached_fit
         x = torch.randint(0, 256, (64, 1, 32, 32), dtype=torch.uint8)
         c = with_overrides(get_preset("digits"), **{"train.epochs": 1, "train.batch_size": 32})
         cached_fit(c, x, x, root=tempfile.mkdtemp(), device="cpu", quiet=True, tune_allocator=False)

@@ -8,8 +8,8 @@ import torch
 
 from vaelib.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint, save_json, shareable_mode
 from vaelib.config import with_overrides
-from vaelib.experiments import cached_fit, run_dir
 from vaelib.lessons.latent_explorer import load_trained
+from vaelib.runcache import cached_fit, run_dir
 from vaelib.train import CHECKPOINT, fit
 
 

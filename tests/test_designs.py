@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from vaelib import experiments, metrics, plots
+from vaelib import metrics, plots, runsets
 from vaelib.claims import RECORD_KEYS, adjust, finding, judge_best
 from vaelib.evidence import Estimate
 from vaelib.history import History
@@ -97,7 +97,7 @@ def test_lr_sweep_and_the_highest_stable_lr(tiny_config):
 def test_trace_plot_draws_every_seed_and_their_median():
     def run(totals):
         steps = [{"step": i, "total": t, "grad_norm": 1.0, "beta": 1.0} for i, t in enumerate(totals)]
-        return experiments.Run("r", None, None, History(steps=steps), None)
+        return runsets.Run("r", None, None, History(steps=steps), None)
 
     seeds = [run([3.0, 2.0, 1.0]), run([5.0, 4.0, 3.0]), run([4.0, 3.0])]
     fig = stability_ablations.trace_plot({"a": seeds}, "total")

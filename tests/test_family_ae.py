@@ -4,7 +4,7 @@ refused where a Gaussian posterior is needed, through the same code as the VAE."
 import pytest
 import torch
 
-from vaelib import evidence, experiments, families, metrics
+from vaelib import evidence, families, metrics, runcache
 from vaelib.checkpoint import load_checkpoint
 from vaelib.config import with_overrides
 from vaelib.families.autoencoder import Autoencoder
@@ -74,7 +74,7 @@ def test_the_registry_refuses_what_an_autoencoder_cannot_mean(ae_config):
     assert families.family("ae") is Autoencoder
     # its runs have a cache folder of their own; the VAE's keep theirs (kind left out of the key at 'vae')
     vae = with_overrides(ae_config, **{"model.kind": "vae"})
-    assert experiments.config_hash(ae_config) != experiments.config_hash(vae)
+    assert runcache.config_hash(ae_config) != runcache.config_hash(vae)
     ae, v = families.build_model(ae_config), families.build_model(vae)
     logvar_head = v.encoder.fc_logvar.weight.numel() + v.encoder.fc_logvar.bias.numel()
     assert ae.parameter_count() == v.parameter_count() - logvar_head  # the same body, one code head

@@ -123,7 +123,7 @@ class Identity(torch.nn.Module):
 
 def _run(label, history, model=None, failed=False, seed=0, config=None):
     from vaelib.config import with_overrides
-    from vaelib.experiments import Run
+    from vaelib.runsets import Run
 
     return Run(label, with_overrides(config, **{"train.seed": seed}), model, history, None,
                error="non-finite" if failed else "")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vaelib import experiments
+from vaelib import runcache, runsets, runstats
 from vaelib.config import BetaSchedule, with_overrides
 from vaelib.history import History
 from vaelib.lessons import failure_gallery, stability_ablations
@@ -16,15 +16,15 @@ from vaelib.train import NonFiniteLossError
 def _run(totals, grads=None, label="r"):
     grads = grads or [1.0] * len(totals)
     steps = [{"step": i, "total": t, "grad_norm": g, "beta": 1.0} for i, (t, g) in enumerate(zip(totals, grads))]
-    return experiments.Run(label, None, None, History(steps=steps), None)
+    return runsets.Run(label, None, None, History(steps=steps), None)
 
 
 def test_with_epochs_keeps_the_warmup_share(tiny_config):
     c = with_overrides(tiny_config, **{"train.epochs": 20, "train.schedule": {"kind": "warmup", "beta": 0.1,
                                                                            "warmup_epochs": 6.0}})
-    short = experiments.with_epochs(c, 10)
+    short = runsets.with_epochs(c, 10)
     assert short.train.epochs == 10 and short.train.schedule.warmup_epochs == 3.0
-    assert experiments.with_epochs(c, 0) is c
+    assert runsets.with_epochs(c, 0) is c
 
 
 def test_steps_per_epoch_drops_the_partial_batch(tiny_config):
@@ -57,9 +57,9 @@ def test_recipes_and_their_beta_values(tiny_config):
 
 def test_loss_spread_is_the_std_of_the_last_steps():
     run = _run([100.0, 100.0, 1.0, 3.0, 1.0, 3.0])
-    assert experiments.loss_spread(run, last=4) == pytest.approx(1.0)
-    assert experiments.loss_spread(run, last=6) > 40
-    assert math.isnan(experiments.loss_spread(_run([]), last=4))
+    assert runstats.loss_spread(run, last=4) == pytest.approx(1.0)
+    assert runstats.loss_spread(run, last=6) > 40
+    assert math.isnan(runstats.loss_spread(_run([]), last=4))
 
 
 def test_check_parameters():
@@ -75,10 +75,10 @@ def test_check_parameters():
 def test_a_run_that_goes_nonfinite_is_recorded_with_its_step(tiny_config, tiny_data, tmp_path):
     train, val = tiny_data
     bad = torch.full(train.shape, float("nan"))  # every loss is NaN: fit stops at step 0
-    run = experiments.run_one("nan", tiny_config, bad, val.float() / 255, root=tmp_path, device="cpu")
+    run = runsets.run_one("nan", tiny_config, bad, val.float() / 255, root=tmp_path, device="cpu")
     assert run.failed and run.failed_step == 0 and run.model is None
-    assert json.loads((run.path / experiments.FAILED).read_text())["step"] == 0
-    row = experiments.summarize(run, type("S", (), {"images": val})(), last=10)
+    assert json.loads((run.path / runcache.FAILED).read_text())["step"] == 0
+    row = runstats.summarize(run, type("S", (), {"images": val})(), last=10)
     assert row["failed_step"] == 0 and row["nonfinite_steps"] == 1 and not row["converged"]
     assert all(math.isnan(row[k]) for k in ("test_total", "test_recon", "test_kl", "active_units"))  # no model
 
@@ -87,29 +87,29 @@ def test_a_failure_is_parsed_and_cached(tiny_config, tiny_data, tmp_path, monkey
     def boom(*args, **kwargs):
         raise NonFiniteLossError("non-finite loss or gradient at step 7 (epoch 1): {...}")
 
-    monkeypatch.setattr(experiments, "cached_fit", boom)
-    run = experiments.run_one("boom", tiny_config, *tiny_data, root=tmp_path, device="cpu")
+    monkeypatch.setattr(runsets, "cached_fit", boom)
+    run = runsets.run_one("boom", tiny_config, *tiny_data, root=tmp_path, device="cpu")
     assert run.failed_step == 7 and "step 7" in run.error
 
     def never(*args, **kwargs):
         raise AssertionError("a recorded failure must not train again")
 
-    monkeypatch.setattr(experiments, "cached_fit", never)
-    again = experiments.run_one("boom", tiny_config, *tiny_data, root=tmp_path, device="cpu")
+    monkeypatch.setattr(runsets, "cached_fit", never)
+    again = runsets.run_one("boom", tiny_config, *tiny_data, root=tmp_path, device="cpu")
     assert again.failed_step == 7
 
 
 def test_run_all_trains_caches_and_summarizes(tiny_config, tiny_data, tmp_path):
     train, val = tiny_data
     configs = stability_ablations.beta_sweep_configs(tiny_config, (0.5, 4.0))
-    runs = experiments.run_all(configs, train, val, root=tmp_path, device="cpu")
+    runs = runsets.run_all(configs, train, val, root=tmp_path, device="cpu")
     assert [r.failed for r in runs.values()] == [False, False]
-    assert len(experiments.trace(runs["beta 0.5"], "total")) == 8  # 2 epochs x 4 steps
-    assert np.all(experiments.trace(runs["beta 4"], "beta") == 4.0)
-    rows = [experiments.summarize(r, type("S", (), {"images": val})(), last=4) for r in runs.values()]
+    assert len(runstats.trace(runs["beta 0.5"], "total")) == 8  # 2 epochs x 4 steps
+    assert np.all(runstats.trace(runs["beta 4"], "beta") == 4.0)
+    rows = [runstats.summarize(r, type("S", (), {"images": val})(), last=4) for r in runs.values()]
     assert all(math.isfinite(r["test_total"]) and r["nonfinite_steps"] == 0 for r in rows)
     assert rows[0]["test_total"] == pytest.approx(rows[0]["test_recon"] + rows[0]["test_kl"])  # beta = 1
-    again = experiments.run_one("beta 0.5", configs["beta 0.5"], train, val, root=tmp_path, device="cpu")
+    again = runsets.run_one("beta 0.5", configs["beta 0.5"], train, val, root=tmp_path, device="cpu")
     assert again.history.steps == runs["beta 0.5"].history.steps  # loaded, not retrained
     samples = stability_ablations.sample_rows(runs, n=3)
     assert samples["beta 4"].shape == (3, 1, 16, 16)
@@ -119,7 +119,7 @@ def test_run_all_trains_caches_and_summarizes(tiny_config, tiny_data, tmp_path):
 
 
 def test_until_converged_extends_every_run_but_cyclic_and_keeps_the_schedules_in_place(tiny_config):
-    base = experiments.with_epochs(tiny_config, 10)
+    base = runsets.with_epochs(tiny_config, 10)
     n_train = 64
     configs = {**stability_ablations.annealing_configs(base, beta=0.8, n_train=n_train),
                **stability_ablations.warmup_configs(base)}
@@ -135,16 +135,16 @@ def test_until_converged_extends_every_run_but_cyclic_and_keeps_the_schedules_in
     rows = {r["run"]: r for r in stability_ablations.settings(out, n_train)}
     assert rows["static"]["stop"] == "converged at 0.05, from epoch 10" and rows["cyclic"]["stop"] == "-"
     assert stability_ablations.until_converged(configs, tol=0.0) == configs  # no tolerance: as they were
-    short = stability_ablations.until_converged({"a": experiments.with_epochs(tiny_config, 2)}, 0.05, 2.0)
+    short = stability_ablations.until_converged({"a": runsets.with_epochs(tiny_config, 2)}, 0.05, 2.0)
     assert short["a"].train.stop_tol == 0 and short["a"].train.epochs == 2  # 4 epochs could never be judged
-    assert experiments.config_hash(out["cyclic"]) == experiments.config_hash(configs["cyclic"])  # the same run
+    assert runcache.config_hash(out["cyclic"]) == runcache.config_hash(configs["cyclic"])  # the same run
     for bad in ({"tol": -0.1}, {"tol": 0.05, "cap": 0.5}):
         with pytest.raises(ValueError, match="are invalid"):
             stability_ablations.until_converged(configs, **{"cap": 2.0, **bad})
 
 
 def test_stand_in_names_the_data_and_model_that_replace_the_sources():
-    from vaelib.experiments import notebook_config
+    from vaelib.budgets import notebook_config
 
     mnist = notebook_config("mnist", "tiny")
     assert stability_ablations.stand_in(mnist, "fashion_mnist") == (
@@ -165,9 +165,9 @@ def test_a_failure_says_when_the_run_had_frozen_before_it(tiny_config):
 
     def failed(grads):
         history = History(steps=steps(grads), epochs=[{"epoch": 0}])
-        return experiments.Run("w", tiny_config, None, history, Path("."), failed_step=len(grads), error="x")
+        return runsets.Run("w", tiny_config, None, history, Path("."), failed_step=len(grads), error="x")
 
-    text = experiments.failure(failed([5.0, 3.0, 0.0, 2.0, 0.0, 0.0]))
+    text = runsets.failure(failed([5.0, 3.0, 0.0, 2.0, 0.0, 0.0]))
     assert text.endswith("gradient exactly 0 from step 4 to the last recorded step 5, KL 1e+05 nats there")
-    assert "frozen" not in experiments.failure(failed([5.0, 0.0, 1.0]))
-    assert "from step 0" in experiments.failure(failed([0.0, 0.0]))
+    assert "frozen" not in runsets.failure(failed([5.0, 0.0, 1.0]))
+    assert "from step 0" in runsets.failure(failed([0.0, 0.0]))

@@ -88,7 +88,7 @@ def test_a_second_train_process_is_refused_while_another_writes(tmp_path, capsys
 
 
 def test_the_run_cache_takes_the_lock(tiny_config, tiny_data, tmp_path):
-    from vaelib.experiments import cached_fit, run_dir
+    from vaelib.runcache import cached_fit, run_dir
 
     with run_lock(run_dir(tiny_config, tmp_path)):
         with pytest.raises(RunLocked, match=r"is in use by pid .* \(waited 0.1 s\)"):
@@ -100,7 +100,7 @@ def test_the_run_cache_takes_the_lock(tiny_config, tiny_data, tmp_path):
 def test_the_run_cache_waits_for_another_process_training_the_same_config(tiny_config, tiny_data, tmp_path):
     """Two notebooks, one config: the second waits for the first to let go of the run folder (then it loads
     what the first trained; here the first only held the lock, so it trains)."""
-    from vaelib.experiments import cached_fit, run_dir
+    from vaelib.runcache import cached_fit, run_dir
 
     folder = run_dir(tiny_config, tmp_path)
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""

@@ -66,7 +66,7 @@ def test_model_families_are_built_from_the_config_and_a_family_without_a_gaussia
     from vaelib import config as config_module
     from vaelib import families, metrics, model
     from vaelib.config import ModelConfig, get_preset, with_overrides
-    from vaelib.experiments import config_hash
+    from vaelib.runcache import config_hash
     from vaelib.widgets.explorer import LatentExplorer
 
     assert tuple(families.MODELS) == config_module.MODEL_KINDS == ("vae", "ae")

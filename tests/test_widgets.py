@@ -9,12 +9,13 @@ import torch
 from PIL import Image as PILImage
 from torch import nn
 
+from vaelib.budgets import notebook_config
 from vaelib.config import Config, DataConfig, ModelConfig, TrainConfig
 from vaelib.data import ImageSplit, load_dataset
-from vaelib.experiments import notebook_config, run_dir
 from vaelib.lessons import latent_explorer
 from vaelib.lessons.latent_explorer import class_directions, load_trained
 from vaelib.model import VAE
+from vaelib.runcache import run_dir
 from vaelib.train import CHECKPOINT
 from vaelib.widgets import LatentExplorer, attribute_directions, to_png
 

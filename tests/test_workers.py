@@ -1,11 +1,11 @@
-"""experiments.train_in_workers / run_seeds(workers=...): a grid trained in parallel processes on the CPU."""
+"""runsets.train_in_workers / run_seeds(workers=...): a grid trained in parallel processes on the CPU."""
 
 import json
 
 import pytest
 import torch
 
-from vaelib import experiments
+from vaelib import runcache, runsets
 from vaelib.config import with_overrides
 from vaelib.train import fit
 
@@ -17,12 +17,12 @@ def _grid(tiny_config):
 def test_a_grid_in_two_processes_is_cached_and_loads_as_in_one(tiny_config, tiny_data, tmp_path):
     train, val = tiny_data
     configs = _grid(tiny_config)
-    grid = [experiments.with_seed(c, s) for c in configs.values() for s in (0, 1)]
-    assert not any(experiments.trained(c, tmp_path) for c in grid)
-    done = experiments.train_in_workers(grid + grid[:1], train, val, workers=2, root=tmp_path, device="cpu")
+    grid = [runsets.with_seed(c, s) for c in configs.values() for s in (0, 1)]
+    assert not any(runcache.trained(c, tmp_path) for c in grid)
+    done = runsets.train_in_workers(grid + grid[:1], train, val, workers=2, root=tmp_path, device="cpu")
     assert len(done) == 4  # each config once, though listed twice
-    assert all(experiments.trained(c, tmp_path) for c in grid)
-    assert experiments.train_in_workers(grid, train, val, workers=2, root=tmp_path, device="cpu") == []  # cached
+    assert all(runcache.trained(c, tmp_path) for c in grid)
+    assert runsets.train_in_workers(grid, train, val, workers=2, root=tmp_path, device="cpu") == []  # cached
 
     # a worker's run is the run this process makes with the same thread count (1 of the 2 threads each)
     threads = torch.get_num_threads()
@@ -31,7 +31,7 @@ def test_a_grid_in_two_processes_is_cached_and_loads_as_in_one(tiny_config, tiny
         _, here = fit(grid[1], train, val, device="cpu", quiet=True)
     finally:
         torch.set_num_threads(threads)
-    saved = json.loads((experiments.run_dir(grid[1], tmp_path) / "history.json").read_text())
+    saved = json.loads((runcache.run_dir(grid[1], tmp_path) / "history.json").read_text())
     def numbers(epochs):  # what the run computed, not how long it took
         return [{k: v for k, v in e.items() if k not in ("seconds", "images_per_sec")} for e in epochs]
 
@@ -39,7 +39,7 @@ def test_a_grid_in_two_processes_is_cached_and_loads_as_in_one(tiny_config, tiny
     assert saved["steps"] == json.loads(json.dumps(here.steps))
     assert saved["options"]["threads"] == max(1, threads // 2)
 
-    runs = experiments.run_seeds(configs, [0, 1], train, val, root=tmp_path, device="cpu", workers=2)
+    runs = runsets.run_seeds(configs, [0, 1], train, val, root=tmp_path, device="cpu", workers=2)
     assert list(runs) == list(configs) and all(len(rs) == 2 and not rs[0].failed for rs in runs.values())
     assert [r.config.train.seed for r in runs["beta 4"]] == [0, 1]
     assert runs["beta 1"][1].history.epochs == saved["epochs"]  # loaded from the cache (timings too): not retrained
@@ -48,15 +48,15 @@ def test_a_grid_in_two_processes_is_cached_and_loads_as_in_one(tiny_config, tiny
 def test_a_run_that_goes_nonfinite_in_a_worker_is_recorded_as_failed(tiny_config, tiny_data, tmp_path):
     _, val = tiny_data
     bad = torch.full((64, 1, 16, 16), float("nan"))  # every loss is NaN: fit stops at step 0
-    runs = experiments.run_seeds(_grid(tiny_config), [0], bad, val.float() / 255, root=tmp_path, device="cpu",
+    runs = runsets.run_seeds(_grid(tiny_config), [0], bad, val.float() / 255, root=tmp_path, device="cpu",
                                  workers=2)
     assert all(rs[0].failed and rs[0].failed_step == 0 for rs in runs.values())
-    assert all((rs[0].path / experiments.FAILED).exists() for rs in runs.values())
+    assert all((rs[0].path / runcache.FAILED).exists() for rs in runs.values())
 
 
 def test_workers_must_be_a_positive_integer_and_one_trains_nothing(tiny_config, tiny_data, tmp_path):
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match=f"workers={bad!r} is invalid: allowed an integer >= 1"):
-            experiments.train_in_workers([tiny_config], *tiny_data, workers=bad, root=tmp_path)
-    assert experiments.train_in_workers([tiny_config], *tiny_data, workers=1, root=tmp_path) == []
-    assert not experiments.trained(tiny_config, tmp_path)
+            runsets.train_in_workers([tiny_config], *tiny_data, workers=bad, root=tmp_path)
+    assert runsets.train_in_workers([tiny_config], *tiny_data, workers=1, root=tmp_path) == []
+    assert not runcache.trained(tiny_config, tmp_path)

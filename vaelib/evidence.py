@@ -171,7 +171,7 @@ class Estimate:
 
 
 def estimate(rows: Sequence[dict[str, Any]], key: str) -> Estimate:
-    """The Estimate of `key` over per-seed rows (experiments.summarize, failure_gallery.seed_measures): each has
+    """The Estimate of `key` over per-seed rows (runstats.summarize, failure_gallery.seed_measures): each has
     `seed`, `converged` and, where the run did not converge, `state` and `failure`; a row without `key` (a failed
     run) contributes nan."""
     def value(r: dict[str, Any]) -> float:

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .budgets import BUDGETS, notebook_config
 from .claims import adjust_records
-from .experiments import BUDGETS, notebook_config
 from .files import copy_file, save_json, shareable_mode, write_text
 from .jsonfiles import MalformedFile, check_report_metrics, is_report_metrics, load_json, read_report_metrics
 from .lock import file_lock

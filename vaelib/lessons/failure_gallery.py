@@ -19,11 +19,12 @@ from torch import nn
 
 from ..data import render_shapes
 from ..evidence import learned, objective_curve
-from ..experiments import Run, failure, run_convergence
 from ..losses import constant_image_nll
 from ..metrics import active_units, image_batch, kl_per_dimension, laplacian_variance, test_elbo  # noqa: F401
 from ..metrics import reconstructions as reconstruct  # noqa: F401  (notebook 04 calls it by this name)
 from ..plots import show, tile
+from ..runsets import Run, failure
+from ..runstats import run_convergence
 from ..runtime import to_float
 
 
@@ -203,7 +204,7 @@ def kl_bars(kls: dict[str, np.ndarray], threshold: float = 0.01) -> Figure:
 def seed_measures(runs: dict[str, list[Run]], measure: Callable[[Run], dict[str, float]], tol: float = 0.05
                   ) -> dict[str, list[dict[str, Any]]]:
     """{label: [row per seed]}: each finished run's `measure(run)` with its seed and whether it converged
-    (experiments.run_convergence); a failed run's row has no measurements, so its estimates show the gap."""
+    (runstats.run_convergence); a failed run's row has no measurements, so its estimates show the gap."""
     def row(run: Run) -> dict[str, Any]:
         conv = run_convergence(run, tol)
         head = {"seed": run.config.train.seed, "converged": bool(conv["converged"]), "state": conv["state"],
@@ -314,7 +315,7 @@ def mean_image_nll(test_images: torch.Tensor, mean_image: torch.Tensor, recon: s
 
 
 def mark_derailed(rows: dict[str, list[dict[str, Any]]], baseline: float) -> dict[str, list[dict[str, Any]]]:
-    """Adds `derailed` to every seed's row (from experiments.summarize): 1.0 when the run hit a non-finite step or
+    """Adds `derailed` to every seed's row (from runstats.summarize): 1.0 when the run hit a non-finite step or
     its test negative ELBO does not beat `baseline` (mean_image_nll) by evidence.MIN_GAIN of it, else 0.0."""
     def derailed(r: dict[str, Any]) -> float:
         total = r.get("test_total", float("nan"))

@@ -10,9 +10,9 @@ from matplotlib.figure import Figure
 from ..checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from ..config import Config
 from ..data import ImageSplit, load_from_config
-from ..experiments import cached_fit, run_dir
 from ..model import VAE
 from ..plots import image_grid
+from ..runcache import cached_fit, run_dir
 from ..runtime import headless, resolve_device
 from ..schema import MODEL_KEYS, check_checkpoint
 from ..train import CHECKPOINT

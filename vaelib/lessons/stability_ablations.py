@@ -1,5 +1,5 @@
 """Helpers of notebook 03 (stability ablations): the config sets of each ablation, their settings table,
-per-step traces and curves. Training, caching and failed runs are `experiments`' job."""
+per-step traces and curves. Training, caching and failed runs are the job of runcache and runsets."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from ..budgets import notebook_config
 from ..claims import Claim, judge, judge_best
 from ..config import BetaSchedule, Config, with_overrides
 from ..evidence import MIN_EPOCHS, estimate
-from ..experiments import Run, notebook_config, summarize, trace, with_epochs
+from ..runsets import Run, with_epochs
+from ..runstats import summarize, trace
 from ..schedules import beta_at
 
 

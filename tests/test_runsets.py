@@ -3,9 +3,10 @@ import math
 
 import pytest
 
+from vaelib.budgets import notebook_config
 from vaelib.config import with_overrides
-from vaelib.experiments import cached_fit, config_hash, notebook_config, run_dir
 from vaelib.history import History
+from vaelib.runcache import cached_fit, config_hash, run_dir
 
 
 def test_notebook_config_budgets():
@@ -65,7 +66,8 @@ def test_cached_fit_loads_instead_of_retraining(tiny_config, tiny_data, tmp_path
 
 def test_run_seeds_trains_each_setting_per_seed_and_summarizes_convergence(tiny_config, tiny_data, tmp_path):
     from vaelib.evidence import convergence
-    from vaelib.experiments import run_seeds, seeds_from, summarize
+    from vaelib.runsets import run_seeds, seeds_from
+    from vaelib.runstats import summarize
 
     assert seeds_from(3, 2) == [3, 4]
     with pytest.raises(ValueError, match="seeds=0 is invalid"):
@@ -88,7 +90,8 @@ def test_run_seeds_trains_each_setting_per_seed_and_summarizes_convergence(tiny_
 def test_volatility_ignores_the_trend_and_can_start_at_the_final_beta():
     import math
 
-    from vaelib.experiments import Run, volatility
+    from vaelib.runsets import Run
+    from vaelib.runstats import volatility
 
     steps = [{"total": 100 * 0.9 ** k, "kl": (1.0 if k % 2 else 2.0) if k >= 4 else 5.0, "beta": 0.0 if k < 4 else 0.9}
              for k in range(20)]
@@ -103,7 +106,7 @@ def test_volatility_ignores_the_trend_and_can_start_at_the_final_beta():
 @pytest.mark.parametrize("headless,disabled", [("1", True), ("0", None)])
 def test_run_seeds_has_one_bar_over_all_runs_off_when_unattended(tiny_config, tiny_data, tmp_path, monkeypatch,
                                                                  headless, disabled):
-    from vaelib import experiments
+    from vaelib import runsets
 
     seen = {}
 
@@ -124,16 +127,17 @@ def test_run_seeds_has_one_bar_over_all_runs_off_when_unattended(tiny_config, ti
             seen["updates"] += n
 
     monkeypatch.setenv("VAELIB_HEADLESS", headless)
-    monkeypatch.setattr(experiments, "tqdm", Bar)
+    monkeypatch.setattr(runsets, "tqdm", Bar)
     configs = {"a": tiny_config, "b": with_overrides(tiny_config, **{"train.schedule.beta": 0.5})}
-    experiments.run_seeds(configs, [0, 1], *tiny_data, root=tmp_path, device="cpu")
+    runsets.run_seeds(configs, [0, 1], *tiny_data, root=tmp_path, device="cpu")
     assert seen["total"] == 4 and seen["updates"] == 4 and seen["disable"] is disabled
     assert seen["postfix"] == "b, seed 1"
 
 
 def test_kl_spike_and_clipped_share_read_the_step_trace(tiny_config):
-    from vaelib.experiments import Run, clipped_share, kl_spike
     from vaelib.history import History
+    from vaelib.runsets import Run
+    from vaelib.runstats import clipped_share, kl_spike
 
     kl = [10.0] * 30
     kl[20] = 40.0  # one spike, 4x the median of the 10 steps before it

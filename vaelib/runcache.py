@@ -1,0 +1,82 @@
+"""The run cache: a finished run of a config is loaded instead of trained again. A run lives in
+runs/<preset>-<hash>, the hash of everything that shapes the trained model (config.comparable), with its
+checkpoint, history and metrics; one process at a time trains a config (the folder's lock).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from .config import Config, comparable
+from .jsonfiles import read_history
+from .lock import run_lock
+from .perf.allocator import tune_cpu_allocator
+from .runtime import resolve_device
+from .train import CHECKPOINT, HISTORY, fit, stopped
+
+FAILED = "failed.json"  # beside a run's checkpoint: the run went non-finite (runsets records it)
+
+
+def config_hash(config: Config) -> str:
+    """A short stable hash of everything that shapes the trained model: the cache key of a run.
+
+    Where the dataset files live (data.root) and whether they may be downloaded do not change the model.
+    """
+    d = comparable(config).to_dict()
+    for (part, name), default in KEY_NEUTRAL.items():  # fields newer than the cached runs: keep their folders
+        if d[part].get(name) == default:
+            del d[part][name]
+    return hashlib.sha256(json.dumps(d, indent=2, sort_keys=True).encode()).hexdigest()[:10]
+
+
+# Config fields added after runs were cached and shipped: left out of the key while at their default, so that
+# every earlier run (and vaelib/pretrained/) keeps its folder name.
+KEY_NEUTRAL = {("train", "stop_tol"): 0.0, ("train", "min_epochs"): 0, ("model", "kind"): "vae"}
+
+
+def run_dir(config: Config, root: str | Path = "runs") -> Path:
+    """runs/<preset>-<hash>: where a config's checkpoint, history and metrics live."""
+    return Path(root) / f"{config.name}-{config_hash(config)}"
+
+
+CACHE_WAIT = 24 * 3600.0  # seconds the run cache waits for another process training the same config
+
+
+def cached_fit(config: Config, train: Any = None, val: Any = None, *, root: str | Path = "runs",
+               retrain: bool = False, device: str | None = None, quiet: bool = False, tune_allocator: bool = True,
+               wait: float = CACHE_WAIT):
+    """fit(), but a finished run of the same config is loaded instead of retrained; returns (model, history, dir).
+
+    Another process training the same config holds its folder's lock: this one waits for it (up to `wait`
+    seconds, saying so once) and then loads what it trained (or resumes it, if it stopped early).
+
+    On the CPU it first tunes glibc's allocator for the whole process (perf/allocator.py: no page faults per
+    step, the process keeps its peak heap); tune_allocator=False or VAELIB_MALLOC_TUNING=0 leaves it alone.
+    The numbers do not change either way. `fit` itself never tunes it.
+    """
+    if tune_allocator and resolve_device(device).type == "cpu":
+        tune_cpu_allocator()
+    out = run_dir(config, root)
+    with run_lock(out, wait=wait):  # one writer per run folder: a second notebook training this config waits
+        if retrain and (out / CHECKPOINT).exists():
+            (out / CHECKPOINT).unlink()
+        model, history = fit(config, train, val, device=device, out_dir=out, quiet=quiet)
+    return model, history, out
+
+
+def trained(config: Config, root: str | Path = "runs") -> bool:
+    """Whether the cache already holds this config's finished run: its epochs all done, stopped at convergence,
+    or failed (failed.json)."""
+    path = run_dir(config, root)
+    if (path / FAILED).exists():
+        return True
+    if not (path / HISTORY).exists():
+        return False
+    try:
+        history = read_history(path / HISTORY)
+    except ValueError:
+        return False  # unreadable: let fit decide (it refuses or retrains in one line)
+    return len(history.epochs) >= config.train.epochs or stopped(history, config)
