@@ -1,4 +1,4 @@
-"""fit / evaluate: the training loop with history, checkpoints and resume."""
+"""fit: the training loop with its history, checkpoints, resume and callbacks (the steps themselves: steps.py)."""
 
 from __future__ import annotations
 
@@ -23,32 +23,16 @@ from .history import History
 from .losses import constant_image_nll
 from .metrics import evaluate
 from .provenance import versions
-from .runtime import adam_impl, autocast, bf16_supported, mean_image, resolve_device, to_float
-from .schedules import beta_at
+from .runtime import adam_impl, bf16_supported, mean_image, resolve_device
 from .schema import check_checkpoint, checkpoint_config
+from .steps import NonFiniteLossError, nonfinite_advice, train_epoch
 from .tblog import TensorBoardLog
 
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.json"
 
 
-def step_keys(model: Any) -> tuple[str, ...]:
-    """The values each step reads from the device (once per sync): total, the family's named terms, grad_norm."""
-    return ("total", *model.TERMS, "grad_norm")
-
-
 Callback = Callable[[int, nn.Module, History], "bool | None"]  # (epoch, model, history) -> True to stop
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced NaN or Inf; the last good checkpoint is left untouched.
-
-    Attributes: step and epoch of the first non-finite value, and the history up to it.
-    """
-
-    def __init__(self, message: str, step: int = -1, epoch: int = -1, history: History | None = None) -> None:
-        super().__init__(message)
-        self.step, self.epoch, self.history = step, epoch, history
 
 
 def _optimizer(model: nn.Module, config: Config, device: torch.device) -> torch.optim.Adam:
@@ -75,7 +59,7 @@ def _check_images(images: torch.Tensor, config: Config, what: str) -> None:
         raise ValueError(f"{what} images are empty: allowed at least one image")
 
 
-def _state(model, opt, config, history, epoch, gen, seed) -> dict[str, Any]:
+def _checkpoint_state(model, opt, config, history, epoch, gen, seed) -> dict[str, Any]:
     return {"model": model.state_dict(), "optimizer": opt.state_dict(), "config": config.to_dict(),
             "history": history.to_dict(), "epoch": epoch, "generator": gen.get_state(), "seed": seed,
             "versions": versions()}
@@ -112,40 +96,6 @@ def ignore_input_terms(x_train: torch.Tensor, x_val: torch.Tensor, config: Confi
                                    if rate is not None else {})}
 
 
-def nonfinite_advice(config: Config) -> str:
-    """The likely causes of a non-finite loss, read from the config: what NonFiniteLossError advises."""
-    tc, tips = config.train, []
-    if tc.schedule.beta > 10:
-        tips.append(f"beta={tc.schedule.beta:g} is large: try beta <= 10")
-    if tc.free_bits > 10:
-        tips.append(f"free_bits={tc.free_bits:g} nats per dimension is large: try free_bits <= 10")
-    if tc.lr > 1e-2:
-        tips.append(f"lr={tc.lr:g} is large: try lr <= 1e-3")
-    if tc.grad_clip is None:
-        tips.append("no grad_clip: try grad_clip=1.0")
-    return "; ".join(tips) or f"try a lower lr than {tc.lr:g} or a smaller grad_clip than {tc.grad_clip:g}"
-
-
-def _flush(buffer: list[torch.Tensor], meta: list[dict], history: History, config: Config,
-           keys: tuple[str, ...]) -> None:
-    """Read the buffered per-step scalars (`keys`, step_keys) in one device->host copy and check they are finite."""
-    if not buffer:
-        return
-    values = distributed.mean_over_ranks(torch.stack(buffer)).tolist()  # (steps, keys): the only host sync
-    for row, vals in zip(meta, values):
-        row.update(zip(keys, vals))
-        if not all(math.isfinite(v) for v in vals):
-            last = history.steps[-1] if history.steps else {}
-            raise NonFiniteLossError(
-                f"non-finite loss or gradient at step {row['step']} (epoch {row['epoch']}): "
-                f"{ {k: row[k] for k in keys} }; last finite step: {last}. "
-                f"The last good checkpoint was kept. Likely cause: {nonfinite_advice(config)}.",
-                step=row["step"], epoch=row["epoch"], history=history)
-        history.steps.append(row)
-    buffer.clear()
-    meta.clear()
-
-
 def fit(config: Config, train: Any = None, val: Any = None, *, device: str | torch.device | None = None,
         out_dir: str | Path | None = None, resume: bool = True, quiet: bool = False,
         callbacks: Sequence[Callback] = (), log_dir: str | Path | None = None
@@ -165,6 +115,51 @@ def fit(config: Config, train: Any = None, val: Any = None, *, device: str | tor
     Under torchrun (a process group is initialised) each rank takes its share of every global batch,
     gradients are averaged by DistributedDataParallel, and only rank 0 writes files.
     """
+    state = _setup(config, train, val, device, out_dir, resume)
+    tb = TensorBoardLog(log_dir, config, first_step=state.start_epoch * state.plan["steps_per_epoch"],
+                        x_val=state.x_val)  # a no-op without log_dir or off rank 0
+    stop = StopWhenConverged(config)
+    hooks = [tb, stop, *callbacks]
+    bar = tqdm(total=state.plan["total_steps"], initial=state.start_epoch * state.plan["steps_per_epoch"],
+               disable=quiet or state.plan["rank"] != 0 or None, desc=f"fit {config.name}", unit="step",
+               dynamic_ncols=True)
+    try:
+        done = stop(state.start_epoch - 1, state.model, state.history)  # a resumed run that had stopped is finished
+        for epoch in range(state.start_epoch, config.train.epochs):
+            if done:
+                break
+            _epoch(state, epoch, bar)
+            done = any([cb(epoch, state.model, state.history) for cb in hooks])  # a list: every callback runs
+    finally:
+        tb.close(state.history)  # also the steps of an interrupted epoch: a resumed run's purge_step replaces them
+        bar.close()
+    state.model.eval()
+    return state.model, state.history
+
+
+@dataclasses.dataclass
+class _State:
+    """What fit's epochs share: the data on the device, the model and the module its steps call (DDP, compiled),
+    the optimizer, the noise generator, the history, the step plan and the checkpoint path."""
+
+    config: Config
+    device: torch.device
+    x_train: torch.Tensor
+    x_val: torch.Tensor
+    model: nn.Module
+    run_model: nn.Module
+    opt: torch.optim.Adam
+    gen: torch.Generator
+    history: History
+    start_epoch: int
+    plan: dict[str, int]
+    ckpt: Path | None
+
+
+def _setup(config: Config, train: Any, val: Any, device: str | torch.device | None, out_dir: str | Path | None,
+           resume: bool) -> _State:
+    """Everything checked and built before the first step: refusals first (in one line), then the data on the
+    device, the model from its seed, the optimizer, a resumed checkpoint, the baseline the run must beat."""
     device = resolve_device(device)
     tc = config.train
     if tc.precision == "bf16" and not bf16_supported(device):
@@ -197,41 +192,29 @@ def fit(config: Config, train: Any = None, val: Any = None, *, device: str | tor
     if tc.batch_size > len(x_train):
         raise ValueError(f"train.batch_size={tc.batch_size} is invalid for {len(x_train)} training images: "
                          f"allowed at most {len(x_train)} (a smaller --batch-size, or a larger --max-train)")
-    bs = tc.batch_size  # the global batch
-    steps_per_epoch = len(x_train) // bs  # drop the last partial batch: fixed shapes, equal weights
-    plan = {"bs": bs, "steps_per_epoch": steps_per_epoch, "total_steps": steps_per_epoch * tc.epochs,
-            "rank": rank, "world": world_size}
-    tb = TensorBoardLog(log_dir, config, first_step=start_epoch * steps_per_epoch, x_val=x_val)  # None/rank > 0: no-op
-    stop = StopWhenConverged(config)
-    hooks = [tb, stop, *callbacks]
-    bar = tqdm(total=plan["total_steps"], initial=start_epoch * steps_per_epoch,
-               disable=quiet or rank != 0 or None, desc=f"fit {config.name}", unit="step", dynamic_ncols=True)
-    try:
-        done = stop(start_epoch - 1, model, history)  # a resumed run that had stopped is finished
-        for epoch in range(start_epoch, tc.epochs):
-            if done:
-                break
-            t0 = time.perf_counter()
-            _train_epoch(run_model, model, opt, gen, x_train, config, epoch, plan, history, bar)
-            _end_epoch(model, x_val, config, history, epoch, steps_per_epoch, bs, t0, device)
-            last = history.epochs[-1]
-            if not math.isfinite(last["val_total"]):  # the last step's update can break the weights unseen
-                raise NonFiniteLossError(
-                    f"non-finite validation loss after epoch {epoch} (the weights went non-finite in its last "
-                    f"steps). The last good checkpoint was kept. Likely cause: {nonfinite_advice(config)}.",
-                    step=(epoch + 1) * steps_per_epoch - 1, epoch=epoch, history=history)
-            bar.set_postfix(loss=f"{last['train_total']:.1f}", val=f"{last['val_total']:.1f}",
-                            beta=f"{last['beta']:.3g}")
-            if ckpt is not None and rank == 0:
-                save_checkpoint(ckpt, _state(model, opt, config, history, epoch + 1, gen, tc.seed))
-                save_json(ckpt.parent / HISTORY, history.to_dict())
-            distributed.barrier()
-            done = any([cb(epoch, model, history) for cb in hooks])  # a list: every callback runs
-    finally:
-        tb.close(history)  # also the steps of an interrupted epoch: a resumed run's purge_step replaces them
-        bar.close()
-    model.eval()
-    return model, history
+    steps_per_epoch = len(x_train) // tc.batch_size  # drop the last partial batch: fixed shapes, equal weights
+    plan = {"bs": tc.batch_size, "steps_per_epoch": steps_per_epoch, "total_steps": steps_per_epoch * tc.epochs,
+            "rank": rank, "world": world_size}  # bs: the global batch
+    return _State(config, device, x_train, x_val, model, run_model, opt, gen, history, start_epoch, plan, ckpt)
+
+
+def _epoch(s: _State, epoch: int, bar) -> None:
+    """One epoch: its steps, the validation terms, the non-finite guard, then the checkpoint (rank 0)."""
+    t0 = time.perf_counter()
+    train_epoch(s.run_model, s.model, s.opt, s.gen, s.x_train, s.config, epoch, s.plan, s.history, bar)
+    _end_epoch(s, epoch, t0)
+    last = s.history.epochs[-1]
+    if not math.isfinite(last["val_total"]):  # the last step's update can break the weights unseen
+        raise NonFiniteLossError(
+            f"non-finite validation loss after epoch {epoch} (the weights went non-finite in its last "
+            f"steps). The last good checkpoint was kept. Likely cause: {nonfinite_advice(s.config)}.",
+            step=(epoch + 1) * s.plan["steps_per_epoch"] - 1, epoch=epoch, history=s.history)
+    bar.set_postfix(loss=f"{last['train_total']:.1f}", val=f"{last['val_total']:.1f}", beta=f"{last['beta']:.3g}")
+    if s.ckpt is not None and s.plan["rank"] == 0:
+        save_checkpoint(s.ckpt, _checkpoint_state(s.model, s.opt, s.config, s.history, epoch + 1, s.gen,
+                                                  s.config.train.seed))
+        save_json(s.ckpt.parent / HISTORY, s.history.to_dict())
+    distributed.barrier()
 
 
 class StopWhenConverged:
@@ -267,57 +250,20 @@ def _wrap(model: nn.Module, config: Config, device: torch.device, world_size: in
     return torch.compile(run) if config.train.compile else run
 
 
-def _train_epoch(run_model, model: nn.Module, opt, gen, x_train, config: Config, epoch: int, plan: dict,
-                 history: History, bar) -> None:
-    tc, device = config.train, x_train.device
-    bs, rank, world_size = plan["bs"], plan["rank"], plan["world"]
-    local = bs // world_size  # this rank's share of each global batch
-    perm_gen = torch.Generator(device=device).manual_seed(tc.seed * 100_003 + epoch)
-    perm = torch.randperm(len(x_train), generator=perm_gen, device=device)  # same on every rank
-    params = list(model.parameters())
-    buffer: list[torch.Tensor] = []
-    meta: list[dict] = []
-    model.train()
-    for i in range(plan["steps_per_epoch"]):
-        step = epoch * plan["steps_per_epoch"] + i
-        beta = beta_at(tc.schedule, step, plan["steps_per_epoch"], plan["total_steps"])
-        idx = perm[i * bs + rank * local:i * bs + (rank + 1) * local]
-        x = to_float(x_train[idx], channels_last=tc.channels_last)  # (B / world, C, H, W)
-        eps = model.noise(bs, gen, device)  # the global batch's noise (None for a deterministic family)
-        if eps is not None:
-            eps = eps[rank * local:][:local]
-        with autocast(config, device):
-            outputs = run_model(x, eps=eps)
-        loss = model.loss(x, outputs, beta)
-        opt.zero_grad(set_to_none=True)
-        loss.total.backward()  # DDP averages the gradients over ranks here
-        if tc.grad_clip is not None:
-            norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)  # the pre-clip norm
-        else:
-            norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-        opt.step()
-        buffer.append(torch.stack([loss.total.detach(), *(loss.terms[k].detach() for k in model.TERMS),
-                                   norm.detach().float()]))
-        meta.append({"step": step, "epoch": epoch, "beta": beta, "lr": opt.param_groups[0]["lr"]})
-        if len(buffer) >= tc.sync_every:
-            _flush(buffer, meta, history, config, step_keys(model))
-            bar.set_postfix(loss=f"{history.steps[-1]['total']:.1f}", beta=f"{beta:.3g}")
-        bar.update(1)
-    _flush(buffer, meta, history, config, step_keys(model))
-
-
-def _end_epoch(model, x_val, config, history, epoch, steps, bs, t0, device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _end_epoch(s: _State, epoch: int, t0: float) -> None:
+    """The epoch's row: its time, the mean of its steps' terms and the validation terms at its last beta."""
+    if s.device.type == "cuda":
+        torch.cuda.synchronize(s.device)
     seconds = time.perf_counter() - t0
-    rows = history.steps[-steps:]  # this epoch's rows: _flush appended exactly `steps` of them
-    beta = rows[-1]["beta"] if rows else config.train.schedule.beta
-    val = evaluate(model, x_val, config, beta=beta)
-    mean = {k: sum(r[k] for r in rows) / max(len(rows), 1) for k in ("total", *model.TERMS)}
-    history.epochs.append({
+    steps, bs = s.plan["steps_per_epoch"], s.plan["bs"]
+    rows = s.history.steps[-steps:]  # this epoch's rows: _flush appended exactly `steps` of them
+    beta = rows[-1]["beta"] if rows else s.config.train.schedule.beta
+    val = evaluate(s.model, s.x_val, s.config, beta=beta)
+    mean = {k: sum(r[k] for r in rows) / max(len(rows), 1) for k in ("total", *s.model.TERMS)}
+    s.history.epochs.append({
         "epoch": epoch, "beta": beta, "seconds": seconds, "images_per_sec": steps * bs / seconds,
         **{f"train_{k}": v for k, v in mean.items()}, **{f"val_{k}": v for k, v in val.items()}})
-    model.train()
+    s.model.train()
 
 
 def _options(config: Config, device: torch.device, world_size: int = 1) -> dict[str, Any]:
