@@ -178,14 +178,57 @@ def _imports(path, package):
     return found
 
 
-def test_the_package_has_no_import_cycle():
+def _import_graph():
+    """{module: the vaelib modules it imports} over the whole package."""
     root = Path(vaelib.__file__).parent
     graph = {}
     for path in root.rglob("*.py"):
         parts = list(path.relative_to(root.parent).with_suffix("").parts)
         name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         graph[name] = (path, name if path.name == "__init__.py" else name.rsplit(".", 1)[0])
-    edges = {m: {d for d in _imports(p, pkg) if d in graph and d != "vaelib"} for m, (p, pkg) in graph.items()}
+    return {m: {d for d in _imports(p, pkg) if d in graph and d != "vaelib"} for m, (p, pkg) in graph.items()}
+
+
+# The layers, top to bottom: a module imports only from its own layer or the ones below (a package's name stands
+# for its modules). The same contract as import-linter's "layers", checked on the graph above without the extra
+# dependency. The likelihood registry (losses) sits below config, which checks train.recon against it.
+LAYERS = (
+    ("__main__", "report", "single_run"),  # entry points
+    ("lessons",),  # the notebooks' helpers
+    ("runstats", "runsets", "runcache", "budgets", "claims", "perf"),  # experiments and their verdicts
+    ("widgets", "plots", "sample_quality", "classifier"),  # what a student sees
+    ("train", "tblog", "steps"),  # training
+    ("metrics", "evidence", "checkpoint", "schema", "jsonfiles", "history", "families", "resources"),
+    ("model", "schedules"),  # the model families' parts
+    ("data", "shapes", "config"),
+    ("losses", "runtime", "files", "lock", "refusals", "paths", "provenance", "distributed", "stats", "tables",
+     "notebook_params"),
+)
+
+
+def _layer(module: str) -> int:
+    if module == "vaelib":
+        return 0  # the package's own __init__ re-exports the names a notebook imports first
+    name = module.removeprefix("vaelib.")
+    hits = [i for i, layer in enumerate(LAYERS) for part in layer if name == part or name.startswith(part + ".")]
+    assert hits, f"{module} is in no layer of LAYERS: place it"
+    return max(hits)
+
+
+def _upward(edges):
+    return sorted(f"{m} (layer {_layer(m)}) imports {d} (layer {_layer(d)})" for m, deps in edges.items()
+                  for d in deps if _layer(d) < _layer(m) and d != m and not d.startswith(m + "."))
+
+
+def test_imports_point_down_the_layers():
+    edges = _import_graph()
+    assert _upward(edges) == [], "an import that points up the layers (docs/architecture.md)"
+    assert _upward({"vaelib.config": {"vaelib.train"}}) == [
+        "vaelib.config (layer 7) imports vaelib.train (layer 4)"]  # the check can fail
+
+
+def test_the_package_has_no_import_cycle():
+    edges = _import_graph()
     state, cycles = {}, []
 
     def dfs(node, stack):
@@ -197,7 +240,7 @@ def test_the_package_has_no_import_cycle():
                 dfs(dep, stack + [dep])
         state[node] = "done"
 
-    for module in sorted(graph):
+    for module in sorted(edges):
         if module not in state:
             dfs(module, [module])
     assert cycles == [], cycles

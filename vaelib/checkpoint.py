@@ -11,13 +11,13 @@ import torch
 from torch.torch_version import TorchVersion
 
 from .families import build_model
-from .files import atomic_write_bytes, save_json, shareable_mode  # noqa: F401 (save_json, shareable_mode: re-exported)
+from .files import save_json, save_torch, shareable_mode  # noqa: F401 (save_json, shareable_mode: re-exported)
 from .schema import MODEL_KEYS, WEIGHTS_KEYS, MalformedFile, check_checkpoint, checkpoint_config
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Atomically torch.save a dict, e.g. a checkpoint or a dataset cache (a crash leaves the old file intact)."""
-    atomic_write_bytes(path, lambda f: torch.save(state, f))
+    save_torch(path, state)
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .checkpoint import save_checkpoint
 from .config import DATASETS, DataConfig
+from .files import save_torch
 from .runtime import mean_image
 from .shapes import (  # noqa: F401  (re-exported: part of the data API)
     COLOUR_NAMES,
@@ -245,7 +245,7 @@ def _celeba(split: str, root: Path, download: bool, size: int, seed: int) -> Ima
         saved = torch.load(cache, weights_only=True)
     else:
         saved = _decode_celeba(split, root, download, size)
-        save_checkpoint(cache, saved)  # atomic: readers never see half a file
+        save_torch(cache, saved)  # atomic: readers never see half a file
     return ImageSplit(saved["images"], saved["attrs"], None, class_names=tuple(saved["attr_names"]))
 
 

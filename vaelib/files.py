@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+import torch
+
 TMP_SUFFIX = ".tmp"
 
 
@@ -107,6 +109,11 @@ def write_text(path: str | Path, text: str) -> Path:
 def save_json(path: str | Path, obj: Any) -> Path:
     """Atomically write obj as indented JSON."""
     return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def save_torch(path: str | Path, obj: Any) -> Path:
+    """torch.save `obj` (a checkpoint, a dataset cache) to `path` atomically: a crash leaves the old file intact."""
+    return atomic_write_bytes(path, lambda f: torch.save(obj, f))
 
 
 def copy_file(source: str | Path, dest: str | Path) -> Path:
