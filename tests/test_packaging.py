@@ -200,7 +200,7 @@ LAYERS = (
     ("train", "tblog", "steps"),  # training
     ("metrics", "evidence", "checkpoint", "schema", "jsonfiles", "history", "families", "resources"),
     ("model", "schedules"),  # the model families' parts
-    ("data", "shapes", "config"),
+    ("data", "shapes", "config", "config_checks"),
     ("losses", "runtime", "files", "lock", "refusals", "paths", "provenance", "distributed", "stats", "tables",
      "notebook_params"),
 )
