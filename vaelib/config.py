@@ -33,7 +33,7 @@ DATASETS = ("fashion_mnist", "cifar10", "celeba", "mnist", "digits", "shapes")
 SCHEDULES = ("constant", "warmup", "linear", "cyclic")
 RECON_LOSSES = tuple(LIKELIHOODS)  # the names of vaelib.losses' one likelihood registry
 BACKGROUNDS = ("plain", "textured")
-MODEL_KINDS = ("vae", "ae")  # model families, each built by vaelib.families.MODELS[kind]
+MODEL_KINDS = ("vae", "ae", "vq")  # model families, each built by vaelib.families.MODELS[kind]
 PRECISIONS = ("fp32", "bf16")
 ADAM_IMPLS = ("auto", "foreach", "fused", "for")
 # Upper bounds: beyond them a value is a typo or an overflow waiting to happen, never a setting.
@@ -69,7 +69,9 @@ class ModelConfig:
     batch_norm: bool = False  # BatchNorm after each conv
     kernel_size: int = 3  # conv kernel, padding kernel_size // 2
     leaky_slope: float = 0.2  # LeakyReLU negative slope
-    kind: str = "vae"  # the model family, built by vaelib.families.MODELS: "vae" (Gaussian conv VAE), "ae"
+    kind: str = "vae"  # the model family, built by vaelib.families.MODELS: "vae" (Gaussian conv VAE), "ae", "vq"
+    codebook_size: int = 512  # kind "vq": codes in the codebook (latent_dim: each code's dimension)
+    commitment: float = 0.25  # kind "vq": weight of the commitment term (van den Oord et al., 2017: 0.25)
 
     def __post_init__(self) -> None:
         _check_types("model", self)
@@ -85,6 +87,8 @@ class ModelConfig:
             _refuse("model", "kernel_size", self.kernel_size, "3, 4 or 5")
         if not 0 <= self.leaky_slope < 1:
             _refuse("model", "leaky_slope", self.leaky_slope, "a value in [0, 1)")
+        if not 0 <= self.commitment <= MAX_BETA:
+            _refuse("model", "commitment", self.commitment, f"a number >= 0 and <= {MAX_BETA:g}")
         _normalise_numbers(self)
 
 

@@ -80,7 +80,11 @@ class Decoder(nn.Module):
 
     def forward_logits(self, z: torch.Tensor) -> torch.Tensor:
         """Pre-Sigmoid outputs (logits), resized to the input size."""
-        h = self.fc(z).view(-1, *self.feature_shape)  # (B, C', H', W')
+        return self.from_features(self.fc(z).view(-1, *self.feature_shape))  # (B, C', H', W') first
+
+    def from_features(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits from a feature map of the encoder's shape (B, C', H', W'): the transposed convolutions alone,
+        for a family whose code is itself a feature map (the VQ-VAE)."""
         logits = self.deconvs(h)
         if logits.shape[-1] != self.output_size or logits.shape[-2] != self.output_size:
             # Safety step: odd sizes (e.g. 28 -> 14 -> 7 -> 4 -> 8 ...) do not mirror exactly.

@@ -34,7 +34,8 @@ def config_hash(config: Config) -> str:
 
 # Config fields added after runs were cached and shipped: left out of the key while at their default, so that
 # every earlier run (and vaelib/pretrained/) keeps its folder name.
-KEY_NEUTRAL = {("train", "stop_tol"): 0.0, ("train", "min_epochs"): 0, ("model", "kind"): "vae"}
+KEY_NEUTRAL = {("train", "stop_tol"): 0.0, ("train", "min_epochs"): 0, ("model", "kind"): "vae",
+               ("model", "codebook_size"): 512, ("model", "commitment"): 0.25}
 
 
 def run_dir(config: Config, root: str | Path = "runs") -> Path:

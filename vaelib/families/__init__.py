@@ -22,8 +22,9 @@ from torch import nn
 from ..config import Config
 from ..model import VAE
 from .autoencoder import Autoencoder
+from .vqvae import VQVAE
 
-MODELS: dict[str, type[nn.Module]] = {"vae": VAE, "ae": Autoencoder}  # config.MODEL_KINDS names them
+MODELS: dict[str, type[nn.Module]] = {"vae": VAE, "ae": Autoencoder, "vq": VQVAE}  # config.MODEL_KINDS names them
 
 
 def build_model(config: Config) -> nn.Module:
