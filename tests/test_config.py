@@ -116,7 +116,7 @@ def test_numbers_are_normalised_after_validation():
 
 def test_every_config_field_has_a_type_the_checker_knows():
     """A new field of an unknown type would silently skip the type check: add it to _check_types first."""
-    from vaelib.config import _field_kinds
+    from vaelib.config_checks import _field_kinds
 
     for cls in (DataConfig, ModelConfig, BetaSchedule, TrainConfig, Config):
         for name, (kind, _) in _field_kinds(cls).items():
@@ -148,7 +148,7 @@ def test_the_python_api_refuses_what_the_command_line_refuses(overrides, message
 
 
 def _integer_fields() -> list[str]:
-    from vaelib.config import _field_kinds
+    from vaelib.config_checks import _field_kinds
 
     parts = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "train.schedule": BetaSchedule}
     return [f"{part}.{name}" for part, cls in parts.items() for name, (kind, _) in _field_kinds(cls).items()

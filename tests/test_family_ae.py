@@ -69,8 +69,8 @@ def test_an_autoencoder_samples_from_the_prior_it_never_matched_and_posterior_to
 def test_the_registry_refuses_what_an_autoencoder_cannot_mean(ae_config):
     with pytest.raises(ValueError, match=r"train.free_bits=0.5 is invalid for model.kind='ae': .* allowed 0"):
         families.build_model(with_overrides(ae_config, **{"train.free_bits": 0.5}))
-    with pytest.raises(ValueError, match="model kind 'vq' is invalid: allowed vae, ae"):
-        families.family("vq")
+    with pytest.raises(ValueError, match="model kind 'flow' is invalid: allowed vae, ae, vq"):
+        families.family("flow")
     assert families.family("ae") is Autoencoder
     # its runs have a cache folder of their own; the VAE's keep theirs (kind left out of the key at 'vae')
     vae = with_overrides(ae_config, **{"model.kind": "vae"})

@@ -60,7 +60,7 @@ def test_codebook_usage_counts_codes_and_the_refusals_name_what_is_allowed(vq_co
         model.decode(torch.zeros(2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="model.codebook_size=1 is invalid: allowed an integer >= 2"):
         ModelConfig(kind="vq", codebook_size=1)
-    with pytest.raises(ValueError, match="model.commitment=-1 is invalid"):
+    with pytest.raises(ValueError, match=r"model.commitment=-1.0 is invalid: allowed a number >= 0"):
         ModelConfig(kind="vq", commitment=-1.0)
     with pytest.raises(ValueError, match="train.free_bits=0.5 is invalid for model.kind='vq'"):
         families.build_model(with_overrides(vq_config, **{"train.free_bits": 0.5}))

@@ -69,11 +69,11 @@ def test_model_families_are_built_from_the_config_and_a_family_without_a_gaussia
     from vaelib.runcache import config_hash
     from vaelib.widgets.explorer import LatentExplorer
 
-    assert tuple(families.MODELS) == config_module.MODEL_KINDS == ("vae", "ae")
+    assert tuple(families.MODELS) == config_module.MODEL_KINDS == ("vae", "ae", "vq")
     c = with_overrides(get_preset("digits"), **{"model.latent_dim": 4})
     assert type(families.build_model(c)) is model.VAE and c.model.kind == "vae"
-    with pytest.raises(ValueError, match=r"model.kind='vq' is invalid: allowed one of vae, ae"):
-        ModelConfig(kind="vq")
+    with pytest.raises(ValueError, match=r"model.kind='flow' is invalid: allowed one of vae, ae, vq"):
+        ModelConfig(kind="flow")
     d = c.to_dict()
     del d["model"]["kind"]  # a config (or checkpoint) written before families existed
     assert type(c).from_dict(d) == c and config_hash(type(c).from_dict(d)) == config_hash(c)
@@ -83,7 +83,7 @@ def test_model_families_are_built_from_the_config_and_a_family_without_a_gaussia
             super().__init__()
             self.config, self.w = config, torch.nn.Parameter(torch.zeros(1))
 
-    monkeypatch.setattr(config_module, "MODEL_KINDS", ("vae", "ae", "codes"))
+    monkeypatch.setattr(config_module, "MODEL_KINDS", ("vae", "ae", "vq", "codes"))
     monkeypatch.setitem(families.MODELS, "codes", Codes)
     toy = families.build_model(with_overrides(c, **{"model.kind": "codes"}))
     assert isinstance(toy, Codes)
