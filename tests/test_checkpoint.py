@@ -97,7 +97,7 @@ def test_saved_files_respect_the_umask(tmp_path, umask, mode):
 
 
 def test_a_full_disk_is_named_and_keeps_the_old_file(tmp_path):
-    from vaelib.checkpoint import atomic_write_bytes
+    from vaelib.files import atomic_write_bytes
 
     path = tmp_path / "checkpoint.pt"
     save_checkpoint(path, {"w": torch.ones(2)})
