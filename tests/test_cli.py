@@ -18,8 +18,8 @@ def test_help_documents_every_train_option():
 def test_bad_input_is_one_line_and_exit_2(capsys):
     assert main(["train", "--preset", "svhn"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == ("vaelib: error: unknown preset 'svhn': allowed fashion_mnist, cifar10, celeba, celeba_small, mnist, "
-                   "digits, shapes")
+    assert err == ("vaelib: error: unknown preset 'svhn': allowed fashion_mnist, cifar10, celeba, celeba_small, "
+                   "celeba128, mnist, digits, shapes")
     assert main(["train", "--preset", "digits", "--epochs", "0"]) == 2
     assert "train.epochs=0 is invalid" in capsys.readouterr().err
 

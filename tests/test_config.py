@@ -29,7 +29,8 @@ def test_presets_match_the_reports():
     assert cs.model.hidden_dims == (32, 64, 128, 256) and cs.model.latent_dim == 128
     assert cs.model.batch_norm and cs.train.grad_clip == 1.0
     assert all(c.train.lr == 1e-3 and c.train.recon == "mse" for c in PRESETS.values())
-    assert set(PRESETS) == {"fashion_mnist", "cifar10", "celeba", "celeba_small", "mnist", "digits", "shapes"}
+    assert set(PRESETS) == {"fashion_mnist", "cifar10", "celeba", "celeba_small", "celeba128", "mnist", "digits",
+                            "shapes"}
     mn = PRESETS["mnist"]  # the fashion_mnist preset on real MNIST digits
     assert (mn.model, mn.train) == (fm.model, fm.train) and mn.input_shape == fm.input_shape
 

@@ -61,7 +61,7 @@ def test_the_likelihood_registry_is_the_one_the_config_and_the_bound_use(monkeyp
     from vaelib import config, losses, metrics
     from vaelib.config import TrainConfig
 
-    assert config.RECON_LOSSES == tuple(losses.LIKELIHOODS) == ("mse", "bernoulli")
+    assert config.RECON_LOSSES == tuple(losses.LIKELIHOODS) == ("mse", "bernoulli", "perceptual")
     x = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
     logits = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(1))
     mse, bern = losses.likelihood("mse"), losses.likelihood("bernoulli")
@@ -71,11 +71,13 @@ def test_the_likelihood_registry_is_the_one_the_config_and_the_bound_use(monkeyp
     binary = (x > 0.5).float()
     bern_lp = torch.distributions.Bernoulli(logits=logits).log_prob(binary).flatten(1).sum(1)
     assert torch.allclose(bern.log_prob(logits, binary), bern_lp, atol=1e-5)
-    with pytest.raises(ValueError, match="recon kind 'l1' is invalid: allowed mse, bernoulli"):
+    with pytest.raises(ValueError, match="recon kind 'l1' is invalid: allowed mse, bernoulli, perceptual"):
         losses.likelihood("l1")
     with pytest.raises(ValueError, match="train.recon='l1' is invalid"):
         TrainConfig(recon="l1")
-    # a loss that is no normalised density (a perceptual loss, say) is refused by the importance-weighted bound
+    # a loss that is no normalised density (the perceptual term, or any other) is refused by the importance-
+    # weighted bound
+    assert not losses.LIKELIHOODS["perceptual"].normalised
     fake = dataclasses.replace(mse, name="perceptual", normalised=False, note="a feature-space distance")
     monkeypatch.setitem(losses.LIKELIHOODS, "perceptual", fake)
 

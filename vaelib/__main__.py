@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import PRESETS, SCHEDULES, get_preset, with_overrides
+from .config import PRESETS, RECON_LOSSES, SCHEDULES, get_preset, with_overrides
 from .paths import check_files, check_folder
 
 TRAIN_OVERRIDES = {  # flag -> (config field, type, help)
@@ -20,7 +20,7 @@ TRAIN_OVERRIDES = {  # flag -> (config field, type, help)
     "schedule": ("train.schedule.kind", str, f"beta schedule: {', '.join(SCHEDULES)}"),
     "warmup_epochs": ("train.schedule.warmup_epochs", float, "warmup schedule: epochs at beta 0"),
     "grad_clip": ("train.grad_clip", float, "max global gradient norm (default: preset's)"),
-    "recon": ("train.recon", str, "reconstruction likelihood: mse or bernoulli"),
+    "recon": ("train.recon", str, f"reconstruction term: {', '.join(RECON_LOSSES)} (perceptual: not a density)"),
     "free_bits": ("train.free_bits", float, "KL floor per latent dimension, nats"),
     "seed": ("train.seed", int, "random seed"),
     "stop_tol": ("train.stop_tol", float, "stop once converged at this tolerance (0: every epoch; --epochs caps)"),

@@ -69,9 +69,14 @@ class ModelConfig:
     batch_norm: bool = False  # BatchNorm after each conv
     kernel_size: int = 3  # conv kernel, padding kernel_size // 2
     leaky_slope: float = 0.2  # LeakyReLU negative slope
+    res_blocks: int = 0  # residual blocks (two 3x3 convs and a skip) after each stride-2 stage, in both directions
     kind: str = "vae"  # the model family, built by vaelib.families.MODELS: "vae" (Gaussian conv VAE), "ae", "vq"
     codebook_size: int = 512  # kind "vq": codes in the codebook (latent_dim: each code's dimension)
     commitment: float = 0.25  # kind "vq": weight of the commitment term (van den Oord et al., 2017: 0.25)
+    codebook_decay: float = 0.99  # kind "vq": EMA decay of the codebook's updates (Razavi et al., 2019); 0: the
+    #   codebook learns from its loss term instead
+    dead_code_threshold: float = 1.0  # kind "vq", with codebook_decay > 0: a code whose EMA count of assignments
+    #   per step falls below this, and that no vector of the batch chose, restarts at a badly quantised vector; 0: never
 
     def __post_init__(self) -> None:
         _check_types("model", self)
@@ -89,6 +94,10 @@ class ModelConfig:
             _refuse("model", "leaky_slope", self.leaky_slope, "a value in [0, 1)")
         if not 0 <= self.commitment <= MAX_BETA:
             _refuse("model", "commitment", self.commitment, f"a number >= 0 and <= {MAX_BETA:g}")
+        if not 0 <= self.codebook_decay < 1:
+            _refuse("model", "codebook_decay", self.codebook_decay, "a number in [0, 1) (0: no EMA)")
+        if not 0 <= self.dead_code_threshold <= MAX_BETA:
+            _refuse("model", "dead_code_threshold", self.dead_code_threshold, f"a number >= 0 and <= {MAX_BETA:g}")
         _normalise_numbers(self)
 
 
@@ -251,8 +260,9 @@ def comparable(config: Config) -> Config:
     """The config with the fields that cannot change a trained model set to their defaults: the run cache's key.
 
     Blanked: data.root and data.download (where the files are), train.sync_every (how often the loop reads its
-    scalars; every step is recorded either way, tests/test_train.py checks the history is identical), and
-    data.shapes_train and data.background unless the dataset is shapes (they do not touch an mnist run).
+    scalars; every step is recorded either way, tests/test_train.py checks the history is identical),
+    data.shapes_train and data.background unless the dataset is shapes (they do not touch an mnist run), and the
+    codebook's fields unless the model is a VQ-VAE (they do not touch another family).
     Kept, though they are speed options: channels_last and adam_impl="fused" change the rounding of the
     convolutions and of Adam's update (the validation loss differs in the 5th digit after 2 epochs), so a cached
     run made with them is not the run made without.
@@ -261,17 +271,23 @@ def comparable(config: Config) -> Config:
     data = dataclasses.replace(config.data, root="", download=False,
                                shapes_train=config.data.shapes_train if shapes else DataConfig.shapes_train,
                                background=config.data.background if shapes else DataConfig.background)
-    return dataclasses.replace(config, data=data,
+    model = config.model if config.model.kind == "vq" else dataclasses.replace(
+        config.model, **{f: getattr(ModelConfig, f) for f in VQ_FIELDS})
+    return dataclasses.replace(config, data=data, model=model,
                                train=dataclasses.replace(config.train, sync_every=TrainConfig.sync_every))
+
+
+VQ_FIELDS = ("codebook_size", "commitment", "codebook_decay", "dead_code_threshold")  # read by kind "vq" alone
 
 
 def _preset(name: str, dataset: str, size: int, channels: int, hidden: tuple[int, ...], latent: int,
             schedule: BetaSchedule, epochs: int, batch_norm: bool = False,
-            grad_clip: float | None = None, batch_size: int = 128, channels_last: bool = False) -> Config:
+            grad_clip: float | None = None, batch_size: int = 128, channels_last: bool = False,
+            res_blocks: int = 0) -> Config:
     return Config(
         name=name,
         data=DataConfig(dataset=dataset, image_size=size, channels=channels),
-        model=ModelConfig(hidden_dims=hidden, latent_dim=latent, batch_norm=batch_norm),
+        model=ModelConfig(hidden_dims=hidden, latent_dim=latent, batch_norm=batch_norm, res_blocks=res_blocks),
         train=TrainConfig(epochs=epochs, schedule=schedule, grad_clip=grad_clip, batch_size=batch_size,
                           channels_last=channels_last),
     )
@@ -290,6 +306,10 @@ PRESETS: dict[str, Config] = {
     "celeba_small": _preset("celeba_small", "celeba", 64, 3, (32, 64, 128, 256), 128,
                             BetaSchedule("constant", beta=1.0), epochs=20,
                             batch_norm=True, grad_clip=1.0, channels_last=True),
+    # the CelebA report's next step (its future work): 128x128 faces, one more stage and a residual block per stage
+    "celeba128": _preset("celeba128", "celeba", 128, 3, (32, 64, 128, 256, 512), 256,
+                         BetaSchedule("warmup", beta=0.9, warmup_epochs=2), epochs=20,
+                         batch_norm=True, grad_clip=1.0, batch_size=64, channels_last=True, res_blocks=1),
     "mnist": _preset("mnist", "mnist", 32, 1, (32, 64), 32,  # the fashion_mnist preset on real MNIST digits
                      BetaSchedule("constant", beta=0.8), epochs=20, channels_last=True),
     "digits": _preset("digits", "digits", 32, 1, (32, 64), 32,

@@ -21,11 +21,12 @@ MAX_IMAGES = 10**9  # data.max_train; no dataset vaelib reads holds more
 MAX_SHAPES = 10**6  # data.shapes_train: images generated and held in memory (the full budget makes 10,000)
 MAX_BATCH_SIZE = 2**16  # images per step
 MAX_STEPS = 10**9  # optimiser steps (anneal_steps, sync_every): 10,000 steps in each of MAX_EPOCHS epochs
+MAX_RES_BLOCKS = 16  # residual blocks per stage; deep VAEs (NVAE) use 2-4
 MAX_CODES = 2**16  # a VQ-VAE's codebook; published ones hold 512 to 8192
 MAX_CYCLES = 10**6  # cyclic annealing: cycles over the run; more than one per step means nothing
 INT_RANGES = {  # (least, most) of every integer field with a fixed range, by owner; the refusal names both
     "data": {"image_size": (8, MAX_IMAGE_SIZE), "max_train": (1, MAX_IMAGES), "shapes_train": (1, MAX_SHAPES)},
-    "model": {"latent_dim": (1, MAX_WIDTH), "codebook_size": (2, MAX_CODES)},
+    "model": {"latent_dim": (1, MAX_WIDTH), "codebook_size": (2, MAX_CODES), "res_blocks": (0, MAX_RES_BLOCKS)},
     "schedule": {"anneal_steps": (1, MAX_STEPS), "cycles": (1, MAX_CYCLES)},
     "train": {"epochs": (1, MAX_EPOCHS), "batch_size": (1, MAX_BATCH_SIZE), "sync_every": (1, MAX_STEPS)},
 }

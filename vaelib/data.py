@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from .config import DATASETS, DataConfig
 from .files import save_torch
+from .losses import constant_image_nll
 from .runtime import mean_image
 from .shapes import (  # noqa: F401  (re-exported: part of the data API)
     COLOUR_NAMES,
@@ -138,9 +139,7 @@ def data_mean_baseline(train: ImageSplit, split: ImageSplit) -> float:
     if train.images.shape[1:] != split.images.shape[1:]:
         raise ValueError(f"image shapes differ: train {tuple(train.images.shape[1:])}, "
                          f"split {tuple(split.images.shape[1:])}")
-    mean = mean_image(train.images, CHUNK)  # (C, H, W) in [0, 1], float64
-    sse = sum(((c.double() / 255 - mean) ** 2).sum().item() for c in split.images.split(CHUNK))
-    return sse / len(split)
+    return constant_image_nll(mean_image(train.images, CHUNK), split.images, "mse", CHUNK)  # float64
 
 
 # --- helpers shared by the loaders ---------------------------------------------------------------

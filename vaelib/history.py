@@ -49,10 +49,11 @@ def step_fields(terms: tuple[str, ...] = DEFAULT_TERMS) -> tuple[str, ...]:
     return ("step", "epoch", "beta", "lr", "total", *terms, "grad_norm")
 
 
-def epoch_fields(terms: tuple[str, ...] = DEFAULT_TERMS) -> tuple[str, ...]:
-    """The fields of every epoch row (Epoch shows the VAE's)."""
+def epoch_fields(terms: tuple[str, ...] = DEFAULT_TERMS, stats: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The fields of every epoch row (Epoch shows the VAE's); `stats`: the family's EPOCH_STATS, measured on the
+    validation split after each epoch (a VQ-VAE's codebook usage), recorded as val_<name>."""
     return ("epoch", "beta", "seconds", "images_per_sec", "train_total", *(f"train_{t}" for t in terms),
-            "val_total", *(f"val_{t}" for t in terms))
+            "val_total", *(f"val_{t}" for t in terms), *(f"val_{t}" for t in stats))
 
 
 def optional_epoch_fields(rate: str | None = DEFAULT_RATE) -> tuple[str, ...]:
@@ -79,6 +80,11 @@ class History:
         return tuple(self.options.get("terms", DEFAULT_TERMS))
 
     @property
+    def stats(self) -> tuple[str, ...]:
+        """The family's statistics measured after each epoch (its EPOCH_STATS; none for a VAE)."""
+        return tuple(self.options.get("epoch_stats", ()))
+
+    @property
     def rate(self) -> str | None:
         """The term beta weighed (the VAE's "kl"), None for a family without one."""
         return self.options.get("rate", DEFAULT_RATE)
@@ -86,7 +92,7 @@ class History:
     def column(self, key: str, per: Literal["step", "epoch"] = "epoch") -> list[float]:
         """One field over the run, e.g. column("val_total") or column("kl", per="step")."""
         if per == "epoch":
-            rows, fields = self.epochs, epoch_fields(self.terms) + optional_epoch_fields(self.rate)
+            rows, fields = self.epochs, epoch_fields(self.terms, self.stats) + optional_epoch_fields(self.rate)
         else:
             rows, fields = self.steps, step_fields(self.terms)
         if key not in fields:
@@ -123,9 +129,12 @@ def _check(d: Any, source: str, key: str) -> None:
     rate = options.get("rate", DEFAULT_RATE)
     if rate is not None and rate not in terms:
         refuse(source, f"{where}options.rate", rate, f"null or one of the terms ({', '.join(terms)})")
+    stats = options.get("epoch_stats", ())
+    if not (isinstance(stats, (list, tuple)) and all(isinstance(t, str) and t for t in stats)):
+        refuse(source, f"{where}options.epoch_stats", stats, "a list of the family's statistic names (EPOCH_STATS)")
     terms = tuple(terms)
     for part, fields, optional in (("steps", step_fields(terms), ()),
-                                   ("epochs", epoch_fields(terms), optional_epoch_fields(rate))):
+                                   ("epochs", epoch_fields(terms, tuple(stats)), optional_epoch_fields(rate))):
         rows = need(d, part, lambda v: isinstance(v, list), f"a list of {part[:-1]} rows", source, where)
         for i, row in enumerate(rows):
             if not isinstance(row, dict):

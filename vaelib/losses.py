@@ -91,52 +91,84 @@ class Likelihood:
     note: str
 
 
+def _needs_distance(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    raise ValueError("recon kind 'perceptual' needs the model's feature distance: allowed through model.loss, or "
+                     "reconstruction(..., distance=vaelib.perceptual.perceptual_distance(config))")
+
+
+def _no_density(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    raise ValueError("recon kind 'perceptual' is not a normalised density: it has no log p(x|z)")
+
+
+PERCEPTUAL_NOTE = ("sum of squared errors over the pixels plus over a frozen feature network's activations (Hou et "
+                   "al., 2017): a distance, not the log of a density, so no bound on -log p(x) exists")
+
 LIKELIHOODS = {lik.name: lik for lik in (  # the one registry: elbo, the IW bound, the baselines and the config use it
     Likelihood("mse", _squared_error, _gaussian_half_log_prob, True,
                "sum of squared errors = -log N(x; x_hat, 1/2 per pixel) on R^D, up to 0.5 log(pi) per pixel"),
     Likelihood("bernoulli", _bce, lambda logits, x: -_bce(logits, x), True,
                "BCE with logits: -log Bernoulli(x; x_hat), normalised for binary x; on grey levels in [0, 1] it "
                "is the usual unnormalised form, not the continuous Bernoulli"),
+    Likelihood("perceptual", _needs_distance, _no_density, False, PERCEPTUAL_NOTE),
 )}
+NEEDS_DISTANCE = ("perceptual",)  # kinds whose nll is bound to a feature distance (vaelib.perceptual)
 
 
-def likelihood(kind: str) -> Likelihood:
-    """The registered likelihood `kind`; refuses an unknown name, naming those allowed."""
+def likelihood(kind: str, distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+               ) -> Likelihood:
+    """The registered likelihood `kind`; refuses an unknown name, naming those allowed. A kind of NEEDS_DISTANCE
+    is returned bound to `distance` (images x_hat, x in [0, 1] -> (B,)) when one is given."""
     if kind not in LIKELIHOODS:
         raise ValueError(f"recon kind {kind!r} is invalid: allowed {', '.join(LIKELIHOODS)}")
-    return LIKELIHOODS[kind]
+    lik = LIKELIHOODS[kind]
+    if kind in NEEDS_DISTANCE and distance is not None:
+        return Likelihood(kind, lambda logits, x: _squared_error(logits, x) + distance(torch.sigmoid(logits), x),
+                          _no_density, False, lik.note)
+    return lik
 
 
-def reconstruction(recon_logits: torch.Tensor, x: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+def reconstruction(recon_logits: torch.Tensor, x: torch.Tensor, kind: str = "mse",
+                   distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Per-image reconstruction term (B,), summed over pixels: the registered likelihood's nll.
 
     Args:
         recon_logits: decoder outputs *before* the Sigmoid (logits), (B, C, H, W).
         x: targets in [0, 1], (B, C, H, W).
-        kind: 'mse' (squared error of sigmoid(logits) vs x, summed) or 'bernoulli' (BCE with logits, summed).
+        kind: 'mse' (squared error of sigmoid(logits) vs x, summed), 'bernoulli' (BCE with logits, summed) or
+            'perceptual' (the squared error plus `distance`, a feature network's: vaelib.perceptual).
     """
-    return likelihood(kind).nll(recon_logits, x)
+    return likelihood(kind, distance).nll(recon_logits, x)
 
 
 @torch.no_grad()
-def constant_image_nll(mean: torch.Tensor, x: torch.Tensor, kind: str = "mse", chunk: int = 4096) -> float:
+def constant_image_nll(mean: torch.Tensor, x: torch.Tensor, kind: str = "mse", chunk: int = 4096,
+                       distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> float:
     """The reconstruction term (nats per image, averaged over x) of decoding every image of x to one image `mean`
     ((C, H, W) or (1, C, H, W), probabilities in [0, 1]): the model that ignores its input, whose KL is 0.
-    x: uint8 or float in [0, 1], (N, C, H, W), converted and summed in chunks (it may be large)."""
-    logits = torch.logit(to_float(mean).reshape(1, *x.shape[1:]).clamp(1e-6, 1 - 1e-6)).to(x.device)
-    total = sum(float(reconstruction(logits.expand(len(part), -1, -1, -1), to_float(part), kind).sum())
+    x: uint8 or float in [0, 1], (N, C, H, W), converted and summed in chunks (it may be large), in float64: with
+    kind='mse' it is the squared error of predicting `mean` (data.data_mean_baseline); the other kinds clamp the
+    mean into [1e-6, 1 - 1e-6] (a pixel no training image lit costs 13.8 nats where a test image lights it)."""
+    eps = 1e-12 if kind == "mse" else 1e-6  # mse reads sigmoid(logit(mean)) = mean: no clamp it could feel
+    logits = torch.logit(to_float(mean, dtype=torch.float64).reshape(1, *x.shape[1:]).clamp(eps, 1 - eps))
+    logits = logits.to(x.device)
+    if distance is not None:  # a feature network runs in its own precision: float32
+        logits = logits.float()
+    dtype = torch.float32 if distance is not None else torch.float64
+    total = sum(float(reconstruction(logits.expand(len(part), -1, -1, -1), to_float(part, dtype=dtype),
+                                     kind, distance).sum())
                 for part in x.split(chunk))
     return total / len(x)
 
 
 def elbo(x: torch.Tensor, recon_logits: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
-         beta: float = 1.0, kind: str = "mse", free_bits: float = 0.0) -> ELBOTerms:
+         beta: float = 1.0, kind: str = "mse", free_bits: float = 0.0,
+         distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> ELBOTerms:
     """Negative ELBO terms, each averaged over the batch (nats per image), computed in fp32.
 
     free_bits > 0 floors each dimension's batch-mean KL at that many nats in the optimised
     total (Kingma et al., 2016, eq. 15); the reported `kl` is always the true KL.
     """
-    recon = reconstruction(recon_logits.float(), x.float(), kind).mean()
+    recon = reconstruction(recon_logits.float(), x.float(), kind, distance).mean()
     kl_dims = kl_per_dim(mu.float(), logvar.float()).mean(0)  # (D,)
     kl = kl_dims.sum()
     kl_used = torch.clamp(kl_dims, min=free_bits).sum() if free_bits > 0 else kl

@@ -12,13 +12,30 @@ from torch import nn
 
 from .config import Config
 from .losses import Loss, elbo
+from .perceptual import perceptual_distance
 
 
-def _block(conv: nn.Module, channels: int, batch_norm: bool, slope: float) -> nn.Sequential:
+class ResBlock(nn.Module):
+    """x + f(x), f = two 3x3 convolutions (BatchNorm if asked, LeakyReLU between): a deeper stage that still trains,
+    since the skip carries the signal and its gradient past f (He et al., 2016)."""
+
+    def __init__(self, channels: int, batch_norm: bool, slope: float) -> None:
+        super().__init__()
+        norm = (lambda: nn.BatchNorm2d(channels)) if batch_norm else nn.Identity
+        self.f = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), norm(), nn.LeakyReLU(slope),
+                               nn.Conv2d(channels, channels, 3, padding=1), norm())
+        self.act = nn.LeakyReLU(slope)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x + self.f(x))
+
+
+def _block(conv: nn.Module, channels: int, batch_norm: bool, slope: float, res_blocks: int = 0) -> nn.Sequential:
     layers = [conv]
     if batch_norm:
         layers.append(nn.BatchNorm2d(channels))
     layers.append(nn.LeakyReLU(slope))
+    layers += [ResBlock(channels, batch_norm, slope) for _ in range(res_blocks)]
     return nn.Sequential(*layers)
 
 
@@ -29,7 +46,8 @@ def conv_stack(config: Config) -> tuple[nn.Sequential, tuple[int, ...]]:
     k = m.kernel_size
     blocks = []
     for h in m.hidden_dims:  # each stride-2 conv halves H and W
-        blocks.append(_block(nn.Conv2d(c, h, k, stride=2, padding=(k - 1) // 2), h, m.batch_norm, m.leaky_slope))
+        blocks.append(_block(nn.Conv2d(c, h, k, stride=2, padding=(k - 1) // 2), h, m.batch_norm, m.leaky_slope,
+                             m.res_blocks))
         c = h
     convs = nn.Sequential(*blocks)
     with torch.no_grad():  # the real feature shape, whatever the padding arithmetic
@@ -75,7 +93,7 @@ class Decoder(nn.Module):
         for i, (c_in, c) in enumerate(zip(dims[:-1], dims[1:])):  # mirror: each doubles H and W
             conv = nn.ConvTranspose2d(c_in, c, k, stride=2, padding=(k - 1) // 2, output_padding=k % 2)
             last = i == len(dims) - 2
-            blocks.append(conv if last else _block(conv, c, m.batch_norm, m.leaky_slope))
+            blocks.append(conv if last else _block(conv, c, m.batch_norm, m.leaky_slope, m.res_blocks))
         self.deconvs = nn.Sequential(*blocks)
 
     def forward_logits(self, z: torch.Tensor) -> torch.Tensor:
@@ -134,6 +152,7 @@ class VAE(nn.Module):
         self.latent_dim = config.model.latent_dim
         self.encoder = Encoder(config)
         self.decoder = Decoder(config, self.encoder.feature_shape)
+        attach_perceptual(self, config)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, C, H, W) in [0, 1] -> (mu, logvar), each (B, latent_dim)."""
@@ -171,7 +190,7 @@ class VAE(nn.Module):
         logits, mu, logvar = outputs
         tc = self.config.train
         t = elbo(x, logits, mu, logvar, beta=beta, kind=tc.recon if recon is None else recon,
-                 free_bits=tc.free_bits if free_bits is None else free_bits)
+                 free_bits=tc.free_bits if free_bits is None else free_bits, distance=self.perceptual)
         return Loss(total=t.total, terms={"recon": t.recon, "kl": t.kl}, rate="kl", rate_used=t.kl_used)
 
     @torch.no_grad()
@@ -221,3 +240,18 @@ def require_gaussian_posterior(model: nn.Module, what: str) -> None:
         kind = getattr(getattr(model, "config", None), "model", None)
         raise ValueError(f"{what} needs a Gaussian posterior (encode(x) -> mu, logvar): model family "
                          f"{getattr(kind, 'kind', type(model).__name__)!r} has none; allowed a model of family 'vae'")
+
+
+def refuse_free_bits(config: Config, has: str) -> None:
+    """Refuse, in one line, free bits for a family with no KL term to floor (`has`: what the family is, e.g. "an
+    autoencoder"), before anything is built."""
+    if config.train.free_bits > 0:
+        raise ValueError(f"train.free_bits={config.train.free_bits:g} is invalid for model.kind="
+                         f"{config.model.kind!r}: {has} has no KL term to floor; allowed 0")
+
+
+def attach_perceptual(model: nn.Module, config: Config) -> None:
+    """model.perceptual: the feature distance of a perceptual reconstruction term (vaelib.perceptual), else None.
+    Kept outside the model's modules: not a parameter, not in its state_dict or checkpoint (it is rebuilt from the
+    config and the shipped weights)."""
+    model.__dict__["perceptual"] = perceptual_distance(config)

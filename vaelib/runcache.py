@@ -20,27 +20,59 @@ from .train import CHECKPOINT, HISTORY, fit, stopped
 FAILED = "failed.json"  # beside a run's checkpoint: the run went non-finite (runsets records it)
 
 
+KEY_VERSION = 2  # the definition of the run key; a new definition bumps it and carries the older runs over
+
+
 def config_hash(config: Config) -> str:
-    """A short stable hash of everything that shapes the trained model: the cache key of a run.
+    """A short stable hash of everything that shapes the trained model, and of KEY_VERSION: the cache key of a run.
 
     Where the dataset files live (data.root) and whether they may be downloaded do not change the model.
     """
-    d = comparable(config).to_dict()
-    for (part, name), default in KEY_NEUTRAL.items():  # fields newer than the cached runs: keep their folders
-        if d[part].get(name) == default:
-            del d[part][name]
+    d = {"key_version": KEY_VERSION, **comparable(config).to_dict()}
     return hashlib.sha256(json.dumps(d, indent=2, sort_keys=True).encode()).hexdigest()[:10]
-
-
-# Config fields added after runs were cached and shipped: left out of the key while at their default, so that
-# every earlier run (and vaelib/pretrained/) keeps its folder name.
-KEY_NEUTRAL = {("train", "stop_tol"): 0.0, ("train", "min_epochs"): 0, ("model", "kind"): "vae",
-               ("model", "codebook_size"): 512, ("model", "commitment"): 0.25}
 
 
 def run_dir(config: Config, root: str | Path = "runs") -> Path:
     """runs/<preset>-<hash>: where a config's checkpoint, history and metrics live."""
     return Path(root) / f"{config.name}-{config_hash(config)}"
+
+
+# Key version 1, kept only to find runs cached under it: no key_version in the hash, and the fields added after the
+# first runs were cached left out while at their defaults (so that those runs had kept their folders).
+V1_LEFT_OUT = {("train", "stop_tol"): 0.0, ("train", "min_epochs"): 0, ("model", "kind"): "vae",
+               ("model", "codebook_size"): 512, ("model", "commitment"): 0.25}
+# Fields version 1 did not have, and the value that behaves as version 1 did.
+V1_ABSENT = {("model", "codebook_decay"): 0.0, ("model", "dead_code_threshold"): 0.0, ("model", "res_blocks"): 0}
+
+
+def v1_hash(config: Config) -> str | None:
+    """The run key of `config` under key version 1; None where no run of version 1 can be this config, and for
+    every VQ-VAE (version 1's had neither EMA nor restarts, and its checkpoints do not say so: retrained)."""
+    if config.model.kind == "vq":
+        return None
+    d = comparable(config).to_dict()
+    for (part, name), then in V1_ABSENT.items():
+        if name == "res_blocks" and d[part][name] != then:
+            return None
+        del d[part][name]
+    for (part, name), default in V1_LEFT_OUT.items():
+        if d[part].get(name) == default:
+            del d[part][name]
+    return hashlib.sha256(json.dumps(d, indent=2, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def carry_over(config: Config, root: str | Path = "runs") -> Path:
+    """The config's run folder (run_dir), first renamed from its key-version-1 name when only that one exists: a
+    run cached before the key changed is found, not trained again. Returns run_dir(config, root)."""
+    new, then = run_dir(config, root), v1_hash(config)
+    old = Path(root) / f"{config.name}-{then}"
+    if then is not None and not new.exists() and old.is_dir():
+        try:
+            old.rename(new)  # atomic; a second process that renamed it first leaves nothing to rename
+        except OSError:
+            if not new.exists():
+                raise
+    return new
 
 
 CACHE_WAIT = 24 * 3600.0  # seconds the run cache waits for another process training the same config
@@ -60,7 +92,7 @@ def cached_fit(config: Config, train: Any = None, val: Any = None, *, root: str 
     """
     if tune_allocator and resolve_device(device).type == "cpu":
         tune_cpu_allocator()
-    out = run_dir(config, root)
+    out = carry_over(config, root)
     with run_lock(out, wait=wait):  # one writer per run folder: a second notebook training this config waits
         if retrain and (out / CHECKPOINT).exists():
             (out / CHECKPOINT).unlink()
@@ -71,7 +103,7 @@ def cached_fit(config: Config, train: Any = None, val: Any = None, *, root: str 
 def trained(config: Config, root: str | Path = "runs") -> bool:
     """Whether the cache already holds this config's finished run: its epochs all done, stopped at convergence,
     or failed (failed.json)."""
-    path = run_dir(config, root)
+    path = carry_over(config, root)
     if (path / FAILED).exists():
         return True
     if not (path / HISTORY).exists():

@@ -21,7 +21,7 @@ from .config import Config, with_overrides
 from .files import save_json
 from .history import History
 from .jsonfiles import read_failed, read_history
-from .runcache import FAILED, cached_fit, config_hash, run_dir, trained
+from .runcache import FAILED, cached_fit, carry_over, config_hash, trained
 from .runtime import headless, resolve_device
 from .schedules import beta_at
 from .train import HISTORY, NonFiniteLossError
@@ -59,7 +59,7 @@ def with_epochs(config: Config, epochs: int = 0) -> Config:
 def run_one(label: str, config: Config, train: Any, val: Any, *, root: str | Path = "runs", retrain: bool = False,
             device: str | None = None) -> Run:
     """cached_fit one config; a NonFiniteLossError becomes a failed Run (remembered in failed.json)."""
-    path = run_dir(config, root)
+    path = carry_over(config, root)  # a run cached under an older key keeps its folder's contents
     marker = path / FAILED
     if marker.exists() and not retrain:
         return _failed_run(label, config, path, read_failed(marker))

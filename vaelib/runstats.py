@@ -4,6 +4,7 @@ of clipped steps, convergence, and the summary row a table prints for it (with i
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -71,14 +72,26 @@ def run_convergence(run: Run, tol: float = 0.05) -> dict[str, Any]:
     return convergence(run.history, tol, min_window=cycle)
 
 
+def run_head(run: Run, tol: float = 0.05, conv: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What every per-seed row starts with: the seed, whether the run converged (run_convergence, tolerance
+    `tol`; or `conv` already computed), its state and what became of it if it failed (runsets.failure)."""
+    conv = run_convergence(run, tol) if conv is None else conv
+    return {"seed": run.config.train.seed, "converged": bool(conv["converged"]), "state": conv["state"],
+            "failure": failure(run)}
+
+
+def per_seed(runs: dict[str, list[Run]], row: Callable[[Run], dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """{label: [row(run) for each seed's run]}: the rows the claims are judged on (evidence.estimate reads them)."""
+    return {label: [row(r) for r in seeds] for label, seeds in runs.items()}
+
+
 def summarize(run: Run, test: Any, last: int = 100, tol: float = 0.05) -> dict[str, Any]:
     """The table row of a run: convergence (evidence.convergence, tolerance `tol`), the noise of its first
     `last` steps and the spread of its last ones, and its test metrics (ELBO terms at beta = 1)."""
     conv = run_convergence(run, tol)
     grad = trace(run, "grad_norm")
     final = float(trace(run, "total")[-last:].mean()) if len(grad) else math.nan
-    row: dict[str, Any] = {"run": run.label, "seed": run.config.train.seed, "steps": len(grad),
-                           "converged": conv["converged"], "state": conv["state"], "failure": failure(run),
+    row: dict[str, Any] = {"run": run.label, **run_head(run, tol, conv), "steps": len(grad),
                            "last_20pct_share": conv["share"],
                            "last_20pct_improvement": conv["improvement"],
                            "early_volatility": volatility(run, "total", last),

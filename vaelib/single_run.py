@@ -18,6 +18,7 @@ from .config import Config
 from .data import data_mean_baseline, load_from_config
 from .history import History
 from .lock import run_lock
+from .losses import LIKELIHOODS
 from .perf.allocator import tune_cpu_allocator
 from .provenance import versions
 from .resources import check_memory
@@ -36,7 +37,9 @@ def standard_metrics(model, config: Config, train, test, iw_samples: int = 64) -
     kl = metrics.kl_per_dimension(model, x)
     out["kl_per_dim"] = [float(v) for v in kl]
     out["active_units"] = metrics.active_units(model, x)
-    out["iw_nll"] = metrics.iw_nll(model, x[:1000], k=iw_samples, likelihood=config.train.recon)
+    # a bound exists for a normalised likelihood only (a perceptual term is a distance): None says so
+    out["iw_nll"] = metrics.iw_nll(model, x[:1000], k=iw_samples, likelihood=config.train.recon) \
+        if LIKELIHOODS[config.train.recon].normalised else None
     if getattr(test, "factors", None) is not None:
         out["mig"] = metrics.mig_score(model, test)["mig"]
     return out

@@ -22,6 +22,7 @@ from .families import build_model, family
 from .history import History
 from .losses import constant_image_nll
 from .metrics import evaluate
+from .perceptual import perceptual_distance
 from .provenance import versions
 from .runtime import adam_impl, bf16_supported, mean_image, resolve_device
 from .schema import check_checkpoint, checkpoint_config
@@ -90,7 +91,8 @@ def ignore_input_terms(x_train: torch.Tensor, x_val: torch.Tensor, config: Confi
     """The validation terms of the model that ignores its input: every image decoded to the training mean, the
     posterior at the prior (KL 0, which free bits charge as free_bits per dimension). evidence.convergence calls a
     run that ends no better than it derailed. Nats per image, summed in chunks (the data may be large)."""
-    recon = constant_image_nll(mean_image(x_train, chunk).float(), x_val, config.train.recon, chunk)
+    recon = constant_image_nll(mean_image(x_train, chunk).float(), x_val, config.train.recon, chunk,
+                               perceptual_distance(config))
     rate = family(config.model.kind).RATE
     return {"val_recon": recon, **({f"val_{rate}_used": config.train.free_bits * config.model.latent_dim}
                                    if rate is not None else {})}
@@ -260,15 +262,17 @@ def _end_epoch(s: _State, epoch: int, t0: float) -> None:
     beta = rows[-1]["beta"] if rows else s.config.train.schedule.beta
     val = evaluate(s.model, s.x_val, s.config, beta=beta)
     mean = {k: sum(r[k] for r in rows) / max(len(rows), 1) for k in ("total", *s.model.TERMS)}
+    stats = s.model.epoch_stats(s.x_val) if getattr(s.model, "EPOCH_STATS", ()) else {}
     s.history.epochs.append({
         "epoch": epoch, "beta": beta, "seconds": seconds, "images_per_sec": steps * bs / seconds,
-        **{f"train_{k}": v for k, v in mean.items()}, **{f"val_{k}": v for k, v in val.items()}})
+        **{f"train_{k}": v for k, v in mean.items()}, **{f"val_{k}": v for k, v in {**val, **stats}.items()}})
     s.model.train()
 
 
 def _options(config: Config, device: torch.device, world_size: int = 1) -> dict[str, Any]:
     tc, cls = config.train, family(config.model.kind)
     return {"terms": list(cls.TERMS), "rate": cls.RATE,  # the loss's named terms: which fields the rows hold
+            **({"epoch_stats": list(cls.EPOCH_STATS)} if getattr(cls, "EPOCH_STATS", ()) else {}),
             "device": str(device), "precision": tc.precision, "channels_last": tc.channels_last,
             "adam_impl": adam_impl(config), "compile": tc.compile, "sync_every": tc.sync_every,
             "data_resident_on_device": True, "world_size": world_size,

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..config import Config
 from ..losses import Loss, reconstruction
-from ..model import Decoder, check_input, conv_stack, prior_draw
+from ..model import Decoder, attach_perceptual, check_input, conv_stack, prior_draw, refuse_free_bits
 
 
 class Autoencoder(nn.Module):
@@ -27,14 +27,13 @@ class Autoencoder(nn.Module):
 
     def __init__(self, config: Config) -> None:
         super().__init__()
-        if config.train.free_bits > 0:
-            raise ValueError(f"train.free_bits={config.train.free_bits:g} is invalid for model.kind='ae': an "
-                             "autoencoder has no KL term to floor; allowed 0")
+        refuse_free_bits(config, "an autoencoder")
         self.config = config
         self.latent_dim = config.model.latent_dim
         self.convs, feature_shape = conv_stack(config)
         self.fc = nn.Linear(math.prod(feature_shape), self.latent_dim)
         self.decoder = Decoder(config, feature_shape)
+        attach_perceptual(self, config)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, C, H, W) in [0, 1] -> the code z (B, latent_dim)."""
@@ -59,7 +58,8 @@ class Autoencoder(nn.Module):
         """The reconstruction term alone (nats per image under the config's likelihood); beta has no term to
         weigh and free bits nothing to floor."""
         logits, _ = outputs
-        nll = reconstruction(logits.float(), x.float(), self.config.train.recon if recon is None else recon).mean()
+        nll = reconstruction(logits.float(), x.float(), self.config.train.recon if recon is None else recon,
+                             self.perceptual).mean()
         return Loss(total=nll, terms={"recon": nll})
 
     @torch.no_grad()

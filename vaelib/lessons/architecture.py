@@ -176,7 +176,10 @@ def beta_rows(epochs: tuple[int, ...] = (0, 1, 2, 5, 15, 19), steps_per_epoch: i
 
 def presets_beta_figure(steps_per_epoch: int = 100) -> Figure:
     """beta (vaelib.schedules.beta_curve) against epochs, one panel per preset over that preset's run."""
-    fig, axes = plt.subplots(2, 3, figsize=(10, 5), sharey=True)
+    rows = -(-len(PRESETS) // 4)  # four panels a row, every preset drawn
+    fig, axes = plt.subplots(rows, 4, figsize=(12, 2.6 * rows), sharey=True, squeeze=False)
+    for ax in axes.flat[len(PRESETS):]:
+        ax.set_axis_off()
     for ax, (name, c) in zip(axes.flat, PRESETS.items()):
         total = c.train.epochs * steps_per_epoch
         beta = beta_curve(c.train.schedule, total, steps_per_epoch)  # (total,)

@@ -23,8 +23,8 @@ from ..losses import constant_image_nll
 from ..metrics import active_units, image_batch, kl_per_dimension, laplacian_variance, test_elbo  # noqa: F401
 from ..metrics import reconstructions as reconstruct  # noqa: F401  (notebook 04 calls it by this name)
 from ..plots import show, tile
-from ..runsets import Run, failure
-from ..runstats import run_convergence
+from ..runsets import Run
+from ..runstats import per_seed, run_head
 from ..runtime import to_float
 
 
@@ -204,14 +204,8 @@ def kl_bars(kls: dict[str, np.ndarray], threshold: float = 0.01) -> Figure:
 def seed_measures(runs: dict[str, list[Run]], measure: Callable[[Run], dict[str, float]], tol: float = 0.05
                   ) -> dict[str, list[dict[str, Any]]]:
     """{label: [row per seed]}: each finished run's `measure(run)` with its seed and whether it converged
-    (runstats.run_convergence); a failed run's row has no measurements, so its estimates show the gap."""
-    def row(run: Run) -> dict[str, Any]:
-        conv = run_convergence(run, tol)
-        head = {"seed": run.config.train.seed, "converged": bool(conv["converged"]), "state": conv["state"],
-                "failure": failure(run)}
-        return head if run.failed else {**head, **measure(run)}
-
-    return {label: [row(r) for r in rs] for label, rs in runs.items()}
+    (runstats.run_head); a failed run's row has no measurements, so its estimates show the gap."""
+    return per_seed(runs, lambda run: run_head(run, tol) if run.failed else {**run_head(run, tol), **measure(run)})
 
 
 def blur_measure(test_images: torch.Tensor, cutoff: float) -> Callable[[Run], dict[str, float]]:

@@ -12,7 +12,7 @@ from ..config import Config
 from ..data import ImageSplit, load_from_config
 from ..model import VAE
 from ..plots import image_grid
-from ..runcache import cached_fit, run_dir
+from ..runcache import cached_fit, carry_over, run_dir
 from ..runtime import headless, resolve_device
 from ..schema import MODEL_KEYS, check_checkpoint
 from ..train import CHECKPOINT
@@ -30,7 +30,7 @@ def shipped_checkpoint(config: Config) -> Path | None:
 def ship(config: Config, runs_dir: str | Path = "runs", dest: str | Path = PRETRAINED) -> Path:
     """Copy the weights of config's finished run under runs_dir into dest as <preset>-<hash>.pt: the model, its
     config, history and versions, without the optimizer state (a third of the size). `make pretrained` runs it."""
-    ckpt = run_dir(config, runs_dir) / CHECKPOINT
+    ckpt = carry_over(config, runs_dir) / CHECKPOINT
     state = read_checkpoint(ckpt)
     check_checkpoint(state, ckpt, require=MODEL_KEYS, keys=MODEL_KEYS)  # all it copies, checked
     if state.get("epoch") != config.train.epochs:
@@ -46,7 +46,7 @@ def load_trained(config: Config, runs_dir: str | Path = "runs", *, train_if_miss
                  retrain: bool = False, device: str | None = None) -> tuple[VAE, Path]:
     """The model cached_fit made for `config` under runs_dir, else the one shipped with vaelib for the same config
     (loaded in about a second on a fresh clone), else trained first if allowed; and the folder it came from."""
-    ckpt = run_dir(config, runs_dir) / CHECKPOINT
+    ckpt = carry_over(config, runs_dir) / CHECKPOINT
     shipped = shipped_checkpoint(config)
     if shipped is not None and not retrain and not ckpt.is_file():
         model, _ = load_checkpoint(shipped, device=resolve_device(device))

@@ -21,66 +21,78 @@ from pathlib import Path
 from typing import Any
 
 import ipywidgets as W
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from matplotlib.lines import Line2D
 from PIL import Image as PILImage
 
 from ..data import ImageSplit
 from ..files import atomic_write_bytes
 from ..losses import kl_per_dim
 from ..metrics import posterior_stats
-from ..model import VAE, model_device, require_gaussian_posterior
-from ..runtime import to_float
-from .controls import TABS, to_png
+from ..model import VAE, require_gaussian_posterior
+from .controls import TABS
 from .directions import attribute_directions
-from .latent_map import PALETTE, MapView
+from .latent_map import MapView
+from .snapshot import snapshot_figure
+from .state import ExplorerState, check_image_index
 from .views import InterpolateView, SampleView, SlidersView, TraverseView
 
 DEFAULT_ATTRIBUTES = ("Smiling", "Eyeglasses", "Male", "Blond_Hair")  # CelebA names, used when present
 
 
-class LatentExplorer(SlidersView, InterpolateView, SampleView, TraverseView, MapView):
-    """ipywidgets explorer of a VAE's latent space over a labelled or unlabelled split; display it."""
+def _check_arguments(model: VAE, split: ImageSplit, *, span: float, threads: int | None, **counts: int) -> None:
+    """Refuse, in one line naming it, an argument out of range, before anything is encoded."""
+    lows = {"n_sliders": 1, "image_px": 8, "strip_px": 8, "samples": 1, "interp_steps": 2, "traverse_steps": 2,
+            "map_cells": 2, "max_images": 1}
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < lows[name]:
+            raise ValueError(f"{name}={value!r} is invalid: allowed an integer >= {lows[name]}")
+    if not span > 0:
+        raise ValueError(f"span={span!r} is invalid: allowed a value > 0")
+    require_gaussian_posterior(model, "the latent explorer")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads={threads!r} is invalid: allowed None (torch's setting) or an integer >= 1")
+    if len(split) == 0 or tuple(split.images.shape[1:]) != model.config.input_shape:
+        raise ValueError(f"split images of shape {tuple(split.images.shape)} are invalid: allowed "
+                         f"(N >= 1, {', '.join(map(str, model.config.input_shape))}) for this model")
+    if model.latent_dim < 2:
+        raise ValueError(f"latent_dim={model.latent_dim} is invalid: the Map tab needs a model with >= 2")
+
+
+class LatentExplorer:
+    """ipywidgets explorer of a VAE's latent space over a labelled or unlabelled split; display it.
+
+    Composed of one view per tab (`views`: sliders, interpolate, sample, traverse, map) around one ExplorerState
+    (`state`: the model, the split, its codes, `decode`). A view's controls and pictures read through the explorer
+    too: `explorer.sliders` is `explorer.views["sliders"].sliders`, `explorer.mu` is `explorer.state.mu`."""
 
     def __init__(self, model: VAE, split: ImageSplit, *, n_sliders: int = 8, start_index: int = 0,
                  image_px: int = 256, strip_px: int = 128, span: float = 3.0, samples: int = 16, seed: int = 0,
                  interp_steps: int = 11, traverse_steps: int = 9, map_cells: int = 8,
                  attributes: Sequence[str] | None = None, max_images: int = 2000, threads: int | None = 1,
                  save_dir: str | Path | None = None) -> None:
-        for name, value, low in (("n_sliders", n_sliders, 1), ("image_px", image_px, 8), ("strip_px", strip_px, 8),
-                                 ("samples", samples, 1), ("interp_steps", interp_steps, 2),
-                                 ("traverse_steps", traverse_steps, 2), ("map_cells", map_cells, 2),
-                                 ("max_images", max_images, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name}={value!r} is invalid: allowed an integer >= {low}")
-        if not span > 0:
-            raise ValueError(f"span={span!r} is invalid: allowed a value > 0")
-        require_gaussian_posterior(model, "the latent explorer")
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise ValueError(f"threads={threads!r} is invalid: allowed None (torch's setting) or an integer >= 1")
-        if len(split) == 0 or tuple(split.images.shape[1:]) != model.config.input_shape:
-            raise ValueError(f"split images of shape {tuple(split.images.shape)} are invalid: allowed "
-                             f"(N >= 1, {', '.join(map(str, model.config.input_shape))}) for this model")
-        if model.latent_dim < 2:
-            raise ValueError(f"latent_dim={model.latent_dim} is invalid: the Map tab needs a model with >= 2")
-        self.model, self.split = model.eval(), split.subset(slice(0, max_images))  # encoding all CelebA is slow
-        self._check(start_index)
-        self.px, self.strip_px, self.span, self.seed = image_px, strip_px, float(span), seed
-        self.steps, self.threads, self.save_dir = interp_steps, threads, save_dir
-        self.mu, logvar = posterior_stats(model, self.split.images)  # (N, D) each, on the model's device
-        self.kl = kl_per_dim(self.mu.double(), logvar.double()).mean(0).cpu().numpy()  # (D,) nats per image
-        order = [int(d) for d in np.argsort(-self.kl, kind="stable")]  # most informative first
-        self.dims, self.map_dims = order[:n_sliders], order[:2]
-        if attributes is None and self.split.labels is not None and self.split.labels.ndim == 2:
-            attributes = [a for a in DEFAULT_ATTRIBUTES if a in self.split.class_names] or self.split.class_names[:4]
-        self.directions = attribute_directions(model, self.split, attributes or (), mu=self.mu)
-        self._hold = False  # True while set_image moves the sliders: one redraw, not one per slider
-        tabs = [self._sliders_tab(), self._interp_tab(), self._sample_tab(samples), self._traverse_tab(traverse_steps),
-                self._map_tab(map_cells)]
-        self.ui = W.Tab(children=tabs, titles=TABS)
-        self.ui.observe(lambda _: self._refresh_traversal(), "selected_index")
+        _check_arguments(model, split, n_sliders=n_sliders, image_px=image_px, strip_px=strip_px, samples=samples,
+                         interp_steps=interp_steps, traverse_steps=traverse_steps, map_cells=map_cells,
+                         max_images=max_images, span=span, threads=threads)
+        split = split.subset(slice(0, max_images))  # encoding all CelebA is slow
+        check_image_index(start_index, len(split))
+        mu, logvar = posterior_stats(model.eval(), split.images)  # (N, D) each, on the model's device
+        kl = kl_per_dim(mu.double(), logvar.double()).mean(0).cpu().numpy()  # (D,) nats per image
+        order = [int(d) for d in np.argsort(-kl, kind="stable")]  # most informative first
+        if attributes is None and split.labels is not None and split.labels.ndim == 2:
+            attributes = [a for a in DEFAULT_ATTRIBUTES if a in split.class_names] or split.class_names[:4]
+        self.state = ExplorerState(model, split, mu, kl, order[:n_sliders], order[:2],
+                                   attribute_directions(model, split, attributes or (), mu=mu),
+                                   image_px, strip_px, float(span), threads)
+        self.save_dir = save_dir
+        sliders = SlidersView(self.state, on_code=lambda: traverse._refresh_traversal(),
+                              on_dim=lambda d: setattr(traverse.traverse_dim, "value", d))
+        traverse = TraverseView(self.state, traverse_steps, code=sliders.code, shown=self._traverse_shown)
+        self.views = {"sliders": sliders, "interpolate": InterpolateView(self.state, interp_steps),
+                      "sample": SampleView(self.state, samples, seed), "traverse": traverse,
+                      "map": MapView(self.state, map_cells)}
+        self.ui = W.Tab(children=[v.tab for v in self.views.values()], titles=TABS)
+        self.ui.observe(lambda _: traverse._refresh_traversal(), "selected_index")
         self.save_button = W.Button(description="save PNG", icon="download",
                                     tooltip="write this tab's picture to a PNG file in the notebook's folder")
         self.save_label = W.Label()
@@ -88,28 +100,22 @@ class LatentExplorer(SlidersView, InterpolateView, SampleView, TraverseView, Map
         self.save_button.on_click(lambda _: self._on_save())
         self.box = W.VBox([self.ui, W.HBox([self.save_button, self.save_label])])
         self.box.add_class("vaelib-explorer")
-        self.set_image(start_index)
-        self._refresh_path()
-        self._refresh_samples()
-        self.pick(start_index)
+        sliders.set_image(start_index)
+        self.views["interpolate"]._refresh_path()
+        self.views["sample"]._refresh_samples()
+        self.views["map"].pick(start_index)
 
-    @torch.inference_mode()
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Images (B, C, H, W) in [0, 1] decoded from codes (B, D), on `threads` CPU threads."""
-        before = torch.get_num_threads()
-        if self.threads:  # a one-image decode is too small to split: a second thread mostly waits on a busy core
-            torch.set_num_threads(self.threads)
-        try:
-            # a fresh, aligned copy: the same code decodes to the same bits whichever tensor it was a view of
-            return self.model.decode(z.to(model_device(self.model), copy=True))
-        finally:
-            torch.set_num_threads(before)
+    def __getattr__(self, name: str) -> Any:
+        """A view's control, picture or method, else the state's (called only when the explorer has no `name`)."""
+        if name.startswith("__") or name in ("state", "views"):
+            raise AttributeError(name)
+        for part in (*self.__dict__.get("views", {}).values(), self.__dict__.get("state")):
+            if part is not None and hasattr(part, name):
+                return getattr(part, name)
+        raise AttributeError(f"'LatentExplorer' object has no attribute {name!r}")
 
-    def _check(self, i: Any) -> int:
-        n = len(self.split)
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < n:
-            raise ValueError(f"image index {i!r} is invalid: allowed 0..{n - 1} (the {n} test images)")
-        return int(i)
+    def _traverse_shown(self) -> bool:
+        return "ui" in self.__dict__ and self.ui.selected_index == TABS.index("Traverse")
 
     def shown_image(self) -> tuple[str, W.Image]:
         """The selected tab's name and its main picture, the one "save PNG" writes."""
@@ -197,47 +203,7 @@ class LatentExplorer(SlidersView, InterpolateView, SampleView, TraverseView, Map
 
     def snapshot(self):
         """A matplotlib Figure of every tab's current picture, for static renderings (papermill, HTML)."""
-        i, sq = self.index.value, round(len(self._eps) ** 0.5)
-        pictures = [to_png(x, 1, nrow) for x, nrow in (
-            (to_float(self.split.images[i:i + 1]), None), (self.decode(self.code()[None]), None),
-            (self.samples(), sq), (self.traversal(), None), (self.decode(self._path), None))]
-        d0, d1 = self.map_dims
-        titles = [f"test image {i}", "decoded from the sliders", f"samples, T={self.temperature.value:g}",
-                  f"traversal of z{self.traverse_dim.value} over [-{self.traverse_span.value:g}, "
-                  f"{self.traverse_span.value:g}]",
-                  f"{self.path_kind.value} path from image {self.index_a.value} to {self.index_b.value}",
-                  f"map: test codes on z{d0} (across), z{d1} (up); ring: image {self.map_index.value}",
-                  f"map: decoded grid over z{d0}, z{d1}, other dims 0"]
-        fig = plt.figure(figsize=(9, 10))
-        grid = fig.add_gridspec(4, 6, height_ratios=[3, 1, 1, 4.5])
-        axes = [fig.add_subplot(grid[0, 2 * k:2 * k + 2]) for k in range(3)]
-        axes += [fig.add_subplot(grid[r, :]) for r in (1, 2)] + [fig.add_subplot(grid[3, k:k + 3]) for k in (0, 3)]
-        (x0, y0), (x1, y1) = self.map_lo, self.map_hi
-        for k, (ax, title, png) in enumerate(zip(axes, titles, [*pictures, self.map_image.value,
-                                                                self.map_grid.value])):
-            on_map = k >= len(pictures)  # the map's two pictures keep their axes: ticks in latent coordinates
-            ax.imshow(PILImage.open(io.BytesIO(png)).convert("RGB"), interpolation="nearest",
-                      extent=(x0, x1, y0, y1) if on_map else None, aspect="auto" if on_map else None)
-            ax.set_title(title, fontsize="small")
-            if on_map:
-                ax.set_xlabel(f"z{d0}", fontsize="small")
-                ax.set_ylabel(f"z{d1}", fontsize="small")
-                ax.tick_params(labelsize="x-small")
-            else:
-                ax.set_axis_off()
-        self._map_legend(axes[-2])
-        fig.tight_layout()
-        return fig
-
-    def _map_legend(self, ax) -> None:
-        """The class colours of the map's dots, as a legend on its axes (none when an image has no single class)."""
-        s = self.split
-        if s.labels is None or s.labels.ndim != 1 or not s.class_names:
-            return
-        handles = [Line2D([], [], ls="", marker="o", color=PALETTE[k % len(PALETTE)], label=name)
-                   for k, name in enumerate(s.class_names)]
-        ax.legend(handles=handles, fontsize="x-small", ncol=2, loc="best", framealpha=0.8, title="class",
-                  title_fontsize="x-small")
+        return snapshot_figure(self)
 
 
 def change_latency(control: W.ValueWidget, values: Sequence[Any], picture: W.Image) -> np.ndarray:

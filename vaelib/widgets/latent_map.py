@@ -16,6 +16,7 @@ from PIL import Image as PILImage
 from PIL import ImageDraw
 
 from .controls import LATENT_STEP, boxed, image, is_echo, png_bytes, slider, to_png
+from .state import ExplorerState
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",  # matplotlib's tab10: ten classes
            "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -23,19 +24,20 @@ GREY, LINE = "#606060", "#dddddd"
 
 
 class MapView:
-    """The Map tab: test codes on dims `map_dims`, coloured by class; a test image or two coordinates decoded."""
+    """The Map tab: test codes on the state's `map_dims`, coloured by class; a test image or two coordinates
+    decoded."""
 
-    def _map_tab(self, cells: int) -> W.HBox:
-        self.map_cells = cells
-        xy = self.mu[:, self.map_dims].double().cpu()  # (N, 2)
+    def __init__(self, state: ExplorerState, cells: int) -> None:
+        self.s, self.map_cells, self.map_dims, self._hold = state, cells, state.map_dims, False
+        xy = state.mu[:, self.map_dims].double().cpu()  # (N, 2)
         lo, hi = xy.min(0).values, xy.max(0).values
         pad = 0.05 * (hi - lo) + 0.05  # a margin, and room when every code is the same
         self.map_lo, self.map_hi = (lo - pad).tolist(), (hi + pad).tolist()  # [x, y] each
         self.map_grid = image("vaelib-map-grid")
-        self.map_grid.value = to_png(self.decode(self.grid_codes()), 2 * self.px / cells, nrow=cells)
+        self.map_grid.value = to_png(state.decode(self.grid_codes()), 2 * state.px / cells, nrow=cells)
         self._map_size = PILImage.open(io.BytesIO(self.map_grid.value)).size  # (width, height) of the grid
         self._scatter = self._draw_scatter(xy)
-        n = len(self.split)
+        n = len(state.split)
         self.map_index = W.BoundedIntText(value=0, min=0, max=n - 1, description="test image",
                                           layout=W.Layout(width="180px"))
         self.map_index.add_class("vaelib-map-index")
@@ -48,10 +50,10 @@ class MapView:
         d0, d1 = self.map_dims
         picked = boxed("the picked code, decoded", self.map_index, self.map_x, self.map_y, self.map_decoded,
                        self.map_info)
-        return W.HBox([boxed(f"test codes on z{d0} (across) and z{d1} (up), the top 2 dims by KL",
-                             self.map_image, W.HTML(self._legend())), picked,
-                       boxed(f"decoded {cells}x{cells} grid over the same square, the other dims at 0",
-                             self.map_grid)], layout=W.Layout(flex_flow="row wrap"))
+        self.tab = W.HBox([boxed(f"test codes on z{d0} (across) and z{d1} (up), the top 2 dims by KL",
+                                 self.map_image, W.HTML(self._legend())), picked,
+                           boxed(f"decoded {cells}x{cells} grid over the same square, the other dims at 0",
+                                 self.map_grid)], layout=W.Layout(flex_flow="row wrap"))
 
     def grid_codes(self) -> torch.Tensor:
         """(cells * cells, D) codes at the grid's cell centres, row by row from the top; other dims 0."""
@@ -59,7 +61,8 @@ class MapView:
         centres = [(torch.arange(c, dtype=torch.float64) + 0.5) / c * (hi - lo) + lo
                    for lo, hi in zip(self.map_lo, self.map_hi)]
         y, x = torch.meshgrid(centres[1].flip(0), centres[0], indexing="ij")  # (c, c) each; up is +y
-        z = torch.zeros(c * c, self.model.latent_dim, dtype=self.mu.dtype, device=self.mu.device)
+        mu = self.s.mu
+        z = torch.zeros(c * c, self.s.latent_dim, dtype=mu.dtype, device=mu.device)
         z[:, self.map_dims[0]], z[:, self.map_dims[1]] = x.reshape(-1).to(z), y.reshape(-1).to(z)
         return z
 
@@ -70,9 +73,9 @@ class MapView:
         return (x - x0) / (x1 - x0) * w, (y1 - y) / (y1 - y0) * h
 
     def _colours(self) -> list[str]:
-        labels = self.split.labels
-        if labels is None or labels.ndim != 1:
-            return [GREY] * len(self.split)
+        labels = self.s.split.labels
+        if not self.s.single_labels():
+            return [GREY] * len(self.s.split)
         return [PALETTE[int(k) % len(PALETTE)] for k in labels.tolist()]
 
     def _draw_scatter(self, xy: torch.Tensor) -> PILImage.Image:
@@ -88,8 +91,8 @@ class MapView:
         return img
 
     def _legend(self) -> str:
-        s = self.split
-        if s.labels is None or s.labels.ndim != 1 or not s.class_names:
+        s = self.s.split
+        if not self.s.single_labels() or not s.class_names:
             return "<small>no single class per image: every point grey</small>"
         keys = (f"<span style='color:{PALETTE[k % len(PALETTE)]}'>&#9679;</span> {name}"
                 for k, name in enumerate(s.class_names))
@@ -97,8 +100,8 @@ class MapView:
 
     def pick(self, i: int) -> None:
         """Pick test image i on the map: its whole code mu is decoded, the two sliders go to its coordinates."""
-        i = self._check(i)
-        self._map_z = self.mu[i].clone()  # (D,)
+        i = self.s.check_index(i)
+        self._map_z = self.s.mu[i].clone()  # (D,)
         self._hold = True
         try:
             self.map_index.value = i
@@ -120,20 +123,21 @@ class MapView:
         self._refresh_map()
 
     def _refresh_map(self) -> None:
-        self.map_decoded.value = to_png(self.decode(self._map_z[None]), self.px)
+        mu = self.s.mu
+        self.map_decoded.value = to_png(self.s.decode(self._map_z[None]), self.s.px)
         x, y = (self._map_z[d].item() for d in self.map_dims)
         img = self._scatter.copy()
         u, v = self.to_pixel(x, y)
         ImageDraw.Draw(img).ellipse([u - 9, v - 9, u + 9, v + 9], outline="black", width=3)  # the picked point
         self.map_image.value = png_bytes(img)
-        near = int(((self.mu[:, self.map_dims] - self.mu.new_tensor([x, y])) ** 2).sum(1).argmin())
+        near = int(((mu[:, self.map_dims] - mu.new_tensor([x, y])) ** 2).sum(1).argmin())
         d0, d1 = self.map_dims
         self.map_info.value = (f"z{d0} = {x:+.2f}, z{d1} = {y:+.2f}<br>nearest test image: {near}"
                                + self._class_text(near))
 
     def _class_text(self, i: int) -> str:
-        s = self.split
-        if s.labels is None or s.labels.ndim != 1:
+        s = self.s.split
+        if not self.s.single_labels():
             return ""
         label = int(s.labels[i])
         return f" (class <b>{s.class_names[label] if s.class_names else label}</b>)"
