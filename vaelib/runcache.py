@@ -28,7 +28,11 @@ def config_hash(config: Config) -> str:
 
     Where the dataset files live (data.root) and whether they may be downloaded do not change the model.
     """
-    d = {"key_version": KEY_VERSION, **comparable(config).to_dict()}
+    return _digest({"key_version": KEY_VERSION, **comparable(config).to_dict()})
+
+
+def _digest(d: dict) -> str:
+    """The first 10 hex digits of the SHA-256 of d as sorted JSON: what every key version hashes."""
     return hashlib.sha256(json.dumps(d, indent=2, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -41,24 +45,24 @@ def run_dir(config: Config, root: str | Path = "runs") -> Path:
 # first runs were cached left out while at their defaults (so that those runs had kept their folders).
 V1_LEFT_OUT = {("train", "stop_tol"): 0.0, ("train", "min_epochs"): 0, ("model", "kind"): "vae",
                ("model", "codebook_size"): 512, ("model", "commitment"): 0.25}
-# Fields version 1 did not have, and the value that behaves as version 1 did.
-V1_ABSENT = {("model", "codebook_decay"): 0.0, ("model", "dead_code_threshold"): 0.0, ("model", "res_blocks"): 0}
+# Fields version 1 did not have: dropped from its hash. The codebook's are at their defaults in every config it can
+# be asked for (comparable resets them unless kind is "vq", and a VQ-VAE has no version-1 run); only res_blocks = 0
+# behaves as version 1 did.
+V1_ABSENT = (("model", "codebook_decay"), ("model", "dead_code_threshold"), ("model", "res_blocks"))
 
 
 def v1_hash(config: Config) -> str | None:
     """The run key of `config` under key version 1; None where no run of version 1 can be this config, and for
     every VQ-VAE (version 1's had neither EMA nor restarts, and its checkpoints do not say so: retrained)."""
-    if config.model.kind == "vq":
+    if config.model.kind == "vq" or config.model.res_blocks != 0:
         return None
     d = comparable(config).to_dict()
-    for (part, name), then in V1_ABSENT.items():
-        if name == "res_blocks" and d[part][name] != then:
-            return None
+    for part, name in V1_ABSENT:
         del d[part][name]
     for (part, name), default in V1_LEFT_OUT.items():
         if d[part].get(name) == default:
             del d[part][name]
-    return hashlib.sha256(json.dumps(d, indent=2, sort_keys=True).encode()).hexdigest()[:10]
+    return _digest(d)
 
 
 def carry_over(config: Config, root: str | Path = "runs") -> Path:
