@@ -86,13 +86,15 @@ def _resume(path: Path, config: Config, model, opt, gen, device) -> tuple[Histor
 
 
 @torch.no_grad()
-def ignore_input_terms(x_train: torch.Tensor, x_val: torch.Tensor, config: Config, chunk: int = 1024
-                       ) -> dict[str, float]:
+def ignore_input_terms(x_train: torch.Tensor, x_val: torch.Tensor, config: Config, chunk: int = 1024,
+                       distance: nn.Module | None = None) -> dict[str, float]:
     """The validation terms of the model that ignores its input: every image decoded to the training mean, the
     posterior at the prior (KL 0, which free bits charge as free_bits per dimension). evidence.convergence calls a
-    run that ends no better than it derailed. Nats per image, summed in chunks (the data may be large)."""
-    recon = constant_image_nll(mean_image(x_train, chunk).float(), x_val, config.train.recon, chunk,
-                               perceptual_distance(config))
+    run that ends no better than it derailed. Nats per image, summed in chunks (the data may be large).
+    distance: the model's perceptual distance (model.perceptual), built from the config when not given."""
+    if distance is None:
+        distance = perceptual_distance(config)
+    recon = constant_image_nll(mean_image(x_train, chunk).float(), x_val, config.train.recon, chunk, distance)
     rate = family(config.model.kind).RATE
     return {"val_recon": recon, **({f"val_{rate}_used": config.train.free_bits * config.model.latent_dim}
                                    if rate is not None else {})}
@@ -188,7 +190,8 @@ def _setup(config: Config, train: Any, val: Any, device: str | torch.device | No
     ckpt = Path(out_dir) / CHECKPOINT if out_dir is not None else None
     if ckpt is not None and resume and ckpt.exists():
         history, start_epoch = _resume(ckpt, config, model, opt, gen, device)
-    history.options["ignore_input"] = ignore_input_terms(x_train, x_val, config)  # what the run must beat
+    history.options["ignore_input"] = ignore_input_terms(x_train, x_val, config,  # what the run must beat
+                                                         distance=getattr(model, "perceptual", None))
     run_model = _wrap(model, config, device, world_size)
 
     if tc.batch_size > len(x_train):
