@@ -46,18 +46,19 @@ examples: setup
 # The small models notebook 05 opens with (vaelib/pretrained/): copied from the runs `make examples` trained
 # (it runs this last).
 pretrained: setup
-	$(PY) -c "from vaelib.budgets import notebook_config as c; from vaelib.lessons.latent_explorer import ship; [print(ship(c(d, 'small'))) for d in ('mnist', 'shapes')]"
+	$(PY) -c "from vaelib.experiments.budgets import notebook_config as c; from vaelib.lessons.latent_explorer import ship; [print(ship(c(d, 'small'))) for d in ('mnist', 'shapes')]"
 
 # The domain classifiers sample quality is measured with (vaelib/pretrained/classifier-<dataset>.pt): trained from
 # the package's own data, deterministic on a CPU; prints each one's test accuracy.
 classifiers: setup
-	$(PY) -c "from vaelib.classifier import DATASETS, ship_classifier; [print(d, *ship_classifier(d)) for d in DATASETS]"
+	$(PY) -c "from vaelib.models.classifier import DATASETS, ship_classifier; [print(d, *ship_classifier(d)) for d in DATASETS]"
 
 test: setup browser lint
 	$(PY) -m pytest
 
 lint: setup
 	$(PY) -m ruff check vaelib tests benchmarks notebooks tools
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf runs build .pytest_cache .ruff_cache

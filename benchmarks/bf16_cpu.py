@@ -15,7 +15,7 @@ import torch
 
 from vaelib.config import get_preset
 from vaelib.losses import elbo
-from vaelib.model import VAE
+from vaelib.models.vae import VAE
 from vaelib.runtime import bf16_supported
 
 

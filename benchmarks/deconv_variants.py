@@ -5,7 +5,7 @@
 - subpixel: the same linear map as one ordinary convolution into 4x the channels followed by
   pixel_shuffle(2) (the weight re-indexed, zeros where a phase has no tap); checked equal to 1e-12 first.
 - native forward: the forward pass with oneDNN switched off (PyTorch's own col2im kernel), backward as usual.
-The allocator is tuned as the run cache tunes it (vaelib/perf/allocator.py). Each layer shape of the
+The allocator is tuned as the run cache tunes it (vaelib/training/allocator.py). Each layer shape of the
 presets' decoders is timed forward + backward at batch 128, both variants and the reference alternating,
 median of the rounds, as a ratio to the reference (above 1: the variant is faster).
 Neither is used by vaelib: on this project's CPU subpixel was no faster anywhere (0.53-1.03x) and the native forward
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaelib.perf.allocator import tune_cpu_allocator
+from vaelib.training.allocator import tune_cpu_allocator
 
 
 def subpixel_plan(k: int, s: int = 2) -> tuple[torch.Tensor, int, int, int]:

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from vaelib.config import PRESETS, get_preset
-from vaelib.data import ImageSplit
-from vaelib.model import VAE
+from vaelib.data.datasets import ImageSplit
+from vaelib.models.vae import VAE
 from vaelib.widgets import LatentExplorer
 
 

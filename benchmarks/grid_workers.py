@@ -18,11 +18,11 @@ import statistics
 import tempfile
 import time
 
-from vaelib.budgets import notebook_config
-from vaelib.data import load_from_config
-from vaelib.runcache import cached_fit, run_dir
-from vaelib.runsets import train_in_workers, with_epochs, with_seed
-from vaelib.train import HISTORY
+from vaelib.data.datasets import load_from_config
+from vaelib.experiments.budgets import notebook_config
+from vaelib.experiments.cache import cached_fit, run_dir
+from vaelib.experiments.runs import train_in_workers, with_epochs, with_seed
+from vaelib.training.trainer import HISTORY
 
 
 def grid(dataset: str, runs: int, epochs: int) -> list:

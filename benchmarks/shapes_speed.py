@@ -12,7 +12,7 @@ import argparse
 import statistics
 import time
 
-from vaelib.data import load_dataset
+from vaelib.data.datasets import load_dataset
 
 
 def seconds(n: int, size: int, background: str) -> float:

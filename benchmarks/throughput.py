@@ -5,9 +5,9 @@
 All three train the preset's model at its batch size on the same images (vaelib.perf.bench):
 - naive: a DataLoader over a dataset doing per-sample PIL conversion + ToTensor, `.item()` every step;
 - bare:  eager fp32 NCHW forward/backward/Adam over a float tensor already in memory, no logging;
-- fit:   vaelib.train.fit with the preset's defaults (its per-epoch images/s, warm-up epoch dropped).
+- fit:   vaelib.training.trainer.fit with the preset's defaults (its per-epoch images/s, warm-up epoch dropped).
 Rounds alternate the three so machine noise hits each alike; medians and ratios are printed. naive and bare
-run in a worker process with the system allocator, fit in one whose allocator is tuned (vaelib/perf/allocator.py).
+run in a worker process with the system allocator, fit in one whose allocator is tuned (vaelib/training/allocator.py).
 `python -m vaelib bench` measures every fast-path option as well.
 """
 

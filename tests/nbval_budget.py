@@ -17,7 +17,7 @@ import os
 import nbformat
 import nbval.plugin
 
-from vaelib.budgets import BUDGETS
+from vaelib.experiments.budgets import BUDGETS
 
 BUDGET = os.environ.get("VAELIB_NBVAL_BUDGET", "tiny")
 if BUDGET not in BUDGETS:

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from vaelib.perf import allocator
+from vaelib.training import allocator
 
 glibc = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
                            reason="the allocator tuning is glibc's mallopt")
@@ -34,10 +34,10 @@ def test_fit_alone_never_tunes_but_the_run_cache_and_the_cli_path_do():
     # command) opt in on the CPU, and run_experiment records it in metrics.json's options.
     line = _python("""
         import json, tempfile, torch
-        from vaelib.perf import allocator
+        from vaelib.training import allocator
         from vaelib.config import get_preset, with_overrides
-        from vaelib.runcache import cached_fit
-        from vaelib.train import fit
+        from vaelib.experiments.cache import cached_fit
+        from vaelib.training.trainer import fit
         x = torch.randint(0, 256, (64, 1, 32, 32), dtype=torch.uint8)
         c = with_overrides(get_preset("digits"), **{"train.epochs": 1, "train.batch_size": 32})
         _, h = fit(c, x, x, device="cpu", quiet=True)
@@ -52,9 +52,9 @@ def test_fit_alone_never_tunes_but_the_run_cache_and_the_cli_path_do():
 def test_the_run_cache_leaves_the_allocator_alone_when_told():
     line = _python("""
         import json, tempfile, torch
-        from vaelib.perf import allocator
+        from vaelib.training import allocator
         from vaelib.config import get_preset, with_overrides
-        from vaelib.runcache import cached_fit
+        from vaelib.experiments.cache import cached_fit
         x = torch.randint(0, 256, (64, 1, 32, 32), dtype=torch.uint8)
         c = with_overrides(get_preset("digits"), **{"train.epochs": 1, "train.batch_size": 32})
         cached_fit(c, x, x, root=tempfile.mkdtemp(), device="cpu", quiet=True, tune_allocator=False)
@@ -68,10 +68,10 @@ def test_tuning_removes_the_page_faults_of_a_training_step():
     # The reason for the tuning: without it every step re-faults its freshly allocated activation buffers.
     line = _python("""
         import json, resource, torch
-        from vaelib.perf.allocator import tune_cpu_allocator
+        from vaelib.training.allocator import tune_cpu_allocator
         from vaelib.config import get_preset
         from vaelib.losses import elbo
-        from vaelib.model import VAE
+        from vaelib.models.vae import VAE
         torch.manual_seed(0)
         config = get_preset("fashion_mnist")
         model = VAE(config)

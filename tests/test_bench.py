@@ -92,7 +92,7 @@ def test_cuda_rows_peak_and_table_logic_without_a_gpu(monkeypatch):
 
 
 def test_options_say_which_device_settings_applied():
-    from vaelib.train import _options
+    from vaelib.training.trainer import _options
 
     cpu = _options(get_preset("fashion_mnist"), torch.device("cpu"), 1)
     cuda = _options(get_preset("fashion_mnist"), torch.device("cuda"), 2)

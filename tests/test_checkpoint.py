@@ -6,11 +6,12 @@ import os
 import pytest
 import torch
 
-from vaelib.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint, save_json, shareable_mode
 from vaelib.config import with_overrides
+from vaelib.experiments.cache import cached_fit, run_dir
+from vaelib.io.files import save_json, shareable_mode
 from vaelib.lessons.latent_explorer import load_trained
-from vaelib.runcache import cached_fit, run_dir
-from vaelib.train import CHECKPOINT, fit
+from vaelib.training.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from vaelib.training.trainer import CHECKPOINT, fit
 
 
 class _Payload:
@@ -97,7 +98,7 @@ def test_saved_files_respect_the_umask(tmp_path, umask, mode):
 
 
 def test_a_full_disk_is_named_and_keeps_the_old_file(tmp_path):
-    from vaelib.files import atomic_write_bytes
+    from vaelib.io.files import atomic_write_bytes
 
     path = tmp_path / "checkpoint.pt"
     save_checkpoint(path, {"w": torch.ones(2)})

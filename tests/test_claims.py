@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from vaelib.claims import (
+from vaelib.experiments.claims import (
     RECORD_KEYS,
     VERDICTS,
     adjust,
@@ -14,7 +14,7 @@ from vaelib.claims import (
     section_markdown,
     tally,
 )
-from vaelib.evidence import Estimate, estimate
+from vaelib.experiments.evidence import Estimate, estimate
 
 
 def _est(values, converged=None, seeds=None, failures=(), unsettled=()):

@@ -17,7 +17,7 @@ import torch
 
 from vaelib.__main__ import main
 from vaelib.config import get_preset, with_overrides
-from vaelib.train import CHECKPOINT, HISTORY, fit, nonfinite_advice
+from vaelib.training.trainer import CHECKPOINT, HISTORY, fit, nonfinite_advice
 
 TRAIN = ["train", "--preset", "digits", "--epochs", "1", "--max-train", "64", "--device", "cpu", "--quiet"]
 
@@ -282,8 +282,8 @@ def test_non_finite_advice_names_the_likely_cause(tiny_config, overrides, says, 
 
 
 def test_memory_estimate_counts_the_real_parameters_and_refuses_with_the_figure():
-    from vaelib.model import VAE
-    from vaelib.resources import check_memory, estimate_bytes, parameter_count
+    from vaelib.models.vae import VAE
+    from vaelib.training.resources import check_memory, estimate_bytes, parameter_count
 
     for name in ("digits", "shapes", "celeba_small"):
         config = get_preset(name)

@@ -116,7 +116,7 @@ def test_numbers_are_normalised_after_validation():
 
 
 def test_every_config_field_has_a_type_the_checker_knows():
-    """A new field of an unknown type would silently skip the type check: add it to _check_types first."""
+    """A new field of an unknown type would silently skip the type check: add it to check_types first."""
     from vaelib.config_checks import _field_kinds
 
     for cls in (DataConfig, ModelConfig, BetaSchedule, TrainConfig, Config):

@@ -1,4 +1,4 @@
-"""Tests for vaelib.data: the torchvision loaders read tiny files written in each dataset's real format."""
+"""Tests for vaelib.data.datasets: the torchvision loaders read tiny files written in each dataset's real format."""
 
 from __future__ import annotations
 
@@ -16,17 +16,8 @@ import torch
 from PIL import Image
 
 from vaelib.config import DataConfig
-from vaelib.data import (
-    DATASET_INFO,
-    FACTOR_SIZES,
-    SCALES,
-    ImageSplit,
-    data_mean_baseline,
-    load_dataset,
-    load_from_config,
-    render_shapes,
-)
-from vaelib.shapes import TRIANGLE_INRADIUS
+from vaelib.data.datasets import DATASET_INFO, ImageSplit, data_mean_baseline, load_dataset, load_from_config
+from vaelib.data.shapes import FACTOR_SIZES, SCALES, TRIANGLE_INRADIUS, render_shapes
 
 
 def _exists_only(fpath, md5=None) -> bool:

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from vaelib import metrics, plots, runsets
-from vaelib.claims import RECORD_KEYS, adjust, finding, judge_best
-from vaelib.evidence import Estimate
-from vaelib.history import History
-from vaelib.lessons import failure_gallery, stability_ablations
+from vaelib.evaluation import metrics, plots
+from vaelib.experiments import runs as runsets
+from vaelib.experiments.claims import RECORD_KEYS, adjust, finding, judge_best
+from vaelib.experiments.evidence import Estimate
+from vaelib.lessons import failure_gallery, stability_ablations, traces
+from vaelib.training.history import History
 
 
 def _est(values):
@@ -100,7 +101,7 @@ def test_trace_plot_draws_every_seed_and_their_median():
         return runsets.Run("r", None, None, History(steps=steps), None)
 
     seeds = [run([3.0, 2.0, 1.0]), run([5.0, 4.0, 3.0]), run([4.0, 3.0])]
-    fig = stability_ablations.trace_plot({"a": seeds}, "total")
+    fig = traces.trace_plot({"a": seeds}, "total")
     lines = fig.axes[0].get_lines()
     assert len(lines) == 4  # three seeds and the median
     median = lines[-1].get_ydata()
@@ -119,7 +120,7 @@ def test_trend_sentence_says_what_the_curve_did():
 
 
 def test_samples_vs_reconstructions_measures_both_sets(tiny_config):
-    from vaelib.model import VAE
+    from vaelib.models.vae import VAE
 
     torch.manual_seed(0)
     model = VAE(tiny_config)
@@ -132,7 +133,7 @@ def test_samples_vs_reconstructions_measures_both_sets(tiny_config):
 
 
 def test_the_classifier_reads_images_of_another_size_at_its_own():
-    from vaelib.classifier import load_classifier
+    from vaelib.models.classifier import load_classifier
 
     model = load_classifier("shapes")
     coarse = torch.rand(4, 3, 4, 4, generator=torch.Generator().manual_seed(0))
@@ -147,7 +148,7 @@ def test_the_classifier_reads_images_of_another_size_at_its_own():
 
 def test_a_short_run_takes_the_same_first_steps_as_a_long_one(tiny_config, tiny_data):
     from vaelib.config import with_overrides
-    from vaelib.train import fit
+    from vaelib.training.trainer import fit
 
     long = with_overrides(tiny_config, **{"train.epochs": 3, "train.grad_clip": 0.5})
     short = stability_ablations.short_runs({"x": long}, 1)["x"]

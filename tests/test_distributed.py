@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from vaelib.config import with_overrides
-from vaelib.train import fit
+from vaelib.training.trainer import fit
 
 SCRIPT = textwrap.dedent("""
     import sys, torch
-    from vaelib import distributed
+    from vaelib.training import distributed
     from vaelib.config import Config
-    from vaelib.train import fit
+    from vaelib.training.trainer import fit
     device = distributed.init("cpu")
     rank, world = distributed.world()
     train, val = torch.load(sys.argv[1])

@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from vaelib.evidence import MIN_GAIN, Estimate, convergence, estimate, ignore_input_objective, learned
-from vaelib.history import History
+from vaelib.experiments.evidence import MIN_GAIN, Estimate, convergence, estimate, ignore_input_objective, learned
+from vaelib.training.history import History
 
 
 def _history(curve, beta=1.0, kl=0.0, ignore_input=None):

@@ -1,15 +1,19 @@
-"""The plain autoencoder family (kind = "ae", vaelib/families/autoencoder.py): built, trained, recorded, saved and
+"""The plain autoencoder family (kind = "ae", vaelib/models/autoencoder.py): built, trained, recorded, saved and
 refused where a Gaussian posterior is needed, through the same code as the VAE."""
 
 import pytest
 import torch
 
-from vaelib import evidence, families, metrics, runcache
-from vaelib.checkpoint import load_checkpoint
 from vaelib.config import with_overrides
-from vaelib.families.autoencoder import Autoencoder
-from vaelib.history import History
-from vaelib.train import fit
+from vaelib.evaluation import metrics
+from vaelib.experiments import cache as runcache
+from vaelib.experiments import evidence
+from vaelib.models import registry as families
+from vaelib.models.autoencoder import Autoencoder
+from vaelib.training.checkpoint import load_checkpoint
+from vaelib.training.history import History
+from vaelib.training.trainer import fit
+from vaelib.training.validation import evaluate, kl_per_dimension
 
 
 @pytest.fixture
@@ -58,9 +62,9 @@ def test_an_autoencoder_samples_from_the_prior_it_never_matched_and_posterior_to
     samples = model.sample(5, generator=g)
     assert samples.shape == (5, 1, 16, 16) and 0 <= samples.min() and samples.max() <= 1
     assert model.encode(tiny_data[1].float() / 255).shape == (16, 4)  # one code per image: no (mu, logvar)
-    terms = metrics.evaluate(model, tiny_data[1], ae_config)
+    terms = evaluate(model, tiny_data[1], ae_config)
     assert set(terms) == {"total", "recon"} and terms["total"] == terms["recon"]
-    for call in (lambda: metrics.kl_per_dimension(model, tiny_data[1]),
+    for call in (lambda: kl_per_dimension(model, tiny_data[1]),
                  lambda: metrics.iw_nll(model, tiny_data[1], k=2)):
         with pytest.raises(ValueError, match="needs a Gaussian posterior .* model family 'ae' has none"):
             call()
@@ -81,8 +85,8 @@ def test_the_registry_refuses_what_an_autoencoder_cannot_mean(ae_config):
 
 
 def test_the_vae_rows_the_history_documents_are_the_family_driven_fields():
-    from vaelib.history import EPOCH_FIELDS, OPTIONAL_EPOCH_FIELDS, STEP_FIELDS, Epoch, Step, epoch_fields
-    from vaelib.model import VAE
+    from vaelib.models.vae import VAE
+    from vaelib.training.history import EPOCH_FIELDS, OPTIONAL_EPOCH_FIELDS, STEP_FIELDS, Epoch, Step, epoch_fields
 
     assert STEP_FIELDS == tuple(Step.__annotations__)  # Step and Epoch document a VAE's rows
     assert EPOCH_FIELDS + OPTIONAL_EPOCH_FIELDS == tuple(Epoch.__annotations__)

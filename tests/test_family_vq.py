@@ -1,15 +1,15 @@
-"""The VQ-VAE family (kind = "vq", vaelib/families/vqvae.py): nearest-code quantisation, the straight-through
+"""The VQ-VAE family (kind = "vq", vaelib/models/vqvae.py): nearest-code quantisation, the straight-through
 gradient, its three terms recorded by fit, saved and loaded, sampled from the uniform code prior."""
 
 import pytest
 import torch
 
-from vaelib import families
-from vaelib.checkpoint import load_checkpoint
 from vaelib.config import ModelConfig, with_overrides
-from vaelib.families.vqvae import VQVAE, codebook_usage
-from vaelib.runcache import config_hash
-from vaelib.train import fit
+from vaelib.experiments.cache import config_hash
+from vaelib.models import registry as families
+from vaelib.models.vqvae import VQVAE, codebook_usage
+from vaelib.training.checkpoint import load_checkpoint
+from vaelib.training.trainer import fit
 
 
 @pytest.fixture
@@ -118,7 +118,7 @@ def test_perplexity_of_a_uniform_code_usage_is_the_codebook_size(vq_config):
 
 
 def test_fit_records_the_codebook_usage_each_epoch_and_the_ema_codes_move(vq_config, tiny_data, tmp_path):
-    from vaelib.history import History
+    from vaelib.training.history import History
 
     torch.manual_seed(0)
     before = VQVAE(vq_config).codebook.weight.clone()

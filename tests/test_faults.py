@@ -14,9 +14,9 @@ import matplotlib.pyplot as plt
 import pytest
 
 from vaelib.__main__ import main
-from vaelib.files import atomic_write_bytes, clean_temporaries, save_json
-from vaelib.lock import LOCK, run_lock
-from vaelib.plots import save_figure
+from vaelib.evaluation.plots import save_figure
+from vaelib.io.files import atomic_write_bytes, clean_temporaries, save_json
+from vaelib.io.lock import LOCK, run_lock
 
 TRAIN = ["train", "--preset", "digits", "--epochs", "1", "--max-train", "64", "--device", "cpu", "--quiet"]
 
@@ -81,7 +81,7 @@ def test_a_resumed_read_only_checkpoint_stays_read_only(tmp_path, capsys):
 
 KILLED_WRITER = textwrap.dedent("""
     import os, signal, sys
-    from vaelib.files import atomic_write_bytes
+    from vaelib.io.files import atomic_write_bytes
 
     def write(f):
         f.write(b"half a checkpoint")
@@ -162,30 +162,30 @@ def test_a_full_disk_while_writing_a_figure_names_the_figure(tmp_path):
 
 
 def test_a_failed_lock_write_leaves_no_lock_even_without_a_small_disk(tmp_path, monkeypatch):
-    import vaelib.lock
+    import vaelib.io.lock
 
     real = os.fsync
 
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(vaelib.lock.os, "fsync", full)
+    monkeypatch.setattr(vaelib.io.lock.os, "fsync", full)
     with pytest.raises(OSError, match="disk full while writing") as err, run_lock(tmp_path / "run"):
         pass
     assert err.value.filename == str(tmp_path / "run" / LOCK)
     assert not (tmp_path / "run").exists()  # the folder it made is gone again, with nothing in it
-    monkeypatch.setattr(vaelib.lock.os, "fsync", real)
+    monkeypatch.setattr(vaelib.io.lock.os, "fsync", real)
     with run_lock(tmp_path / "run"):
         pass
 
 
 def test_the_cli_names_the_full_disk_figure(tmp_path, monkeypatch, capsys):
-    import vaelib.plots
+    import vaelib.evaluation.plots
 
     def full(fig, path, dpi=120):
         raise OSError(errno.ENOSPC, "disk full while writing", str(path))
 
-    monkeypatch.setattr(vaelib.plots, "save_figure", full)
+    monkeypatch.setattr(vaelib.evaluation.plots, "save_figure", full)
     out = tmp_path / "run"
     assert main([*TRAIN, "--out", str(out)]) == 2
     assert capsys.readouterr().err == f"vaelib: error: disk full while writing {out / 'reconstructions.png'}\n"
@@ -213,8 +213,8 @@ def test_bench_refuses_before_any_worker_starts(args, message, tmp_path, capsys,
 
 
 def test_bench_refuses_a_batch_that_does_not_fit_in_memory(tmp_path, capsys, monkeypatch):
-    import vaelib.resources
+    import vaelib.training.resources
 
-    monkeypatch.setattr(vaelib.resources, "available_bytes", lambda device: 2**20)  # 1 MiB free
+    monkeypatch.setattr(vaelib.training.resources, "available_bytes", lambda device: 2**20)  # 1 MiB free
     assert main(["bench", "--preset", "fashion_mnist", "--batch-sizes", "4096", "--out", str(tmp_path / "b")]) == 2
     assert "GiB is available on cpu" in capsys.readouterr().err

@@ -54,7 +54,7 @@ def installed(tmp_path_factory):
 
 def test_the_wheel_is_what_runs(installed):
     venv, work = installed
-    code = "import vaelib, vaelib.report as r; print(vaelib.__file__, r.CHECKOUT)"
+    code = "import vaelib, vaelib.reporting.report as r; print(vaelib.__file__, r.CHECKOUT)"
     where = _run([venv / "bin" / "python", "-c", code], cwd=work).split()
     assert Path(where[0]).is_relative_to(venv) and where[1] == "False"
 

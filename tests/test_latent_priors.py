@@ -1,4 +1,4 @@
-"""Priors learned after the model (vaelib/latent_priors.py): the PixelCNN over a VQ-VAE's codes and the flow over a
+"""Priors learned after the model (vaelib/models/latent_priors.py): the PixelCNN over a VQ-VAE's codes and the flow over a
 VAE's posterior means. Each lowers its own loss on fixed data, samples the right shapes, and refuses a model it
 cannot serve."""
 
@@ -6,9 +6,16 @@ import pytest
 import torch
 
 from vaelib.config import with_overrides
-from vaelib.families.vqvae import VQVAE
-from vaelib.latent_priors import CodePrior, LatentFlow, MaskedConv2d, encode_codes, fit_code_prior, fit_latent_flow
-from vaelib.model import VAE
+from vaelib.models.latent_priors import (
+    CodePrior,
+    LatentFlow,
+    MaskedConv2d,
+    encode_codes,
+    fit_code_prior,
+    fit_latent_flow,
+)
+from vaelib.models.vae import VAE
+from vaelib.models.vqvae import VQVAE
 
 
 def test_a_masked_convolution_sees_only_the_positions_before_it():

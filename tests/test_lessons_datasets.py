@@ -6,8 +6,9 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from vaelib.budgets import notebook_config
-from vaelib.data import FACTOR_SIZES, ImageSplit, data_mean_baseline
+from vaelib.data.datasets import ImageSplit, data_mean_baseline
+from vaelib.data.shapes import FACTOR_SIZES
+from vaelib.experiments.budgets import notebook_config
 from vaelib.lessons.datasets import (
     celeba_crop_demo,
     celeba_standin,

@@ -5,9 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vaelib.history import History
+from vaelib.evaluation import metrics
 from vaelib.lessons import failure_gallery as D  # short: used on almost every line
-from vaelib.model import VAE
+from vaelib.models.vae import VAE
+from vaelib.training.history import History
 
 
 def _checkerboard(n: int = 8) -> torch.Tensor:
@@ -98,7 +99,7 @@ def test_collapse_summary_of_a_collapsed_encoder(tiny_config, tiny_data):
         torch.nn.init.zeros_(layer.bias)
     s = D.collapse_summary(model, tiny_data[0])
     assert s["kl_total"] == 0.0 and s["dims_above"] == 0 and s["active_units"] == 0 and s["latent_dim"] == 4
-    recon = D.reconstruct(model, tiny_data[0])
+    recon = metrics.reconstructions(model, tiny_data[0])
     assert recon.shape == (64, 1, 16, 16) and torch.allclose(recon, recon[:1].expand_as(recon))  # one image
 
 
@@ -123,7 +124,7 @@ class Identity(torch.nn.Module):
 
 def _run(label, history, model=None, failed=False, seed=0, config=None):
     from vaelib.config import with_overrides
-    from vaelib.runsets import Run
+    from vaelib.experiments.runs import Run
 
     return Run(label, with_overrides(config, **{"train.seed": seed}), model, history, None,
                error="non-finite" if failed else "")

@@ -3,13 +3,13 @@ import dataclasses
 import pytest
 import torch
 
-from vaelib.budgets import notebook_config
-from vaelib.checkpoint import read_checkpoint
 from vaelib.config import Config, with_overrides
-from vaelib.data import data_mean_baseline, load_from_config
+from vaelib.data.datasets import data_mean_baseline, load_from_config
+from vaelib.evaluation.metrics import reconstruction_mse
+from vaelib.experiments.budgets import notebook_config
+from vaelib.experiments.cache import cached_fit, config_hash
 from vaelib.lessons import latent_explorer as L
-from vaelib.metrics import reconstruction_mse
-from vaelib.runcache import cached_fit, config_hash
+from vaelib.training.checkpoint import read_checkpoint
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "shapes"])

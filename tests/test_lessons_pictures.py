@@ -33,9 +33,9 @@ def test_posterior_ellipses_draw_each_posteriors_standard_deviations_and_refuse_
     import matplotlib.patches
 
     from vaelib.config import get_preset, with_overrides
+    from vaelib.evaluation.plots import example_indices
     from vaelib.lessons.pictures import posterior_ellipses
-    from vaelib.metrics import posterior_stats
-    from vaelib.plots import example_indices
+    from vaelib.models.base import posterior_stats
 
     config = with_overrides(get_preset("digits"), **{"model.latent_dim": 2})
     torch.manual_seed(0)
@@ -78,8 +78,8 @@ def test_prior_coverage_counts_the_prior_draws_inside_some_posterior():
 
 def test_the_sampling_contrast_shows_reconstructions_and_prior_samples_of_each_model():
     from vaelib.config import get_preset, with_overrides
-    from vaelib.families import build_model
     from vaelib.lessons.pictures import sampling_contrast
+    from vaelib.models.registry import build_model
 
     config = with_overrides(get_preset("digits"), **{"model.latent_dim": 4})
     models = {"autoencoder": build_model(with_overrides(config, **{"model.kind": "ae"})), "VAE": VAE(config)}

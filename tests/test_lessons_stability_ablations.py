@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from vaelib import runcache, runsets, runstats
 from vaelib.config import BetaSchedule, with_overrides
-from vaelib.history import History
-from vaelib.lessons import failure_gallery, stability_ablations
-from vaelib.train import NonFiniteLossError
+from vaelib.experiments import cache as runcache
+from vaelib.experiments import measures as runstats
+from vaelib.experiments import runs as runsets
+from vaelib.lessons import failure_gallery, stability_ablations, traces
+from vaelib.training.history import History
+from vaelib.training.trainer import NonFiniteLossError
 
 
 def _run(totals, grads=None, label="r"):
@@ -111,9 +113,9 @@ def test_run_all_trains_caches_and_summarizes(tiny_config, tiny_data, tmp_path):
     assert rows[0]["test_total"] == pytest.approx(rows[0]["test_recon"] + rows[0]["test_kl"])  # beta = 1
     again = runsets.run_one("beta 0.5", configs["beta 0.5"], train, val, root=tmp_path, device="cpu")
     assert again.history.steps == runs["beta 0.5"].history.steps  # loaded, not retrained
-    samples = stability_ablations.sample_rows(runs, n=3)
+    samples = traces.sample_rows(runs, n=3)
     assert samples["beta 4"].shape == (3, 1, 16, 16)
-    for fig in (stability_ablations.trace_plot(runs, "grad_norm"), stability_ablations.curves_with_beta(runs),
+    for fig in (traces.trace_plot(runs, "grad_norm"), traces.curves_with_beta(runs),
                 failure_gallery.image_rows(samples, "samples")):
         assert fig.axes
 
@@ -144,7 +146,7 @@ def test_until_converged_extends_every_run_but_cyclic_and_keeps_the_schedules_in
 
 
 def test_stand_in_names_the_data_and_model_that_replace_the_sources():
-    from vaelib.budgets import notebook_config
+    from vaelib.experiments.budgets import notebook_config
 
     mnist = notebook_config("mnist", "tiny")
     assert stability_ablations.stand_in(mnist, "fashion_mnist") == (

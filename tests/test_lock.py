@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from vaelib.__main__ import main
-from vaelib.lock import LOCK, RunLocked, run_lock
+from vaelib.io.lock import LOCK, RunLocked, run_lock
 
 
 def _dead_pid() -> int:
@@ -67,7 +67,7 @@ def test_a_second_train_process_is_refused_while_another_writes(tmp_path, capsys
     out = tmp_path / "run"
     holder = textwrap.dedent(f"""
         import sys
-        from vaelib.lock import run_lock
+        from vaelib.io.lock import run_lock
         with run_lock({str(out)!r}):
             print("locked", flush=True)
             sys.stdin.read()  # hold the lock until the test closes stdin
@@ -88,7 +88,7 @@ def test_a_second_train_process_is_refused_while_another_writes(tmp_path, capsys
 
 
 def test_the_run_cache_takes_the_lock(tiny_config, tiny_data, tmp_path):
-    from vaelib.runcache import cached_fit, run_dir
+    from vaelib.experiments.cache import cached_fit, run_dir
 
     with run_lock(run_dir(tiny_config, tmp_path)):
         with pytest.raises(RunLocked, match=r"is in use by pid .* \(waited 0.1 s\)"):
@@ -100,12 +100,12 @@ def test_the_run_cache_takes_the_lock(tiny_config, tiny_data, tmp_path):
 def test_the_run_cache_waits_for_another_process_training_the_same_config(tiny_config, tiny_data, tmp_path):
     """Two notebooks, one config: the second waits for the first to let go of the run folder (then it loads
     what the first trained; here the first only held the lock, so it trains)."""
-    from vaelib.runcache import cached_fit, run_dir
+    from vaelib.experiments.cache import cached_fit, run_dir
 
     folder = run_dir(tiny_config, tmp_path)
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
-        from vaelib.lock import run_lock
+        from vaelib.io.lock import run_lock
         with run_lock({str(folder)!r}):
             print("locked", flush=True)
             time.sleep(1.5)

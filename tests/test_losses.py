@@ -58,8 +58,9 @@ def test_bad_recon_kind():
 def test_the_likelihood_registry_is_the_one_the_config_and_the_bound_use(monkeypatch):
     import dataclasses
 
-    from vaelib import config, losses, metrics
+    from vaelib import config, losses
     from vaelib.config import TrainConfig
+    from vaelib.evaluation import metrics
 
     assert config.RECON_LOSSES == tuple(losses.LIKELIHOODS) == ("mse", "bernoulli", "perceptual")
     x = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))

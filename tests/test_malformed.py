@@ -17,14 +17,14 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from vaelib.__main__ import main
-from vaelib.checkpoint import load_checkpoint
 from vaelib.config import get_preset, with_overrides
-from vaelib.evidence import convergence
-from vaelib.jsonfiles import read_history, read_run_metrics
-from vaelib.model import VAE
-from vaelib.report import REPO, numbered_notebooks, timings_markdown, write_index
-from vaelib.schema import MalformedFile
-from vaelib.train import CHECKPOINT, HISTORY, _optimizer, _resume
+from vaelib.experiments.evidence import convergence
+from vaelib.models.vae import VAE
+from vaelib.reporting.pages import timings_markdown, write_index
+from vaelib.reporting.report import REPO, numbered_notebooks
+from vaelib.training.checkpoint import MalformedFile, load_checkpoint
+from vaelib.training.jsonfiles import read_history, read_run_metrics
+from vaelib.training.trainer import CHECKPOINT, HISTORY, _optimizer, _resume
 
 TRAIN = ["train", "--preset", "digits", "--epochs", "2", "--max-train", "64", "--device", "cpu", "--quiet"]
 CONFIG = with_overrides(get_preset("digits"), **{"train.epochs": 2, "data.max_train": 64})  # what TRAIN trains
@@ -119,8 +119,8 @@ def test_resuming_with_fewer_epochs_than_the_checkpoint_is_refused(run, tmp_path
 
 
 def test_the_real_files_read_as_they_are(run, state):
-    from vaelib.jsonfiles import read_report_metrics
-    from vaelib.schema import check_checkpoint
+    from vaelib.training.checkpoint import check_checkpoint
+    from vaelib.training.jsonfiles import read_report_metrics
 
     assert check_checkpoint(state, run / CHECKPOINT) == CONFIG
     assert read_history(run / HISTORY).epochs == state["history"]["epochs"]

@@ -6,10 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from vaelib import metrics
 from vaelib.config import Config, DataConfig, ModelConfig, TrainConfig
-from vaelib.model import VAE
-from vaelib.train import evaluate
+from vaelib.evaluation import metrics
+from vaelib.models.base import posterior_stats
+from vaelib.models.vae import VAE
+from vaelib.training.trainer import evaluate
+from vaelib.training.validation import kl_per_dimension
 
 
 def small_config(recon: str = "mse", latent_dim: int = 3) -> Config:
@@ -45,11 +47,11 @@ class Stub(nn.Module):
 
 def test_posterior_stats_batches_and_accepts_uint8_or_float():
     model, images = small_vae(), random_images(10)
-    mu, logvar = metrics.posterior_stats(model, images, batch_size=3)
+    mu, logvar = posterior_stats(model, images, batch_size=3)
     ref_mu, ref_logvar = model.encode(images.float() / 255)
     assert mu.shape == logvar.shape == (10, 3)
     assert torch.allclose(mu, ref_mu, atol=1e-5) and torch.allclose(logvar, ref_logvar, atol=1e-5)
-    mu_f, _ = metrics.posterior_stats(model, images.float() / 255)
+    mu_f, _ = posterior_stats(model, images.float() / 255)
     assert torch.allclose(mu, mu_f, atol=1e-5)
 
 
@@ -85,14 +87,14 @@ def test_kl_per_dimension_is_zero_for_a_standard_normal_posterior():
         for layer in (model.encoder.fc_mu, model.encoder.fc_logvar):
             layer.weight.zero_()
             layer.bias.zero_()
-    kl = metrics.kl_per_dimension(model, random_images(8))
+    kl = kl_per_dimension(model, random_images(8))
     assert kl.shape == (3,)
     assert np.array_equal(kl, np.zeros(3))
 
 
 def test_kl_per_dimension_known_value():
     stub = Stub([0.0, 0.0], logvar=1.0)  # mu = 0, sigma^2 = e: KL = 0.5 * (e - 1 - 1) per dim
-    kl = metrics.kl_per_dimension(stub, torch.zeros(5, 1, 2, 2))
+    kl = kl_per_dimension(stub, torch.zeros(5, 1, 2, 2))
     assert np.allclose(kl, 0.5 * (math.e - 2))
 
 

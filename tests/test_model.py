@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from vaelib.config import PRESETS, Config, DataConfig, ModelConfig
-from vaelib.model import VAE
+from vaelib.models.vae import VAE
+from vaelib.training.validation import kl_per_dimension
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -64,9 +65,11 @@ def test_wrong_input_shape_is_refused():
 
 def test_model_families_are_built_from_the_config_and_a_family_without_a_gaussian_posterior_is_refused(monkeypatch):
     from vaelib import config as config_module
-    from vaelib import families, metrics, model
     from vaelib.config import ModelConfig, get_preset, with_overrides
-    from vaelib.runcache import config_hash
+    from vaelib.evaluation import metrics
+    from vaelib.experiments.cache import config_hash
+    from vaelib.models import registry as families
+    from vaelib.models import vae as model
     from vaelib.widgets.explorer import LatentExplorer
 
     assert tuple(families.MODELS) == config_module.MODEL_KINDS == ("vae", "ae", "vq")
@@ -88,7 +91,7 @@ def test_model_families_are_built_from_the_config_and_a_family_without_a_gaussia
     toy = families.build_model(with_overrides(c, **{"model.kind": "codes"}))
     assert isinstance(toy, Codes)
     images = torch.zeros(4, *c.input_shape, dtype=torch.uint8)
-    for call, what in ((lambda: metrics.kl_per_dimension(toy, images), "posterior statistics"),
+    for call, what in ((lambda: kl_per_dimension(toy, images), "posterior statistics"),
                        (lambda: metrics.iw_nll(toy, images, k=2), "the importance-weighted bound"),
                        (lambda: LatentExplorer(toy, None), "the latent explorer")):
         with pytest.raises(ValueError, match=rf"^{what}.* needs a Gaussian posterior \(encode\(x\) -> mu, logvar\): "

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from vaelib.lessons import vae_from_scratch as lesson
-from vaelib.report import NOTEBOOKS, check_parameters
+from vaelib.reporting.params import check_parameters
+from vaelib.reporting.report import NOTEBOOKS
 
 NOTEBOOK = NOTEBOOKS / "00_vae_from_scratch.ipynb"
 

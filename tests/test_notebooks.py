@@ -9,7 +9,7 @@ import json
 import nbformat
 import pytest
 
-from vaelib.report import build_report, numbered_notebooks
+from vaelib.reporting.report import build_report, numbered_notebooks
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def _result_sentences(path):
     claim's finding is one line, its verdict, claim and numbers together."""
     import re
 
-    from vaelib.claims import VERDICTS
+    from vaelib.experiments.claims import VERDICTS
 
     pattern = re.compile(r"\b(" + "|".join(re.escape(v) for v in VERDICTS) + r")\b")
     nb = nbformat.read(str(path), as_version=4)

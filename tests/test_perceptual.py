@@ -1,4 +1,4 @@
-"""The perceptual reconstruction term (vaelib/perceptual.py): pixel squared error plus the shipped domain
+"""The perceptual reconstruction term (vaelib/models/perceptual.py): pixel squared error plus the shipped domain
 classifier's feature distance. Offline, so only the domain-classifier path is tested here; the LPIPS path needs
 `pip install lpips` and a download, and only its refusal without the package is checked."""
 
@@ -6,15 +6,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vaelib import metrics
-from vaelib.budgets import notebook_config
 from vaelib.config import with_overrides
-from vaelib.data import load_dataset
-from vaelib.families import build_model
+from vaelib.data.datasets import load_dataset
+from vaelib.evaluation import metrics
+from vaelib.experiments.budgets import notebook_config
 from vaelib.losses import reconstruction
-from vaelib.perceptual import FeatureDistance, perceptual_distance
+from vaelib.models.perceptual import FeatureDistance, perceptual_distance
+from vaelib.models.registry import build_model
 from vaelib.runtime import to_float
-from vaelib.train import fit
+from vaelib.training.trainer import fit
 
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -77,7 +77,7 @@ def test_a_dataset_without_a_shipped_classifier_needs_lpips():
 
 
 def test_a_model_first_built_on_the_meta_device_leaves_a_real_distance_behind(mnist_images):
-    from vaelib import perceptual
+    from vaelib.models import perceptual
 
     config = with_overrides(notebook_config("mnist", "tiny"), **{"train.recon": "perceptual"})
     perceptual._domain_distance.cache_clear()
@@ -89,8 +89,8 @@ def test_a_model_first_built_on_the_meta_device_leaves_a_real_distance_behind(mn
 
 
 def test_the_standard_metrics_of_a_perceptual_run_report_no_bound(mnist_images):
-    from vaelib.data import ImageSplit
-    from vaelib.single_run import standard_metrics
+    from vaelib.data.datasets import ImageSplit
+    from vaelib.experiments.single_run import standard_metrics
 
     config = with_overrides(notebook_config("mnist", "tiny"), **{"train.recon": "perceptual"})
     x = (mnist_images[:16] * 255).round().to(torch.uint8)

@@ -6,11 +6,11 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from vaelib import plots
 from vaelib.config import Config, DataConfig, ModelConfig
-from vaelib.history import History
-from vaelib.model import VAE
+from vaelib.evaluation import plots
+from vaelib.models.vae import VAE
 from vaelib.runtime import to_float
+from vaelib.training.history import History
 
 
 @pytest.fixture(autouse=True)
@@ -208,8 +208,8 @@ def test_latent_map_places_each_code_and_decodes_the_grid_in_order(model, images
 
 
 def test_example_indices_take_the_classes_in_turn_from_a_seeded_shuffle():
-    from vaelib.data import load_dataset
-    from vaelib.plots import example_indices
+    from vaelib.data.datasets import load_dataset
+    from vaelib.evaluation.plots import example_indices
 
     test = load_dataset("mnist", "test")
     assert len(test.labels[:8].unique()) == 1  # the split is sorted by class: its first 8 images are all zeros

@@ -7,9 +7,9 @@ import torch
 from test_data import celeba_root  # noqa: F401  (the fixture: CelebA's genuine files, written small)
 
 from vaelib.config import PRESETS, with_overrides
-from vaelib.data import load_dataset
-from vaelib.model import VAE, ResBlock
-from vaelib.train import fit
+from vaelib.data.datasets import load_dataset
+from vaelib.models.vae import VAE, ResBlock
+from vaelib.training.trainer import fit
 
 
 def test_the_128_preset_keeps_the_image_shape_through_every_layer_and_has_its_residual_blocks():

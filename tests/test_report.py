@@ -4,8 +4,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from vaelib.checkpoint import shareable_mode
-from vaelib.report import NotebookFailed, build_report, check_parameters, numbered_notebooks, write_index
+from vaelib.io.files import shareable_mode
+from vaelib.reporting.pages import write_index
+from vaelib.reporting.params import check_parameters
+from vaelib.reporting.report import NotebookFailed, build_report, numbered_notebooks
 
 PARAMS = ('dataset: str = "digits"  # dataset\nbudget: str = "small"  # budget\nseed: int = 0  # seed\n'
           'device: str = "auto"  # device\nruns_dir: str = "runs"  # cache\ndata_root: str = "data"  # data\n'
@@ -42,8 +44,8 @@ def test_report_runs_renders_and_indexes(tmp_path):
 
 
 CLAIMS = ("import json, pathlib\n"
-          "from vaelib.claims import adjust, judge\n"
-          "from vaelib.evidence import Estimate\n"
+          "from vaelib.experiments.claims import adjust, judge\n"
+          "from vaelib.experiments.evidence import Estimate\n"
           "p = pathlib.Path(out_dir); p.mkdir(parents=True, exist_ok=True)\n"
           "a = Estimate((1.0, 1.1, 0.9, 1.05), 4, (0, 1, 2, 3))\n"
           "b = Estimate((2.0, 2.2, 1.9, 2.1), 4, (0, 1, 2, 3))\n"
@@ -127,7 +129,8 @@ def test_empty_index(tmp_path):
 
 
 def test_readme_timings_are_the_committed_reports_own(tmp_path):
-    from vaelib.report import REPO, TIMINGS_END, TIMINGS_START, timings_markdown
+    from vaelib.reporting.pages import TIMINGS_END, TIMINGS_START, timings_markdown
+    from vaelib.reporting.report import REPO
 
     readme = (REPO / "README.md").read_text()
     block = readme[readme.index(TIMINGS_START):readme.index(TIMINGS_END) + len(TIMINGS_END)]
@@ -138,7 +141,7 @@ def test_readme_timings_are_the_committed_reports_own(tmp_path):
 
 
 def test_timings_follow_the_metrics_and_refuse_a_file_without_a_block(tmp_path):
-    from vaelib.report import timings_markdown, write_timings
+    from vaelib.reporting.pages import timings_markdown, write_timings
 
     report = tmp_path / "reports" / "toy-tiny"
     report.mkdir(parents=True)
@@ -146,7 +149,7 @@ def test_timings_follow_the_metrics_and_refuse_a_file_without_a_block(tmp_path):
                "notebooks": [{"notebook": "00_a", "seconds": 5.2}, {"notebook": "01_b", "seconds": 7.2}]}
     (report / "metrics.json").write_text(json.dumps(summary))
     readme = tmp_path / "README.md"
-    from vaelib.report import TIMINGS_END, TIMINGS_START
+    from vaelib.reporting.pages import TIMINGS_END, TIMINGS_START
 
     readme.write_text(f"intro\n{TIMINGS_START}\nold\n{TIMINGS_END}\nrest\n")
     assert write_timings(readme, tmp_path / "reports") and not write_timings(readme, tmp_path / "reports")
@@ -166,7 +169,7 @@ def test_timings_follow_the_metrics_and_refuse_a_file_without_a_block(tmp_path):
 
 def test_copy_notebooks_refuses_to_replace_before_copying_anything(tmp_path, capsys):
     from vaelib.__main__ import main
-    from vaelib.report import copy_notebooks
+    from vaelib.reporting.report import copy_notebooks
 
     names = [p.name for p in numbered_notebooks()]
     assert [p.name for p in copy_notebooks(tmp_path / "class")] == names
@@ -191,7 +194,7 @@ def test_copy_notebooks_refuses_to_replace_before_copying_anything(tmp_path, cap
 
 
 def test_an_unreadable_or_foreign_metrics_json_is_named_by_the_index_and_the_timings(tmp_path):
-    from vaelib.report import timings_markdown
+    from vaelib.reporting.pages import timings_markdown
 
     bad = tmp_path / "mnist-small" / "metrics.json"
     bad.parent.mkdir()
@@ -210,7 +213,7 @@ def test_an_unreadable_or_foreign_metrics_json_is_named_by_the_index_and_the_tim
 SLOW = ("import time, json, pathlib\np = pathlib.Path(out_dir); p.mkdir(parents=True, exist_ok=True)\n"
         "time.sleep(8)\n(p / 'metrics.json').write_text(json.dumps({'slept': 8}))")
 
-BUILD = ("import sys\nfrom pathlib import Path\nfrom vaelib.report import build_report\n"
+BUILD = ("import sys\nfrom pathlib import Path\nfrom vaelib.reporting.report import build_report\n"
          "build_report('shapes', 'tiny', seed=int(sys.argv[2]), notebooks=[Path(sys.argv[1])],\n"
          "             out_root=Path(sys.argv[3]), runs_dir=Path(sys.argv[3]) / 'runs', quiet=True)\n")
 
@@ -220,7 +223,7 @@ def test_a_second_build_of_the_same_report_is_refused_with_the_owners_pid(tmp_pa
     import sys
     import time
 
-    from vaelib.lock import RunLocked
+    from vaelib.io.lock import RunLocked
 
     slow = _notebook(tmp_path / "01_slow.ipynb", SLOW)
     good = _notebook(tmp_path / "01_good.ipynb", GOOD)
@@ -262,7 +265,7 @@ def test_each_notebook_gets_only_the_extras_it_declares(tmp_path):
 def test_the_notebooks_own_defaults_pass_the_up_front_checks():
     import ast
 
-    from vaelib.notebook_params import check_value, declared
+    from vaelib.reporting.params import check_value, declared
 
     for nb in numbered_notebooks():
         for name, d in declared(nb).items():

@@ -3,10 +3,10 @@ import math
 
 import pytest
 
-from vaelib.budgets import notebook_config
 from vaelib.config import with_overrides
-from vaelib.history import History
-from vaelib.runcache import cached_fit, config_hash, run_dir
+from vaelib.experiments.budgets import notebook_config
+from vaelib.experiments.cache import cached_fit, config_hash, run_dir
+from vaelib.training.history import History
 
 
 def test_notebook_config_budgets():
@@ -65,7 +65,7 @@ def test_cached_fit_loads_instead_of_retraining(tiny_config, tiny_data, tmp_path
 
 
 def test_the_key_is_versioned_and_key_version_1_is_reproduced(monkeypatch):
-    from vaelib import runcache
+    from vaelib.experiments import cache as runcache
 
     c = notebook_config("mnist", "small", 0)
     # the names the first shipped models had under key version 1 (vaelib/pretrained/ until the key changed)
@@ -80,8 +80,8 @@ def test_the_key_is_versioned_and_key_version_1_is_reproduced(monkeypatch):
 
 
 def test_a_run_cached_under_key_version_1_is_carried_over_not_retrained(tiny_config, tiny_data, tmp_path):
-    from vaelib.runcache import v1_hash
-    from vaelib.train import fit
+    from vaelib.experiments.cache import v1_hash
+    from vaelib.training.trainer import fit
 
     old = tmp_path / f"{tiny_config.name}-{v1_hash(tiny_config)}"
     _, h1 = fit(tiny_config, *tiny_data, device="cpu", out_dir=old, quiet=True)
@@ -92,7 +92,7 @@ def test_a_run_cached_under_key_version_1_is_carried_over_not_retrained(tiny_con
 
 
 def test_carry_over_leaves_an_old_folder_when_the_new_one_exists(tiny_config, tmp_path):
-    from vaelib.runcache import carry_over, v1_hash
+    from vaelib.experiments.cache import carry_over, v1_hash
 
     old = tmp_path / f"{tiny_config.name}-{v1_hash(tiny_config)}"
     new = run_dir(tiny_config, tmp_path)
@@ -105,9 +105,9 @@ def test_carry_over_leaves_an_old_folder_when_the_new_one_exists(tiny_config, tm
 
 
 def test_a_failed_run_cached_under_key_version_1_stays_failed(tiny_config, tiny_data, tmp_path):
-    from vaelib.files import save_json
-    from vaelib.runcache import v1_hash
-    from vaelib.runsets import run_one
+    from vaelib.experiments.cache import v1_hash
+    from vaelib.experiments.runs import run_one
+    from vaelib.io.files import save_json
 
     old = tmp_path / f"{tiny_config.name}-{v1_hash(tiny_config)}"
     old.mkdir()
@@ -117,9 +117,9 @@ def test_a_failed_run_cached_under_key_version_1_stays_failed(tiny_config, tiny_
 
 
 def test_run_seeds_trains_each_setting_per_seed_and_summarizes_convergence(tiny_config, tiny_data, tmp_path):
-    from vaelib.evidence import convergence
-    from vaelib.runsets import run_seeds, seeds_from
-    from vaelib.runstats import summarize
+    from vaelib.experiments.evidence import convergence
+    from vaelib.experiments.measures import summarize
+    from vaelib.experiments.runs import run_seeds, seeds_from
 
     assert seeds_from(3, 2) == [3, 4]
     with pytest.raises(ValueError, match="seeds=0 is invalid"):
@@ -142,8 +142,8 @@ def test_run_seeds_trains_each_setting_per_seed_and_summarizes_convergence(tiny_
 def test_volatility_ignores_the_trend_and_can_start_at_the_final_beta():
     import math
 
-    from vaelib.runsets import Run
-    from vaelib.runstats import volatility
+    from vaelib.experiments.measures import volatility
+    from vaelib.experiments.runs import Run
 
     steps = [{"total": 100 * 0.9 ** k, "kl": (1.0 if k % 2 else 2.0) if k >= 4 else 5.0, "beta": 0.0 if k < 4 else 0.9}
              for k in range(20)]
@@ -158,7 +158,7 @@ def test_volatility_ignores_the_trend_and_can_start_at_the_final_beta():
 @pytest.mark.parametrize("headless,disabled", [("1", True), ("0", None)])
 def test_run_seeds_has_one_bar_over_all_runs_off_when_unattended(tiny_config, tiny_data, tmp_path, monkeypatch,
                                                                  headless, disabled):
-    from vaelib import runsets
+    from vaelib.experiments import runs as runsets
 
     seen = {}
 
@@ -187,9 +187,9 @@ def test_run_seeds_has_one_bar_over_all_runs_off_when_unattended(tiny_config, ti
 
 
 def test_kl_spike_and_clipped_share_read_the_step_trace(tiny_config):
-    from vaelib.history import History
-    from vaelib.runsets import Run
-    from vaelib.runstats import clipped_share, kl_spike
+    from vaelib.experiments.measures import clipped_share, kl_spike
+    from vaelib.experiments.runs import Run
+    from vaelib.training.history import History
 
     kl = [10.0] * 30
     kl[20] = 40.0  # one spike, 4x the median of the 10 steps before it

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from vaelib import classifier as C
-from vaelib import sample_quality as Q
-from vaelib.data import load_dataset
+from vaelib.data.datasets import load_dataset
+from vaelib.evaluation import sample_quality as Q
+from vaelib.models import classifier as C
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_class_coverage_counts_the_digits_samples_hit(mnist):
 
 
 def test_sample_quality_of_a_model_reads_its_prior_samples(mnist, tiny_config):
-    from vaelib.model import VAE
+    from vaelib.models.vae import VAE
 
     model, _, test = mnist
     torch.manual_seed(0)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from vaelib import stats
+from vaelib.experiments import stats
 
 
 def test_paired_t_is_student_t_on_the_differences():

@@ -1,4 +1,4 @@
-from vaelib.tables import format_table
+from vaelib.io.tables import format_table
 
 
 def test_format_table_aligns_columns_under_a_rule():

@@ -4,11 +4,13 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from vaelib import distributed, metrics, train
 from vaelib.__main__ import main
 from vaelib.config import with_overrides
-from vaelib.tblog import GRID, STEP_TAGS, VAL_TAGS, TensorBoardLog
-from vaelib.train import fit
+from vaelib.training import distributed
+from vaelib.training import trainer as train
+from vaelib.training.tensorboard import GRID, STEP_TAGS, VAL_TAGS, TensorBoardLog
+from vaelib.training.trainer import fit
+from vaelib.training.validation import kl_per_dimension
 
 IMAGE_TAGS = ("images/val", "images/reconstruction", "images/prior_sample")
 
@@ -53,7 +55,7 @@ def test_event_file_holds_every_step_and_epoch(tiny_config, tiny_data, tmp_path)
         assert [e.step for e in acc.Images(tag)] == [3, 7]
         assert acc.Images(tag)[-1].width > 16  # a grid of GRID images, not one
     (hist,) = [e for e in acc.Histograms("val/kl_per_dim") if e.step == 7]
-    kl = metrics.kl_per_dimension(model, tiny_data[1][:512])  # the library's KL per dimension, (D,)
+    kl = kl_per_dimension(model, tiny_data[1][:512])  # the library's KL per dimension, (D,)
     assert hist.histogram_value.num == tiny_config.model.latent_dim
     assert hist.histogram_value.sum == pytest.approx(kl.sum(), rel=1e-5)
     assert hist.histogram_value.max == pytest.approx(kl.max(), rel=1e-5)

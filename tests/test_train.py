@@ -9,11 +9,11 @@ import time
 import pytest
 import torch
 
-from vaelib.checkpoint import load_checkpoint, read_checkpoint
 from vaelib.config import BetaSchedule, with_overrides
-from vaelib.history import EPOCH_FIELDS, STEP_FIELDS, History
 from vaelib.runtime import resolve_device
-from vaelib.train import NonFiniteLossError, evaluate, fit
+from vaelib.training.checkpoint import load_checkpoint, read_checkpoint
+from vaelib.training.history import EPOCH_FIELDS, STEP_FIELDS, History
+from vaelib.training.trainer import NonFiniteLossError, evaluate, fit
 
 
 def test_loss_falls_on_a_fixed_batch(tiny_config, tiny_data):
@@ -40,7 +40,7 @@ def test_history_has_every_step_and_epoch(tiny_config, tiny_data):
 def test_free_bits_runs_record_the_kl_term_as_optimised(tiny_config, tiny_data):
     """With free bits, each epoch also records val_kl_used (every dimension floored at the free bits), the term the
     convergence rule then judges; val_total stays the true negative ELBO at beta."""
-    from vaelib.evidence import objective_curve
+    from vaelib.experiments.evidence import objective_curve
 
     config = with_overrides(tiny_config, **{"train.free_bits": 0.5})
     _, h = fit(config, *tiny_data, quiet=True, device="cpu")
@@ -155,7 +155,7 @@ def test_killed_process_leaves_a_loadable_checkpoint(tiny_config, tiny_data, tmp
     script = textwrap.dedent(f"""
         import torch
         from vaelib.config import Config
-        from vaelib.train import fit
+        from vaelib.training.trainer import fit
         train, val = torch.load({str(tmp_path / 'data.pt')!r})
         fit(Config.from_json({c.to_json()!r}), train, val, quiet=True, device="cpu", out_dir={str(tmp_path)!r})
     """)
@@ -263,7 +263,7 @@ def test_bf16_is_refused_where_it_would_be_slow(tiny_config, tiny_data, monkeypa
 def test_resume_hands_the_generator_a_cpu_state(tiny_config, tiny_data, tmp_path, monkeypatch):
     # torch.Generator.set_state takes a CPU ByteTensor on every device; a checkpoint mapped to CUDA must not
     # pass its (then CUDA) tensor straight through. Checked here with a generator that records what it got.
-    import vaelib.train as train
+    import vaelib.training.trainer as train
 
     fit(tiny_config, *tiny_data, device="cpu", out_dir=tmp_path, quiet=True)
     state = read_checkpoint(tmp_path / "checkpoint.pt")
@@ -290,26 +290,28 @@ def test_resume_hands_the_generator_a_cpu_state(tiny_config, tiny_data, tmp_path
 
 
 def test_stop_tol_stops_at_convergence_and_a_rerun_loads_instead_of_training_on(tiny_config, tiny_data, tmp_path):
-    from vaelib.evidence import MIN_EPOCHS, convergence
-    from vaelib.train import stopped
+    from vaelib.experiments.evidence import MIN_EPOCHS, StopWhenConverged, convergence, stopped
 
     full = with_overrides(tiny_config, **{"train.epochs": 40})
     _, every = fit(full, *tiny_data, device="cpu", quiet=True)
     early = with_overrides(full, **{"train.stop_tol": 0.2})
-    _, history = fit(early, *tiny_data, device="cpu", out_dir=tmp_path, quiet=True)
+    with pytest.raises(ValueError, match=r"train.stop_tol=0.2 needs a stop rule: allowed stop_tol=0, or fit"):
+        fit(early, *tiny_data, device="cpu", quiet=True)  # refused before any step: never silently trained on
+    _, history = fit(early, *tiny_data, device="cpu", out_dir=tmp_path, quiet=True, stop=StopWhenConverged(early))
     n = len(history.epochs)
     assert MIN_EPOCHS <= n < 40 and convergence(history, 0.2)["converged"]
     per_epoch = len(every.steps) // 40
     prefix = dataclasses.replace(every, epochs=every.epochs[:n - 1], steps=every.steps[:(n - 1) * per_epoch])
     assert not convergence(prefix, 0.2)["converged"]  # it stopped at the first epoch that converged
     assert history.steps == every.steps[:len(history.steps)]  # the same run as without stop_tol, cut short
-    _, again = fit(early, *tiny_data, device="cpu", out_dir=tmp_path, quiet=True)  # resumes: already finished
+    _, again = fit(early, *tiny_data, device="cpu", out_dir=tmp_path, quiet=True,  # resumes: already finished
+                   stop=StopWhenConverged(early))
     assert again == history and stopped(again, early)
 
 
 def test_stop_tol_waits_for_the_final_beta_and_refuses_cyclic(tiny_config):
-    from vaelib.history import History
-    from vaelib.train import stopped
+    from vaelib.experiments.evidence import stopped
+    from vaelib.training.history import History
 
     warm = with_overrides(tiny_config, **{"train.stop_tol": 0.5, "train.schedule.kind": "warmup",
                                           "train.schedule.beta": 1.0, "train.schedule.warmup_epochs": 30})
@@ -337,7 +339,7 @@ def test_stop_tol_waits_for_the_final_beta_and_refuses_cyclic(tiny_config):
 def test_fit_records_what_the_model_that_ignores_its_input_scores(tiny_config, tiny_data):
     """history.options['ignore_input']: the training mean decoded for every validation image, KL 0 (free bits charge
     free_bits per dimension); the convergence rule calls a run that ends no better derailed."""
-    from vaelib.evidence import ignore_input_objective
+    from vaelib.experiments.evidence import ignore_input_objective
     from vaelib.lessons.failure_gallery import mean_image_nll
     from vaelib.runtime import to_float
 

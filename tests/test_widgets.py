@@ -9,14 +9,14 @@ import torch
 from PIL import Image as PILImage
 from torch import nn
 
-from vaelib.budgets import notebook_config
 from vaelib.config import Config, DataConfig, ModelConfig, TrainConfig
-from vaelib.data import ImageSplit, load_dataset
+from vaelib.data.datasets import ImageSplit, load_dataset
+from vaelib.experiments.budgets import notebook_config
+from vaelib.experiments.cache import run_dir
 from vaelib.lessons import latent_explorer
 from vaelib.lessons.latent_explorer import class_directions, load_trained
-from vaelib.model import VAE
-from vaelib.runcache import run_dir
-from vaelib.train import CHECKPOINT
+from vaelib.models.vae import VAE
+from vaelib.training.trainer import CHECKPOINT
 from vaelib.widgets import LatentExplorer, attribute_directions, to_png
 
 

@@ -5,9 +5,10 @@ import json
 import pytest
 import torch
 
-from vaelib import runcache, runsets
 from vaelib.config import with_overrides
-from vaelib.train import fit
+from vaelib.experiments import cache as runcache
+from vaelib.experiments import runs as runsets
+from vaelib.training.trainer import fit
 
 
 def _grid(tiny_config):

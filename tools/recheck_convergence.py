@@ -1,4 +1,4 @@
-"""Re-check every cached run under the convergence rule of vaelib.evidence against the rule it replaced, and count
+"""Re-check every cached run under the convergence rule of experiments.evidence against the rule it replaced, and count
 the runs that changed class: python tools/recheck_convergence.py [runs_dir].
 
 The replaced rule (vaelib 0.x up to December 2026) is kept here, verbatim in what it decides: the share of the last
@@ -16,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vaelib.checkpoint import read_checkpoint
-from vaelib.evidence import MIN_EPOCHS, convergence, objective_curve
-from vaelib.history import History
-from vaelib.jsonfiles import read_history
-from vaelib.schema import checkpoint_config
+from vaelib.experiments.evidence import MIN_EPOCHS, convergence, objective_curve
+from vaelib.training.checkpoint import checkpoint_config, read_checkpoint
+from vaelib.training.history import History
+from vaelib.training.jsonfiles import read_history
 
 
 def replaced_rule(history: History, tol: float = 0.05, window: float = 0.2, min_window: int = 1) -> bool:

@@ -9,8 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from .config import PRESETS, RECON_LOSSES, SCHEDULES, get_preset, with_overrides
-from .paths import check_files, check_folder
+from vaelib.config import PRESETS, RECON_LOSSES, SCHEDULES, get_preset, with_overrides
+from vaelib.io.paths import check_files, check_folder
 
 TRAIN_OVERRIDES = {  # flag -> (config field, type, help)
     "epochs": ("train.epochs", int, "passes over the training set"),
@@ -62,8 +62,8 @@ def _train_parser(sub) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from . import distributed  # lazy: only this subcommand needs it
-    from .single_run import run_experiment  # lazy: only this subcommand needs it
+    from vaelib.experiments.single_run import run_experiment  # lazy: only this subcommand needs it
+    from vaelib.training import distributed  # lazy: only this subcommand needs it
 
     _check_paths(args, "out", "tensorboard")
     config = get_preset(args.preset)
@@ -110,8 +110,12 @@ def _report_parser(sub) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .notebook_params import parse_value  # lazy: only this subcommand needs it
-    from .report import NotebookFailed, build_report, numbered_notebooks  # lazy: only this subcommand needs it
+    from vaelib.reporting.params import parse_value  # lazy: only this subcommand needs it
+    from vaelib.reporting.report import (  # lazy: only this subcommand needs it
+        NotebookFailed,
+        build_report,
+        numbered_notebooks,
+    )
 
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise ValueError(f"--out {args.out!r} is a file: allowed a folder (new or existing)")
@@ -143,7 +147,8 @@ def _timings_parser(sub) -> None:
 
 
 def _timings(args: argparse.Namespace) -> int:
-    from .report import timings_markdown, workspace, write_timings  # lazy: only this subcommand needs it
+    from vaelib.reporting.pages import timings_markdown, write_timings
+    from vaelib.reporting.report import workspace
 
     root = args.reports or workspace() / "reports"
     if args.write is None:
@@ -164,7 +169,7 @@ def _notebooks_parser(sub) -> None:
 
 
 def _notebooks(args: argparse.Namespace) -> int:
-    from .report import copy_notebooks, numbered_notebooks  # lazy: only this subcommand needs it
+    from vaelib.reporting.report import copy_notebooks, numbered_notebooks  # lazy: only this subcommand needs it
 
     check_folder(args.dir, "notebooks folder")  # DIR under a file, or a notebook's name taken by a folder: refused
     check_files(args.dir, [p.name for p in numbered_notebooks()], "notebook")  # before anything is copied
@@ -188,9 +193,9 @@ def _bench_parser(sub) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .files import save_json, write_text  # lazy: only this subcommand needs it
-    from .perf import bench  # lazy: only this subcommand needs it
-    from .provenance import versions  # lazy: only this subcommand needs it
+    from vaelib.io.files import save_json, write_text  # lazy: only this subcommand needs it
+    from vaelib.io.provenance import versions  # lazy: only this subcommand needs it
+    from vaelib.perf import bench  # lazy: only this subcommand needs it
 
     presets = ["fashion_mnist", "cifar10", "celeba_small", "celeba"] if args.preset == "all" else [args.preset]
     _check_paths(args, "out")
@@ -230,9 +235,9 @@ MAX_BENCH_BATCH = 65536  # images per step: far above any batch that fits a lapt
 
 def _check_bench_sizes(text: str, presets: list[str], device: str) -> list[str]:
     """The --batch-sizes items, each 'best' or an integer in [1, MAX_BENCH_BATCH] whose model and batch fit in
-    the device's memory (vaelib.resources' estimate), checked for every preset before anything is measured."""
-    from .resources import check_memory  # lazy: only this subcommand needs it
-    from .runtime import resolve_device  # lazy: only this subcommand needs it
+    the device's memory (vaelib.training.resources' estimate), checked for every preset before anything is measured."""
+    from vaelib.runtime import resolve_device  # lazy: only this subcommand needs it
+    from vaelib.training.resources import check_memory  # lazy: only this subcommand needs it
 
     dev = resolve_device(device)
     items = text.split(",")
@@ -258,8 +263,8 @@ def _check_paths(args: argparse.Namespace, *flags: str) -> None:
 
 def _user_error(err: BaseException) -> str | None:
     """The one-line message for an error the user caused (a bad value, file or folder, a full disk), else None."""
-    from .lock import RunLocked  # lazy: only a failed command needs it
-    from .train import NonFiniteLossError  # lazy: only a failed command needs it
+    from vaelib.io.lock import RunLocked  # lazy: only a failed command needs it
+    from vaelib.training.trainer import NonFiniteLossError  # lazy: only a failed command needs it
 
     if isinstance(err, OSError) and not isinstance(err, (FileNotFoundError, FileExistsError)):
         if err.errno in (errno.ENOSPC, errno.EDQUOT):

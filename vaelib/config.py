@@ -14,26 +14,26 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config_checks import (  # noqa: F401  (the bounds: part of the config API)
+from vaelib.config_checks import (
     MAX_BETA,
     MAX_EPOCHS,
     MAX_FREE_BITS,
     MAX_LAYERS,
     MAX_SEED,
     MAX_WIDTH,
-    _check_ranges,
-    _check_types,
-    _choice,
-    _normalise_numbers,
-    _refuse,
+    check_ranges,
+    check_types,
+    choice,
+    normalise_numbers,
+    refuse,
 )
-from .losses import LIKELIHOODS
+from vaelib.losses import LIKELIHOODS
 
 DATASETS = ("fashion_mnist", "cifar10", "celeba", "mnist", "digits", "shapes")
 SCHEDULES = ("constant", "warmup", "linear", "cyclic")
 RECON_LOSSES = tuple(LIKELIHOODS)  # the names of vaelib.losses' one likelihood registry
 BACKGROUNDS = ("plain", "textured")
-MODEL_KINDS = ("vae", "ae", "vq")  # model families, each built by vaelib.families.MODELS[kind]
+MODEL_KINDS = ("vae", "ae", "vq")  # model families, each built by vaelib.models.registry.MODELS[kind]
 PRECISIONS = ("fp32", "bf16")
 ADAM_IMPLS = ("auto", "foreach", "fused", "for")
 # Upper bounds: beyond them a value is a typo or an overflow waiting to happen, never a setting.
@@ -51,13 +51,13 @@ class DataConfig:
     background: str = "plain"  # shapes: plain black or textured background
 
     def __post_init__(self) -> None:
-        _check_types("data", self)
-        _choice("data", "dataset", self.dataset, DATASETS)
+        check_types("data", self)
+        choice("data", "dataset", self.dataset, DATASETS)
         if self.channels not in (1, 3):
-            _refuse("data", "channels", self.channels, "1 or 3")
-        _check_ranges("data", self)
-        _choice("data", "background", self.background, BACKGROUNDS)
-        _normalise_numbers(self)
+            refuse("data", "channels", self.channels, "1 or 3")
+        check_ranges("data", self)
+        choice("data", "background", self.background, BACKGROUNDS)
+        normalise_numbers(self)
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class ModelConfig:
     kernel_size: int = 3  # conv kernel, padding kernel_size // 2
     leaky_slope: float = 0.2  # LeakyReLU negative slope
     res_blocks: int = 0  # residual blocks (two 3x3 convs and a skip) after each stride-2 stage, in both directions
-    kind: str = "vae"  # the model family, built by vaelib.families.MODELS: "vae" (Gaussian conv VAE), "ae", "vq"
+    kind: str = "vae"  # the model family, built by vaelib.models.registry.MODELS: "vae" (Gaussian conv VAE), "ae", "vq"
     codebook_size: int = 512  # kind "vq": codes in the codebook (latent_dim: each code's dimension)
     commitment: float = 0.25  # kind "vq": weight of the commitment term (van den Oord et al., 2017: 0.25)
     codebook_decay: float = 0.99  # kind "vq": EMA decay of the codebook's updates (Razavi et al., 2019); 0: the
@@ -79,26 +79,26 @@ class ModelConfig:
     #   per step falls below this, and that no vector of the batch chose, restarts at a badly quantised vector; 0: never
 
     def __post_init__(self) -> None:
-        _check_types("model", self)
-        _choice("model", "kind", self.kind, MODEL_KINDS)
+        check_types("model", self)
+        choice("model", "kind", self.kind, MODEL_KINDS)
         object.__setattr__(self, "hidden_dims", tuple(self.hidden_dims))
-        _check_ranges("model", self)
+        check_ranges("model", self)
         if not 1 <= len(self.hidden_dims) <= MAX_LAYERS:
-            _refuse("model", "hidden_dims", self.hidden_dims, f"at least one layer and at most {MAX_LAYERS}")
+            refuse("model", "hidden_dims", self.hidden_dims, f"at least one layer and at most {MAX_LAYERS}")
         for c in self.hidden_dims:
             if not 1 <= c <= MAX_WIDTH:
-                _refuse("model", "hidden_dims", self.hidden_dims, f"positive integer channel counts <= {MAX_WIDTH}")
+                refuse("model", "hidden_dims", self.hidden_dims, f"positive integer channel counts <= {MAX_WIDTH}")
         if self.kernel_size not in (3, 4, 5):
-            _refuse("model", "kernel_size", self.kernel_size, "3, 4 or 5")
+            refuse("model", "kernel_size", self.kernel_size, "3, 4 or 5")
         if not 0 <= self.leaky_slope < 1:
-            _refuse("model", "leaky_slope", self.leaky_slope, "a value in [0, 1)")
+            refuse("model", "leaky_slope", self.leaky_slope, "a value in [0, 1)")
         if not 0 <= self.commitment <= MAX_BETA:
-            _refuse("model", "commitment", self.commitment, f"a number >= 0 and <= {MAX_BETA:g}")
+            refuse("model", "commitment", self.commitment, f"a number >= 0 and <= {MAX_BETA:g}")
         if not 0 <= self.codebook_decay < 1:
-            _refuse("model", "codebook_decay", self.codebook_decay, "a number in [0, 1) (0: no EMA)")
+            refuse("model", "codebook_decay", self.codebook_decay, "a number in [0, 1) (0: no EMA)")
         if not 0 <= self.dead_code_threshold <= MAX_BETA:
-            _refuse("model", "dead_code_threshold", self.dead_code_threshold, f"a number >= 0 and <= {MAX_BETA:g}")
-        _normalise_numbers(self)
+            refuse("model", "dead_code_threshold", self.dead_code_threshold, f"a number >= 0 and <= {MAX_BETA:g}")
+        normalise_numbers(self)
 
 
 @dataclass(frozen=True)
@@ -114,18 +114,18 @@ class BetaSchedule:
     ratio: float = 0.5  # cyclic: fraction of each cycle spent ramping (Fu et al., 2019: R)
 
     def __post_init__(self) -> None:
-        _check_types("schedule", self)
-        _choice("schedule", "kind", self.kind, SCHEDULES)
+        check_types("schedule", self)
+        choice("schedule", "kind", self.kind, SCHEDULES)
         if not 0 <= self.beta <= MAX_BETA:  # also refuses nan
-            _refuse("schedule", "beta", self.beta, f"a value >= 0 and <= {MAX_BETA:g}")
+            refuse("schedule", "beta", self.beta, f"a value >= 0 and <= {MAX_BETA:g}")
         if not 0 <= self.beta_start <= MAX_BETA:
-            _refuse("schedule", "beta_start", self.beta_start, f"a value >= 0 and <= {MAX_BETA:g}")
+            refuse("schedule", "beta_start", self.beta_start, f"a value >= 0 and <= {MAX_BETA:g}")
         if not 0 <= self.warmup_epochs <= MAX_EPOCHS:
-            _refuse("schedule", "warmup_epochs", self.warmup_epochs, f"a value >= 0 and <= {MAX_EPOCHS}")
-        _check_ranges("schedule", self)
+            refuse("schedule", "warmup_epochs", self.warmup_epochs, f"a value >= 0 and <= {MAX_EPOCHS}")
+        check_ranges("schedule", self)
         if not 0 < self.ratio <= 1:
-            _refuse("schedule", "ratio", self.ratio, "a value in (0, 1]")
-        _normalise_numbers(self)
+            refuse("schedule", "ratio", self.ratio, "a value in (0, 1]")
+        normalise_numbers(self)
 
 
 @dataclass(frozen=True)
@@ -149,29 +149,29 @@ class TrainConfig:
     min_epochs: int = 0  # with stop_tol: never stop before this many epochs (train on, not stop early)
 
     def __post_init__(self) -> None:
-        _check_types("train", self)
+        check_types("train", self)
         if isinstance(self.schedule, dict):
             object.__setattr__(self, "schedule", BetaSchedule(**self.schedule))
-        _check_ranges("train", self)
+        check_ranges("train", self)
         if not 0 < self.lr < math.inf:  # also refuses nan
-            _refuse("train", "lr", self.lr, "a value > 0 and finite")
+            refuse("train", "lr", self.lr, "a value > 0 and finite")
         if self.grad_clip is not None and not 0 < self.grad_clip < math.inf:
-            _refuse("train", "grad_clip", self.grad_clip, "None or a value > 0 and finite")
-        _choice("train", "recon", self.recon, RECON_LOSSES)
+            refuse("train", "grad_clip", self.grad_clip, "None or a value > 0 and finite")
+        choice("train", "recon", self.recon, RECON_LOSSES)
         if not 0 <= self.free_bits <= MAX_FREE_BITS:
-            _refuse("train", "free_bits", self.free_bits, f"a value >= 0 and <= {MAX_FREE_BITS:g} (nats per dimension)")
+            refuse("train", "free_bits", self.free_bits, f"a value >= 0 and <= {MAX_FREE_BITS:g} (nats per dimension)")
         if not 0 <= self.seed < MAX_SEED:
-            _refuse("train", "seed", self.seed, f"an integer >= 0 and < 2**32 ({MAX_SEED})")
-        _choice("train", "precision", self.precision, PRECISIONS)
-        _choice("train", "adam_impl", self.adam_impl, ADAM_IMPLS)
+            refuse("train", "seed", self.seed, f"an integer >= 0 and < 2**32 ({MAX_SEED})")
+        choice("train", "precision", self.precision, PRECISIONS)
+        choice("train", "adam_impl", self.adam_impl, ADAM_IMPLS)
         if not 0 <= self.stop_tol < 1:
-            _refuse("train", "stop_tol", self.stop_tol, "0 (train every epoch) or a value in (0, 1)")
+            refuse("train", "stop_tol", self.stop_tol, "0 (train every epoch) or a value in (0, 1)")
         if self.stop_tol and self.schedule.kind == "cyclic":
-            _refuse("train", "stop_tol", self.stop_tol, "0 with a cyclic schedule (its beta never settles); "
+            refuse("train", "stop_tol", self.stop_tol, "0 with a cyclic schedule (its beta never settles); "
                     "a constant, warmup or linear schedule stops once at its final beta")
         if not 0 <= self.min_epochs <= self.epochs:
-            _refuse("train", "min_epochs", self.min_epochs, f"an integer >= 0 and <= train.epochs ({self.epochs})")
-        _normalise_numbers(self)
+            refuse("train", "min_epochs", self.min_epochs, f"an integer >= 0 and <= train.epochs ({self.epochs})")
+        normalise_numbers(self)
 
 
 @dataclass(frozen=True)
@@ -184,14 +184,14 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        _check_types("config", self)
+        check_types("config", self)
         for part, cls in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig)):
             value = getattr(self, part)
             if isinstance(value, dict):
                 object.__setattr__(self, part, cls(**value))
         layers = len(self.model.hidden_dims)
         if self.data.image_size >> layers < 1 or self.data.image_size < 2**layers:
-            _refuse(
+            refuse(
                 "model", "hidden_dims", self.model.hidden_dims,
                 f"at most {self.data.image_size.bit_length() - 1} stride-2 layers "
                 f"for {self.data.image_size}x{self.data.image_size} images",

@@ -32,7 +32,7 @@ INT_RANGES = {  # (least, most) of every integer field with a fixed range, by ow
 }
 
 
-def _refuse(owner: str, name: str, value: Any, allowed: str) -> None:
+def refuse(owner: str, name: str, value: Any, allowed: str) -> None:
     raise ValueError(f"{owner}.{name}={_shown(value)} is invalid: allowed {allowed}")
 
 
@@ -49,13 +49,13 @@ def _shown(value: Any) -> str:
     return f"{'-' * (value < 0)}{magnitude // 10 ** (digits - 4)}...{magnitude % 1000:03d} ({digits} digits)"
 
 
-def _check_ranges(owner: str, obj: Any) -> None:
-    """Refuse an integer field outside INT_RANGES in one line that gives the range (after _check_types)."""
+def check_ranges(owner: str, obj: Any) -> None:
+    """Refuse an integer field outside INT_RANGES in one line that gives the range (after check_types)."""
     for name, (least, most) in INT_RANGES[owner].items():
         value = getattr(obj, name)
         if value is not None and not least <= value <= most:
             either = "None or " if _field_kinds(type(obj))[name][1] else ""
-            _refuse(owner, name, value, f"{either}an integer >= {least} and <= {most}")
+            refuse(owner, name, value, f"{either}an integer >= {least} and <= {most}")
 
 
 @functools.cache
@@ -75,35 +75,35 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _check_types(owner: str, obj: Any) -> None:
+def check_types(owner: str, obj: Any) -> None:
     """Refuse a value of the wrong type in one line (a float seed, a string epoch count, a schedule given as a
     word), before any range check could fail on it with a deep TypeError. A whole number in a float field is
-    fine (lr=1); a float in an int field is not (seed=1.0). _normalise_numbers runs after the range checks."""
+    fine (lr=1); a float in an int field is not (seed=1.0). normalise_numbers runs after the range checks."""
     for name, (kind, optional) in _field_kinds(type(obj)).items():
         value = getattr(obj, name)
         if value is None and optional:
             continue
         either = " or None" if optional else ""
         if kind is int and not _is_int(value):
-            _refuse(owner, name, value, "an integer" + either)
+            refuse(owner, name, value, "an integer" + either)
         elif kind is float:
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                _refuse(owner, name, value, "a number" + either)
+                refuse(owner, name, value, "a number" + either)
             try:
                 float(value)
             except OverflowError:
-                _refuse(owner, name, value, "a finite number" + either)
+                refuse(owner, name, value, "a finite number" + either)
         elif kind in (bool, str) and not isinstance(value, kind):
-            _refuse(owner, name, value, ("true or false" if kind is bool else "a string") + either)
+            refuse(owner, name, value, ("true or false" if kind is bool else "a string") + either)
         elif typing.get_origin(kind) is tuple and (isinstance(value, (str, bytes))
                                                     or not isinstance(value, (tuple, list))
                                                     or not all(_is_int(v) for v in value)):
-            _refuse(owner, name, value, "a list of integers")
+            refuse(owner, name, value, "a list of integers")
         elif dataclasses.is_dataclass(kind) and not isinstance(value, (kind, dict)):
-            _refuse(owner, name, value, f"a {kind.__name__} or a dict of its fields")
+            refuse(owner, name, value, f"a {kind.__name__} or a dict of its fields")
 
 
-def _normalise_numbers(obj: Any) -> None:
+def normalise_numbers(obj: Any) -> None:
     """ints in int fields, floats in float fields (np.int64(3) -> 3, 4 -> 4.0): equal configs, equal cache keys."""
     for name, (kind, _) in _field_kinds(type(obj)).items():
         value = getattr(obj, name)
@@ -113,8 +113,8 @@ def _normalise_numbers(obj: Any) -> None:
             object.__setattr__(obj, name, tuple(int(v) for v in value))
 
 
-def _choice(owner: str, name: str, value: Any, allowed: tuple[str, ...]) -> None:
+def choice(owner: str, name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        _refuse(owner, name, value, "one of " + ", ".join(allowed))
+        refuse(owner, name, value, "one of " + ", ".join(allowed))
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .runtime import to_float
+from vaelib.runtime import to_float
 
 
 @dataclass
@@ -93,7 +93,7 @@ class Likelihood:
 
 def _needs_distance(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     raise ValueError("recon kind 'perceptual' needs the model's feature distance: allowed through model.loss, or "
-                     "reconstruction(..., distance=vaelib.perceptual.perceptual_distance(config))")
+                     "reconstruction(..., distance=vaelib.models.perceptual.perceptual_distance(config))")
 
 
 def _no_density(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -111,7 +111,7 @@ LIKELIHOODS = {lik.name: lik for lik in (  # the one registry: elbo, the IW boun
                "is the usual unnormalised form, not the continuous Bernoulli"),
     Likelihood("perceptual", _needs_distance, _no_density, False, PERCEPTUAL_NOTE),
 )}
-NEEDS_DISTANCE = ("perceptual",)  # kinds whose nll is bound to a feature distance (vaelib.perceptual)
+NEEDS_DISTANCE = ("perceptual",)  # kinds whose nll is bound to a feature distance (vaelib.models.perceptual)
 
 
 def likelihood(kind: str, distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
@@ -135,7 +135,7 @@ def reconstruction(recon_logits: torch.Tensor, x: torch.Tensor, kind: str = "mse
         recon_logits: decoder outputs *before* the Sigmoid (logits), (B, C, H, W).
         x: targets in [0, 1], (B, C, H, W).
         kind: 'mse' (squared error of sigmoid(logits) vs x, summed), 'bernoulli' (BCE with logits, summed) or
-            'perceptual' (the squared error plus `distance`, a feature network's: vaelib.perceptual).
+            'perceptual' (the squared error plus `distance`, a feature network's: vaelib.models.perceptual).
     """
     return likelihood(kind, distance).nll(recon_logits, x)
 

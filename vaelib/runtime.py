@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:  # annotations only: config imports losses, which imports runtime
-    from .config import Config
+    from vaelib.config import Config
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:

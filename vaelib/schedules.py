@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import BetaSchedule
+from vaelib.config import BetaSchedule
 
 
 def beta_at(schedule: BetaSchedule, step: int, steps_per_epoch: int = 1, total_steps: int = 1) -> float:

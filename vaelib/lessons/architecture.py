@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from ..config import PRESETS, BetaSchedule
-from ..losses import elbo
-from ..model import VAE
-from ..schedules import beta_at, beta_curve
+from vaelib.config import PRESETS, BetaSchedule
+from vaelib.losses import elbo
+from vaelib.models.vae import VAE
+from vaelib.schedules import beta_at, beta_curve
 
 
 def beta_plan(s: BetaSchedule) -> str:

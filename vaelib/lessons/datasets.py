@@ -14,15 +14,16 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from .. import data as D
-from .. import plots
-from ..config import Config, with_overrides
-from ..data import SPLITS, ImageSplit, data_mean_baseline, load_from_config, render_shapes
-from ..tables import format_table  # noqa: F401  (notebooks 01 and 02 print with it)
+from vaelib.config import Config, with_overrides
+from vaelib.data import datasets as D
+from vaelib.data import shapes as S
+from vaelib.data.datasets import SPLITS, ImageSplit, data_mean_baseline, load_from_config
+from vaelib.data.shapes import render_shapes
+from vaelib.evaluation import plots
 
 STANDIN = {"fashion_mnist": "mnist", "cifar10": "shapes", "celeba": "shapes"}  # embedded data of the same kind
 CELEBA_ALIGNED_HW = (218, 178)  # (H, W) of CelebA's img_align_celeba JPEGs
-CELEBA_CROP = 140  # torchvision CenterCrop of vaelib.data._decode_celeba
+CELEBA_CROP = 140  # torchvision CenterCrop of vaelib.data.datasets._decode_celeba
 
 
 # --- 01: datasets ------------------------------------------------------------------------------------
@@ -84,7 +85,7 @@ def baseline_row(splits: dict[str, ImageSplit], name: str) -> dict[str, Any]:
 def _label(split: ImageSplit, i: int) -> str:
     if split.factors is not None:
         f = split.factors[i].tolist()
-        return f"{D.SHAPE_NAMES[f[0]]}\n{D.COLOUR_NAMES[f[1]]}"
+        return f"{S.SHAPE_NAMES[f[0]]}\n{S.COLOUR_NAMES[f[1]]}"
     if split.labels is not None and split.labels.dim() == 1:
         return split.class_names[int(split.labels[i])]
     return ""
@@ -142,7 +143,7 @@ def halving_rows(sizes: tuple[int, ...] = (28, 32), layers: int = 3, kernel: int
 
 
 def pad_figure(image: torch.Tensor, pad: int = 2) -> Figure:
-    """A uint8 (1, H, W) image before and after the zero padding of vaelib.data's Fashion-MNIST loader."""
+    """A uint8 (1, H, W) image before and after the zero padding of vaelib.data.datasets's Fashion-MNIST loader."""
     padded = torch.nn.functional.pad(image, (pad, pad, pad, pad))  # (1, H + 2 pad, W + 2 pad), zero border
     fig, axes = plt.subplots(1, 2, figsize=(6.5, 3.4), gridspec_kw={"width_ratios": [image.shape[2], padded.shape[2]]})
     for ax, x, what in zip(axes, (image, padded), ("before", f"after F.pad by {pad}")):
@@ -165,7 +166,7 @@ def celeba_standin(seed: int = 0) -> torch.Tensor:
 
 
 def celeba_crop_demo(image: torch.Tensor, size: int = 64) -> dict[str, Any]:
-    """CenterCrop(140) then Resize(size) (the transforms of vaelib.data's CelebA loader) on a uint8 (3, H, W)."""
+    """CenterCrop(140) then Resize(size) (the transforms of data.datasets' CelebA loader) on a uint8 (3, H, W)."""
     from torchvision import transforms as T  # heavy: only this demo needs torchvision
 
     pil = T.ToPILImage()(image)
@@ -193,18 +194,18 @@ def celeba_crop_figure(demo: dict[str, Any]) -> Figure:
 
 def factor_rows() -> list[dict[str, Any]]:
     """The shapes dataset's generative factors: name, number of values, and the values."""
-    values = {"shape": ", ".join(D.SHAPE_NAMES), "colour": ", ".join(D.COLOUR_NAMES),
-              "scale": f"radius {D.SCALES[0]:.2f} .. {D.SCALES[-1]:.2f} of the side",
-              "x": f"centre {D.POSITIONS[0]:.2f} .. {D.POSITIONS[-1]:.2f} of the side",
-              "y": f"centre {D.POSITIONS[0]:.2f} .. {D.POSITIONS[-1]:.2f} of the side (down)",
-              "rotation": f"{D.ROTATIONS[0]:g} .. {D.ROTATIONS[-1]:g} degrees"}
-    return [{"factor": f, "values": k, "range": values[f]} for f, k in zip(D.FACTOR_NAMES, D.FACTOR_SIZES)]
+    values = {"shape": ", ".join(S.SHAPE_NAMES), "colour": ", ".join(S.COLOUR_NAMES),
+              "scale": f"radius {S.SCALES[0]:.2f} .. {S.SCALES[-1]:.2f} of the side",
+              "x": f"centre {S.POSITIONS[0]:.2f} .. {S.POSITIONS[-1]:.2f} of the side",
+              "y": f"centre {S.POSITIONS[0]:.2f} .. {S.POSITIONS[-1]:.2f} of the side (down)",
+              "rotation": f"{S.ROTATIONS[0]:g} .. {S.ROTATIONS[-1]:g} degrees"}
+    return [{"factor": f, "values": k, "range": values[f]} for f, k in zip(S.FACTOR_NAMES, S.FACTOR_SIZES)]
 
 
 def factor_sweep(base: tuple[int, ...] = (0, 0, 4, 3, 4, 1), image_size: int = 32) -> list[torch.Tensor]:
     """For each factor, uint8 images (K, 3, S, S) of its K values with every other factor held at `base`."""
     out = []
-    for f, k in enumerate(D.FACTOR_SIZES):
+    for f, k in enumerate(S.FACTOR_SIZES):
         factors = torch.tensor(base).repeat(k, 1)  # (K, 6)
         factors[:, f] = torch.arange(k)
         out.append(render_shapes(factors, image_size))
@@ -215,7 +216,7 @@ def factor_sweep_figure(rows: list[torch.Tensor]) -> Figure:
     """One row per factor, its values left to right."""
     ncol = max(len(r) for r in rows)
     fig, axes = plt.subplots(len(rows), ncol, figsize=(1.1 * ncol + 1, 1.15 * len(rows) + 0.5), squeeze=False)
-    for name, images, ax_row in zip(D.FACTOR_NAMES, rows, axes):
+    for name, images, ax_row in zip(S.FACTOR_NAMES, rows, axes):
         for j, ax in enumerate(ax_row):
             if j < len(images):
                 _show(ax, images[j])

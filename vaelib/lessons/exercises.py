@@ -14,18 +14,18 @@ from typing import Any
 
 import torch
 
-from ..config import BetaSchedule
-from ..data import ImageSplit, data_mean_baseline
-from ..plots import interpolate_latents
-from ..schedules import beta_at
-from .failure_gallery import distance_to_mean
-from .solutions import (
+from vaelib.config import BetaSchedule
+from vaelib.data.datasets import ImageSplit, data_mean_baseline
+from vaelib.evaluation.plots import interpolate_latents
+from vaelib.lessons.failure_gallery import distance_to_mean
+from vaelib.lessons.solutions import (
     solution_conv_out,
     solution_cyclic_beta,
     solution_data_mean_sse,
     solution_pull,
     solution_slerp,
 )
+from vaelib.schedules import beta_at
 
 
 def verdict(name: str, call: Callable[[], Any], expected: Callable[[Any], str | None]) -> str:
@@ -70,7 +70,7 @@ def _uint8_images(n: int, seed: int) -> torch.Tensor:
 
 def check_data_mean_sse(fn: Callable[[torch.Tensor, torch.Tensor], float]) -> str:
     """fn(train_u8, test_u8) -> the squared error summed over pixels in [0, 1], averaged over the test images, of
-    predicting every test image by the mean training image; against vaelib.data.data_mean_baseline."""
+    predicting every test image by the mean training image; against vaelib.data.datasets.data_mean_baseline."""
     train, test = _uint8_images(20, 0), _uint8_images(7, 1)
     want = data_mean_baseline(ImageSplit(train, None, None), ImageSplit(test, None, None))
     return verdict("data_mean_sse", lambda: fn(train, test), lambda got: number_problem(got, want, "", 1e-5))
@@ -140,7 +140,7 @@ def check_pull(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], float]) 
 
 def check_slerp(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]) -> str:
     """fn(z_a, z_b, t) -> the code a fraction t along the great circle from z_a to z_b (D,), against
-    vaelib.plots.interpolate_latents(spherical=True)."""
+    vaelib.evaluation.plots.interpolate_latents(spherical=True)."""
     g = torch.Generator().manual_seed(3)
     z_a, z_b = torch.randn(6, generator=g), torch.randn(6, generator=g)
     path = interpolate_latents(z_a, z_b, 5, spherical=True)  # t = 0, 0.25, ..., 1

@@ -17,15 +17,15 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator
 from torch import nn
 
-from ..data import render_shapes
-from ..evidence import learned, objective_curve
-from ..losses import constant_image_nll
-from ..metrics import active_units, image_batch, kl_per_dimension, laplacian_variance, test_elbo  # noqa: F401
-from ..metrics import reconstructions as reconstruct  # noqa: F401  (notebook 04 calls it by this name)
-from ..plots import show, tile
-from ..runsets import Run
-from ..runstats import per_seed, run_head
-from ..runtime import to_float
+from vaelib.data.shapes import render_shapes
+from vaelib.evaluation.metrics import active_units, image_batch, laplacian_variance, reconstructions, test_elbo
+from vaelib.evaluation.plots import show, tile
+from vaelib.experiments.evidence import learned, objective_curve
+from vaelib.experiments.measures import per_seed, run_head
+from vaelib.experiments.runs import Run
+from vaelib.losses import constant_image_nll
+from vaelib.runtime import to_float
+from vaelib.training.validation import kl_per_dimension
 
 
 def radial_frequency(h: int, w: int) -> torch.Tensor:
@@ -215,7 +215,7 @@ def blur_measure(test_images: torch.Tensor, cutoff: float) -> Callable[[Run], di
     lap_data = laplacian_variance(test_images).mean().item()
 
     def measure(run: Run) -> dict[str, float]:
-        r = reconstruct(run.model, test_images)
+        r = reconstructions(run.model, test_images)
         return {"hf_kept": high_frequency_share(r, cutoff).mean().item() / hf_data,
                 "sharpness": laplacian_variance(r).mean().item() / lap_data}
     return measure
@@ -260,7 +260,7 @@ def background_measure(test_images: torch.Tensor, obj: torch.Tensor, border: tor
     baseline = squared_error(test_images, mean_image.expand(len(test_images), -1, -1, -1))
 
     def measure(run: Run) -> dict[str, float]:
-        e = squared_error(test_images, reconstruct(run.model, test_images))
+        e = squared_error(test_images, reconstructions(run.model, test_images))
         o, ex = region_errors(e, obj), explained(e, baseline, obj)
         return {"explained_object": ex["inside"], "explained_background": ex["outside"],
                 "background_share": 1 - o["share_inside"], "object/background": o["ratio"],
@@ -270,7 +270,7 @@ def background_measure(test_images: torch.Tensor, obj: torch.Tensor, border: tor
 
 def mean_pull_measure(test_images: torch.Tensor, mean_image: torch.Tensor) -> Callable[[Run], dict[str, float]]:
     """Per run: distance_to_mean of its reconstructions (pull, closer_to_mean, ...)."""
-    return lambda run: distance_to_mean(test_images, reconstruct(run.model, test_images), mean_image)
+    return lambda run: distance_to_mean(test_images, reconstructions(run.model, test_images), mean_image)
 
 
 def collapse_measure(test_images: torch.Tensor) -> Callable[[Run], dict[str, float]]:

@@ -7,16 +7,15 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from ..checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from ..config import Config
-from ..data import ImageSplit, load_from_config
-from ..model import VAE
-from ..plots import image_grid
-from ..runcache import cached_fit, carry_over, run_dir
-from ..runtime import headless, resolve_device
-from ..schema import MODEL_KEYS, check_checkpoint
-from ..train import CHECKPOINT
-from ..widgets import LatentExplorer
+from vaelib.config import Config
+from vaelib.data.datasets import ImageSplit, load_from_config
+from vaelib.evaluation.plots import image_grid
+from vaelib.experiments.cache import cached_fit, carry_over, run_dir
+from vaelib.models.vae import VAE
+from vaelib.runtime import headless, resolve_device
+from vaelib.training.checkpoint import MODEL_KEYS, check_checkpoint, load_checkpoint, read_checkpoint, save_checkpoint
+from vaelib.training.trainer import CHECKPOINT
+from vaelib.widgets import LatentExplorer
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"  # shipped models, named <preset>-<config hash>.pt
 

@@ -13,11 +13,11 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from ..metrics import posterior_stats
-from ..model import VAE
-from ..plots import example_indices, tile
-from ..runtime import to_float
-from .architecture import layer_rows
+from vaelib.evaluation.plots import example_indices, tile
+from vaelib.lessons.architecture import layer_rows
+from vaelib.models.base import posterior_stats
+from vaelib.models.vae import VAE
+from vaelib.runtime import to_float
 
 
 def architecture_diagram(model: VAE) -> Figure:

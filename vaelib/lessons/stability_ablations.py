@@ -7,14 +7,13 @@ import dataclasses
 import math
 from typing import Any
 
-from ..budgets import notebook_config
-from ..claims import Claim, judge, judge_best
-from ..config import BetaSchedule, Config, with_overrides
-from ..evidence import MIN_EPOCHS, estimate
-from ..runsets import Run, with_epochs
-from ..runstats import per_seed, summarize
-from ..schedules import beta_at
-from .traces import curves_with_beta, sample_rows, trace_plot  # noqa: F401  (the notebooks call them here)
+from vaelib.config import BetaSchedule, Config, with_overrides
+from vaelib.experiments.budgets import notebook_config
+from vaelib.experiments.claims import Claim, judge, judge_best
+from vaelib.experiments.evidence import MIN_EPOCHS, estimate
+from vaelib.experiments.measures import per_seed, summarize
+from vaelib.experiments.runs import Run, with_epochs
+from vaelib.schedules import beta_at
 
 
 def check_parameters(at_least_zero: dict[str, float] | None = None, above_zero: dict[str, float] | None = None
@@ -218,7 +217,7 @@ END_METRICS = ("derailed",)
 
 def claim(rows: dict[str, list[dict[str, Any]]], a: str, b: str, key: str, kind: str, text: str,
           source: str, metric: str, stand_in: str, **kw: Any) -> Claim:
-    """The Claim 'setting a is `kind` than setting b in `key`', tested by vaelib.claims.judge (paired by seed);
+    """The Claim 'setting a is `kind` than setting b in `key`', tested by experiments.claims.judge (paired by seed);
     a metric of the first steps (EARLY_METRICS) or of how a run ended (END_METRICS) does not wait for the runs
     to converge. kw: margin, binary, bounds, needs_convergence (see judge)."""
     kw.setdefault("needs_convergence", key not in EARLY_METRICS + END_METRICS)

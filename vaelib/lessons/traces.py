@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from ..runsets import Run
-from ..runstats import trace
+from vaelib.experiments.measures import trace
+from vaelib.experiments.runs import Run
 
 
 def _seed_lines(ax, seeds: list[Run], key: str, color: Any, label: str) -> None:

@@ -14,17 +14,17 @@ from typing import Any
 
 import torch
 
-from ..config import BetaSchedule, Config, get_preset, with_overrides
-from ..losses import elbo, kl_per_dim
-from ..model import VAE
-from ..schedules import beta_at
-from .exercises import tensor_problem as _close
-from .exercises import verdict as _verdict
-from .solutions import (
+from vaelib.config import BetaSchedule, Config, get_preset, with_overrides
+from vaelib.lessons.exercises import tensor_problem as _close
+from vaelib.lessons.exercises import verdict as _verdict
+from vaelib.lessons.solutions import (
     solution_iw_bound,
     solution_linear_beta,
     solution_train_step,
 )
+from vaelib.losses import elbo, kl_per_dim
+from vaelib.models.vae import VAE
+from vaelib.schedules import beta_at
 
 
 def check_linear_beta(fn: Callable[[int, int, float, float], float]) -> str:

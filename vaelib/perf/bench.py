@@ -29,13 +29,13 @@ from typing import Any
 
 import torch
 
-from ..config import Config, get_preset, with_overrides
-from ..files import atomic_write_bytes
-from ..losses import elbo
-from ..model import VAE
-from ..runtime import adam_impl, bf16_supported, cpu_bf16_flags, resolve_device
-from .allocator import allocator_tuned, tune_cpu_allocator
-from .loops import bare_loop, fit_loop, images_for, naive_loop
+from vaelib.config import Config, get_preset, with_overrides
+from vaelib.io.files import atomic_write_bytes
+from vaelib.losses import elbo
+from vaelib.models.vae import VAE
+from vaelib.perf.loops import bare_loop, fit_loop, images_for, naive_loop
+from vaelib.runtime import adam_impl, bf16_supported, cpu_bf16_flags, resolve_device
+from vaelib.training.allocator import allocator_tuned, tune_cpu_allocator
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}  # dense
 

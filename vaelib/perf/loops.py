@@ -2,7 +2,7 @@
 
 - naive_loop: a tutorial loop, a DataLoader with per-sample PIL conversion and `.item()` every step;
 - bare_loop: eager fp32 NCHW forward/backward/Adam over a float tensor already on the device, no logging;
-- fit_loop: vaelib.train.fit with a config's options (its own per-epoch images/s, warm-up epoch dropped).
+- fit_loop: vaelib.training.trainer.fit with a config's options (its own per-epoch images/s, warm-up epoch dropped).
 All train the preset's model at the config's batch size on the same images (images_for). On CUDA, time is
 taken with CUDA events after warm-up steps.
 """
@@ -17,11 +17,11 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from ..config import Config, with_overrides
-from ..data import load_dataset
-from ..losses import elbo
-from ..model import VAE
-from ..train import fit
+from vaelib.config import Config, with_overrides
+from vaelib.data.datasets import load_dataset
+from vaelib.losses import elbo
+from vaelib.models.vae import VAE
+from vaelib.training.trainer import fit
 
 
 def images_for(config: Config, n: int, seed: int = 0) -> torch.Tensor:
@@ -126,7 +126,7 @@ def bare_loop(config: Config, x_u8: torch.Tensor, steps: int, device: torch.devi
 
 
 def fit_loop(config: Config, x_u8: torch.Tensor, steps: int, device: torch.device) -> float:
-    """vaelib.train.fit with the config's options; its own per-epoch images/s, warm-up epoch dropped."""
+    """vaelib.training.trainer.fit with the config's options; its own per-epoch images/s, warm-up epoch dropped."""
     bs = config.train.batch_size
     per_epoch = max(1, min(steps, len(x_u8) // bs))
     x = x_u8[:per_epoch * bs]

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image as PILImage
 
-from ..plots import tile
+from vaelib.evaluation.plots import tile
 
 TABS = ("Sliders", "Interpolate", "Sample", "Traverse", "Map")
 LATENT_STEP = 0.05  # a latent slider's step: one arrow key press; PageUp/PageDown move 5 steps (noUiSlider)

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import torch
 
-from ..data import ImageSplit
-from ..metrics import posterior_stats
-from ..model import VAE
+from vaelib.data.datasets import ImageSplit
+from vaelib.models.base import posterior_stats
+from vaelib.models.vae import VAE
 
 
 def _has(split: ImageSplit, name: str) -> torch.Tensor:

@@ -25,17 +25,17 @@ import numpy as np
 import torch
 from PIL import Image as PILImage
 
-from ..data import ImageSplit
-from ..files import atomic_write_bytes
-from ..losses import kl_per_dim
-from ..metrics import posterior_stats
-from ..model import VAE, require_gaussian_posterior
-from .controls import TABS
-from .directions import attribute_directions
-from .latent_map import MapView
-from .snapshot import snapshot_figure
-from .state import ExplorerState, check_image_index
-from .views import InterpolateView, SampleView, SlidersView, TraverseView
+from vaelib.data.datasets import ImageSplit
+from vaelib.io.files import atomic_write_bytes
+from vaelib.losses import kl_per_dim
+from vaelib.models.base import posterior_stats, require_gaussian_posterior
+from vaelib.models.vae import VAE
+from vaelib.widgets.controls import TABS
+from vaelib.widgets.directions import attribute_directions
+from vaelib.widgets.latent_map import MapView
+from vaelib.widgets.snapshot import snapshot_figure
+from vaelib.widgets.state import ExplorerState, check_image_index
+from vaelib.widgets.views import InterpolateView, SampleView, SlidersView, TraverseView
 
 DEFAULT_ATTRIBUTES = ("Smiling", "Eyeglasses", "Male", "Blond_Hair")  # CelebA names, used when present
 

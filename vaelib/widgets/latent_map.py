@@ -15,8 +15,8 @@ import torch
 from PIL import Image as PILImage
 from PIL import ImageDraw
 
-from .controls import LATENT_STEP, boxed, image, is_echo, png_bytes, slider, to_png
-from .state import ExplorerState
+from vaelib.widgets.controls import LATENT_STEP, boxed, image, is_echo, png_bytes, slider, to_png
+from vaelib.widgets.state import ExplorerState
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",  # matplotlib's tab10: ten classes
            "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")

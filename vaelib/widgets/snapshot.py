@@ -10,9 +10,9 @@ import matplotlib.pyplot as plt
 from matplotlib.lines import Line2D
 from PIL import Image as PILImage
 
-from ..runtime import to_float
-from .controls import to_png
-from .latent_map import PALETTE
+from vaelib.runtime import to_float
+from vaelib.widgets.controls import to_png
+from vaelib.widgets.latent_map import PALETTE
 
 
 def snapshot_figure(explorer: Any):

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import ImageSplit
-from ..model import model_device
+from vaelib.data.datasets import ImageSplit
+from vaelib.models.base import model_device
 
 
 @dataclass

@@ -15,11 +15,11 @@ import ipywidgets as W
 import numpy as np
 import torch
 
-from ..data import COLOUR_NAMES, POSITIONS, ROTATIONS, SCALES, SHAPE_NAMES
-from ..plots import interpolate_latents
-from ..runtime import to_float
-from .controls import LATENT_STEP, boxed, image, is_echo, play, slider, strip_columns, to_png
-from .state import ExplorerState
+from vaelib.data.shapes import COLOUR_NAMES, POSITIONS, ROTATIONS, SCALES, SHAPE_NAMES
+from vaelib.evaluation.plots import interpolate_latents
+from vaelib.runtime import to_float
+from vaelib.widgets.controls import LATENT_STEP, boxed, image, is_echo, play, slider, strip_columns, to_png
+from vaelib.widgets.state import ExplorerState
 
 FACTOR_TEXT = {"shape": lambda i: SHAPE_NAMES[i], "colour": lambda i: COLOUR_NAMES[i],
                "scale": lambda i: f"{SCALES[i]:.2f}", "x": lambda i: f"{POSITIONS[i]:.2f}",

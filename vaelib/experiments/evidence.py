@@ -1,0 +1,212 @@
+"""From runs to evidence: whether a run converged (and if not, why), and a metric over seeds with its robust
+summary. The verdicts on claims are vaelib.experiments.claims'. The rules are written out in docs/findings.md.
+
+- **Converged**: the run finished without a non-finite step and has at least MIN_EPOCHS epochs; it learned from
+  its input (it ends at least MIN_GAIN below the validation objective of the model that ignores its input, else it
+  is *derailed*); it improved after its first epoch by at least MIN_GAIN of the objective (else it is *frozen*);
+  it does not end well above its best (*drifting*); and the last 20% of its epochs brought less than `tol` of its
+  improvement after the first recorded drop (the value after epoch 2 onwards), else it is *still improving*.
+  The objective is val_recon + beta_final * val_kl (val_kl_used with free bits), nats per image.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vaelib.config import Config
+from vaelib.training.history import History
+
+MIN_EPOCHS = 5  # a shorter run is never judged converged (the tiny budget is for tests)
+MIN_GAIN = 0.01  # a run must beat the ignore-the-input model, and improve after epoch 1, by this share
+STATES = ("converged", "failed", "too short", "derailed", "frozen", "drifting", "still improving")
+
+
+def _objective(row: dict, history: History, beta: float) -> float:
+    """A row's validation objective at beta: the family's other terms plus beta times its rate as optimised
+    (val_kl_used, floored per dimension, for a run with free bits); a family without a rate has no beta term."""
+    rate = history.rate
+    rest = sum(row[f"val_{t}"] for t in history.terms if t != rate)
+    return rest + beta * row.get(f"val_{rate}_used", row[f"val_{rate}"]) if rate is not None else rest
+
+
+def objective_curve(history: History) -> np.ndarray:
+    """Per epoch, the validation objective at the run's final beta: for a VAE val_recon + beta_final * val_kl, with
+    the KL term as training optimised it (val_kl_used, floored per dimension) for a run with free bits."""
+    epochs = history.epochs
+    if not epochs:
+        return np.array([])
+    beta = epochs[-1]["beta"]
+    return np.array([_objective(e, history, beta) for e in epochs], dtype=float)
+
+
+def ignore_input_objective(history: History) -> float:
+    """The validation objective, at the run's final beta, of the model that ignores its input: it decodes every
+    image to the training mean and its posterior is the prior (KL 0, so free bits charge free_bits per dimension).
+    fit records its terms in history.options['ignore_input']; nan for a history without them."""
+    terms = history.options.get("ignore_input")
+    if not terms or not history.epochs:
+        return math.nan
+    rate = history.rate
+    return float(terms["val_recon"] + history.epochs[-1]["beta"] * terms[f"val_{rate}_used"] if rate is not None
+                 else terms["val_recon"])
+
+
+def learned(value: float, baseline: float) -> bool:
+    """Whether a loss (lower is better) beats the ignore-the-input baseline by at least MIN_GAIN of it; True when
+    there is no baseline to compare with (nan), False for a non-finite value."""
+    if not math.isfinite(value):
+        return False
+    return not math.isfinite(baseline) or value < baseline - MIN_GAIN * abs(baseline)
+
+
+def convergence(history: History, tol: float = 0.05, window: float = 0.2, min_window: int = 1,
+                baseline: float | None = None) -> dict[str, Any]:
+    """{'converged': bool, 'state': one of STATES, 'share': the last `window` of epochs' share of the improvement
+    after the first recorded drop, 'improvement': their gain relative to the objective, 'epochs': n}.
+
+    baseline: the ignore-the-input objective; None reads it from the history (ignore_input_objective)."""
+    if not 0 < tol < 1 or not 0 < window < 1:
+        raise ValueError(f"tol={tol!r}, window={window!r} are invalid: allowed values in (0, 1)")
+    curve = objective_curve(history)
+    n = len(curve)
+    out: dict[str, Any] = {"converged": False, "share": math.nan, "improvement": math.nan, "epochs": n}
+    if not np.isfinite(curve).all():
+        return {**out, "state": "failed"}
+    if n < MIN_EPOCHS:
+        return {**out, "state": "too short"}
+    w = min(n - 2, max(1, min_window, round(window * n)))
+    before, best_after, best = curve[:n - w].min(), curve[n - w:].min(), curve.min()  # best so far: not one noisy epoch
+    last = max(0.0, float(before - best_after))
+    whole = float(curve[1] - best)  # after the first recorded drop, which would make any later gain look small
+    out |= {"share": last / whole if whole > 0 else 0.0, "improvement": last / abs(before)}
+    baseline = ignore_input_objective(history) if baseline is None else baseline
+    if not learned(float(curve[-1]), baseline):
+        state = "derailed"
+    elif curve[0] - curve[1:].min() < MIN_GAIN * abs(curve[0]):
+        state = "frozen"
+    elif curve[-1] - best > tol * max(float(curve[0] - best), abs(best)):
+        state = "drifting"
+    elif out["share"] >= tol:
+        state = "still improving"
+    else:
+        state = "converged"
+    return {**out, "converged": state == "converged", "state": state}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A metric over the seeds of one setting: the values (nan where a run has none), their seeds, how many runs
+    converged, and what kept the others from converging ('seed 2: frozen') or finishing ('seed 1: non-finite loss
+    at step 600, beta 0.1')."""
+
+    values: tuple[float, ...]
+    converged: int
+    seeds: tuple[int, ...] = ()  # one per value; () when unknown (then the arm cannot be paired)
+    unsettled: tuple[str, ...] = ()  # the runs that finished but did not converge, and why
+    failures: tuple[str, ...] = ()  # the runs that failed (non-finite), with the step and beta
+    finite_values: tuple[float, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.seeds and len(self.seeds) != len(self.values):
+            raise ValueError(f"seeds {self.seeds!r} are invalid: allowed one per value ({len(self.values)})")
+        object.__setattr__(self, "finite_values", tuple(v for v in self.values if math.isfinite(v)))
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        """Mean over the finite values (nan if none)."""
+        return float(np.mean(self.finite_values)) if self.finite_values else math.nan
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation over the finite values (nan with fewer than 2)."""
+        return float(np.std(self.finite_values, ddof=1)) if len(self.finite_values) >= 2 else math.nan
+
+    @property
+    def failed(self) -> int:
+        """Runs that failed, or have no finite value of the metric."""
+        return max(len(self.failures), self.n - len(self.finite_values))
+
+    @property
+    def all_converged(self) -> bool:
+        return self.n > 0 and self.converged == self.n
+
+    def summary(self) -> dict[str, Any]:
+        """Per-seed values and, over the finite ones, mean, median, sd, min and max; failed and converged runs."""
+        v = np.array(self.finite_values)
+        stat = (lambda f: float(f(v)) if len(v) else None)  # noqa: E731
+        return {"seeds": list(self.seeds), "values": [x if math.isfinite(x) else None for x in self.values],
+                "mean": stat(np.mean), "median": stat(np.median),
+                "sd": float(v.std(ddof=1)) if len(v) >= 2 else None, "min": stat(np.min), "max": stat(np.max),
+                "failed": list(self.failures) or [f"seed {s}: no value" if self.seeds else "a run without a value"
+                                                  for s, x in zip(self.seeds or [None] * self.n, self.values)
+                                                  if not math.isfinite(x)],
+                "converged": self.converged}
+
+    def __str__(self) -> str:
+        """'mean ± sd' over the finite values; 'median m [min, max]' beside it where the tail is heavy (the sd is
+        larger than the mean's size); failed runs are counted, never averaged in."""
+        return self._value() + (f" ({self.failed} of {self.n} runs failed)" if self.failed else "")
+
+    def _value(self) -> str:
+        v = self.finite_values
+        if not v:
+            return "no value" if self.n else "-"
+        text = f"{self.mean:.4g} ± {self.std:.2g}" if len(v) >= 2 else f"{v[0]:.4g}"
+        if len(v) >= 2 and self.std > abs(self.mean):
+            text += f", median {np.median(v):.4g} [{min(v):.4g}, {max(v):.4g}]"
+        return text
+
+    def describe(self) -> str:
+        """The value with its seeds, failed and converged runs in one bracket, as the claims table shows it."""
+        failed = f", {self.failed} failed" if self.failed else ""
+        return f"{self._value()} ({self.n} seeds{failed}, {self.converged} converged)"
+
+
+def estimate(rows: Sequence[dict[str, Any]], key: str) -> Estimate:
+    """The Estimate of `key` over per-seed rows (runstats.summarize, failure_gallery.seed_measures): each has
+    `seed`, `converged` and, where the run did not converge, `state` and `failure`; a row without `key` (a failed
+    run) contributes nan."""
+    def value(r: dict[str, Any]) -> float:
+        try:
+            return float(r[key])  # numpy scalars too
+        except (KeyError, TypeError, ValueError):
+            return math.nan
+
+    seeds = tuple(int(r["seed"]) for r in rows) if all("seed" in r for r in rows) else ()
+    failures = tuple(f"seed {r.get('seed', '?')}: {r['failure']}" for r in rows if r.get("failure"))
+    unsettled = tuple(f"seed {r.get('seed', '?')}: {r.get('state', 'not converged')}" for r in rows
+                      if not r.get("converged") and not r.get("failure"))
+    return Estimate(tuple(value(r) for r in rows), sum(bool(r.get("converged")) for r in rows), seeds,
+                    unsettled, failures)
+
+
+class StopWhenConverged:
+    """fit's stop rule for train.stop_tol > 0 (fit(..., stop=StopWhenConverged(config))): True once
+    `stopped(history, config)`."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def __call__(self, history: History) -> bool:
+        return stopped(history, self.config)
+
+
+def stopped(history: History, config: Config) -> bool:
+    """With train.stop_tol > 0: the run has converged (evidence.convergence at that tol) at its schedule's final
+    beta, after at least train.min_epochs epochs, so fit trains no further epoch. Read from the history alone, so a
+    resumed run stops where it did."""
+    tol = config.train.stop_tol
+    if not tol or len(history.epochs) < max(1, config.train.min_epochs):
+        return False  # not asked, or not yet the least number of epochs
+    if history.epochs[-1]["beta"] != config.train.schedule.beta:
+        return False  # a warmup or ramp still under way
+    return convergence(history, tol)["converged"]

@@ -1,0 +1,109 @@
+"""One config end to end, as `python -m vaelib train` runs it: train (or resume), then the standard metrics
+and figures, written beside the checkpoint with the config, seed, versions and timing."""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from vaelib.config import Config
+from vaelib.data.datasets import data_mean_baseline, load_from_config
+from vaelib.evaluation import metrics, plots
+from vaelib.experiments.evidence import StopWhenConverged
+from vaelib.io.files import save_json
+from vaelib.io.lock import run_lock
+from vaelib.io.provenance import versions
+from vaelib.losses import LIKELIHOODS
+from vaelib.runtime import resolve_device, to_float
+from vaelib.training import distributed
+from vaelib.training.allocator import tune_cpu_allocator
+from vaelib.training.history import History
+from vaelib.training.resources import check_memory
+from vaelib.training.trainer import HISTORY, fit
+from vaelib.training.validation import kl_per_dimension
+
+
+def standard_metrics(model, config: Config, train, test, iw_samples: int = 64) -> dict[str, Any]:
+    """Test ELBO terms, reconstruction MSE/PSNR against the data-mean baseline, KL per dim, AU, IW-NLL."""
+    x = test.images
+    out: dict[str, Any] = {"test_elbo": metrics.test_elbo(model, x, config)}
+    out["recon_mse"] = metrics.reconstruction_mse(model, x)
+    out["psnr_db"] = metrics.psnr(model, x)
+    out["data_mean_baseline_mse"] = data_mean_baseline(train, test)
+    out["mse_over_baseline"] = out["recon_mse"] / out["data_mean_baseline_mse"]
+    kl = kl_per_dimension(model, x)
+    out["kl_per_dim"] = [float(v) for v in kl]
+    out["active_units"] = metrics.active_units(model, x)
+    # a bound exists for a normalised likelihood only (a perceptual term is a distance): None says so
+    out["iw_nll"] = metrics.iw_nll(model, x[:1000], k=iw_samples, likelihood=config.train.recon) \
+        if LIKELIHOODS[config.train.recon].normalised else None
+    if getattr(test, "factors", None) is not None:
+        out["mig"] = metrics.mig_score(model, test)["mig"]
+    return out
+
+
+def standard_figures(model, config: Config, history: History, test, out_dir: str | Path,
+                     kl: Any = None) -> list[Path]:
+    """Reconstructions, samples, curves, KL per dim, a traversal and an interpolation, saved as PNG."""
+    out_dir = Path(out_dir)
+    device = next(model.parameters()).device
+    x = to_float(test.images[:16].to(device))
+    kl = kl_per_dimension(model, test.images) if kl is None else np.asarray(kl)  # (D,)
+    figs = {
+        "reconstructions": plots.reconstruction_grid(model, x, n=8),
+        "samples": plots.sample_grid(model, n=64, seed=config.train.seed),
+        "training_curves": plots.training_curves(history, per="step"),
+        "kl_per_dim": plots.kl_per_dimension_plot(kl),
+        "traversal": plots.latent_traversal(model, x[:1], dim=int(kl.argmax())),
+        "interpolation": plots.interpolation(model, x[0:1], x[1:2], steps=10),
+    }
+    paths = []
+    for name, fig in figs.items():
+        paths.append(out_dir / f"{name}.png")
+        plots.save_figure(fig, paths[-1])
+        plt.close(fig)
+    return paths
+
+
+def run_experiment(config: Config, out_dir: str | Path, *, device: str | None = None,
+                   quiet: bool = False, tune_allocator: bool = True, log_dir: str | Path | None = None
+                   ) -> dict[str, Any]:
+    """Train (or resume) a config, then write metrics.json and the standard figures to out_dir.
+
+    Like cached_fit, it tunes the process's allocator on the CPU unless told not to (and records whether).
+    Refused before any work: a config too big for the device's memory (vaelib.training.resources), an out_dir that
+    cannot be written, and one another process writes to (vaelib.io.lock: one writer per run folder).
+    log_dir: a TensorBoard folder that fit writes (see vaelib.training.tensorboard); None writes none.
+    """
+    device = resolve_device(device)
+    check_memory(config, device)
+    with run_lock(out_dir) if distributed.is_main() else nullcontext():
+        return _train_and_report(config, out_dir, device, quiet, tune_allocator, log_dir)
+
+
+def _train_and_report(config: Config, out_dir: str | Path, device: torch.device, quiet: bool,
+                      tune_allocator: bool, log_dir: str | Path | None = None) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    malloc_tuned = tune_allocator and device.type == "cpu" and tune_cpu_allocator()
+    train, val, test = (load_from_config(config.data, s) for s in ("train", "val", "test"))
+    model, history = fit(config, train, val, device=device, out_dir=out_dir, quiet=quiet, log_dir=log_dir,
+                         stop=StopWhenConverged(config))
+    if not distributed.is_main():  # under torchrun, rank 0 evaluates and writes
+        return {}
+    save_json(Path(out_dir) / HISTORY, history.to_dict())  # mirrors the checkpoint, even if damaged since
+    torch.manual_seed(config.train.seed)
+    result = {"config": config.to_dict(), "seed": config.train.seed, "versions": versions(),
+              "device": str(device), "options": {**history.options, "malloc_tuned": malloc_tuned},
+              "train_images": len(train), "test_images": len(test),
+              "metrics": standard_metrics(model, config, train, test)}
+    figures = standard_figures(model, config, history, test, out_dir, kl=result["metrics"]["kl_per_dim"])
+    result["figures"] = [p.name for p in figures]
+    result["seconds"] = time.perf_counter() - t0
+    save_json(Path(out_dir) / "metrics.json", result)
+    return result

@@ -1,0 +1,1 @@
+"""Input and output: atomic files, locks, path checks, one-line refusals, provenance, text tables."""

@@ -1,0 +1,1 @@
+"""Reports: notebooks run with papermill, rendered with nbconvert, their pages and parameters."""

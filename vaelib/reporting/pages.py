@@ -1,0 +1,163 @@
+"""The pages of the reports: each dataset's index page (its claims table, headline numbers and per-notebook times),
+the index of every report, and README's table of timings, all written from the reports' metrics.json."""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+from typing import Any
+
+from vaelib.io.files import write_text
+from vaelib.training.jsonfiles import MalformedFile, check_report_metrics, is_report_metrics, load_json
+
+
+def headline(summary: dict[str, Any], per_notebook: int = 3) -> dict[str, Any]:
+    """The first few scalar numbers of each notebook's metrics.json (or its "headline" dict), for the index pages."""
+    out: dict[str, Any] = {}
+    for entry in summary["notebooks"]:
+        items = entry.get("metrics", {}).get("headline") or entry.get("metrics", {})
+        scalars = [(k, v) for k, v in items.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "seed"]
+        out.update((f"{entry['notebook']}: {k}", v) for k, v in scalars[:per_notebook])
+    return out
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
+
+
+def claims_html(claims: list[dict[str, Any]]) -> str:
+    """The claims table (claim, source, stand-in, metric, numbers, test, estimate, p, Holm p, verdict) as HTML, or a
+    line saying there is none. Reads the records of vaelib.experiments.claims (Claim.as_dict)."""
+    if not claims:
+        return "<p>No claim was tested in this report.</p>"
+
+    def num(x: Any) -> str:
+        return "-" if x is None else f"{x:.3g}"
+
+    def numbers(c: dict[str, Any]) -> str:
+        return "<br>".join(html.escape(f"{v['setting']}: mean {num(v['mean'])}, median {num(v['median'])}, "
+                                       f"sd {num(v['sd'])} ({len(v['values'])} seeds, {len(v['failed'])} failed, "
+                                       f"{v['converged']} converged)") for v in c["values"])
+
+    def estimate(c: dict[str, Any]) -> str:
+        ci = f" ({num(c['ci95'][0])}, {num(c['ci95'][1])})" if c.get("ci95") else ""
+        return "-" if c["estimate"] is None else f"{c['estimate']:+.3g}{ci}"
+
+    heads = ("claim", "source", "stand-in", "metric", "our numbers", "test", "estimate (95% CI)", "p", "Holm p",
+             "verdict")
+    head = "".join(f"<th>{h}</th>" for h in heads)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c[k]))}</td>" for k in ("claim", "source", "stand_in", "metric"))
+        + f"<td>{numbers(c)}</td><td>{html.escape(str(c['test'] or '-'))}"
+        + (f", margin ±{c['margin']:g}" if c.get("margin") else "")
+        + f"</td><td>{estimate(c)}</td><td>{num(c['p'])}</td><td>{num(c['p_holm'])}</td>"
+        + f"<td><b>{html.escape(c['verdict'])}</b></td></tr>" for c in claims)
+    return (f"<p>{len(claims)} claims; Holm's correction across the {sum(c['p'] is not None for c in claims)} that "
+            "were tested (family-wise error 5%), so a verdict here can be weaker than in its notebook.</p>"
+            f"<table border='1' style='border-collapse:collapse'><tr>{head}</tr>{rows}</table>")
+
+
+def dataset_page(summary: dict[str, Any]) -> str:
+    rows = "".join(f"<tr><td><a href='{e['html']}'>{e['notebook']}</a></td><td>{e['seconds']}</td></tr>"
+                   for e in summary["notebooks"])
+    rows += f"<tr><td><b>all notebooks</b></td><td><b>{summary.get('seconds', '-')}</b></td></tr>"
+    params = "".join(f"<li>{html.escape(k)} = {html.escape(str(v))}</li>" for k, v in summary["parameters"].items()
+                     if k not in ("runs_dir", "data_root"))
+    heads = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in headline(summary).items())
+    v = summary["versions"]
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>vaelib report: {summary['dataset']}</title>"
+            f"<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td{{padding:.2em 1em}}</style>"
+            f"</head><body><h1>vaelib report: {summary['dataset']} ({summary['budget']} budget)</h1>"
+            f"<h2>Notebooks</h2><table><tr><th>notebook</th><th>seconds</th></tr>{rows}</table>"
+            f"<h2>Claims of the source reports, tested</h2>{claims_html(summary.get('claims', []))}"
+            f"<p>Tests, verdicts and the convergence rule: docs/findings.md in the vaelib repository.</p>"
+            f"<h2>Parameters</h2><ul>{params}</ul><h2>Headline metrics</h2><table>{heads}</table>"
+            f"<p>vaelib {v['vaelib']}, torch {v['torch']}, git {v['git_commit']}. "
+            f"All numbers: <a href='metrics.json'>metrics.json</a>.</p></body></html>")
+
+
+def report_summaries(out_root: str | Path) -> list[tuple[Path, dict[str, Any]]]:
+    """(folder, its metrics.json) of every report under out_root, by name. A folder being built, or a failed build
+    kept for inspection (a dot folder), and a metrics.json that is not a report's are skipped; an unreadable or
+    malformed one is refused in one line that names it and the key (jsonfiles.check_report_metrics)."""
+    found = []
+    for path in sorted(Path(out_root).glob("*/metrics.json")):
+        if path.parent.name.startswith(".") or not path.is_file():
+            continue
+        try:
+            s = load_json(path)
+            if is_report_metrics(s):
+                found.append((path.parent, check_report_metrics(s, path)))
+        except MalformedFile as err:
+            raise MalformedFile(f"{err}: repair or remove it to rebuild the index") from None
+    return found
+
+
+def write_index(out_root: Path) -> Path:
+    """reports/index.html: every dataset's report with its parameters and headline metrics."""
+    sections = []
+    for folder, s in report_summaries(out_root):
+        heads = "".join(f"<li>{html.escape(k)}: {_fmt(v)}</li>" for k, v in headline(s, 2).items())
+        verdicts = [c["verdict"] for c in s.get("claims", [])]
+        tally = ", ".join(f"{verdicts.count(v)} {v}" for v in dict.fromkeys(verdicts)) or "no claims tested"
+        sections.append(f"<h2><a href='{folder.name}/index.html'>{s['dataset']}</a></h2>"
+                        f"<p>budget {s['budget']}, seed {s['seed']}, git {s['versions']['git_commit']}, "
+                        f"{s.get('seconds', '-')} s; claims: {tally}</p><ul>{heads}</ul>")
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>vaelib reports</title>"
+            "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}</style></head><body>"
+            "<h1>vaelib reports</h1>" + "".join(sections) + "</body></html>")
+    index = out_root / "index.html"
+    return write_text(index, page)
+
+
+TIMINGS_START = "<!-- timings: written by `python -m vaelib timings --write README.md` from reports/*/metrics.json -->"
+TIMINGS_END = "<!-- /timings -->"
+
+
+def timings_markdown(out_root: str | Path, link_root: str = "reports") -> str:
+    """The README's timing table: seconds per notebook of every report under out_root, read from its metrics.json
+    (the one measurement every quoted report time comes from); links point to link_root/<report>/index.html."""
+    rows, names, latency = [], [], []
+    for folder, s in report_summaries(out_root):  # each checked: the keys read here are there, of their types
+        per = {e["notebook"][:2]: e["seconds"] for e in s["notebooks"]}
+        rows.append((folder.name, s["seconds"], per, s["versions"]["git_commit"]))
+        names = sorted(set(names) | set(per))
+        for e in s["notebooks"]:  # notebook 05 times the explorer's controls
+            for control, t in e.get("metrics", {}).get("latency_ms", {}).items():
+                latency.append((folder.name, control, t["median"], t["p95"]))
+    if not rows:
+        raise ValueError(f"{out_root} holds no report (*/metrics.json): run `make examples` first")
+    head = ["report", "total", *(f"notebook {n}" for n in names), "git"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, total, per, commit in rows:
+        cells = [f"[{name}]({link_root}/{name}/index.html)", f"{total:.0f} s",
+                 *(f"{per[n]:.0f} s" if n in per else "-" for n in names), f"`{commit[:7]}`"]
+        lines.append("| " + " | ".join(cells) + " |")
+    if latency:
+        lines += ["", "Explorer (notebook 05), from a control's change to the new image:", "",
+                  "| report | control | median | p95 |", "|---|---|---|---|"]
+        lines += [f"| {name} | {control} | {median:.1f} ms | {p95:.1f} ms |" for name, control, median, p95 in latency]
+    return "\n".join([TIMINGS_START, *lines, TIMINGS_END])
+
+
+def write_timings(readme: str | Path, out_root: str | Path) -> bool:
+    """Replace the timings block of `readme` with timings_markdown(out_root); True if the file changed.
+
+    A readme that is a folder or missing is refused in one line before any report is read."""
+    path = Path(readme)
+    if not path.is_file():
+        what = "a folder" if path.is_dir() else "missing"
+        raise ValueError(f"timings file {str(path)!r} is {what}: allowed a file holding the lines {TIMINGS_START!r} "
+                         f"and {TIMINGS_END!r} (README.md)")
+    text = path.read_text(encoding="utf-8")
+    start, end = text.find(TIMINGS_START), text.find(TIMINGS_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{path} has no timings block: allowed a file holding the lines {TIMINGS_START!r} "
+                         f"and {TIMINGS_END!r}")
+    link_root = Path(os.path.relpath(Path(out_root).resolve(), path.resolve().parent)).as_posix()
+    new = text[:start] + timings_markdown(out_root, link_root) + text[end + len(TIMINGS_END):]
+    if new != text:
+        write_text(path, new)
+    return new != text

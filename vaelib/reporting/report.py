@@ -1,0 +1,202 @@
+"""Batch reports: run the numbered notebooks for one dataset with papermill, render them to HTML."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from vaelib.experiments.budgets import BUDGETS, notebook_config
+from vaelib.experiments.claims import adjust_records
+from vaelib.io.files import copy_file, save_json, shareable_mode, write_text
+from vaelib.io.lock import file_lock
+from vaelib.io.paths import check_files, check_folder
+from vaelib.io.provenance import CHECKOUT, PACKAGE, REPO, versions
+from vaelib.reporting.pages import (
+    dataset_page,
+    write_index,
+)
+from vaelib.reporting.params import RESERVED, check_extras, check_parameters
+from vaelib.runtime import HEADLESS_ENV, resolve_device
+from vaelib.training.jsonfiles import read_report_metrics
+
+# A source checkout runs its own notebooks/ and keeps reports/, runs/ and data/ beside them. An installed vaelib
+# (a wheel) carries the numbered notebooks as package data and works in the current folder instead.
+NOTEBOOKS = REPO / "notebooks" if CHECKOUT else PACKAGE / "notebooks"
+
+
+def workspace() -> Path:
+    """Where reports/, runs/ and data/ live by default: the checkout, or (installed) the current folder."""
+    return REPO if CHECKOUT else Path.cwd()
+
+
+def copy_notebooks(dest: str | Path, force: bool = False) -> list[Path]:
+    """Copy the numbered notebooks into `dest` (for JupyterLab: their runs/ and data/ go to dest/..); refuses to
+    overwrite a notebook that is there unless force=True, before copying anything."""
+    dest = check_folder(dest, "notebooks folder")  # a file, or under a file: refused
+    sources = numbered_notebooks()
+    if not sources:
+        raise FileNotFoundError(f"no numbered notebooks (NN_*.ipynb) in {NOTEBOOKS}")
+    check_files(dest, [p.name for p in sources], "notebook")  # a notebook's name taken by a folder: refused
+    there = [dest / p.name for p in sources if (dest / p.name).exists()]
+    if there and not force:
+        raise FileExistsError(f"{there[0]} exists ({len(there)} of the notebooks are there): "
+                              "allowed a folder without them, or --force to replace them")
+    dest.mkdir(parents=True, exist_ok=True)
+    return [copy_file(p, dest / p.name) for p in sources]
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook of the batch raised; the partly executed notebook is kept for inspection."""
+
+
+def numbered_notebooks(folder: str | Path = NOTEBOOKS) -> list[Path]:
+    """notebooks/NN_*.ipynb in order."""
+    return sorted(p for p in Path(folder).glob("[0-9][0-9]_*.ipynb"))
+
+
+def run_notebook(notebook: Path, output: Path, params: dict[str, Any], timeout: int, quiet: bool,
+                 cwd: Path | None = None) -> float:
+    """Execute one notebook with papermill (kernel python3, cwd: `cwd`, else the notebook's folder); returns
+    seconds."""
+    import papermill  # heavy: only executing a notebook needs papermill (and Jupyter)
+    from papermill.exceptions import PapermillExecutionError  # heavy: as above
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    before = os.environ.get(HEADLESS_ENV)
+    os.environ[HEADLESS_ENV] = "1"  # the kernel inherits it: no progress bars frozen into the report
+    try:
+        papermill.execute_notebook(str(notebook), str(output), parameters=params, kernel_name="python3",
+                                   cwd=str(cwd or notebook.parent), progress_bar=not quiet,
+                                   execution_timeout=timeout)
+    except PapermillExecutionError as err:
+        raise NotebookFailed(f"{notebook.name} failed in cell {err.exec_count} (index {err.cell_index}), no report "
+                             f"was replaced: "
+                             f"{err.ename}: {err.evalue}; partly executed notebook kept at {output}") from None
+    finally:
+        if before is None:
+            os.environ.pop(HEADLESS_ENV, None)
+        else:
+            os.environ[HEADLESS_ENV] = before
+    return time.perf_counter() - t0
+
+
+def render_html(executed: Path, html_path: Path, title: str) -> None:
+    """nbconvert to a standalone HTML page: inputs hidden, images embedded."""
+    import nbformat  # heavy: only the HTML rendering needs nbformat and nbconvert
+    from nbconvert import HTMLExporter  # heavy: as above
+
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(nbformat.read(str(executed), as_version=4),
+                                          resources={"metadata": {"name": title}})
+    write_text(html_path, body)
+
+
+def report_dir(out_root: str | Path, dataset: str, budget: str) -> Path:
+    """reports/<dataset>-<budget>: a report's folder names what it was made from."""
+    return Path(out_root) / f"{dataset}-{budget}"
+
+
+def build_report(dataset: str = "mnist", budget: str = "small", *, seed: int = 0, device: str = "auto",
+                 out_root: str | Path | None = None, runs_dir: str | Path | None = None,
+                 data_root: str | Path | None = None, extra: dict[str, Any] | None = None,
+                 notebooks: list[Path] | None = None, timeout: int = 3600, quiet: bool = False,
+                 force: bool = False) -> Path:
+    """Execute every numbered notebook into reports/<dataset>-<budget>/ and update reports/index.html.
+
+    Everything is checked before the first notebook starts: dataset, budget, device, and every extra parameter's
+    name (declared by some notebook; each notebook gets only those it declares), type and range. The notebooks
+    run into a temporary folder beside the report's; only a complete report replaces it, so a failed run changes
+    nothing (its partial output stays in the temporary folder, named in the error). The whole build holds a lock
+    (<out_root>/.<dataset>-<budget>.lock): a second build of the same folder is refused with the owner's pid. A
+    folder holding a report made with other parameters is replaced only with force=True.
+    out_root, runs_dir, data_root: default reports/, runs/ and data/ of workspace().
+    """
+    home = workspace()
+    out_root = Path(out_root) if out_root is not None else home / "reports"
+    runs_dir = Path(runs_dir) if runs_dir is not None else home / "runs"
+    data_root = Path(data_root) if data_root is not None else home / "data"
+
+    extra = dict(extra or {})
+    clash = sorted(set(extra) & set(RESERVED))
+    if clash:
+        raise ValueError(f"parameter {clash[0]!r} cannot be set with -p: use {RESERVED[clash[0]]}")
+    notebooks = notebooks or numbered_notebooks()
+    if not notebooks:
+        raise FileNotFoundError(f"no numbered notebooks (NN_*.ipynb) in {NOTEBOOKS}")
+    shares = check_extras(extra, notebooks)  # names, types and ranges of the -p values
+    config = notebook_config(dataset, budget, seed, image_size=extra.get("image_size") or None)  # and their sizes
+    if budget not in BUDGETS:
+        raise ValueError(f"budget={budget!r} is invalid: allowed {', '.join(BUDGETS)}")
+    resolve_device(device)
+    final = report_dir(out_root, dataset, budget)
+    common = {"dataset": dataset, "budget": budget, "seed": seed, "device": device,
+              "runs_dir": _from_notebooks(runs_dir), "data_root": _from_notebooks(data_root)}
+    for nb in notebooks:  # refuse every bad name and value before any work is done
+        check_parameters(nb, {**common, "out_dir": ""})
+    base = {**common, **extra}  # what the report records, and compares before replacing one
+    with file_lock(final.parent / f".{final.name}.lock", f"report folder {str(final)!r}"):
+        _check_replaceable(final, base, force)
+        out = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
+        out.chmod(shareable_mode(directory=True))  # mkdtemp makes it 0700; the report is meant to be shared
+        entries = [_run_one(nb, out, {**common, **shares[nb]}, dataset, budget, timeout, quiet) for nb in notebooks]
+        claims = adjust_records([c for e in entries for c in e["metrics"].get("claims", [])])  # Holm: the family
+        summary = {"dataset": dataset, "budget": budget, "seed": seed, "parameters": base,
+                   "config": config.to_dict(), "versions": versions(), "notebooks": entries, "claims": claims,
+                   "seconds": round(sum(e["seconds"] for e in entries), 1)}
+        save_json(out / "metrics.json", summary)
+        write_text(out / "index.html", dataset_page(summary))
+        _replace(final, out)
+        write_index(Path(out_root))
+    return final
+
+
+def _run_one(nb: Path, out: Path, params: dict[str, Any], dataset: str, budget: str, timeout: int,
+             quiet: bool) -> dict[str, Any]:
+    """Execute one notebook into the report being built and render it; its entry of the report's metrics.json."""
+    fig_dir = (out / "figures" / nb.stem).resolve()
+    executed = out / "notebooks" / nb.name
+    seconds = run_notebook(nb, executed, {**params, "out_dir": _from_notebooks(fig_dir)}, timeout, quiet,
+                           cwd=None if CHECKOUT else out)  # never inside an installed package
+    render_html(executed, out / f"{nb.stem}.html", f"{nb.stem} ({dataset}, {budget})")
+    metrics_file = fig_dir / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    return {"notebook": nb.stem, "seconds": round(seconds, 1), "html": f"{nb.stem}.html", "metrics": metrics}
+
+
+def _check_replaceable(final: Path, params: dict[str, Any], force: bool) -> None:
+    """Refuse to replace a report made with other parameters (unless force), before any work is done."""
+    saved = final / "metrics.json"
+    if force or not final.exists():
+        return
+    try:
+        old = read_report_metrics(saved)["parameters"]
+    except (ValueError, KeyError) as err:  # FileNotFoundError, MalformedFile, or a report without its parameters
+        why = f" ({' '.join(str(err).split())})" if not isinstance(err, KeyError) else ""
+        raise ValueError(f"{final} exists but holds no readable report (metrics.json with parameters){why}: "
+                         "move it away, or pass --force to replace it") from None
+    changed = sorted(k for k in set(old) | set(params) if old.get(k) != params.get(k))
+    if changed:
+        k = changed[0]
+        raise ValueError(f"{final} holds a report made with {k}={old.get(k)!r}, not {params.get(k)!r}: "
+                         "pass --force to replace it, or --out for another folder")
+
+
+def _replace(final: Path, built: Path) -> None:
+    """Swap the finished report into place: the old one is moved aside first, then deleted."""
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists():
+        final.rename(old)
+    built.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _from_notebooks(path: str | Path) -> str:
+    """A path as the notebooks (run with cwd notebooks/) see it: relative inside a checkout, else absolute."""
+    path = Path(path).resolve()
+    return os.path.relpath(path, NOTEBOOKS) if CHECKOUT and path.is_relative_to(REPO) else str(path)
