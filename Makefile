@@ -53,8 +53,10 @@ pretrained: setup
 classifiers: setup
 	$(PY) -c "from vaelib.models.classifier import DATASETS, ship_classifier; [print(d, *ship_classifier(d)) for d in DATASETS]"
 
+# 2 worker processes, a test file each at a time (nbval runs a notebook's cells in order in one kernel).
+TEST_WORKERS ?= 2
 test: setup browser lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: setup
 	$(PY) -m ruff check vaelib tests benchmarks notebooks tools

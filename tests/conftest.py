@@ -8,7 +8,13 @@ from vaelib.config import Config, DataConfig, ModelConfig, TrainConfig
 
 matplotlib.use("Agg")
 os.environ.setdefault("TQDM_DISABLE", "1")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Under pytest-xdist (make test runs 2 workers) the cores are shared: each worker, and every process it starts (a
+# notebook's kernel, the command line), takes its share of them instead of all of them at once.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+_THREADS = max(1, min(2, (os.cpu_count() or 1) // _WORKERS))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(_THREADS))
+torch.set_num_threads(_THREADS)
 
 
 @pytest.fixture

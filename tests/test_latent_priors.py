@@ -1,5 +1,5 @@
-"""Priors learned after the model (vaelib/models/latent_priors.py): the PixelCNN over a VQ-VAE's codes and the flow over a
-VAE's posterior means. Each lowers its own loss on fixed data, samples the right shapes, and refuses a model it
+"""Priors learned after the model (vaelib/models/latent_priors.py): the PixelCNN over a VQ-VAE's codes and the flow
+over a VAE's posterior means. Each lowers its own loss on fixed data, samples the right shapes, and refuses a model it
 cannot serve."""
 
 import pytest

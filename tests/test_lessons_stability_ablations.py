@@ -12,6 +12,7 @@ from vaelib.experiments import measures as runstats
 from vaelib.experiments import runs as runsets
 from vaelib.lessons import failure_gallery, stability_ablations, traces
 from vaelib.training.history import History
+from vaelib.training.steps import steps_per_epoch
 from vaelib.training.trainer import NonFiniteLossError
 
 
@@ -30,10 +31,10 @@ def test_with_epochs_keeps_the_warmup_share(tiny_config):
 
 
 def test_steps_per_epoch_drops_the_partial_batch(tiny_config):
-    assert stability_ablations.steps_per_epoch(tiny_config, 64) == 4  # batch 16
-    assert stability_ablations.steps_per_epoch(tiny_config, 70) == 4
+    assert steps_per_epoch(tiny_config, 64) == 4  # batch 16
+    assert steps_per_epoch(tiny_config, 70) == 4
     with pytest.raises(ValueError, match="batch_size=16 is invalid for 10 training images"):  # as fit refuses it
-        stability_ablations.steps_per_epoch(tiny_config, 10)
+        steps_per_epoch(tiny_config, 10)
 
 
 def test_recipes_and_their_beta_values(tiny_config):

@@ -64,56 +64,13 @@ def test_cached_fit_loads_instead_of_retraining(tiny_config, tiny_data, tmp_path
     assert (out / "checkpoint.pt").stat().st_mtime_ns != mtime and h3.steps == h1.steps
 
 
-def test_the_key_is_versioned_and_key_version_1_is_reproduced(monkeypatch):
+def test_the_key_is_versioned(monkeypatch):
     from vaelib.experiments import cache as runcache
 
     c = notebook_config("mnist", "small", 0)
-    # the names the first shipped models had under key version 1 (vaelib/pretrained/ until the key changed)
-    assert runcache.v1_hash(c) == "fcfabc2eae"
-    assert runcache.v1_hash(notebook_config("shapes", "small", 0)) == "710c0e40ec"
-    assert config_hash(c) != runcache.v1_hash(c)
-    assert runcache.v1_hash(with_overrides(c, **{"model.kind": "vq"})) is None  # retrained: see v1_hash
-    assert runcache.v1_hash(with_overrides(c, **{"model.res_blocks": 1})) is None  # no such run then
     before = config_hash(c)
     monkeypatch.setattr(runcache, "KEY_VERSION", runcache.KEY_VERSION + 1)
     assert config_hash(c) != before  # a new key definition gives every run a new folder
-
-
-def test_a_run_cached_under_key_version_1_is_carried_over_not_retrained(tiny_config, tiny_data, tmp_path):
-    from vaelib.experiments.cache import v1_hash
-    from vaelib.training.trainer import fit
-
-    old = tmp_path / f"{tiny_config.name}-{v1_hash(tiny_config)}"
-    _, h1 = fit(tiny_config, *tiny_data, device="cpu", out_dir=old, quiet=True)
-    mtime = (old / "checkpoint.pt").stat().st_mtime_ns
-    _, h2, out = cached_fit(tiny_config, *tiny_data, root=tmp_path, device="cpu", quiet=True)
-    assert out == run_dir(tiny_config, tmp_path) and not old.exists()  # renamed, contents kept
-    assert h2 == h1 and (out / "checkpoint.pt").stat().st_mtime_ns == mtime  # loaded, not trained again
-
-
-def test_carry_over_leaves_an_old_folder_when_the_new_one_exists(tiny_config, tmp_path):
-    from vaelib.experiments.cache import carry_over, v1_hash
-
-    old = tmp_path / f"{tiny_config.name}-{v1_hash(tiny_config)}"
-    new = run_dir(tiny_config, tmp_path)
-    old.mkdir()
-    new.mkdir()
-    (new / "history.json").write_text("{}")
-    assert carry_over(tiny_config, tmp_path) == new and old.is_dir() and (new / "history.json").exists()
-    assert carry_over(tiny_config, tmp_path / "absent") == run_dir(tiny_config, tmp_path / "absent")  # nothing made
-    assert not (tmp_path / "absent").exists()
-
-
-def test_a_failed_run_cached_under_key_version_1_stays_failed(tiny_config, tiny_data, tmp_path):
-    from vaelib.experiments.cache import v1_hash
-    from vaelib.experiments.runs import run_one
-    from vaelib.io.files import save_json
-
-    old = tmp_path / f"{tiny_config.name}-{v1_hash(tiny_config)}"
-    old.mkdir()
-    save_json(old / "failed.json", {"step": 7, "error": "non-finite loss at step 7"})
-    run = run_one("x", tiny_config, *tiny_data, root=tmp_path, device="cpu")
-    assert run.failed and run.failed_step == 7 and run.path == run_dir(tiny_config, tmp_path)
 
 
 def test_run_seeds_trains_each_setting_per_seed_and_summarizes_convergence(tiny_config, tiny_data, tmp_path):

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vaelib.config import Config, with_overrides
-from vaelib.experiments.cache import FAILED, cached_fit, carry_over, config_hash, trained
+from vaelib.experiments.cache import FAILED, cached_fit, config_hash, run_dir, trained
 from vaelib.io.files import save_json
 from vaelib.runtime import headless, resolve_device
 from vaelib.schedules import beta_at
@@ -59,7 +59,7 @@ def with_epochs(config: Config, epochs: int = 0) -> Config:
 def run_one(label: str, config: Config, train: Any, val: Any, *, root: str | Path = "runs", retrain: bool = False,
             device: str | None = None) -> Run:
     """cached_fit one config; a NonFiniteLossError becomes a failed Run (remembered in failed.json)."""
-    path = carry_over(config, root)  # a run cached under an older key keeps its folder's contents
+    path = run_dir(config, root)
     marker = path / FAILED
     if marker.exists() and not retrain:
         return _failed_run(label, config, path, read_failed(marker))

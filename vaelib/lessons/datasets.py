@@ -20,6 +20,7 @@ from vaelib.data import shapes as S
 from vaelib.data.datasets import SPLITS, ImageSplit, data_mean_baseline, load_from_config
 from vaelib.data.shapes import render_shapes
 from vaelib.evaluation import plots
+from vaelib.runtime import to_float
 
 STANDIN = {"fashion_mnist": "mnist", "cifar10": "shapes", "celeba": "shapes"}  # embedded data of the same kind
 CELEBA_ALIGNED_HW = (218, 178)  # (H, W) of CelebA's img_align_celeba JPEGs
@@ -48,7 +49,7 @@ def pixel_stats(split: ImageSplit) -> tuple[torch.Tensor, torch.Tensor]:
     total = torch.zeros(split.images.shape[1:], dtype=torch.float64)
     squares = torch.zeros_like(total)
     for chunk in split.images.split(D.CHUNK):
-        x = chunk.double() / 255  # (B, C, H, W)
+        x = to_float(chunk, dtype=torch.float64)  # (B, C, H, W)
         total += x.sum(0)
         squares += x.pow(2).sum(0)
     mean = total / len(split)

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from vaelib.config import Config
 from vaelib.data.datasets import ImageSplit, load_from_config
 from vaelib.evaluation.plots import image_grid
-from vaelib.experiments.cache import cached_fit, carry_over, run_dir
+from vaelib.experiments.cache import cached_fit, run_dir
 from vaelib.models.vae import VAE
 from vaelib.runtime import headless, resolve_device
 from vaelib.training.checkpoint import MODEL_KEYS, check_checkpoint, load_checkpoint, read_checkpoint, save_checkpoint
@@ -29,7 +29,7 @@ def shipped_checkpoint(config: Config) -> Path | None:
 def ship(config: Config, runs_dir: str | Path = "runs", dest: str | Path = PRETRAINED) -> Path:
     """Copy the weights of config's finished run under runs_dir into dest as <preset>-<hash>.pt: the model, its
     config, history and versions, without the optimizer state (a third of the size). `make pretrained` runs it."""
-    ckpt = carry_over(config, runs_dir) / CHECKPOINT
+    ckpt = run_dir(config, runs_dir) / CHECKPOINT
     state = read_checkpoint(ckpt)
     check_checkpoint(state, ckpt, require=MODEL_KEYS, keys=MODEL_KEYS)  # all it copies, checked
     if state.get("epoch") != config.train.epochs:
@@ -45,7 +45,7 @@ def load_trained(config: Config, runs_dir: str | Path = "runs", *, train_if_miss
                  retrain: bool = False, device: str | None = None) -> tuple[VAE, Path]:
     """The model cached_fit made for `config` under runs_dir, else the one shipped with vaelib for the same config
     (loaded in about a second on a fresh clone), else trained first if allowed; and the folder it came from."""
-    ckpt = carry_over(config, runs_dir) / CHECKPOINT
+    ckpt = run_dir(config, runs_dir) / CHECKPOINT
     shipped = shipped_checkpoint(config)
     if shipped is not None and not retrain and not ckpt.is_file():
         model, _ = load_checkpoint(shipped, device=resolve_device(device))

@@ -14,6 +14,7 @@ from vaelib.experiments.evidence import MIN_EPOCHS, estimate
 from vaelib.experiments.measures import per_seed, summarize
 from vaelib.experiments.runs import Run, with_epochs
 from vaelib.schedules import beta_at
+from vaelib.training.steps import steps_per_epoch
 
 
 def check_parameters(at_least_zero: dict[str, float] | None = None, above_zero: dict[str, float] | None = None
@@ -63,15 +64,6 @@ def until_converged(configs: dict[str, Config], tol: float, cap: float = 2.0) ->
         c, **{"train.stop_tol": tol, "train.min_epochs": c.train.epochs,
               "train.epochs": math.ceil(cap * c.train.epochs)})
         for label, c in configs.items()}
-
-
-def steps_per_epoch(config: Config, n_train: int) -> int:
-    """Optimiser steps per epoch as fit counts them (the last partial batch is dropped); fit refuses a batch larger
-    than the training set, and so does this."""
-    if config.train.batch_size > n_train:
-        raise ValueError(f"train.batch_size={config.train.batch_size} is invalid for {n_train} training images: "
-                         f"allowed at most {n_train}")
-    return n_train // config.train.batch_size
 
 
 def switch_step(config: Config, n_train: int) -> int:

@@ -15,10 +15,11 @@ from torch import nn
 
 from vaelib.config import Config
 from vaelib.losses import Loss, reconstruction
-from vaelib.models.vae import Decoder, attach_perceptual, check_input, conv_stack, prior_draw, refuse_free_bits
+from vaelib.models.base import Family
+from vaelib.models.vae import Decoder, attach_perceptual, conv_stack, prior_draw, refuse_free_bits
 
 
-class Autoencoder(nn.Module):
+class Autoencoder(Family):
     """x (B, C, H, W) in [0, 1] -> z (B, latent_dim) -> reconstruction logits; loss = the likelihood's nll."""
 
     gaussian_posterior = False  # encode(x) -> z, one point: no (mu, logvar)
@@ -26,10 +27,8 @@ class Autoencoder(nn.Module):
     RATE = None  # no KL term: beta has nothing to weigh
 
     def __init__(self, config: Config) -> None:
-        super().__init__()
+        super().__init__(config)
         refuse_free_bits(config, "an autoencoder")
-        self.config = config
-        self.latent_dim = config.model.latent_dim
         self.convs, feature_shape = conv_stack(config)
         self.fc = nn.Linear(math.prod(feature_shape), self.latent_dim)
         self.decoder = Decoder(config, feature_shape)
@@ -37,7 +36,7 @@ class Autoencoder(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, C, H, W) in [0, 1] -> the code z (B, latent_dim)."""
-        check_input(x, self.config)
+        self.check_input(x)
         return self.fc(self.convs(x).flatten(1))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -70,6 +69,3 @@ class Autoencoder(nn.Module):
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
-
-    def parameter_count(self) -> int:
-        return sum(p.numel() for p in self.parameters())

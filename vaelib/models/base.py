@@ -1,5 +1,6 @@
-"""What every model family shares: its device, eval mode for a block, batches of float images, and the Gaussian
-posterior's statistics for the families that have one."""
+"""What every model family shares: the Family base class (built from a Config alone, its parameter count and its
+input check), its device, eval mode for a block, batches of float images, and the Gaussian posterior's statistics
+for the families that have one."""
 
 from __future__ import annotations
 
@@ -9,7 +10,42 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from vaelib.config import Config
 from vaelib.runtime import to_float
+
+
+class Family(nn.Module):
+    """The base of every model family (models.registry): built from a Config alone. A family sets TERMS (the named
+    terms of its loss, in order), RATE (the term beta weighs, or None) and gaussian_posterior (whether encode(x)
+    is (mu, logvar) of q(z|x))."""
+
+    gaussian_posterior = False
+    TERMS: tuple[str, ...] = ()
+    RATE: str | None = None
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+        self.latent_dim = config.model.latent_dim
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Refuse, in one line, a batch that is not (B, C, H, W) of the config's input shape."""
+        check_images(x, self.config, "input", rows="B", empty_ok=True)
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def check_images(images: torch.Tensor, config: Config, subject: str, rows: str = "N", empty_ok: bool = False
+                 ) -> None:
+    """Refuse, in one line, images that are not (rows, C, H, W) of the config's input shape (or none at all, unless
+    empty_ok): the check of a model's input batch and of the splits fit is given."""
+    verb = "are" if subject.endswith("s") else "is"
+    if images.dim() != 4 or tuple(images.shape[1:]) != config.input_shape:
+        raise ValueError(f"{subject} of shape {tuple(images.shape)} {verb} invalid: allowed ({rows}, "
+                         f"{', '.join(map(str, config.input_shape))}) for preset {config.name!r}")
+    if not empty_ok and len(images) == 0:
+        raise ValueError(f"{subject} {verb} empty: allowed at least one image")
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -88,17 +88,13 @@ class CodePrior(nn.Module):
             raise ValueError(f"n={n!r} is invalid: allowed an integer >= 1")
         if not temperature > 0:
             raise ValueError(f"temperature={temperature!r} is invalid: allowed a number > 0")
-        was = self.training
-        self.eval()
         device = model_device(self)
         codes = torch.zeros(n, *self.code_shape, dtype=torch.long, device=device)
-        try:
+        with eval_mode(self):
             for i in range(self.code_shape[0]):
                 for j in range(self.code_shape[1]):
                     p = F.softmax(self(codes)[:, :, i, j] / temperature, dim=1)
                     codes[:, i, j] = torch.multinomial(p.cpu(), 1, generator=generator).flatten().to(device)
-        finally:
-            self.train(was)
         return codes
 
 

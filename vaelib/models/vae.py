@@ -10,7 +10,7 @@ from torch import nn
 
 from vaelib.config import Config
 from vaelib.losses import Loss, elbo
-from vaelib.models.base import model_device
+from vaelib.models.base import Family, eval_mode, model_device
 from vaelib.models.perceptual import perceptual_distance
 
 
@@ -52,13 +52,6 @@ def conv_stack(config: Config) -> tuple[nn.Sequential, tuple[int, ...]]:
     with torch.no_grad():  # the real feature shape, whatever the padding arithmetic
         shape = tuple(convs(torch.zeros(1, *config.input_shape)).shape[1:])
     return convs, shape
-
-
-def check_input(x: torch.Tensor, config: Config) -> None:
-    """Refuse, in one line, a batch that is not (B, C, H, W) of the config's input shape."""
-    expected = config.input_shape
-    if x.dim() != 4 or tuple(x.shape[1:]) != expected:
-        raise ValueError(f"input of shape {tuple(x.shape)} is invalid: allowed (B, {', '.join(map(str, expected))})")
 
 
 class Encoder(nn.Module):
@@ -121,7 +114,7 @@ def prior_draw(model: nn.Module, n: int, temperature: float = 1.0, generator: to
     return torch.randn(n, model.latent_dim, generator=generator, device=model_device(model)) * temperature
 
 
-class VAE(nn.Module):
+class VAE(Family):
     """Kingma & Welling (2014) VAE with a diagonal Gaussian posterior and a N(0, I) prior."""
 
     gaussian_posterior = True  # encode(x) -> (mu, logvar) of q(z|x) = N(mu, diag(exp(logvar)))
@@ -129,16 +122,14 @@ class VAE(nn.Module):
     RATE = "kl"  # the term beta weighs
 
     def __init__(self, config: Config) -> None:
-        super().__init__()
-        self.config = config
-        self.latent_dim = config.model.latent_dim
+        super().__init__(config)
         self.encoder = Encoder(config)
         self.decoder = Decoder(config, self.encoder.feature_shape)
         attach_perceptual(self, config)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, C, H, W) in [0, 1] -> (mu, logvar), each (B, latent_dim)."""
-        check_input(x, self.config)
+        self.check_input(x)
         return self.encoder(x)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -187,9 +178,6 @@ class VAE(nn.Module):
         mu, _ = self.encode(x)
         return self.decode(mu)
 
-    def parameter_count(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     def layer_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
         """The output shape of every layer for one input image, from a real forward pass."""
         shapes: list[tuple[str, tuple[int, ...]]] = [("input", (1, *self.config.input_shape))]
@@ -200,16 +188,13 @@ class VAE(nn.Module):
         for name, mod in named:
             hooks.append(mod.register_forward_hook(
                 lambda _m, _i, out, name=name: shapes.append((name, tuple(out.shape)))))
-        was_training = self.training
-        self.eval()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), eval_mode(self):
                 device = next(self.parameters()).device
                 out = self.reconstruct(torch.zeros(1, *self.config.input_shape, device=device))
         finally:
             for h in hooks:
                 h.remove()
-            self.train(was_training)
         shapes.append(("output", tuple(out.shape)))
         return shapes
 

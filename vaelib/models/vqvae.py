@@ -24,11 +24,12 @@ from torch import nn
 
 from vaelib.config import Config
 from vaelib.losses import Loss, reconstruction
-from vaelib.models.base import model_device
-from vaelib.models.vae import Decoder, attach_perceptual, check_input, conv_stack, refuse_free_bits
+from vaelib.models.base import Family, eval_mode, model_device
+from vaelib.models.vae import Decoder, attach_perceptual, conv_stack, refuse_free_bits
+from vaelib.runtime import to_float
 
 
-class VQVAE(nn.Module):
+class VQVAE(Family):
     """x (B, C, H, W) in [0, 1] -> codes (B, H', W') of the codebook -> reconstruction logits."""
 
     gaussian_posterior = False  # the code is discrete: no (mu, logvar)
@@ -37,10 +38,10 @@ class VQVAE(nn.Module):
     EPOCH_STATS = ("codebook_used_share", "codebook_perplexity")  # fit records them on the validation split
 
     def __init__(self, config: Config) -> None:
-        super().__init__()
+        super().__init__(config)
         refuse_free_bits(config, "a VQ-VAE")
         m = config.model
-        self.config, self.latent_dim, self.codebook_size = config, m.latent_dim, m.codebook_size
+        self.codebook_size = m.codebook_size
         self.convs, self.feature_shape = conv_stack(config)
         channels = self.feature_shape[0]
         self.to_code = nn.Conv2d(channels, m.latent_dim, 1)
@@ -63,7 +64,7 @@ class VQVAE(nn.Module):
 
     def encode_continuous(self, x: torch.Tensor) -> torch.Tensor:
         """z_e: the encoder's output before quantisation, (B, latent_dim, H', W')."""
-        check_input(x, self.config)
+        self.check_input(x)
         return self.to_code(self.convs(x))
 
     def quantize(self, z_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,20 +155,13 @@ class VQVAE(nn.Module):
 
     def epoch_stats(self, images: torch.Tensor) -> dict[str, float]:
         """What fit records after each epoch (EPOCH_STATS), on the validation images: codebook_usage."""
-        was = self.training
-        self.eval()  # a BatchNorm's running statistics stay as training left them
-        try:
+        with eval_mode(self):  # a BatchNorm's running statistics stay as training left them
             usage = codebook_usage(self, images)
-        finally:
-            self.train(was)
         return {"codebook_used_share": usage["used_share"], "codebook_perplexity": usage["perplexity"]}
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
-
-    def parameter_count(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
 
 @torch.no_grad()
@@ -177,8 +171,7 @@ def codebook_usage(model: VQVAE, images: torch.Tensor, batch_size: int = 512) ->
     counts = torch.zeros(model.codebook_size, dtype=torch.float64)
     device = model_device(model)
     for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size].to(device)
-        x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+        x = to_float(images[start:start + batch_size], device)
         counts += torch.bincount(model.encode(x).flatten().cpu(), minlength=model.codebook_size).double()
     p = counts / counts.sum()
     entropy = -(p[p > 0] * p[p > 0].log()).sum().item()

@@ -21,6 +21,7 @@ from vaelib.config import Config, with_overrides
 from vaelib.data.datasets import load_dataset
 from vaelib.losses import elbo
 from vaelib.models.vae import VAE
+from vaelib.runtime import to_float
 from vaelib.training.trainer import fit
 
 
@@ -103,7 +104,7 @@ def bare_loop(config: Config, x_u8: torch.Tensor, steps: int, device: torch.devi
     torch.manual_seed(0)
     model, bs = VAE(config).to(device), config.train.batch_size
     opt = torch.optim.Adam(model.parameters(), lr=config.train.lr)
-    x_all = (x_u8.float() / 255).to(device)
+    x_all = to_float(x_u8, device)
 
     def step(i: int) -> None:
         x = x_all[(i * bs) % (len(x_all) - bs + 1):][:bs]

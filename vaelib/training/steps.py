@@ -5,6 +5,8 @@ checked to be finite (NonFiniteLossError, with what the config suggests as the c
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,6 +17,37 @@ from vaelib.runtime import autocast, to_float
 from vaelib.schedules import beta_at
 from vaelib.training import distributed
 from vaelib.training.history import History
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """How fit lays out its steps: the global batch (all ranks together), the steps per epoch and in all, and this
+    process's rank among world_size (each takes batch_size / world_size images of every batch)."""
+
+    batch_size: int
+    steps_per_epoch: int
+    total_steps: int
+    rank: int = 0
+    world_size: int = 1
+
+
+@dataclass
+class RunState:
+    """What fit's epochs share: the data on the device, the model and the module its steps call (DDP, compiled),
+    the optimizer, the noise generator, the history, the step plan and the checkpoint path."""
+
+    config: Config
+    device: torch.device
+    x_train: torch.Tensor
+    x_val: torch.Tensor
+    model: nn.Module
+    run_model: nn.Module
+    opt: torch.optim.Adam
+    gen: torch.Generator
+    history: History
+    start_epoch: int
+    plan: StepPlan
+    ckpt: Path | None
 
 
 class NonFiniteLossError(RuntimeError):
@@ -67,20 +100,22 @@ def _flush(buffer: list[torch.Tensor], meta: list[dict], history: History, confi
     meta.clear()
 
 
-def train_epoch(run_model, model: nn.Module, opt, gen, x_train, config: Config, epoch: int, plan: dict,
-                 history: History, bar) -> None:
+def train_epoch(s: RunState, epoch: int, bar: Any) -> None:
+    """The steps of one epoch, appended to s.history (a row per step, read from the device once per sync)."""
+    run_model, model, opt, gen, x_train, config, plan, history = (s.run_model, s.model, s.opt, s.gen, s.x_train,
+                                                                  s.config, s.plan, s.history)
     tc, device = config.train, x_train.device
-    bs, rank, world_size = plan["bs"], plan["rank"], plan["world"]
-    local = bs // world_size  # this rank's share of each global batch
+    bs, rank = plan.batch_size, plan.rank
+    local = bs // plan.world_size  # this rank's share of each global batch
     perm_gen = torch.Generator(device=device).manual_seed(tc.seed * 100_003 + epoch)
     perm = torch.randperm(len(x_train), generator=perm_gen, device=device)  # same on every rank
     params = list(model.parameters())
     buffer: list[torch.Tensor] = []
     meta: list[dict] = []
     model.train()
-    for i in range(plan["steps_per_epoch"]):
-        step = epoch * plan["steps_per_epoch"] + i
-        beta = beta_at(tc.schedule, step, plan["steps_per_epoch"], plan["total_steps"])
+    for i in range(plan.steps_per_epoch):
+        step = epoch * plan.steps_per_epoch + i
+        beta = beta_at(tc.schedule, step, plan.steps_per_epoch, plan.total_steps)
         idx = perm[i * bs + rank * local:i * bs + (rank + 1) * local]
         x = to_float(x_train[idx], channels_last=tc.channels_last)  # (B / world, C, H, W)
         eps = model.noise(bs, gen, device)  # the global batch's noise (None for a deterministic family)
@@ -106,3 +141,10 @@ def train_epoch(run_model, model: nn.Module, opt, gen, x_train, config: Config, 
     _flush(buffer, meta, history, config, step_keys(model))
 
 
+def steps_per_epoch(config: Config, n_train: int) -> int:
+    """Optimiser steps per epoch as fit counts them (the last partial batch is dropped); fit refuses a batch larger
+    than the training set, and so does this."""
+    if config.train.batch_size > n_train:
+        raise ValueError(f"train.batch_size={config.train.batch_size} is invalid for {n_train} training images: "
+                         f"allowed at most {n_train} (a smaller --batch-size, or a larger --max-train)")
+    return n_train // config.train.batch_size

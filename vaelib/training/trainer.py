@@ -17,6 +17,7 @@ from vaelib.config import Config, comparable
 from vaelib.data.datasets import load_from_config
 from vaelib.io.files import save_json
 from vaelib.losses import constant_image_nll
+from vaelib.models.base import check_images
 from vaelib.models.perceptual import perceptual_distance
 from vaelib.models.registry import build_model, family
 from vaelib.runtime import adam_impl, bf16_supported, mean_image, resolve_device
@@ -29,7 +30,14 @@ from vaelib.training.checkpoint import (
     save_checkpoint,
 )
 from vaelib.training.history import History
-from vaelib.training.steps import NonFiniteLossError, nonfinite_advice, train_epoch
+from vaelib.training.steps import (
+    NonFiniteLossError,
+    RunState,
+    StepPlan,
+    nonfinite_advice,
+    steps_per_epoch,
+    train_epoch,
+)
 from vaelib.training.tensorboard import TensorBoardLog
 from vaelib.training.validation import evaluate
 
@@ -54,14 +62,6 @@ def _load_data(config: Config, train, val):
 
 def _images(split: Any) -> torch.Tensor:
     return split.images if hasattr(split, "images") else split
-
-
-def _check_images(images: torch.Tensor, config: Config, what: str) -> None:
-    if images.dim() != 4 or tuple(images.shape[1:]) != config.input_shape:
-        raise ValueError(f"{what} images of shape {tuple(images.shape)} are invalid: "
-                         f"allowed (N, {', '.join(map(str, config.input_shape))}) for preset {config.name!r}")
-    if len(images) == 0:
-        raise ValueError(f"{what} images are empty: allowed at least one image")
 
 
 def _resume(path: Path, config: Config, model, opt, gen, device) -> tuple[History, int]:
@@ -119,7 +119,7 @@ def fit(config: Config, train: Any = None, val: Any = None, *, device: str | tor
     gradients are averaged by DistributedDataParallel, and only rank 0 writes files.
     """
     state = _setup(config, train, val, device, out_dir, resume)
-    tb = TensorBoardLog(log_dir, config, first_step=state.start_epoch * state.plan["steps_per_epoch"],
+    tb = TensorBoardLog(log_dir, config, first_step=state.start_epoch * state.plan.steps_per_epoch,
                         x_val=state.x_val)  # a no-op without log_dir or off rank 0
     if config.train.stop_tol and stop is None:
         raise ValueError(f"train.stop_tol={config.train.stop_tol:g} needs a stop rule: allowed stop_tol=0, or "
@@ -130,8 +130,8 @@ def fit(config: Config, train: Any = None, val: Any = None, *, device: str | tor
         return stop(history)
 
     hooks = [tb, stop_hook, *callbacks]
-    bar = tqdm(total=state.plan["total_steps"], initial=state.start_epoch * state.plan["steps_per_epoch"],
-               disable=quiet or state.plan["rank"] != 0 or None, desc=f"fit {config.name}", unit="step",
+    bar = tqdm(total=state.plan.total_steps, initial=state.start_epoch * state.plan.steps_per_epoch,
+               disable=quiet or state.plan.rank != 0 or None, desc=f"fit {config.name}", unit="step",
                dynamic_ncols=True)
     try:
         done = stop(state.history)  # a resumed run that had stopped is finished
@@ -147,27 +147,8 @@ def fit(config: Config, train: Any = None, val: Any = None, *, device: str | tor
     return state.model, state.history
 
 
-@dataclasses.dataclass
-class _State:
-    """What fit's epochs share: the data on the device, the model and the module its steps call (DDP, compiled),
-    the optimizer, the noise generator, the history, the step plan and the checkpoint path."""
-
-    config: Config
-    device: torch.device
-    x_train: torch.Tensor
-    x_val: torch.Tensor
-    model: nn.Module
-    run_model: nn.Module
-    opt: torch.optim.Adam
-    gen: torch.Generator
-    history: History
-    start_epoch: int
-    plan: dict[str, int]
-    ckpt: Path | None
-
-
 def _setup(config: Config, train: Any, val: Any, device: str | torch.device | None, out_dir: str | Path | None,
-           resume: bool) -> _State:
+           resume: bool) -> RunState:
     """Everything checked and built before the first step: refusals first (in one line), then the data on the
     device, the model from its seed, the optimizer, a resumed checkpoint, the baseline the run must beat."""
     device = resolve_device(device)
@@ -180,8 +161,8 @@ def _setup(config: Config, train: Any, val: Any, device: str | torch.device | No
                          "allowed a multiple of the number of processes")
     train, val = _load_data(config, train, val)
     x_train, x_val = _images(train).to(device), _images(val).to(device)  # data resident on the device
-    _check_images(x_train, config, "train")
-    _check_images(x_val, config, "val")
+    check_images(x_train, config, "train images")
+    check_images(x_val, config, "val images")
 
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # shapes are fixed (full batches only): autotune once
@@ -200,28 +181,24 @@ def _setup(config: Config, train: Any, val: Any, device: str | torch.device | No
                                                          distance=getattr(model, "perceptual", None))
     run_model = _wrap(model, config, device, world_size)
 
-    if tc.batch_size > len(x_train):
-        raise ValueError(f"train.batch_size={tc.batch_size} is invalid for {len(x_train)} training images: "
-                         f"allowed at most {len(x_train)} (a smaller --batch-size, or a larger --max-train)")
-    steps_per_epoch = len(x_train) // tc.batch_size  # drop the last partial batch: fixed shapes, equal weights
-    plan = {"bs": tc.batch_size, "steps_per_epoch": steps_per_epoch, "total_steps": steps_per_epoch * tc.epochs,
-            "rank": rank, "world": world_size}  # bs: the global batch
-    return _State(config, device, x_train, x_val, model, run_model, opt, gen, history, start_epoch, plan, ckpt)
+    steps = steps_per_epoch(config, len(x_train))  # drop the last partial batch: fixed shapes, equal weights
+    plan = StepPlan(tc.batch_size, steps, steps * tc.epochs, rank, world_size)
+    return RunState(config, device, x_train, x_val, model, run_model, opt, gen, history, start_epoch, plan, ckpt)
 
 
-def _epoch(s: _State, epoch: int, bar) -> None:
+def _epoch(s: RunState, epoch: int, bar) -> None:
     """One epoch: its steps, the validation terms, the non-finite guard, then the checkpoint (rank 0)."""
     t0 = time.perf_counter()
-    train_epoch(s.run_model, s.model, s.opt, s.gen, s.x_train, s.config, epoch, s.plan, s.history, bar)
+    train_epoch(s, epoch, bar)
     _end_epoch(s, epoch, t0)
     last = s.history.epochs[-1]
     if not math.isfinite(last["val_total"]):  # the last step's update can break the weights unseen
         raise NonFiniteLossError(
             f"non-finite validation loss after epoch {epoch} (the weights went non-finite in its last "
             f"steps). The last good checkpoint was kept. Likely cause: {nonfinite_advice(s.config)}.",
-            step=(epoch + 1) * s.plan["steps_per_epoch"] - 1, epoch=epoch, history=s.history)
+            step=(epoch + 1) * s.plan.steps_per_epoch - 1, epoch=epoch, history=s.history)
     bar.set_postfix(loss=f"{last['train_total']:.1f}", val=f"{last['val_total']:.1f}", beta=f"{last['beta']:.3g}")
-    if s.ckpt is not None and s.plan["rank"] == 0:
+    if s.ckpt is not None and s.plan.rank == 0:
         save_checkpoint(s.ckpt, checkpoint_state(s.model, s.opt, s.config, s.history, epoch + 1, s.gen))
         save_json(s.ckpt.parent / HISTORY, s.history.to_dict())
     distributed.barrier()
@@ -238,12 +215,12 @@ def _wrap(model: nn.Module, config: Config, device: torch.device, world_size: in
     return torch.compile(run) if config.train.compile else run
 
 
-def _end_epoch(s: _State, epoch: int, t0: float) -> None:
+def _end_epoch(s: RunState, epoch: int, t0: float) -> None:
     """The epoch's row: its time, the mean of its steps' terms and the validation terms at its last beta."""
     if s.device.type == "cuda":
         torch.cuda.synchronize(s.device)
     seconds = time.perf_counter() - t0
-    steps, bs = s.plan["steps_per_epoch"], s.plan["bs"]
+    steps, bs = s.plan.steps_per_epoch, s.plan.batch_size
     rows = s.history.steps[-steps:]  # this epoch's rows: _flush appended exactly `steps` of them
     beta = rows[-1]["beta"] if rows else s.config.train.schedule.beta
     val = evaluate(s.model, s.x_val, s.config, beta=beta)
