@@ -4,10 +4,13 @@ import math
 import pytest
 
 from vaelib.experiments.claims import (
+    PENDING,
     RECORD_KEYS,
     VERDICTS,
+    Claim,
+    ClaimSpec,
     adjust,
-    adjust_records,
+    claim_rows,
     claims_table,
     finding,
     judge,
@@ -23,14 +26,16 @@ def _est(values, converged=None, seeds=None, failures=(), unsettled=()):
                     tuple(failures))
 
 
-def _judge(a, b, kind="higher", **kw):
-    return judge("the claim", "report §1", "embedded mnist for Fashion-MNIST", "metric", ("A", a), ("B", b), kind,
-                 **kw)
+def _spec(kind="higher", **kw):
+    return ClaimSpec("the claim", "report §1", "embedded mnist for Fashion-MNIST", "metric", ("A", "B"), kind, **kw)
+
+
+def _judge(a, b, kind="higher", untestable="", **kw):
+    return judge(_spec(kind, **kw), a, b, untestable=untestable)
 
 
 def _final(*claims):
-    adjust(claims)
-    return claims
+    return adjust(claims)
 
 
 def test_every_verdict_class_from_a_synthetic_seed_set():
@@ -110,18 +115,28 @@ def test_equivalence_claims_need_a_margin_and_use_tost():
 def test_holm_across_the_family_decides_the_verdicts():
     strong = _judge(_est([3.0, 3.2, 2.9, 3.1]), _est([1.0, 1.1, 0.9, 1.0]))
     weak = _judge(_est([1.2, 1.45, 0.95, 1.3]), _est([1.0, 1.1, 0.9, 1.0]))
-    alone = _judge(_est([1.2, 1.45, 0.95, 1.3]), _est([1.0, 1.1, 0.9, 1.0]))
-    assert 0.01 < weak.p < 0.05
-    adjust([alone])
+    assert 0.01 < weak.p < 0.05 and weak.verdict == PENDING and weak.p_holm is None  # judged: a test, no verdict
+    assert "waits for Holm's correction" in finding(weak)
+    (alone,) = adjust([weak])
     assert alone.verdict == "supported" and alone.p_holm == pytest.approx(alone.p)
-    adjust([strong, weak] + [_judge(_est([1.0, 2.0, 3.0]), _est([1.5, 1.0, 3.5])) for _ in range(3)])
-    assert strong.verdict == "supported" and weak.verdict == "inconclusive" and weak.p_holm > weak.p
-    assert "Holm-adjusted p" in finding(weak)
-    # a report's family (notebooks 03 and 04 together) can only weaken a verdict
-    records = [alone.as_dict()] * 2 + [strong.as_dict()]  # two claims at p = 0.04 each: x3 and x2 under Holm
-    again = adjust_records(records)
-    assert again[0]["verdict"] == "inconclusive" and again[0]["p_holm"] > alone.p_holm
-    assert [r["verdict"] for r in adjust_records([{"p": None, "verdict": "failed"}])] == ["failed"]
+    assert weak.verdict == PENDING  # adjust returns new records: the notebook's stay as judged
+    family = adjust([strong, weak] + [_judge(_est([1.0, 2.0, 3.0]), _est([1.5, 1.0, 3.5])) for _ in range(3)])
+    assert family[0].verdict == "supported" and family[1].verdict == "inconclusive" and family[1].p_holm > weak.p
+    assert "Holm-adjusted p" in finding(family[1])
+    # the report reads the records back from the notebooks' metrics.json and applies Holm once, over all of them
+    records = [weak.as_dict()] * 2 + [strong.as_dict()]  # two claims at p = 0.04 each: x3 and x2 under Holm
+    again = adjust([Claim.from_dict(r) for r in records])
+    assert again[0].verdict == "inconclusive" and again[0].p_holm > alone.p_holm
+    untested = _judge(_est([1.0, math.nan, 2.0], converged=2, failures=("seed 1: x",)), _est([1.0, 2.0, 3.0]))
+    assert [c.verdict for c in adjust([Claim.from_dict(untested.as_dict())])] == ["failed"]
+
+
+def test_a_record_reads_back_as_the_same_claim():
+    c = _final(_judge(_est([3.0, 3.2, 2.9]), _est([1.0, 1.1, 0.9]), margin=0.5))[0]
+    assert Claim.from_dict(json.loads(json.dumps(c.as_dict()))) == c
+    old = {k: v for k, v in c.as_dict().items() if k not in ("decision", "reason", "min_p", "kind", "pairs", "detail")}
+    back = Claim.from_dict(old)  # a record from before the decision was kept: its verdict stands as the decision
+    assert back.verdict == back.decision == "supported" and claim_rows([back])[0][-1] == "supported"
 
 
 def test_the_record_has_exactly_the_keys_and_no_nan():
@@ -156,10 +171,10 @@ def test_pairing_follows_the_seeds_and_bad_claims_are_refused():
     c = _judge(a, b)
     assert c.design == "paired" and c.estimate == pytest.approx(0.0)  # seed 0: 1-1, seed 1: 2-2, seed 2: 3-3
     assert _judge(Estimate((1.0, 2.0, 3.0), 3), _est([0.0, 0.4, 0.3])).design == "unpaired"
-    with pytest.raises(ValueError, match="kind='bigger' is invalid"):
+    with pytest.raises(ValueError, match="direction='bigger' is invalid: allowed higher, lower, similar, no better"):
         _judge(_est([1.0, 2.0]), _est([1.0, 2.0]), "bigger")
-    with pytest.raises(ValueError, match="settings 'x' and 'x' are invalid"):
-        judge("c", "s", "i", "m", ("x", _est([1.0, 2.0])), ("x", _est([1.0, 2.0])), "higher")
+    with pytest.raises(ValueError, match=r"arms=\('x', 'x'\) are invalid: allowed two different settings"):
+        ClaimSpec("c", "s", "i", "m", ("x", "x"), "higher")
     one = _final(_judge(_est([1.0]), _est([2.0])))[0]
     assert one.verdict == "inconclusive" and "fewer than 2 seeds" in finding(one)
 
@@ -174,20 +189,26 @@ def test_sections_show_tests_and_the_table_shows_verdicts():
 
 
 def test_the_lesson_helper_reads_rows_and_derailing_does_not_wait():
-    from vaelib.lessons.stability_ablations import claim
+    from vaelib.lessons.stability_ablations import judged
 
     kept = [{"derailed": 0.0, "converged": True, "seed": s} for s in range(3)]
     derailed = [{"derailed": 1.0, "converged": False, "seed": s, "state": "derailed"} for s in range(3)]
     rows = {"clip 1": kept, "no clip": derailed}
-    c = claim(rows, "clip 1", "no clip", "derailed", "lower", "clipping keeps training on track", "src", "share",
-              "stand-in")
+    spec = ClaimSpec("clipping keeps training on track", "src", "stand-in", "share", ("clip 1", "no clip"), "lower",
+                     key="derailed", binary=True, bounds=(0, 1), needs_convergence=False)
+    (c,) = _final(*judged(rows, [spec]))
     assert c.test == "Fisher" and c.verdict == "inconclusive"  # not "not converged": derailing is the effect
     calm = {"clip 1": kept, "no clip": [{**r, "converged": True} for r in kept]}
-    nothing = _final(claim(calm, "clip 1", "no clip", "derailed", "lower", "c", "s", "m", "i"))[0]
+    nothing = _final(*judged(calm, [spec]))[0]
     assert nothing.verdict == "untestable here"  # no seed derailed without clipping: nothing to prevent
+    with pytest.raises(ValueError, match="reads 'derailed', a metric of the first steps or of how a run ended: "
+                                         "allowed needs_convergence=False"):
+        judged(rows, [ClaimSpec("c", "s", "i", "m", ("clip 1", "no clip"), "lower", key="derailed", binary=True)])
+    with pytest.raises(ValueError, match="setting 'clip 2' is invalid: allowed one of clip 1, no clip"):
+        judged(rows, [ClaimSpec("c", "s", "i", "m", ("clip 2", "no clip"), "lower", key="final")])
     loss = {"clip 1": [{"final": 30.0 + s, "converged": True, "seed": s} for s in range(3)],
             "no clip": [{"final": 900.0, "converged": False, "seed": s, "state": "derailed"} for s in range(3)]}
-    late = claim(loss, "clip 1", "no clip", "final", "lower", "t", "s", "m", "i")
+    (late,) = _final(*judged(loss, [ClaimSpec("t", "s", "i", "m", ("clip 1", "no clip"), "lower", key="final")]))
     assert late.verdict == "not converged" and "no clip: seed 0: derailed" in finding(late)
     assert estimate(loss["no clip"], "final").unsettled[0] == "seed 0: derailed"
 

@@ -2,6 +2,7 @@
 declared trade-off criterion, matched-rate comparison, one factor at a time, the learning-rate sweep, every seed
 in the traces, and captions written from the numbers."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 
 from vaelib.evaluation import metrics, plots
 from vaelib.experiments import runs as runsets
-from vaelib.experiments.claims import RECORD_KEYS, adjust, finding, judge_best
+from vaelib.experiments.claims import RECORD_KEYS, ClaimSpec, adjust, finding, judge_best
 from vaelib.experiments.evidence import Estimate
 from vaelib.lessons import failure_gallery, stability_ablations, traces
 from vaelib.training.history import History
@@ -26,39 +27,47 @@ def _rows(**settings):
                     for s, (r, f) in enumerate(zip(*vals))] for label, vals in settings.items()}
 
 
+def _best(name, direction="lower"):
+    return ClaimSpec(f"{name} is best", "s", "stand", "fd", (name, "the rivals"), direction, key="fd")
+
+
+def _tradeoff(candidate):
+    return ClaimSpec(f"{candidate} is best", "s", "stand", "fd", (candidate, "the eligible rivals"), "lower", key="fd")
+
+
 def test_judge_best_needs_every_rival_beaten_and_takes_the_largest_p():
     best = _est([1.0, 1.1, 0.9, 1.05])
     close, far = _est([2.0, 2.3, 1.8, 2.1]), _est([9.0, 9.5, 8.7, 9.2])
-    (c,) = adjust([judge_best("A is best", "s", "stand", "fd", ("A", best), [("B", far), ("C", close)], "lower")])
-    assert c.verdict == "supported" and c.arms[1][0] == "C"  # the closest rival decides support
+    (c,) = adjust([judge_best(_best("A"), best, [("B", far), ("C", close)])])
+    assert c.verdict == "supported" and c.settings[1] == "C"  # the closest rival decides support
     assert c.p == max(c.detail["rivals"].values()) and set(c.as_dict()) == set(RECORD_KEYS)
     assert "intersection-union over 2 rivals" in c.test
-    (d,) = adjust([judge_best("A is best", "s", "stand", "fd", ("A", close), [("B", best), ("C", far)], "lower")])
-    assert d.verdict == "contradicted" and d.arms[1][0] == "B"
+    (d,) = adjust([judge_best(_best("A"), close, [("B", best), ("C", far)])])
+    assert d.verdict == "contradicted" and d.settings[1] == "B"
     assert d.p == pytest.approx(min(2 * d.detail["rivals"]["B"], 1.0))  # Bonferroni over the 2 rivals
     with pytest.raises(ValueError, match=r"rivals=\[\] is invalid"):
-        judge_best("A", "s", "stand", "fd", ("A", best), [], "lower")
-    with pytest.raises(ValueError, match="kind='similar' is invalid"):
-        judge_best("A", "s", "stand", "fd", ("A", best), [("B", far)], "similar")
+        judge_best(_best("A"), best, [])
+    with pytest.raises(ValueError, match="direction='similar' is invalid: allowed higher, lower"):
+        judge_best(dataclasses.replace(_best("A"), direction="similar", margin=1.0), best, [("B", far)])
 
 
 def test_tradeoff_claim_applies_the_declared_criterion():
     rows = _rows(**{"beta 0.1": ([15.0, 15.1, 14.9], [30.0, 31.0, 29.5]),
                     "beta 0.8": ([16.0, 16.2, 15.9], [10.0, 10.4, 9.8]),
                     "beta 4": ([40.0, 40.5, 39.8], [4.0, 4.2, 3.9])})
-    (c,) = adjust([stability_ablations.tradeoff_claim(rows, "beta 0.8", 0.1, "0.8 is best", "s", "fd", "stand")])
-    assert c.verdict == "supported" and c.arms[1][0] == "beta 0.1"  # beta 4 misses the 10% bound on recon
-    (d,) = adjust([stability_ablations.tradeoff_claim(rows, "beta 4", 0.1, "4 is best", "s", "fd", "stand")])
+    (c,) = adjust([stability_ablations.tradeoff_claim(rows, _tradeoff("beta 0.8"), 0.1)])
+    assert c.verdict == "supported" and c.settings[1] == "beta 0.1"  # beta 4 misses the 10% bound on recon
+    (d,) = adjust([stability_ablations.tradeoff_claim(rows, _tradeoff("beta 4"), 0.1)])
     assert d.verdict == "contradicted" and d.p is None and "out of the running" in d.reason
-    assert "3 of 3 seeds" in finding(d) and d.arms[1][0] == "beta 0.8"  # the criterion's choice
+    assert "3 of 3 seeds" in finding(d) and d.settings[1] == "beta 0.8"  # the criterion's choice
     mixed = _rows(**{"beta 0.1": ([15.0, 15.0, 15.0], [30.0, 31.0, 29.5]),
                      "beta 0.8": ([15.5, 17.0, 17.0], [10.0, 10.4, 9.8])})  # within 6% on seed 0 only
-    (e,) = adjust([stability_ablations.tradeoff_claim(mixed, "beta 0.8", 0.06, "0.8 is best", "s", "fd", "stand")])
+    (e,) = adjust([stability_ablations.tradeoff_claim(mixed, _tradeoff("beta 0.8"), 0.06)])
     assert e.verdict == "inconclusive" and "on 2 of 3 seeds" in e.reason
     with pytest.raises(ValueError, match="slack=1.5 is invalid"):
-        stability_ablations.tradeoff_claim(rows, "beta 0.8", 1.5, "x", "s", "fd", "stand")
+        stability_ablations.tradeoff_claim(rows, _tradeoff("beta 0.8"), 1.5)
     with pytest.raises(ValueError, match="candidate='beta 9' is invalid"):
-        stability_ablations.tradeoff_claim(rows, "beta 9", 0.1, "x", "s", "fd", "stand")
+        stability_ablations.tradeoff_claim(rows, _tradeoff("beta 9"), 0.1)
 
 
 def test_at_matched_rate_interpolates_per_seed_and_never_extrapolates():

@@ -20,20 +20,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from vaelib.config import DATASETS, DataConfig
+from vaelib.data.shapes import (
+    FACTOR_NAMES,
+    FACTOR_SIZES,
+    render_shapes,
+)
 from vaelib.io.files import save_torch
 from vaelib.losses import constant_image_nll
 from vaelib.runtime import mean_image
-from vaelib.data.shapes import (
-    COLOUR_NAMES,
-    COLOURS,
-    FACTOR_NAMES,
-    FACTOR_SIZES,
-    POSITIONS,
-    ROTATIONS,
-    SCALES,
-    SHAPE_NAMES,
-    render_shapes,
-)
 
 SPLITS = ("train", "val", "test")
 CHUNK = 4096  # images per chunk in tensor loops, so float copies of big datasets stay small

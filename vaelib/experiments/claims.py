@@ -1,62 +1,127 @@
-"""Claims of the source reports, judged: which test, which verdict, and the sentence that states it.
+"""Claims of the source reports, judged: declared before any run, tested once, given their verdict once.
 
-A claim compares setting A with setting B on one metric (`kind`): A is 'higher' or 'lower' than B (a
-difference), or A is 'similar' to B or 'no better' than B (lower is better) within a margin declared with the
-claim (an equivalence). `judge` runs the test the design allows (vaelib.experiments.stats) and `adjust` applies Holm's
-correction across a family of claims, which is what turns a test into a verdict. The seven verdicts and the
-rules behind them are written out in docs/findings.md.
+A claim is declared as a `ClaimSpec` (its statement, source, stand-in, metric, the two settings it compares, the
+direction and, for an equivalence, the margin) before the numbers exist. `judge` runs the test the design allows
+(experiments.stats) on the two settings' per-seed values and returns the claim's one record, a `Claim`: the test,
+its estimate, interval and p, and the decision the data point to. A notebook records its claims this way and
+nothing more. The verdict comes once, from `adjust`: Holm's correction across the one family of a report's claims
+(reporting.report applies it to every notebook's records together), which turns each decision into a verdict where
+its adjusted p is below alpha. The seven verdicts and the rules behind them are written out in docs/findings.md.
+The claims table is one list of rows (`claim_rows`), rendered as Markdown here and as HTML by reporting.pages.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from vaelib.experiments import stats
-from vaelib.experiments.evidence import Estimate
+from vaelib.experiments.evidence import Estimate, estimate
 
 VERDICTS = ("supported", "contradicted", "no effect", "untestable here", "inconclusive", "failed", "not converged")
+PENDING = "pending"  # a tested claim's verdict until adjust has seen its family
 KINDS = ("higher", "lower", "similar", "no better")
 EQUIVALENCE = ("similar", "no better")
-RECORD_KEYS = ("claim", "source", "stand_in", "metric", "design", "test", "n", "estimate", "ci95", "margin", "p",
-               "p_holm", "values", "verdict")
+RECORD_KEYS = ("claim", "source", "stand_in", "metric", "kind", "design", "test", "n", "pairs", "estimate", "ci95",
+               "margin", "p", "min_p", "p_holm", "decision", "reason", "values", "verdict", "detail")
+
+
+@dataclass(frozen=True)
+class ClaimSpec:
+    """A claim declared before any run: "setting arms[0] is `direction` than setting arms[1] in `metric`".
+
+    direction: 'higher' or 'lower' (a difference), 'similar' or 'no better' (lower is better; an equivalence, which
+    needs the margin, in the metric's units). key: the field of the per-seed rows it reads (judge_rows).
+    binary: the metric is 0/1 per seed (Fisher's exact test). bounds: (low, high) the metric cannot pass.
+    robust: heavy tails (a loss that may blow up): the exact sign test over pairs, on the median difference.
+    needs_convergence=False for a metric of the first steps, or one about how runs end (derailing, collapse).
+    """
+
+    statement: str  # in our own words
+    source: str  # which report, which section
+    stand_in: str  # which data and architecture stand in for the source's
+    metric: str  # what is measured, with units
+    arms: tuple[str, str]  # (setting A, setting B)
+    direction: str
+    key: str = ""
+    margin: float | None = None
+    binary: bool = False
+    bounds: tuple[float, float] | None = None
+    robust: bool = False
+    needs_convergence: bool = True
+
+    def __post_init__(self) -> None:
+        if self.direction not in KINDS:
+            raise ValueError(f"direction={self.direction!r} is invalid: allowed {', '.join(KINDS)}")
+        if len(self.arms) != 2 or self.arms[0] == self.arms[1]:
+            raise ValueError(f"arms={self.arms!r} are invalid: allowed two different settings")
+        if self.direction in EQUIVALENCE and not (self.margin is not None and self.margin > 0):
+            raise ValueError(f"margin={self.margin!r} is invalid for a {self.direction!r} claim: allowed a value > 0, "
+                             "declared with it")
+
+
+def _fin(x: Any) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
 
 
 @dataclass
 class Claim:
-    """One claim put to the test. `as_dict` is its record (RECORD_KEYS); the rest says how the verdict came."""
+    """One claim put to the test: its one record (`as_dict`, RECORD_KEYS; `from_dict` reads it back). `verdict` is
+    'pending' for a tested claim until `adjust` has seen the family, else the decision itself (no test ran)."""
 
-    claim: str  # in our own words
-    source: str  # which report, which section
-    stand_in: str  # which data and architecture stand in for the source's
-    metric: str  # what was measured, with units
-    arms: tuple[tuple[str, Estimate], tuple[str, Estimate]]
+    claim: str
+    source: str
+    stand_in: str
+    metric: str
     kind: str
+    values: tuple[dict[str, Any], ...]  # per setting: its name, Estimate.summary() and how the table shows it
     margin: float | None = None
     design: str = "paired"
     test: str | None = None
     estimate: float | None = None
     ci95: tuple[float, float] | None = None
+    pairs: int | None = None
     p: float | None = None  # the p of the decision the data point to; None where no test was run
-    p_holm: float | None = None
+    min_p: float | None = None  # the smallest p this test could give with these seeds
     decision: str = "inconclusive"  # the verdict if p_holm < alpha (or the verdict itself, where p is None)
-    verdict: str = "inconclusive"
-    reason: str = ""  # why this verdict, for the sentence
+    reason: str = ""  # why this decision or verdict, for the sentence
+    p_holm: float | None = None
+    verdict: str = PENDING
     detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> tuple[str, str]:
+        return self.values[0]["setting"], self.values[1]["setting"]
 
     def as_dict(self) -> dict[str, Any]:
         """The claim's record in metrics.json: exactly RECORD_KEYS, no nan (None instead)."""
-        fin = (lambda x: None if x is None or not math.isfinite(x) else float(x))  # noqa: E731
-        values = [{"setting": name, **e.summary()} for name, e in self.arms]
         return {"claim": self.claim, "source": self.source, "stand_in": self.stand_in, "metric": self.metric,
-                "design": self.design, "test": self.test, "n": [e.n for _, e in self.arms],
-                "estimate": fin(self.estimate), "ci95": [fin(c) for c in self.ci95] if self.ci95 else None,
-                "margin": self.margin, "p": fin(self.p), "p_holm": fin(self.p_holm), "values": values,
-                "verdict": self.verdict}
+                "kind": self.kind, "design": self.design, "test": self.test,
+                "n": [len(v["values"]) for v in self.values],
+                "pairs": self.pairs, "estimate": _fin(self.estimate),
+                "ci95": [_fin(c) for c in self.ci95] if self.ci95 else None, "margin": self.margin,
+                "p": _fin(self.p), "min_p": _fin(self.min_p), "p_holm": _fin(self.p_holm), "decision": self.decision,
+                "reason": self.reason, "values": [dict(v) for v in self.values], "verdict": self.verdict,
+                "detail": dict(self.detail)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Claim:
+        """A record read back (a report's metrics.json; records written before `decision` existed take their
+        verdict as the decision)."""
+        return cls(d["claim"], d["source"], d["stand_in"], d["metric"], d.get("kind", "higher"),
+                   tuple(d["values"]), d.get("margin"), d.get("design", "paired"), d.get("test"), d.get("estimate"),
+                   tuple(d["ci95"]) if d.get("ci95") else None, d.get("pairs"), d.get("p"), d.get("min_p"),
+                   d.get("decision", d.get("verdict", "inconclusive")), d.get("reason", ""), d.get("p_holm"),
+                   d.get("verdict", PENDING), dict(d.get("detail") or {}))
+
+
+def _arm(name: str, e: Estimate) -> dict[str, Any]:
+    return {"setting": name, **e.summary(), "described": e.describe()}
 
 
 def _pairs(a: Estimate, b: Estimate) -> tuple[np.ndarray, np.ndarray] | None:
@@ -70,92 +135,89 @@ def _pairs(a: Estimate, b: Estimate) -> tuple[np.ndarray, np.ndarray] | None:
     return np.array([va[s] for s in common]), np.array([vb[s] for s in common])
 
 
-def _precheck(c: Claim, a: Estimate, b: Estimate, needs_convergence: bool,
-              bounds: tuple[float, float] | None) -> tuple[str, str] | None:
-    """(verdict, reason) where no test can be run: failed runs, unconverged runs, too few seeds, both arms at
+def _precheck(spec: ClaimSpec, a: Estimate, b: Estimate) -> tuple[str, str] | None:
+    """(decision, reason) where no test can be run: failed runs, unconverged runs, too few seeds, both arms at
     the bound the claim would have to move past."""
-    names = [name for name, _ in c.arms]
-    failures = [f"{name}: {f}" for name, e in c.arms for f in e.failures]
-    missing = [f"{name}: {e.n - len(e.finite_values)} of {e.n} without a value" for name, e in c.arms
+    arms = tuple(zip(spec.arms, (a, b)))
+    failures = [f"{name}: {f}" for name, e in arms for f in e.failures]
+    missing = [f"{name}: {e.n - len(e.finite_values)} of {e.n} without a value" for name, e in arms
                if len(e.finite_values) < e.n]
-    if needs_convergence and (failures or missing):
+    if spec.needs_convergence and (failures or missing):
         return "failed", "; ".join(failures or missing)
-    if not needs_convergence and missing:
+    if not spec.needs_convergence and missing:
         return "failed", "; ".join(failures or missing)
-    if needs_convergence and not (a.all_converged and b.all_converged):
-        why = [f"{name}: {u}" for name, e in c.arms for u in e.unsettled]
+    if spec.needs_convergence and not (a.all_converged and b.all_converged):
+        why = [f"{name}: {u}" for name, e in arms for u in e.unsettled]
         return "not converged", "; ".join(why) or "not every run converged"
     if min(len(a.finite_values), len(b.finite_values)) < 2:
-        return "inconclusive", f"fewer than 2 seeds in {names[0] if len(a.finite_values) < 2 else names[1]}"
-    if bounds is not None and c.kind in ("higher", "lower"):
-        bound = bounds[1] if c.kind == "higher" else bounds[0]
+        return "inconclusive", f"fewer than 2 seeds in {spec.arms[0] if len(a.finite_values) < 2 else spec.arms[1]}"
+    if spec.bounds is not None and spec.direction in ("higher", "lower"):
+        bound = spec.bounds[1] if spec.direction == "higher" else spec.bounds[0]
         if all(v == bound for v in a.finite_values + b.finite_values):
-            return "untestable here", (f"both settings sit at the metric's {'upper' if c.kind == 'higher' else 'lower'}"
-                                       f" bound {bound:g} on every seed: there was nothing to change")
+            side = "upper" if spec.direction == "higher" else "lower"
+            return "untestable here", (f"both settings sit at the metric's {side} bound {bound:g} on every seed: "
+                                       "there was nothing to change")
     return None
 
 
-def judge(claim: str, source: str, stand_in: str, metric: str, a: tuple[str, Estimate], b: tuple[str, Estimate],
-          kind: str, *, margin: float | None = None, binary: bool = False, bounds: tuple[float, float] | None = None,
-          robust: bool = False, needs_convergence: bool = True, untestable: str = "") -> Claim:
-    """The test of "A is `kind` than B" (A first). Its verdict is provisional until `adjust` has seen the family.
+def judge(spec: ClaimSpec, a: Estimate, b: Estimate, *, untestable: str = "") -> Claim:
+    """The test of the declared claim on the values of its two settings (A first); its verdict waits for `adjust`.
 
-    margin: the equivalence margin in the metric's units, declared before the numbers exist; required for
-    'similar' and 'no better', optional for a difference (then a difference shown inside it is 'no effect').
-    binary: the metric is 0/1 per seed (Fisher's exact test). bounds: (low, high) the metric cannot pass.
-    robust: heavy tails (a loss that may blow up): the exact sign test over pairs, on the median difference.
-    untestable: why the design cannot test the claim at all (written from the run's numbers), or "".
-    needs_convergence=False for a metric of the first steps, or one about how runs end (derailing, collapse).
-    """
-    if kind not in KINDS:
-        raise ValueError(f"kind={kind!r} is invalid: allowed {', '.join(KINDS)}")
-    if a[0] == b[0]:
-        raise ValueError(f"settings {a[0]!r} and {b[0]!r} are invalid: allowed two different settings")
-    if kind in EQUIVALENCE and not (margin is not None and margin > 0):
-        raise ValueError(f"margin={margin!r} is invalid for a {kind!r} claim: allowed a value > 0, declared with it")
-    pairs = _pairs(a[1], b[1])
-    c = Claim(claim, source, stand_in, metric, (a, b), kind, margin, "paired" if pairs is not None else "unpaired")
-    pre = _precheck(c, a[1], b[1], needs_convergence, bounds)
+    untestable: why the design cannot test the claim at all (written from the run's numbers), or ""."""
+    pairs = _pairs(a, b)
+    c = Claim(spec.statement, spec.source, spec.stand_in, spec.metric, spec.direction,
+              (_arm(spec.arms[0], a), _arm(spec.arms[1], b)), spec.margin,
+              "paired" if pairs is not None else "unpaired")
+    pre = _precheck(spec, a, b)
     if untestable and (pre is None or pre[0] not in ("failed", "not converged")):
         pre = ("untestable here", untestable)
     if pre:
-        c.decision, c.reason = pre
-        c.verdict = c.decision
-        return c
-    x, y = pairs if pairs is not None else (np.array(a[1].finite_values), np.array(b[1].finite_values))
+        return _untested(c, *pre)
+    x, y = pairs if pairs is not None else (np.array(a.finite_values), np.array(b.finite_values))
     if pairs is not None and len(x) < 2:
-        c.decision = c.verdict = "inconclusive"
-        c.reason = "fewer than 2 seeds with a value in both settings"
-        return c
-    _test(c, x, y, binary, robust)
+        return _untested(c, "inconclusive", "fewer than 2 seeds with a value in both settings")
+    _test(c, spec, x, y, a, b)
     return c
 
 
-def _test(c: Claim, x: np.ndarray, y: np.ndarray, binary: bool, robust: bool = False) -> None:
+def judge_rows(spec: ClaimSpec, rows: Mapping[str, Sequence[dict[str, Any]]]) -> Claim:
+    """judge on per-seed rows (experiments.measures.summarize): each setting's rows, read at spec.key."""
+    if not spec.key:
+        raise ValueError(f"claim {spec.statement!r} declares no key: allowed the row field it reads (key=...)")
+    missing = [name for name in spec.arms if name not in rows]
+    if missing:
+        raise ValueError(f"setting {missing[0]!r} is invalid: allowed one of {', '.join(rows)}")
+    return judge(spec, estimate(rows[spec.arms[0]], spec.key), estimate(rows[spec.arms[1]], spec.key))
+
+
+def _untested(c: Claim, decision: str, reason: str) -> Claim:
+    c.decision = c.verdict = decision
+    c.reason = reason
+    return c
+
+
+def _test(c: Claim, spec: ClaimSpec, x: np.ndarray, y: np.ndarray, a: Estimate, b: Estimate) -> None:
     """Fills test, estimate, ci95, p and decision (the verdict waits for adjust)."""
     paired = c.design == "paired"
     same = np.array_equal(x, y) if paired else (np.ptp(np.concatenate([x, y])) == 0)
     if same:  # every seed the same outcome in both settings: nothing to test
-        c.estimate, c.decision = 0.0, "no effect"
-        c.reason = "every seed gives the same value in both settings"
-        c.verdict = c.decision
+        c.estimate = 0.0
+        _untested(c, "no effect", "every seed gives the same value in both settings")
         return
-    c.detail["pairs"] = len(x)
-    if binary:  # Fisher conditions on the margins: every run with a value is counted, none paired
-        t = stats.fisher(c.arms[0][1].finite_values, c.arms[1][1].finite_values)
+    c.pairs = len(x)
+    if spec.binary:  # Fisher conditions on the margins: every run with a value is counted, none paired
+        t = stats.fisher(a.finite_values, b.finite_values)
         c.design = "unpaired"
-    elif paired and (robust or np.ptp(x - y) == 0):
+    elif paired and (spec.robust or np.ptp(x - y) == 0):
         t = stats.sign_test(x, y)  # heavy tails, or every seed moved by the same amount: no variance for a t test
     elif paired:
         t = stats.paired_t(x, y)
     elif np.ptp(x) == 0 and np.ptp(y) == 0:
-        c.decision = c.verdict = "inconclusive"
-        c.reason = "neither setting varies over its seeds and they are not paired: no test applies"
+        _untested(c, "inconclusive", "neither setting varies over its seeds and they are not paired: no test applies")
         return
     else:
         t = stats.welch(x, y)
-    c.test, c.estimate, c.ci95, c.p = t.test, t.estimate, t.ci95, t.p
-    c.detail["min_p"] = t.min_p
+    c.test, c.estimate, c.ci95, c.p, c.min_p = t.test, t.estimate, t.ci95, t.p, t.min_p
     m = c.margin
     if m and t.test in ("paired t", "Welch"):
         inside, beyond, above = stats.tost(x, y, m, paired)
@@ -164,8 +226,7 @@ def _test(c: Claim, x: np.ndarray, y: np.ndarray, binary: bool, robust: bool = F
             return
     if c.kind in EQUIVALENCE:  # an exact test cannot show equivalence: no p enters the family
         c.test = c.p = c.ci95 = None
-        c.decision = c.verdict = "inconclusive"
-        c.reason = f"no equivalence test applies to these values (a {t.test} test would be needed)"
+        _untested(c, "inconclusive", f"no equivalence test applies to these values (a {t.test} test would be needed)")
         return
     if t.test == "sign":  # its direction is the majority of the signs, not the median (which may be 0)
         d = x - y
@@ -192,32 +253,23 @@ def _equivalence(c: Claim, inside: stats.Test, beyond: stats.Test, above: stats.
 
 
 def adjust(claims: Sequence[Claim], alpha: float = stats.ALPHA) -> list[Claim]:
-    """Holm's correction across the family: p_holm for every tested claim, and its verdict: the decision where
-    p_holm < alpha, else inconclusive (saying whether these seeds could have decided it at all)."""
-    tested = [c for c in claims if c.p is not None and math.isfinite(c.p)]
+    """The verdicts, once, for one family: Holm's correction across the claims that were tested gives each its
+    p_holm, and its verdict is its decision where p_holm < alpha, else inconclusive (saying whether these seeds
+    could have decided it at all). An untested claim's verdict is its decision. Returns new Claims."""
+    out = [dataclasses.replace(c, detail=dict(c.detail)) for c in claims]
+    tested = [c for c in out if c.p is not None and math.isfinite(c.p)]
+    for c in out:
+        if not any(c is t for t in tested):
+            c.p_holm, c.verdict = None, c.decision
     for c, ph in zip(tested, stats.holm([c.p for c in tested])):
         c.p_holm = ph
         if ph < alpha:
             c.verdict, c.reason = c.decision, ""  # _why states a tested verdict from the test itself
         else:
             c.verdict = "inconclusive"
-            min_p = c.detail.get("min_p", 0.0)
             c.reason = (f"the design cannot decide: with these seeds the smallest p a {c.test} test can give is "
-                        f"{min_p:.2g}, not below {alpha:g}" if min_p >= alpha else
+                        f"{c.min_p:.2g}, not below {alpha:g}" if (c.min_p or 0.0) >= alpha else
                         f"Holm-adjusted p = {ph:.2g} over {len(tested)} tested claims, not below {alpha:g}")
-    return list(claims)
-
-
-def adjust_records(records: Sequence[dict[str, Any]], alpha: float = stats.ALPHA) -> list[dict[str, Any]]:
-    """Holm across a larger family (a report's claims, each already adjusted within its notebook): p_holm anew,
-    and a supported / contradicted / no-effect verdict kept only where the new p_holm < alpha. A larger family
-    never turns an inconclusive claim into a result."""
-    out = [dict(r) for r in records]
-    tested = [r for r in out if isinstance(r.get("p"), float | int)]
-    for r, ph in zip(tested, stats.holm([r["p"] for r in tested])):
-        r["p_holm"] = ph
-        if ph >= alpha and r["verdict"] in ("supported", "contradicted", "no effect"):
-            r["verdict"] = "inconclusive"
     return out
 
 
@@ -230,8 +282,8 @@ def stated_test(c: Claim) -> str:
     no test ran."""
     if c.test is None:
         return "no test"
-    over = (f"{len(c.arms[0][1].finite_values)} vs {len(c.arms[1][1].finite_values)} runs" if c.design == "unpaired"
-            else f"{c.detail.get('pairs', '?')} seeds paired")
+    n = [sum(x is not None for x in v["values"]) for v in c.values]
+    over = f"{n[0]} vs {n[1]} runs" if c.design == "unpaired" else f"{c.pairs or '?'} seeds paired"
     ci = f"95% CI {_fmt(c.ci95[0])} to {_fmt(c.ci95[1])}" if c.ci95 else "no 95% interval from so few pairs"
     margin = f", margin ±{c.margin:g}" if c.margin else ""
     holm = f", Holm p = {_fmt(c.p_holm)}" if c.p_holm is not None else ""
@@ -239,10 +291,9 @@ def stated_test(c: Claim) -> str:
 
 
 def section_markdown(claims: Sequence[Claim]) -> str:
-    """A section's claims as Markdown bullets with their tests; the verdicts wait for the family (adjust)."""
+    """A section's claims as Markdown bullets with their tests; the verdicts come from the report's family."""
     return "\n\n".join(f"- {c.claim}: {stated_test(c) if c.test else 'no test: ' + c.reason}" for c in claims) + (
-        "\n\n*Verdicts: in the claims table at the end, after Holm's correction across every claim of this "
-        "notebook.*")
+        "\n\n*Verdicts: in the report's claims table, after Holm's correction across every claim of the report.*")
 
 
 def _why(c: Claim) -> str:
@@ -257,28 +308,51 @@ def _why(c: Claim) -> str:
             return f"the difference lies {side} -{c.margin:g}, the declared margin (one-sided test, Holm-adjusted)"
         where = "within" if abs(c.estimate) < c.margin else "beyond"
         return f"the difference lies {where} the declared margin ±{c.margin:g} (two one-sided tests, Holm-adjusted)"
+    if c.verdict == PENDING:
+        return f"the test points to '{c.decision}'; the verdict waits for Holm's correction across the report"
     return c.reason or c.verdict
 
 
+def _described(v: Mapping[str, Any]) -> str:
+    """A setting's numbers as the tables show them (Estimate.describe where the record has it)."""
+    if v.get("described"):
+        return v["described"]
+    return (f"mean {_fmt(v['mean'])}, median {_fmt(v['median'])}, sd {_fmt(v['sd'])} ({len(v['values'])} seeds, "
+            f"{len(v['failed'])} failed, {v['converged']} converged)")
+
+
 def finding(c: Claim) -> str:
-    """One Markdown sentence that states the claim's verdict from its numbers (never typed by hand); call it after
-    `adjust` has seen the whole family."""
-    (name_a, a), (name_b, b) = c.arms
-    return (f"**{c.verdict}** — {c.claim} ({c.source}; {c.stand_in}). {c.metric}: {name_a} {a.describe()}, "
-            f"{name_b} {b.describe()}; {stated_test(c)}{'; ' if c.test else ': '}{_why(c)}.")
+    """One Markdown sentence that states the claim's verdict from its numbers (never typed by hand)."""
+    (a, b) = c.values
+    return (f"**{c.verdict}** — {c.claim} ({c.source}; {c.stand_in}). {c.metric}: {a['setting']} {_described(a)}, "
+            f"{b['setting']} {_described(b)}; {stated_test(c)}{'; ' if c.test else ': '}{_why(c)}.")
 
 
-def claims_table(claims: Sequence[Claim]) -> str:
-    """The claims as a Markdown table: claim, source, stand-in, metric, numbers, test, p, Holm p, verdict."""
-    lines = ["| claim | source | stand-in | metric | our numbers | test | estimate (95% CI) | p | Holm p | verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+TABLE_HEADS = ("claim", "source", "stand-in", "metric", "our numbers", "test", "estimate (95% CI)", "p", "Holm p",
+               "verdict")
+
+
+def claim_rows(claims: Sequence[Claim]) -> list[tuple[str, ...]]:
+    """The claims table as one list of rows of text (TABLE_HEADS), rendered as Markdown (claims_table) and as HTML
+    (reporting.pages.claims_html). "our numbers" holds one line per setting."""
+    rows = []
     for c in claims:
-        values = "; ".join(f"{name}: {e.describe()}" for name, e in c.arms)
+        numbers = "\n".join(f"{v['setting']}: {_described(v)}" for v in c.values)
         est = "-" if c.estimate is None else f"{c.estimate:+.3g}" + (
             f" ({_fmt(c.ci95[0])}, {_fmt(c.ci95[1])})" if c.ci95 else "")
         test = (c.test or "-") + (f", margin ±{c.margin:g}" if c.margin else "")
-        lines.append(f"| {c.claim} | {c.source} | {c.stand_in} | {c.metric} | {values} | {test} | {est} | "
-                     f"{_fmt(c.p)} | {_fmt(c.p_holm)} | **{c.verdict}** |")
+        rows.append((c.claim, c.source, c.stand_in, c.metric, numbers, test, est, _fmt(c.p), _fmt(c.p_holm),
+                     c.verdict))
+    return rows
+
+
+def claims_table(claims: Sequence[Claim]) -> str:
+    """The claims table as Markdown (claim_rows)."""
+    lines = ["| " + " | ".join(TABLE_HEADS) + " |", "|" + "---|" * len(TABLE_HEADS)]
+    for row in claim_rows(claims):
+        cells = [cell.replace("\n", "; ").replace("|", "\\|") for cell in row]
+        cells[-1] = f"**{cells[-1]}**"
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -287,21 +361,21 @@ def tally(verdicts: Sequence[str]) -> dict[str, int]:
     return {v: sum(x == v for x in verdicts) for v in VERDICTS}
 
 
-def judge_best(claim: str, source: str, stand_in: str, metric: str, best: tuple[str, Estimate],
-               rivals: Sequence[tuple[str, Estimate]], kind: str, **kw: Any) -> Claim:
-    """The test of "A is the best of these settings": A is `kind` ('lower' or 'higher' is better) than every rival.
+def judge_best(spec: ClaimSpec, best: Estimate, rivals: Sequence[tuple[str, Estimate]]) -> Claim:
+    """The test of "A is the best of these settings": A (spec.arms[0]) is spec.direction ('lower' or 'higher' is
+    better) than every rival; spec.arms[1] names the rivals as a group.
 
     An intersection-union test (Berger, 1982): each rival is tested against A with `judge` (paired by seed), and A
     is shown best only when it is shown better than each of them, so the claim's p is the largest of their p values
     (no correction is owed within the claim). It is contradicted when some rival is shown better than A: then its p
     is the smallest such p times the number of rivals (Bonferroni, since any one of them could have done it). The
-    record's second arm is the rival that decides: the closest one for support, the best one for contradiction. No
-    rival at all (A alone meets the criterion) leaves nothing to test, and is said so. kw: see judge."""
-    if kind not in ("higher", "lower"):
-        raise ValueError(f"kind={kind!r} is invalid: allowed higher, lower")
+    record's second setting is the rival that decides: the closest one for support, the best one for contradiction.
+    No rival at all (A alone meets the criterion) leaves nothing to test, and is said so."""
+    if spec.direction not in ("higher", "lower"):
+        raise ValueError(f"direction={spec.direction!r} is invalid: allowed higher, lower")
     if not rivals:
-        raise ValueError(f"rivals={rivals!r} is invalid: allowed one or more settings to compare {best[0]!r} with")
-    tests = [judge(claim, source, stand_in, metric, best, rival, kind, **kw) for rival in rivals]
+        raise ValueError(f"rivals={rivals!r} is invalid: allowed one or more settings to compare {spec.arms[0]!r} with")
+    tests = [judge(dataclasses.replace(spec, arms=(spec.arms[0], name)), best, e) for name, e in rivals]
     untested = [t for t in tests if t.p is None and t.decision != "supported"]
     against = [t for t in tests if t.p is not None and t.decision == "contradicted"]
     if against:
@@ -312,10 +386,9 @@ def judge_best(claim: str, source: str, stand_in: str, metric: str, best: tuple[
     else:
         decider = max(tests, key=lambda t: t.p)
         p, decision = decider.p, "supported"
-    c = Claim(claim, source, stand_in, metric, (best, decider.arms[1]), kind, decider.margin, decider.design,
-              decider.test, decider.estimate, decider.ci95, p, decision=decision, verdict=decision,
-              reason=decider.reason, detail={**decider.detail, "rivals": {t.arms[1][0]: t.p for t in tests}})
+    c = dataclasses.replace(decider, p=p, decision=decision, verdict=PENDING if p is not None else decision,
+                            detail={**decider.detail, "rivals": {t.settings[1]: _fin(t.p) for t in tests}})
     if p is not None:
         c.test = f"{decider.test}, intersection-union over {len(rivals)} rivals"
-        c.detail["min_p"] = max(t.detail.get("min_p", 0.0) for t in tests)
+        c.min_p = max(t.min_p or 0.0 for t in tests)
     return c

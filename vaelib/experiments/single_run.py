@@ -4,7 +4,6 @@ and figures, written beside the checkpoint with the config, seed, versions and t
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +14,15 @@ import torch
 from vaelib.config import Config
 from vaelib.data.datasets import data_mean_baseline, load_from_config
 from vaelib.evaluation import metrics, plots
-from vaelib.experiments.evidence import StopWhenConverged
+from vaelib.experiments.cache import run_config
 from vaelib.io.files import save_json
-from vaelib.io.lock import run_lock
 from vaelib.io.provenance import versions
 from vaelib.losses import LIKELIHOODS
 from vaelib.runtime import resolve_device, to_float
 from vaelib.training import distributed
-from vaelib.training.allocator import tune_cpu_allocator
+from vaelib.training.allocator import allocator_tuned
 from vaelib.training.history import History
 from vaelib.training.resources import check_memory
-from vaelib.training.trainer import HISTORY, fit
 from vaelib.training.validation import kl_per_dimension
 
 
@@ -74,36 +71,30 @@ def standard_figures(model, config: Config, history: History, test, out_dir: str
 def run_experiment(config: Config, out_dir: str | Path, *, device: str | None = None,
                    quiet: bool = False, tune_allocator: bool = True, log_dir: str | Path | None = None
                    ) -> dict[str, Any]:
-    """Train (or resume) a config, then write metrics.json and the standard figures to out_dir.
-
-    Like cached_fit, it tunes the process's allocator on the CPU unless told not to (and records whether).
-    Refused before any work: a config too big for the device's memory (vaelib.training.resources), an out_dir that
-    cannot be written, and one another process writes to (vaelib.io.lock: one writer per run folder).
-    log_dir: a TensorBoard folder that fit writes (see vaelib.training.tensorboard); None writes none.
+    """Train (or resume) a config with experiments.cache.run_config, then write metrics.json and the standard
+    figures to out_dir, under the same lock. Refused before any work: a config too big for the device's memory
+    (training.resources), an out_dir that cannot be written, and one another process writes to (io.lock).
+    log_dir: a TensorBoard folder that fit writes (see training.tensorboard); None writes none.
     """
+    t0 = time.perf_counter()
     device = resolve_device(device)
     check_memory(config, device)
-    with run_lock(out_dir) if distributed.is_main() else nullcontext():
-        return _train_and_report(config, out_dir, device, quiet, tune_allocator, log_dir)
-
-
-def _train_and_report(config: Config, out_dir: str | Path, device: torch.device, quiet: bool,
-                      tune_allocator: bool, log_dir: str | Path | None = None) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    malloc_tuned = tune_allocator and device.type == "cpu" and tune_cpu_allocator()
     train, val, test = (load_from_config(config.data, s) for s in ("train", "val", "test"))
-    model, history = fit(config, train, val, device=device, out_dir=out_dir, quiet=quiet, log_dir=log_dir,
-                         stop=StopWhenConverged(config))
-    if not distributed.is_main():  # under torchrun, rank 0 evaluates and writes
-        return {}
-    save_json(Path(out_dir) / HISTORY, history.to_dict())  # mirrors the checkpoint, even if damaged since
-    torch.manual_seed(config.train.seed)
-    result = {"config": config.to_dict(), "seed": config.train.seed, "versions": versions(),
-              "device": str(device), "options": {**history.options, "malloc_tuned": malloc_tuned},
-              "train_images": len(train), "test_images": len(test),
-              "metrics": standard_metrics(model, config, train, test)}
-    figures = standard_figures(model, config, history, test, out_dir, kl=result["metrics"]["kl_per_dim"])
-    result["figures"] = [p.name for p in figures]
-    result["seconds"] = time.perf_counter() - t0
-    save_json(Path(out_dir) / "metrics.json", result)
-    return result
+
+    def report(model: torch.nn.Module, history: History) -> dict[str, Any]:
+        if not distributed.is_main():  # under torchrun, rank 0 evaluates and writes
+            return {}
+        torch.manual_seed(config.train.seed)
+        result = {"config": config.to_dict(), "seed": config.train.seed, "versions": versions(),
+                  "device": str(device), "options": {**history.options,
+                              "malloc_tuned": bool(tune_allocator and device.type == "cpu" and allocator_tuned())},
+                  "train_images": len(train), "test_images": len(test),
+                  "metrics": standard_metrics(model, config, train, test)}
+        figures = standard_figures(model, config, history, test, out_dir, kl=result["metrics"]["kl_per_dim"])
+        result["figures"] = [p.name for p in figures]
+        result["seconds"] = time.perf_counter() - t0
+        save_json(Path(out_dir) / "metrics.json", result)
+        return result
+
+    return run_config(config, out_dir, train, val, device=device, quiet=quiet, tune_allocator=tune_allocator,
+                      log_dir=log_dir, then=report)[3]

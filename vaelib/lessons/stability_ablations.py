@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from vaelib.config import BetaSchedule, Config, with_overrides
 from vaelib.experiments.budgets import notebook_config
-from vaelib.experiments.claims import Claim, judge, judge_best
+from vaelib.experiments.claims import Claim, ClaimSpec, judge_best, judge_rows
 from vaelib.experiments.evidence import MIN_EPOCHS, estimate
 from vaelib.experiments.measures import per_seed, summarize
 from vaelib.experiments.runs import Run, with_epochs
@@ -207,17 +208,17 @@ EARLY_METRICS = ("early_volatility", "early_kl_volatility", "kl_volatility_at_fi
 END_METRICS = ("derailed",)
 
 
-def claim(rows: dict[str, list[dict[str, Any]]], a: str, b: str, key: str, kind: str, text: str,
-          source: str, metric: str, stand_in: str, **kw: Any) -> Claim:
-    """The Claim 'setting a is `kind` than setting b in `key`', tested by experiments.claims.judge (paired by seed);
-    a metric of the first steps (EARLY_METRICS) or of how a run ended (END_METRICS) does not wait for the runs
-    to converge. kw: margin, binary, bounds, needs_convergence (see judge)."""
-    kw.setdefault("needs_convergence", key not in EARLY_METRICS + END_METRICS)
-    kw.setdefault("binary", key in END_METRICS)
-    if kw["binary"]:
-        kw.setdefault("bounds", (0, 1))  # a share: if no seed derails in either setting, there was nothing to prevent
-    return judge(text, source, stand_in, metric, (a, estimate(rows[a], key)), (b, estimate(rows[b], key)), kind,
-                 **kw)
+def judged(rows: dict[str, list[dict[str, Any]]], specs: Sequence[ClaimSpec]) -> list[Claim]:
+    """Each declared claim judged on the per-seed rows of its settings (claims.judge_rows), in one call. A claim on
+    a metric of the first steps (EARLY_METRICS) or of how a run ended (END_METRICS) must be declared with
+    needs_convergence=False, and one on derailing with binary=True: refused otherwise, before any test."""
+    for spec in specs:
+        if spec.key in EARLY_METRICS + END_METRICS and spec.needs_convergence:
+            raise ValueError(f"claim {spec.statement!r} reads {spec.key!r}, a metric of the first steps or of how a "
+                             "run ended: allowed needs_convergence=False")
+        if spec.key in END_METRICS and not spec.binary:
+            raise ValueError(f"claim {spec.statement!r} reads {spec.key!r}, 0 or 1 per seed: allowed binary=True")
+    return [judge_rows(spec, rows) for spec in specs]
 
 
 def first_seed(runs: dict[str, list[Run]]) -> dict[str, Run]:
@@ -225,16 +226,17 @@ def first_seed(runs: dict[str, list[Run]]) -> dict[str, Run]:
     return {label: seeds[0] for label, seeds in runs.items()}
 
 
-def tradeoff_claim(rows: dict[str, list[dict[str, Any]]], candidate: str, slack: float, text: str, source: str,
-                   metric: str, stand_in: str, recon_key: str = "test_recon", sample_key: str = "fd") -> Claim:
-    """"`candidate` is the best trade-off of the sweep", by a criterion declared before the runs: the best
-    trade-off is the setting with the lowest `sample_key` (sample Fréchet distance) among those whose mean
+def tradeoff_claim(rows: dict[str, list[dict[str, Any]]], spec: ClaimSpec, slack: float,
+                   recon_key: str = "test_recon") -> Claim:
+    """"`spec.arms[0]` is the best trade-off of the sweep", by a criterion declared before the runs: the best
+    trade-off is the setting with the lowest `spec.key` (sample Fréchet distance) among those whose mean
     `recon_key` (test reconstruction term, lower is better) lies within `slack` (a share) of the sweep's best.
 
     The candidate is out of the running (contradicted) only when its reconstruction term misses the slack on every
     seed, against that seed's best; when it misses on some seeds only, the criterion cannot place it
-    (inconclusive). Otherwise it is tested against every other eligible setting on `sample_key` (judge_best: an
+    (inconclusive). Otherwise it is tested against every other eligible setting on `spec.key` (judge_best: an
     intersection-union test over them)."""
+    candidate, sample_key = spec.arms[0], spec.key
     if not 0 <= slack < 1:
         raise ValueError(f"slack={slack!r} is invalid: allowed a share in [0, 1)")
     if candidate not in rows:
@@ -243,29 +245,29 @@ def tradeoff_claim(rows: dict[str, list[dict[str, Any]]], candidate: str, slack:
     means = {label: m for label, m in means.items() if math.isfinite(m)}
     best = min(means.values(), default=float("nan"))
     eligible = [label for label, m in means.items() if m <= best + slack * abs(best)]
-    arm = (candidate, estimate(rows[candidate], sample_key))
     rivals = [(label, estimate(rows[label], sample_key)) for label in eligible if label != candidate]
     within = f"within {slack:.0%} of the sweep's best reconstruction term"
     by_sample = lambda labels: min(labels, key=lambda label: estimate(rows[label], sample_key).mean)  # noqa: E731
+
+    def decided(other: str, decision: str, reason: str) -> Claim:  # no test: the criterion alone decides
+        c = judge_rows(dataclasses.replace(spec, arms=(candidate, other), needs_convergence=False, bounds=None),
+                       rows)
+        return dataclasses.replace(c, test=None, estimate=None, ci95=None, p=None, min_p=None, pairs=None,
+                                   decision=decision, verdict=decision, reason=reason)
+
     if candidate not in eligible:
         seeds = sorted({r["seed"] for rs in rows.values() for r in rs if "seed" in r})
         per_seed = {s: {label: r.get(recon_key, float("nan")) for label, rs in rows.items() for r in rs
                         if r.get("seed") == s} for s in seeds}
         misses = [per_seed[s][candidate] > min(v for v in per_seed[s].values() if math.isfinite(v)) * (1 + slack)
                   for s in seeds if math.isfinite(per_seed[s].get(candidate, float("nan")))]
-        chosen = by_sample(eligible)
-        c = Claim(text, source, stand_in, metric, (arm, (chosen, estimate(rows[chosen], sample_key))), "lower")
-        c.decision = c.verdict = "contradicted" if misses and all(misses) else "inconclusive"
-        c.reason = (f"by the declared criterion it is out of the running: its {recon_key} "
-                    f"({estimate(rows[candidate], recon_key)}) is not {within} ({best:.4g}) on "
-                    f"{sum(misses)} of {len(misses)} seeds; eligible: {', '.join(eligible)}")
-        return c
+        return decided(by_sample(eligible), "contradicted" if misses and all(misses) else "inconclusive",
+                       f"by the declared criterion it is out of the running: its {recon_key} "
+                       f"({estimate(rows[candidate], recon_key)}) is not {within} ({best:.4g}) on "
+                       f"{sum(misses)} of {len(misses)} seeds; eligible: {', '.join(eligible)}")
     if not rivals:
-        other = by_sample([label for label in rows if label != candidate])
-        c = Claim(text, source, stand_in, metric, (arm, (other, estimate(rows[other], sample_key))), "lower")
-        c.decision = c.verdict = "supported"
-        c.reason = f"by the declared criterion nothing competes: it is the only setting {within}"
-        return c
-    c = judge_best(text, source, stand_in, metric, arm, rivals, "lower")
+        return decided(by_sample([label for label in rows if label != candidate]), "supported",
+                       f"by the declared criterion nothing competes: it is the only setting {within}")
+    c = judge_best(spec, estimate(rows[candidate], sample_key), rivals)
     c.detail["eligible"] = eligible
     return c

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from vaelib.experiments.claims import TABLE_HEADS, Claim, claim_rows
 from vaelib.io.files import write_text
 from vaelib.training.jsonfiles import MalformedFile, check_report_metrics, is_report_metrics, load_json
 
@@ -28,34 +29,17 @@ def _fmt(v: Any) -> str:
 
 
 def claims_html(claims: list[dict[str, Any]]) -> str:
-    """The claims table (claim, source, stand-in, metric, numbers, test, estimate, p, Holm p, verdict) as HTML, or a
-    line saying there is none. Reads the records of vaelib.experiments.claims (Claim.as_dict)."""
+    """The claims table as HTML (experiments.claims.claim_rows, the rows the notebooks show as Markdown), or a
+    line saying there is none. Reads the claims' records (Claim.as_dict), their verdicts given by the report."""
     if not claims:
         return "<p>No claim was tested in this report.</p>"
-
-    def num(x: Any) -> str:
-        return "-" if x is None else f"{x:.3g}"
-
-    def numbers(c: dict[str, Any]) -> str:
-        return "<br>".join(html.escape(f"{v['setting']}: mean {num(v['mean'])}, median {num(v['median'])}, "
-                                       f"sd {num(v['sd'])} ({len(v['values'])} seeds, {len(v['failed'])} failed, "
-                                       f"{v['converged']} converged)") for v in c["values"])
-
-    def estimate(c: dict[str, Any]) -> str:
-        ci = f" ({num(c['ci95'][0])}, {num(c['ci95'][1])})" if c.get("ci95") else ""
-        return "-" if c["estimate"] is None else f"{c['estimate']:+.3g}{ci}"
-
-    heads = ("claim", "source", "stand-in", "metric", "our numbers", "test", "estimate (95% CI)", "p", "Holm p",
-             "verdict")
-    head = "".join(f"<th>{h}</th>" for h in heads)
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c[k]))}</td>" for k in ("claim", "source", "stand_in", "metric"))
-        + f"<td>{numbers(c)}</td><td>{html.escape(str(c['test'] or '-'))}"
-        + (f", margin ±{c['margin']:g}" if c.get("margin") else "")
-        + f"</td><td>{estimate(c)}</td><td>{num(c['p'])}</td><td>{num(c['p_holm'])}</td>"
-        + f"<td><b>{html.escape(c['verdict'])}</b></td></tr>" for c in claims)
-    return (f"<p>{len(claims)} claims; Holm's correction across the {sum(c['p'] is not None for c in claims)} that "
-            "were tested (family-wise error 5%), so a verdict here can be weaker than in its notebook.</p>"
+    records = [Claim.from_dict(c) for c in claims]
+    head = "".join(f"<th>{h}</th>" for h in TABLE_HEADS)
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(cell).replace(chr(10), '<br>')}</td>" for cell in row[:-1])
+                   + f"<td><b>{html.escape(row[-1])}</b></td></tr>" for row in claim_rows(records))
+    tested = sum(c.p is not None for c in records)
+    return (f"<p>{len(claims)} claims; the verdicts come from Holm's correction across the {tested} that were tested, "
+            "one family for the whole report (family-wise error 5%).</p>"
             f"<table border='1' style='border-collapse:collapse'><tr>{head}</tr>{rows}</table>")
 
 

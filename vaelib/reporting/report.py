@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from vaelib.experiments.budgets import BUDGETS, notebook_config
-from vaelib.experiments.claims import adjust_records
+from vaelib.experiments.claims import Claim, adjust
 from vaelib.io.files import copy_file, save_json, shareable_mode, write_text
 from vaelib.io.lock import file_lock
 from vaelib.io.paths import check_files, check_folder
@@ -145,7 +145,8 @@ def build_report(dataset: str = "mnist", budget: str = "small", *, seed: int = 0
         out = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
         out.chmod(shareable_mode(directory=True))  # mkdtemp makes it 0700; the report is meant to be shared
         entries = [_run_one(nb, out, {**common, **shares[nb]}, dataset, budget, timeout, quiet) for nb in notebooks]
-        claims = adjust_records([c for e in entries for c in e["metrics"].get("claims", [])])  # Holm: the family
+        records = [Claim.from_dict(c) for e in entries for c in e["metrics"].get("claims", [])]
+        claims = [c.as_dict() for c in adjust(records)]  # the verdicts, once: Holm across the report's one family
         summary = {"dataset": dataset, "budget": budget, "seed": seed, "parameters": base,
                    "config": config.to_dict(), "versions": versions(), "notebooks": entries, "claims": claims,
                    "seconds": round(sum(e["seconds"] for e in entries), 1)}

@@ -143,6 +143,8 @@ def fit(config: Config, train: Any = None, val: Any = None, *, device: str | tor
     finally:
         tb.close(state.history)  # also the steps of an interrupted epoch: a resumed run's purge_step replaces them
         bar.close()
+    if state.ckpt is not None and state.plan.rank == 0:  # history.json mirrors the checkpoint, even if damaged since
+        save_json(state.ckpt.parent / HISTORY, state.history.to_dict())
     state.model.eval()
     return state.model, state.history
 
