@@ -294,3 +294,29 @@ def test_memory_estimate_counts_the_real_parameters_and_refuses_with_the_figure(
     check_memory(config, torch.device("cpu"), available=2**30)  # 1 GiB is plenty
     with pytest.raises(ValueError, match=r"need about 0.0\d+ GiB but 0.000977 GiB is available on cpu"):
         check_memory(config, torch.device("cpu"), available=2**20)
+
+
+def test_ctrl_c_is_a_normal_stop_in_one_line(monkeypatch, capsys):
+    from vaelib import __main__ as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_train", interrupted)
+    assert cli.main(["train", "--preset", "digits"]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "interrupted" in err and "run the same command to resume" in err
+
+
+def test_ctrl_c_during_a_report_leaves_no_half_built_folder(monkeypatch, tmp_path):
+    from vaelib.reporting import report
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "_run_one", interrupted)
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "notes.txt").write_text("the user's")
+    with pytest.raises(KeyboardInterrupt):
+        report.build_report("digits", "tiny", out_root=tmp_path / "reports", runs_dir=tmp_path / "runs", quiet=True)
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["notes.txt"]  # no .building-* left

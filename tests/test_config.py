@@ -162,3 +162,10 @@ def test_every_integer_field_has_an_upper_bound_in_its_message(field):
     owner_name = re.escape(".".join(field.split(".")[-2:]))
     with pytest.raises(ValueError, match=rf"^{owner_name}=.*\(401 digits\).* is invalid: allowed .*(<=? ?\w|or \d)"):
         with_overrides(get_preset("digits"), **{field: value})
+
+
+@pytest.mark.parametrize("name", ["../outside", "../../escape", "", "a/b", ".hidden", "x" * 65, "a..b"])
+def test_a_config_name_is_a_folder_name_that_cannot_leave_the_runs_folder(name):
+    with pytest.raises(ValueError, match=r"^config.name=.* is invalid: allowed a folder name of letters, digits"):
+        with_overrides(get_preset("digits"), name=name)
+    assert with_overrides(get_preset("digits"), name="my_run-2.b").name == "my_run-2.b"

@@ -106,11 +106,24 @@ def test_a_writer_killed_mid_save_leaves_the_old_file_and_its_temporary_is_clean
     assert path.read_bytes() == b"the last good checkpoint"
 
 
-def test_clean_temporaries_leaves_other_dot_files(tmp_path):
-    for name in (".checkpoint.pt.abc123.tmp", ".keep", ".notes.tmp", "x.tmp"):
+def test_clean_temporaries_removes_only_what_vaelib_wrote(tmp_path):
+    mine = ".checkpoint.pt.vaelib-abc123.tmp"
+    theirs = [".keep", ".notes.tmp", "x.tmp", ".thesis.draft.tmp", ".cache.v2.tmp", ".checkpoint.pt.abc123.tmp"]
+    for name in (mine, *theirs):
         (tmp_path / name).write_text("x")
-    assert [p.name for p in clean_temporaries(tmp_path)] == [".checkpoint.pt.abc123.tmp"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".keep", ".notes.tmp", "x.tmp"]
+    assert [p.name for p in clean_temporaries(tmp_path)] == [mine]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(theirs)  # a user's own dot files stay
+
+
+def test_every_temporary_carries_the_vaelib_mark(tmp_path):
+    seen = []
+
+    def write(f):
+        seen.extend(p.name for p in tmp_path.iterdir())
+        f.write(b"x")
+
+    atomic_write_bytes(tmp_path / "metrics.json", write)
+    assert len(seen) == 1 and seen[0].startswith(".metrics.json.vaelib-") and seen[0].endswith(".tmp")
 
 
 @contextmanager

@@ -352,3 +352,11 @@ def test_fit_records_what_the_model_that_ignores_its_input_scores(tiny_config, t
     _, h = fit(fb, x_train, x_val, device="cpu", quiet=True)
     assert h.options["ignore_input"]["val_kl_used"] == 0.5 * tiny_config.model.latent_dim
     assert ignore_input_objective(h) == pytest.approx(h.options["ignore_input"]["val_recon"] + 2.0 * 0.5 * 4)
+
+
+def test_an_empty_out_dir_is_refused_not_taken_as_the_current_folder(tiny_config, tiny_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for empty in ("", " "):
+        with pytest.raises(ValueError, match=r"^out_dir='\s*' is invalid: allowed a folder's path, or None"):
+            fit(tiny_config, *tiny_data, device="cpu", out_dir=empty, quiet=True)
+    assert list(tmp_path.iterdir()) == []  # nothing written

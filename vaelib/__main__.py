@@ -277,6 +277,12 @@ def _user_error(err: BaseException) -> str | None:
     return None
 
 
+INTERRUPTED = {  # what a Ctrl-C leaves, by command
+    "train": "the last finished epoch's checkpoint stands: run the same command to resume from it",
+    "report": "the report's folder is as it was before this build: run the same command to build it again",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run a command; an error the user caused is one line on stderr and exit code 2 (--debug: the traceback)."""
     parser = _Parser(prog="python -m vaelib", description="vaelib command line")
@@ -294,6 +300,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {"train": _train, "report": _report, "bench": _bench, "timings": _timings, "notebooks": _notebooks}
         return commands[args.command](args)
+    except KeyboardInterrupt:  # Ctrl-C is a normal stop: the last checkpoint stands, the same command resumes
+        if args.debug or os.environ.get("VAELIB_DEBUG", "0") not in ("", "0"):
+            raise
+        print(f"vaelib: interrupted; {INTERRUPTED.get(args.command, 'nothing was left half-written')}", file=sys.stderr)
+        return 130
     except Exception as err:
         message = _user_error(err)
         if message is None or args.debug or os.environ.get("VAELIB_DEBUG", "0") not in ("", "0"):

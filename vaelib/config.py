@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ from vaelib.config_checks import (
 )
 from vaelib.losses import LIKELIHOODS
 
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a config's name: a run folder's, never a path
 DATASETS = ("fashion_mnist", "cifar10", "celeba", "mnist", "digits", "shapes")
 SCHEDULES = ("constant", "warmup", "linear", "cyclic")
 RECON_LOSSES = tuple(LIKELIHOODS)  # the names of vaelib.losses' one likelihood registry
@@ -185,6 +187,9 @@ class Config:
 
     def __post_init__(self) -> None:
         check_types("config", self)
+        if not NAME.fullmatch(self.name) or ".." in self.name:
+            refuse("config", "name", self.name, "a folder name of letters, digits, '_', '-' and '.' (not first, "
+                   "no '..'), at most 64 characters: it names the run's folder")
         for part, cls in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig)):
             value = getattr(self, part)
             if isinstance(value, dict):

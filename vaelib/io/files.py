@@ -2,8 +2,9 @@
 
 The rename replaces the name itself, so a symbolic link at the destination is replaced, never followed (a link
 planted in a run folder cannot make vaelib overwrite the file it points to); a reader sees the old file or the new
-one, never half of one; a crash or a full disk leaves the old file intact and at most a `.<name>.<random>.tmp`
-beside it, which clean_temporaries removes on the next run.
+one, never half of one; a crash or a full disk leaves the old file intact and at most a
+`.<name>.vaelib-<random>.tmp` beside it, which clean_temporaries removes on the next run (and no other file: a
+user's own `.notes.v2.tmp` is theirs).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import IO, Any
 import torch
 
 TMP_SUFFIX = ".tmp"
+TMP_MARK = ".vaelib-"  # in every temporary vaelib writes, so that only those are ever cleaned
 
 
 def shareable_mode(directory: bool = False) -> int:
@@ -74,7 +76,7 @@ def atomic_write_bytes(path: str | Path, write: Callable[[IO[bytes]], Any]) -> P
     path = check_writable_file(path)
     mode = _mode_for(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", suffix=TMP_SUFFIX, dir=path.parent)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
@@ -123,11 +125,11 @@ def copy_file(source: str | Path, dest: str | Path) -> Path:
 
 
 def clean_temporaries(folder: str | Path) -> list[Path]:
-    """Remove the `.<name>.<random>.tmp` files a killed writer left in folder (call it holding the folder's lock:
-    then no live writer owns one); returns those removed."""
+    """Remove the `.<name>.vaelib-<random>.tmp` files a killed vaelib writer left in folder (call it holding the
+    folder's lock: then no live writer owns one), and nothing else; returns those removed."""
     removed = []
-    for p in Path(folder).glob(f".*{TMP_SUFFIX}"):
-        if p.is_file() and not p.is_symlink() and p.name.count(".") >= 3:
+    for p in Path(folder).glob(f".*{TMP_MARK}*{TMP_SUFFIX}"):
+        if p.is_file() and not p.is_symlink():
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed

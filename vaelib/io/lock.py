@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from vaelib.io.files import clean_temporaries, shareable_mode
+from vaelib.io.files import TMP_MARK, TMP_SUFFIX, clean_temporaries, shareable_mode
 
 LOCK = ".lock"
 
@@ -143,7 +143,7 @@ def _acquire(path: Path, what: str) -> dict:
 def _write_candidate(path: Path, owner: dict, what: str) -> str:
     """The lock's JSON, complete and fsync-ed, in a temporary file beside it (FileNotFoundError: no folder)."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f"{path.name}{TMP_MARK}", suffix=TMP_SUFFIX, dir=path.parent)
     except FileNotFoundError:
         if path.parent.is_dir():  # there but refuses new files (/proc/self, ...)
             raise ValueError(f"{what} is not writable (new files cannot be made there): allowed a folder you can "

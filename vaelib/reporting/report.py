@@ -144,7 +144,12 @@ def build_report(dataset: str = "mnist", budget: str = "small", *, seed: int = 0
         _check_replaceable(final, base, force)
         out = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
         out.chmod(shareable_mode(directory=True))  # mkdtemp makes it 0700; the report is meant to be shared
-        entries = [_run_one(nb, out, {**common, **shares[nb]}, dataset, budget, timeout, quiet) for nb in notebooks]
+        try:
+            entries = [_run_one(nb, out, {**common, **shares[nb]}, dataset, budget, timeout, quiet)
+                       for nb in notebooks]
+        except KeyboardInterrupt:  # stopped on purpose: nothing half-built is left (a failed notebook's is kept)
+            shutil.rmtree(out, ignore_errors=True)
+            raise
         records = [Claim.from_dict(c) for e in entries for c in e["metrics"].get("claims", [])]
         claims = [c.as_dict() for c in adjust(records)]  # the verdicts, once: Holm across the report's one family
         summary = {"dataset": dataset, "budget": budget, "seed": seed, "parameters": base,

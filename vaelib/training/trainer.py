@@ -153,6 +153,8 @@ def _setup(config: Config, train: Any, val: Any, device: str | torch.device | No
            resume: bool) -> RunState:
     """Everything checked and built before the first step: refusals first (in one line), then the data on the
     device, the model from its seed, the optimizer, a resumed checkpoint, the baseline the run must beat."""
+    if out_dir is not None and not str(out_dir).strip():
+        raise ValueError(f"out_dir={out_dir!r} is invalid: allowed a folder's path, or None to write no file")
     device = resolve_device(device)
     tc = config.train
     if tc.precision == "bf16" and not bf16_supported(device):
