@@ -2,6 +2,7 @@
 
 import errno
 import os
+import re
 
 import pytest
 import torch
@@ -112,3 +113,24 @@ def test_a_full_disk_is_named_and_keeps_the_old_file(tmp_path):
     assert err.value.errno == errno.ENOSPC and err.value.filename == str(path)
     assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left
+
+
+def test_a_checkpoint_whose_epoch_disagrees_with_its_history_or_holds_non_finite_weights_is_refused(
+        tiny_config, tiny_data, tmp_path):
+    import math
+
+    from vaelib.io.refusals import MalformedFile
+
+    fit(tiny_config, *tiny_data, device="cpu", out_dir=tmp_path, quiet=True)
+    good = read_checkpoint(tmp_path / "checkpoint.pt")
+    for key, value, message in (("epoch", 3, r"epoch is 3 but its history holds 2 epochs"),
+                                ("epoch", 10**30, r"epoch is 1000000000000000000000000000000 but its history")):
+        save_checkpoint(tmp_path / "bad.pt", {**good, key: value})
+        with pytest.raises(MalformedFile, match=message):
+            load_checkpoint(tmp_path / "bad.pt")
+    name = next(iter(good["model"]))
+    for bad in (math.nan, math.inf):
+        weights = {**good["model"], name: torch.full_like(good["model"][name], bad)}
+        save_checkpoint(tmp_path / "bad.pt", {**good, "model": weights})
+        with pytest.raises(MalformedFile, match=rf"bad.pt: model.{re.escape(name)} holds non-finite values"):
+            load_checkpoint(tmp_path / "bad.pt")

@@ -320,3 +320,16 @@ def test_ctrl_c_during_a_report_leaves_no_half_built_folder(monkeypatch, tmp_pat
     with pytest.raises(KeyboardInterrupt):
         report.build_report("digits", "tiny", out_root=tmp_path / "reports", runs_dir=tmp_path / "runs", quiet=True)
     assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["notes.txt"]  # no .building-* left
+
+
+@pytest.mark.parametrize("argv, flag", [(["notebooks", ""], "notebooks folder ''"),
+                                        (["timings", "--reports", ""], "--reports ''")])
+def test_an_empty_folder_argument_is_refused_not_taken_as_the_current_folder(argv, flag, capsys, tmp_path,
+                                                                             monkeypatch):
+    from vaelib import __main__ as cli
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and flag in err and "allowed a folder" in err
+    assert list(tmp_path.iterdir()) == []  # nothing copied or written here

@@ -150,6 +150,7 @@ def _timings(args: argparse.Namespace) -> int:
     from vaelib.reporting.pages import timings_markdown, write_timings
     from vaelib.reporting.report import workspace
 
+    _check_paths(args, "reports")
     root = args.reports or workspace() / "reports"
     if args.write is None:
         print(timings_markdown(root))

@@ -9,7 +9,11 @@ from pathlib import Path
 
 
 def check_folder(path: str | Path, what: str = "folder") -> Path:
-    """path, if it is a folder or can be made one; refuses one that is a file, or lies under a file."""
+    """path, if it is a folder or can be made one; refuses an empty one (it would mean the current folder), one that
+    is a file, or lies under a file."""
+    if not str(path).strip():
+        raise ValueError(f"{what} {str(path)!r} is empty: allowed a folder's path (new or existing; '.' for the "
+                         "current folder)")
     path = Path(path)
     for above in (path, *path.parents):
         if above.exists():  # False under a file (NotADirectoryError): the loop goes on to the file itself

@@ -77,10 +77,12 @@ def check_checkpoint(state: dict[str, Any], path: str | Path, config_model: torc
     model = config_model if config_model is not None else meta_model(config)
     check_weights(state.get("model", MISSING), path, model)
     present = {k for k in keys if k in state}
-    if "history" in present:
-        History.from_dict(state["history"], str(path), key="history")
+    history = History.from_dict(state["history"], str(path), key="history") if "history" in present else None
     if "epoch" in present:
         need(state, "epoch", is_count, EXPECTED["epoch"], path)
+        if history is not None and state["epoch"] != len(history.epochs):
+            raise MalformedFile(f"{path}: epoch is {state['epoch']} but its history holds {len(history.epochs)} "
+                                "epochs: expected the same number (a checkpoint is written after each epoch)")
     if "seed" in present:
         need(state, "seed", is_count, EXPECTED["seed"], path)
     if "versions" in present:
@@ -111,6 +113,9 @@ def check_weights(weights: Any, path: str | Path, model: torch.nn.Module) -> Non
                                 f"{tuple(want.shape)}")
         if got.is_floating_point() != want.is_floating_point():
             refuse(path, f"model.{key}", got, f"a {want.dtype} tensor (floating point: {want.is_floating_point()})")
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            raise MalformedFile(f"{path}: model.{key} holds non-finite values (NaN or inf): expected finite weights "
+                                "(vaelib saves a checkpoint only after a finite epoch)")
     extra = [k for k in weights if k not in expected]
     if extra:
         raise MalformedFile(f"{path}: model.{extra[0]} is unexpected ({len(extra)} tensors are): the config's model "
