@@ -333,3 +333,28 @@ def test_an_empty_folder_argument_is_refused_not_taken_as_the_current_folder(arg
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and flag in err and "allowed a folder" in err
     assert list(tmp_path.iterdir()) == []  # nothing copied or written here
+
+
+def test_train_writes_only_into_a_folder_it_made(tmp_path, capsys):
+    """A user's folder holding files vaelib did not write, or another config's run, is refused before anything is
+    written (--force writes there anyway); a run folder of this config is resumed as before."""
+    from vaelib import __main__ as cli
+
+    base = ["train", "--preset", "digits", "--epochs", "1", "--max-train", "64", "--quiet", "--device", "cpu"]
+    mine = tmp_path / "mypictures"
+    mine.mkdir()
+    for name in ("samples.png", "metrics.json", "history.json"):
+        (mine / name).write_text("the user's own")
+    assert cli.main([*base, "--out", str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds files vaelib did not write as a run" in err and "--force" in err
+    assert all((mine / n).read_text() == "the user's own" for n in ("samples.png", "metrics.json", "history.json"))
+    run = tmp_path / "run"
+    assert cli.main([*base, "--out", str(run)]) == 0
+    (run / "checkpoint.pt").unlink()  # another config's run whose checkpoint is gone
+    before = (run / "metrics.json").read_bytes()
+    assert cli.main([*base, "--lr", "0.002", "--beta", "4", "--out", str(run)]) == 2
+    assert "holds another run" in capsys.readouterr().err and (run / "metrics.json").read_bytes() == before
+    assert cli.main([*base, "--epochs", "2", "--out", str(run)]) == 0  # the same config: trained there again
+    assert cli.main([*base, "--out", str(mine), "--force"]) == 0  # asked for: written there
+    assert (mine / "checkpoint.pt").is_file()

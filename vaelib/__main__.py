@@ -54,6 +54,8 @@ def _train_parser(sub) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     p.add_argument("--download", action="store_true", help="let torchvision download missing datasets")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true",
+                   help="write into --out even if it holds another run or files vaelib did not write")
     p.add_argument("--tensorboard", default=None, metavar="DIR",
                    help="also write TensorBoard logs to DIR (view: tensorboard --logdir DIR)")
     _debug_flag(p)
@@ -76,7 +78,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.tensorboard is not None:
         check_folder(args.tensorboard, "--tensorboard folder")
     device = distributed.init(args.device) if distributed.launched_by_torchrun() else args.device
-    result = run_experiment(config, out, device=device, quiet=args.quiet, log_dir=args.tensorboard)
+    result = run_experiment(config, out, device=device, quiet=args.quiet, log_dir=args.tensorboard,
+                            force=args.force)
     if not distributed.is_main():
         return 0
     m = result["metrics"]

@@ -5,6 +5,7 @@ checkpoint, history and metrics; one process at a time trains a config (the fold
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from torch import nn
 
 from vaelib.config import Config, comparable
 from vaelib.experiments.evidence import StopWhenConverged, stopped
+from vaelib.io.files import save_json
 from vaelib.io.lock import run_lock
 from vaelib.runtime import resolve_device
 from vaelib.training import distributed
@@ -25,7 +27,7 @@ from vaelib.training.jsonfiles import read_history
 from vaelib.training.trainer import CHECKPOINT, HISTORY, fit
 
 T = TypeVar("T")
-FAILED = "failed.json"  # beside a run's checkpoint: the run went non-finite (runsets records it)
+FAILED = "failed.json"  # beside a run's checkpoint: the run went non-finite (experiments.runs records it)
 
 
 KEY_VERSION = 2  # the definition of the run key; a new definition bumps it (tools/migrate_run_keys.py renamed
@@ -49,10 +51,44 @@ def run_dir(config: Config, root: str | Path = "runs") -> Path:
 CACHE_WAIT = 24 * 3600.0  # seconds the run cache waits for another process training the same config
 
 
+MARKER = ".vaelib-run.json"  # in every run folder: which run it holds, so that vaelib writes only into its own
+RUN_FILES = frozenset({CHECKPOINT, HISTORY, FAILED, "metrics.json", ".lock", MARKER})  # what a run folder may hold
+
+
+def run_identity(config: Config) -> str:
+    """What a run folder's marker records: the config's key with its epochs left out (a resume may add epochs)."""
+    return config_hash(dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=1)))
+
+
+def check_owner(config: Config, out: Path, force: bool = False) -> None:
+    """Refuse, in one line and before anything is written, a folder that is not this config's run: vaelib writes
+    only into a folder that is new or empty, marked as this config's run (MARKER, written by run_config once the
+    run is trained), or an unmarked run of an earlier vaelib (it holds a checkpoint or failed.json and nothing but
+    what a run writes); force=True takes any folder."""
+    mine = run_identity(config)
+    marker = out / MARKER
+    if not force and marker.is_file():
+        try:
+            held = json.loads(marker.read_text()).get("run")
+        except (ValueError, AttributeError):
+            held = None
+        if held != mine:
+            raise ValueError(f"{out} holds another run (its {MARKER} says {held!r}, this config is {mine!r}): "
+                             "allowed this config's run folder, a new or empty one, or --force to replace it")
+    elif not force and out.is_dir():
+        names = {p.name for p in out.iterdir() if p.name != ".lock" and not p.name.endswith(".tmp")}
+        earlier_run = bool(names & {CHECKPOINT, FAILED}) and all(n in RUN_FILES or n.endswith(".png")
+                                                                  for n in names)
+        if names and not earlier_run:
+            shown = ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else "")
+            raise ValueError(f"{out} holds files vaelib did not write as a run ({shown}): allowed a new or empty "
+                             "folder or one of vaelib's run folders, or --force to write there anyway")
+
+
 def run_config(config: Config, out: str | Path, train: Any = None, val: Any = None, *, device: str | None = None,
                quiet: bool = False, tune_allocator: bool = True, wait: float = 0.0, retrain: bool = False,
-               log_dir: str | Path | None = None, then: Callable[[nn.Module, History], T] | None = None
-               ) -> tuple[nn.Module, History, bool, T | None]:
+               log_dir: str | Path | None = None, force: bool = False,
+               then: Callable[[nn.Module, History], T] | None = None) -> tuple[nn.Module, History, bool, T | None]:
     """The one way to run a config, as the run cache (the notebooks, the reports) and the train command do: train it
     into `out` (or resume it there, or load it if it is finished), then `then(model, history)`; returns (model,
     history, whether the allocator is tuned, what `then` returned).
@@ -61,15 +97,20 @@ def run_config(config: Config, out: str | Path, train: Any = None, val: Any = No
     step, the process keeps its peak heap); tune_allocator=False or VAELIB_MALLOC_TUNING=0 leaves it alone. The
     numbers do not change either way; `fit` itself never tunes it. The folder's lock is held throughout, by rank 0
     under torchrun: another process running the same folder is waited for up to `wait` seconds (0: refused at
-    once). train.stop_tol > 0 stops the run once it has converged (experiments.evidence.StopWhenConverged).
+    once). A folder that is not this config's run is refused before anything is written (check_owner; force=True
+    takes it anyway). train.stop_tol > 0 stops the run once it has converged (experiments.evidence.StopWhenConverged).
     """
     tuned = bool(tune_allocator and resolve_device(device).type == "cpu" and tune_cpu_allocator())
     out = Path(out)
     with run_lock(out, wait=wait) if distributed.is_main() else nullcontext():
+        if distributed.is_main():
+            check_owner(config, out, force)
         if retrain and (out / CHECKPOINT).exists():
             (out / CHECKPOINT).unlink()
         model, history = fit(config, train, val, device=device, out_dir=out, quiet=quiet, log_dir=log_dir,
                              stop=StopWhenConverged(config))
+        if distributed.is_main():
+            save_json(out / MARKER, {"run": run_identity(config), "name": config.name})  # the folder is this run's
         return model, history, tuned, then(model, history) if then is not None else None
 
 

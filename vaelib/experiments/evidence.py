@@ -172,8 +172,8 @@ class Estimate:
 
 
 def estimate(rows: Sequence[dict[str, Any]], key: str) -> Estimate:
-    """The Estimate of `key` over per-seed rows (runstats.summarize, failure_gallery.seed_measures): each has
-    `seed`, `converged` and, where the run did not converge, `state` and `failure`; a row without `key` (a failed
+    """The Estimate of `key` over per-seed rows (measures.summarize, failure_gallery.seed_measures): each has `seed`,
+    `converged` and, where the run did not converge, `state` and `failure`; a row without `key` (a failed
     run) contributes nan."""
     def value(r: dict[str, Any]) -> float:
         try:

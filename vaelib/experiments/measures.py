@@ -74,7 +74,7 @@ def run_convergence(run: Run, tol: float = 0.05) -> dict[str, Any]:
 
 def run_head(run: Run, tol: float = 0.05, conv: dict[str, Any] | None = None) -> dict[str, Any]:
     """What every per-seed row starts with: the seed, whether the run converged (run_convergence, tolerance
-    `tol`; or `conv` already computed), its state and what became of it if it failed (runsets.failure)."""
+    `tol`; or `conv` already computed), its state and what became of it if it failed (experiments.runs.failure)."""
     conv = run_convergence(run, tol) if conv is None else conv
     return {"seed": run.config.train.seed, "converged": bool(conv["converged"]), "state": conv["state"],
             "failure": failure(run)}

@@ -69,11 +69,12 @@ def standard_figures(model, config: Config, history: History, test, out_dir: str
 
 
 def run_experiment(config: Config, out_dir: str | Path, *, device: str | None = None,
-                   quiet: bool = False, tune_allocator: bool = True, log_dir: str | Path | None = None
-                   ) -> dict[str, Any]:
+                   quiet: bool = False, tune_allocator: bool = True, log_dir: str | Path | None = None,
+                   force: bool = False) -> dict[str, Any]:
     """Train (or resume) a config with experiments.cache.run_config, then write metrics.json and the standard
     figures to out_dir, under the same lock. Refused before any work: a config too big for the device's memory
-    (training.resources), an out_dir that cannot be written, and one another process writes to (io.lock).
+    (training.resources), an out_dir that cannot be written, one another process writes to (io.lock), and one
+    that holds another run or files vaelib did not write (unless force: cache.check_owner).
     log_dir: a TensorBoard folder that fit writes (see training.tensorboard); None writes none.
     """
     t0 = time.perf_counter()
@@ -97,4 +98,4 @@ def run_experiment(config: Config, out_dir: str | Path, *, device: str | None = 
         return result
 
     return run_config(config, out_dir, train, val, device=device, quiet=quiet, tune_allocator=tune_allocator,
-                      log_dir=log_dir, then=report)[3]
+                      log_dir=log_dir, force=force, then=report)[3]

@@ -204,7 +204,7 @@ def kl_bars(kls: dict[str, np.ndarray], threshold: float = 0.01) -> Figure:
 def seed_measures(runs: dict[str, list[Run]], measure: Callable[[Run], dict[str, float]], tol: float = 0.05
                   ) -> dict[str, list[dict[str, Any]]]:
     """{label: [row per seed]}: each finished run's `measure(run)` with its seed and whether it converged
-    (runstats.run_head); a failed run's row has no measurements, so its estimates show the gap."""
+    (experiments.measures.run_head); a failed run's row has no measurements, so its estimates show the gap."""
     return per_seed(runs, lambda run: run_head(run, tol) if run.failed else {**run_head(run, tol), **measure(run)})
 
 
@@ -309,8 +309,8 @@ def mean_image_nll(test_images: torch.Tensor, mean_image: torch.Tensor, recon: s
 
 
 def mark_derailed(rows: dict[str, list[dict[str, Any]]], baseline: float) -> dict[str, list[dict[str, Any]]]:
-    """Adds `derailed` to every seed's row (from runstats.summarize): 1.0 when the run hit a non-finite step or
-    its test negative ELBO does not beat `baseline` (mean_image_nll) by evidence.MIN_GAIN of it, else 0.0."""
+    """Adds `derailed` to every seed's row (from measures.summarize): 1.0 when the run hit a non-finite step or its
+    test negative ELBO does not beat `baseline` (mean_image_nll) by evidence.MIN_GAIN of it, else 0.0."""
     def derailed(r: dict[str, Any]) -> float:
         total = r.get("test_total", float("nan"))
         return float(bool(r.get("nonfinite_steps")) or not learned(total, baseline))  # nan (failed): derailed

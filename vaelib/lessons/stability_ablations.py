@@ -1,5 +1,5 @@
 """Helpers of notebook 03 (stability ablations): the config sets of each ablation, their settings table,
-per-step traces and curves. Training, caching and failed runs are the job of runcache and runsets."""
+per-step traces and curves. Training, caching and failed runs are the job of experiments.cache and experiments.runs."""
 
 from __future__ import annotations
 

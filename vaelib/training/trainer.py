@@ -66,7 +66,7 @@ def _images(split: Any) -> torch.Tensor:
 
 def _resume(path: Path, config: Config, model, opt, gen, device) -> tuple[History, int]:
     """Restore model, optimizer and generator from a checkpoint of the same config; everything it holds is checked
-    first (schema.check_checkpoint), so a refusal, in one line, leaves all of them and the run folder as they were."""
+    first (check_checkpoint), so a refusal, in one line, leaves all of them and the run folder as they were."""
     state = read_checkpoint(path, map_location=device)
     saved = checkpoint_config(state, path)
     same_but_epochs = dataclasses.replace(saved, train=dataclasses.replace(saved.train, epochs=config.train.epochs))
