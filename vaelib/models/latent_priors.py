@@ -199,7 +199,7 @@ def _train(module: nn.Module, batch_loss: Any, n: int, epochs: int, batch_size: 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(b)
+            total += loss.item() * len(b)
         curve.append(total / n)
     module.eval()
     return curve
