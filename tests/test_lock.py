@@ -142,3 +142,17 @@ def test_a_waiting_lock_says_whom_it_waits_for_once(tmp_path, capsys):
     with pytest.raises(ValueError, match="wait=-1, poll=1.0 are invalid"):
         with run_lock(tmp_path / "run", wait=-1):
             pass
+
+
+@pytest.mark.parametrize("owner", [{"pid": 10**30}, {"pid": 2**31}, {"pid": 1.5}, {"pid": -3}, {"pid": True},
+                                   {"pid": 0}, "nested"])
+def test_a_lock_vaelib_cannot_have_written_is_refused_in_one_line(tmp_path, owner):
+    text = "[" * 200_000 + "]" * 200_000 if owner == "nested" else json.dumps({**owner, "host": socket.gethostname(),
+                                                                               "started": "then"})
+    (tmp_path / LOCK).write_text(text)
+    with pytest.raises(RunLocked) as refused:
+        with run_lock(tmp_path, wait=5.0):
+            pass
+    message = str(refused.value)
+    assert "\n" not in message and f"rm {tmp_path / LOCK}" in message
+    assert ("which no process can have" in message) if owner != "nested" else ("unreadable lock" in message)

@@ -29,6 +29,7 @@ from pathlib import Path
 from vaelib.io.files import TMP_MARK, TMP_SUFFIX, clean_temporaries, shareable_mode
 
 LOCK = ".lock"
+PID_MAX = 2**22  # the largest process id Linux allows (pid_max); a lock naming more is not vaelib's
 
 
 class RunLocked(RuntimeError):
@@ -207,8 +208,12 @@ def _take_over_if_stale(path: Path, what: str) -> None:
                         "writes its locks complete, so no vaelib process is writing it): allowed one writer per "
                         f"folder; if no process writes there, clear it: rm {_quote(path)}")
     pid, host = owner.get("pid"), owner.get("host")
-    if host != socket.gethostname() or not isinstance(pid, int) or _alive(pid):
-        busy = host == socket.gethostname() and isinstance(pid, int)  # alive here: it will let go
+    if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid <= PID_MAX:
+        raise RunLocked(f"{what} has a lock {str(path)!r} naming pid {pid!r}, which no process can have (allowed 1 "
+                        f"to {PID_MAX}): vaelib did not write it; if no process writes there, clear it: "
+                        f"rm {_quote(path)}")
+    if host != socket.gethostname() or _alive(pid):
+        busy = host == socket.gethostname()  # alive here: it will let go
         raise (RunBusy if busy else RunLocked)(
             f"{what} is in use by pid {pid} on {host} since {owner.get('started')}: "
             f"allowed one writer per folder; wait for it, use another folder, or delete {str(path)!r} if that "
@@ -243,6 +248,8 @@ def _owner(path: Path) -> dict | None:
         try:
             owner = json.loads(text)
             return owner if isinstance(owner, dict) else {}
+        except RecursionError:  # nested too deep to be a lock vaelib wrote
+            return {}
         except json.JSONDecodeError:
             time.sleep(0.01)
     return {}
