@@ -66,12 +66,8 @@ def check_owner(config: Config, out: Path, force: bool = False) -> None:
     run is trained), or an unmarked run of an earlier vaelib (it holds a checkpoint or failed.json and nothing but
     what a run writes); force=True takes any folder."""
     mine = run_identity(config)
-    marker = out / MARKER
-    if not force and marker.is_file():
-        try:
-            held = json.loads(marker.read_text()).get("run")
-        except (ValueError, AttributeError):
-            held = None
+    if not force and (out / MARKER).is_file():
+        held = (_marker(out) or {}).get("run")
         if held != mine:
             raise ValueError(f"{out} holds another run (its {MARKER} says {held!r}, this config is {mine!r}): "
                              "allowed this config's run folder, a new or empty one, or --force to replace it")
@@ -85,13 +81,22 @@ def check_owner(config: Config, out: Path, force: bool = False) -> None:
                              "folder or one of vaelib's run folders, or --force to write there anyway")
 
 
+def _marker(out: Path) -> dict | None:
+    """The run folder's marker, or None where it is missing or unreadable."""
+    try:
+        d = json.loads((out / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
 def run_config(config: Config, out: str | Path, train: Any = None, val: Any = None, *, device: str | None = None,
                quiet: bool = False, tune_allocator: bool = True, wait: float = 0.0, retrain: bool = False,
                log_dir: str | Path | None = None, force: bool = False,
-               then: Callable[[nn.Module, History], T] | None = None) -> tuple[nn.Module, History, bool, T | None]:
+               then: Callable[[nn.Module, History], T] | None = None) -> tuple[nn.Module, History, T | None]:
     """The one way to run a config, as the run cache (the notebooks, the reports) and the train command do: train it
     into `out` (or resume it there, or load it if it is finished), then `then(model, history)`; returns (model,
-    history, whether the allocator is tuned, what `then` returned).
+    history, what `then` returned).
 
     On the CPU it first tunes glibc's allocator for the whole process (training/allocator.py: no page faults per
     step, the process keeps its peak heap); tune_allocator=False or VAELIB_MALLOC_TUNING=0 leaves it alone. The
@@ -100,7 +105,8 @@ def run_config(config: Config, out: str | Path, train: Any = None, val: Any = No
     once). A folder that is not this config's run is refused before anything is written (check_owner; force=True
     takes it anyway). train.stop_tol > 0 stops the run once it has converged (experiments.evidence.StopWhenConverged).
     """
-    tuned = bool(tune_allocator and resolve_device(device).type == "cpu" and tune_cpu_allocator())
+    if tune_allocator and resolve_device(device).type == "cpu":
+        tune_cpu_allocator()
     out = Path(out)
     with run_lock(out, wait=wait) if distributed.is_main() else nullcontext():
         if distributed.is_main():
@@ -109,9 +115,10 @@ def run_config(config: Config, out: str | Path, train: Any = None, val: Any = No
             (out / CHECKPOINT).unlink()
         model, history = fit(config, train, val, device=device, out_dir=out, quiet=quiet, log_dir=log_dir,
                              stop=StopWhenConverged(config))
-        if distributed.is_main():
-            save_json(out / MARKER, {"run": run_identity(config), "name": config.name})  # the folder is this run's
-        return model, history, tuned, then(model, history) if then is not None else None
+        mark = {"run": run_identity(config), "name": config.name}
+        if distributed.is_main() and _marker(out) != mark:  # the folder is this run's: said once, not at every load
+            save_json(out / MARKER, mark)
+        return model, history, then(model, history) if then is not None else None
 
 
 def cached_fit(config: Config, train: Any = None, val: Any = None, *, root: str | Path = "runs",
@@ -122,8 +129,8 @@ def cached_fit(config: Config, train: Any = None, val: Any = None, *, root: str 
     folder's lock: this one waits for it (up to `wait` seconds, saying so once) and then loads what it trained
     (or resumes it, if it stopped early)."""
     out = run_dir(config, root)
-    model, history, _, _ = run_config(config, out, train, val, device=device, quiet=quiet,
-                                      tune_allocator=tune_allocator, wait=wait, retrain=retrain)
+    model, history, _ = run_config(config, out, train, val, device=device, quiet=quiet,
+                                   tune_allocator=tune_allocator, wait=wait, retrain=retrain)
     return model, history, out
 
 

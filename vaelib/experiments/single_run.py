@@ -98,4 +98,4 @@ def run_experiment(config: Config, out_dir: str | Path, *, device: str | None = 
         return result
 
     return run_config(config, out_dir, train, val, device=device, quiet=quiet, tune_allocator=tune_allocator,
-                      log_dir=log_dir, force=force, then=report)[3]
+                      log_dir=log_dir, force=force, then=report)[2]
