@@ -62,8 +62,9 @@ def test_the_wheel_is_what_runs(installed):
 def test_vaelib_notebooks_copies_the_shipped_notebooks(installed):
     venv, work = installed
     out = _run([venv / "bin" / "vaelib", "notebooks", "class"], cwd=work)
-    names = sorted(p.name for p in (work / "class").glob("*.ipynb"))
-    assert names == sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")) and len(names) >= 6
+    names = sorted(p.relative_to(work / "class").as_posix() for p in (work / "class").rglob("*.ipynb"))
+    shipped = [*(ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"), *(ROOT / "notebooks").glob("studies/*.ipynb")]
+    assert names == sorted(p.relative_to(ROOT / "notebooks").as_posix() for p in shipped) and len(names) >= 8
     assert f"copied {len(names)} notebooks into class" in out
     again = subprocess.run([venv / "bin" / "vaelib", "notebooks", "class"], cwd=work, capture_output=True, text=True,
                            env=ENV)
@@ -82,7 +83,8 @@ def test_vaelib_report_runs_from_the_wheel(installed):
     report = work / "reports" / "digits-tiny"
     assert f"report written to {report}/index.html" in out
     summary = json.loads((report / "metrics.json").read_text())
-    assert [e["notebook"][:2] for e in summary["notebooks"]] == ["00", "01", "02", "03", "04", "05"]
+    assert [e["notebook"][:2] for e in summary["notebooks"]][:6] == ["00", "01", "02", "03", "04", "05"]
+    assert [e["notebook"] for e in summary["notebooks"]][6:] == ["studies/failure_modes", "studies/stability"]
     assert summary["dataset"] == "digits" and (work / "runs").is_dir()  # runs/ beside the reports, in the cwd
     kernels = {e["notebook"]: e["metrics"]["versions"]["git_commit"] for e in summary["notebooks"]}
     assert set(kernels.values()) == {"unknown"}, kernels  # every notebook's kernel imported the wheel's vaelib

@@ -1,30 +1,73 @@
+"""The exercise checks of notebooks 01-05 (vaelib/lessons/exercises.py): right with the reference solution, which
+lives outside the package (instructor/solutions.py, loaded here by its path), wrong with typical mistakes; the
+stored expected values (vaelib/lessons/expected.json, of every notebook's exercises) are what
+instructor/write_expected.py writes now and agree with vaelib's own functions; and the package holds no solution."""
+
+import ast
+import importlib.util
+import inspect
+import json
+import math
+from pathlib import Path
+
 import pytest
 import torch
 
+from vaelib.config import BetaSchedule
+from vaelib.data.datasets import ImageSplit, data_mean_baseline
+from vaelib.evaluation.plots import interpolate_latents
 from vaelib.lessons import exercises as E
+from vaelib.lessons import vae_from_scratch as V
+from vaelib.lessons.failure_gallery import distance_to_mean
+from vaelib.losses import elbo, kl_per_dim
+from vaelib.schedules import beta_at
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load(name):
+    """A file of instructor/ (no package of vaelib, not in the wheel), loaded by its path."""
+    spec = importlib.util.spec_from_file_location(f"instructor_{name}", ROOT / "instructor" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SOLUTIONS = _load("solutions")
 
 
 def _stub(*_):
     raise NotImplementedError("exercise")
 
 
-WRONG = {  # a plausible mistake per exercise: each must be caught
-    "data_mean_sse": lambda train, test: (test.double() - train.double().mean(0)).pow(2).flatten(1).sum(1).mean()
-    .item(),  # forgot to scale pixels to [0, 1]
-    "conv_out": lambda size, kernel, stride, padding: size // stride,  # ignores kernel and padding
-    "cyclic_beta": lambda step, total, cycles, ratio, beta: beta * min(step / total, 1.0),  # one ramp, no cycles
-    "pull": lambda images, recon, mean: 0.0,
-    "slerp": lambda z_a, z_b, t: (1 - t) * z_a + t * z_b,  # linear, not spherical
+WRONG = {  # a plausible mistake per exercise: each must be caught, with the reason
+    "data_mean_sse": (lambda train, test: (test.double() - train.double().mean(0)).pow(2).flatten(1).sum(1).mean()
+                      .item(), "were the pixel values scaled"),  # forgot to scale pixels to [0, 1]
+    "conv_out": (lambda size, kernel, stride, padding: size // stride,  # ignores kernel and padding
+                 "gives 2 for size 5, kernel 3, stride 2, padding 1; torch gives 3"),
+    "cyclic_beta": (lambda step, total, cycles, ratio, beta: beta * min(step / total, 1.0),  # one ramp, no cycles
+                    "gives 0.04000000000000001 at step 5 of 100 (4 cycles, ratio 0.5); expected 0.32"),
+    "pull": (lambda images, recon, mean: 0.0, "gives 0.0; expected -0.168115"),
+    "slerp": (lambda z_a, z_b, t: (1 - t) * z_a + t * z_b,  # linear, not spherical
+              "at t = 0.25 gives a code of norm"),
 }
-ALL = [(nb, name, check, solution) for nb, ex in E.EXERCISES.items() for name, (check, solution) in ex.items()]
+ALL = [(nb, name, check) for nb, ex in E.EXERCISES.items() for name, check in ex.items()]
 
 
-@pytest.mark.parametrize("notebook,name,check,solution", ALL, ids=[f"{nb}-{n}" for nb, n, _, _ in ALL])
-def test_every_exercise_check_passes_its_solution_and_catches_a_mistake(notebook, name, check, solution):
-    assert check(solution) == f"right: {name} agrees with vaelib"
+@pytest.mark.parametrize("notebook,name,check", ALL, ids=[f"{nb}-{n}" for nb, n, _ in ALL])
+def test_every_exercise_check_passes_its_solution_and_catches_a_mistake(notebook, name, check):
+    assert check(getattr(SOLUTIONS, f"solution_{name}")) == f"right: {name} matches the expected values"
     assert check(_stub) == f"not done yet: {name} still raises NotImplementedError"
-    wrong = check(WRONG[name])
-    assert wrong.startswith(f"wrong: {name} "), wrong
+    wrong, why = WRONG[name]
+    got = check(wrong)
+    assert got.startswith(f"wrong: {name} ") and why in got, got
+
+
+def test_every_solution_has_a_check_and_every_check_a_solution():
+    checks = {name for ex in E.EXERCISES.values() for name in ex} | set(V.EXERCISES)
+    solutions = {n.removeprefix("solution_") for n, _ in inspect.getmembers(SOLUTIONS, inspect.isfunction)
+                 if n.startswith("solution_")}
+    assert checks == solutions and len(checks) == 8
 
 
 def test_a_check_reports_an_error_and_a_wrong_shape_in_one_line():
@@ -32,17 +75,114 @@ def test_a_check_reports_an_error_and_a_wrong_shape_in_one_line():
     assert E.check_conv_out(lambda *a: 1 / 0) == "wrong: conv_out raised ZeroDivisionError: division by zero"
     assert E.number_problem(torch.tensor(2.0), 2.0, "") is None
     assert "expected a number" in E.number_problem("2", 2.0, "")
+    assert E.number_problem(float("nan"), 2.0, "") == "gives nan; expected 2"
 
+
+def test_slerp_is_judged_by_its_properties_first():
+    def unit_slerp(z_a, z_b, t):  # the right direction, the wrong norm
+        z = SOLUTIONS.solution_slerp(z_a, z_b, t)
+        return z / z.norm()
+
+    assert E.check_slerp(unit_slerp).startswith("wrong: slerp at t = 0 does not return z_a")
+    too_slow = E.check_slerp(lambda z_a, z_b, t: SOLUTIONS.solution_slerp(z_a, z_b, t ** 2))  # on the circle, late
+    assert too_slow.startswith("wrong: slerp at t = 0.25 gives a code 0.") and "expected t times the angle" in too_slow
+
+
+# --- the stored expected values -------------------------------------------------------------------
+
+def _numbers(value, where=""):
+    """{path: number} of a nested structure of dicts and lists."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _numbers(item, f"{where}/{key}").items()}
+    if isinstance(value, list):
+        return {k: v for i, item in enumerate(value) for k, v in _numbers(item, f"{where}/{i}").items()}
+    assert isinstance(value, (int, float)) and not isinstance(value, bool), f"{where}: {value!r} is not a number"
+    return {where: value}
+
+
+def test_expected_json_is_what_write_expected_writes_now():
+    """Stored values cannot drift from the solutions or the checks' inputs: after changing either, run
+    `.venv/bin/python instructor/write_expected.py`. Numbers agree to rounding (a float32 step may round
+    differently on another CPU); the structure exactly."""
+    writer = _load("write_expected")
+    assert writer.TARGET == E.EXPECTED_FILE
+    stored, now = json.loads(E.EXPECTED_FILE.read_text()), writer.expected()
+    have, want = _numbers(stored), _numbers(now)
+    assert have.keys() == want.keys(), {"stored only": have.keys() - want.keys(), "new": want.keys() - have.keys()}
+    off = {k: (have[k], want[k]) for k in want if not math.isclose(have[k], want[k], rel_tol=1e-6, abs_tol=1e-7)}
+    assert not off, f"run instructor/write_expected.py: {off}"
+    assert json.loads(writer.render(now)) == now  # the file's text reads back exactly
+    assert E.expected_values() == stored  # what the checks read
+
+
+def test_the_stored_values_agree_with_what_vaelib_trains_with():
+    """The checks never call vaelib's versions (they would hand the student the answer); the lessons still say the
+    exercise computes what vaelib does, so the stored values must agree with it."""
+    stored = E.expected_values()
+    train, test = E.data_mean_inputs()
+    assert stored["data_mean_sse"] == pytest.approx(
+        data_mean_baseline(ImageSplit(train, None, None), ImageSplit(test, None, None)), rel=1e-9)
+    assert stored["cyclic_beta"] == pytest.approx([
+        beta_at(BetaSchedule("cyclic", beta=b, beta_start=0.0, cycles=c, ratio=r), s, 1, n)
+        for s, n, c, r, b in E.CYCLIC_CASES], abs=1e-12)
+    assert stored["linear_beta"] == pytest.approx([
+        beta_at(BetaSchedule("linear", beta=b, beta_start=b0, anneal_steps=n), s) for s, n, b0, b in V.LINEAR_CASES],
+        abs=1e-12)
+    assert stored["pull"] == pytest.approx(distance_to_mean(*E.pull_inputs())["pull"], rel=1e-5)
+    path = interpolate_latents(*E.slerp_inputs(), len(E.SLERP_TS), spherical=True)
+    assert torch.allclose(torch.tensor(stored["slerp"]), path, rtol=1e-5, atol=1e-6)
+
+
+def test_the_stored_train_step_is_the_step_fit_takes():
+    def fit_step(model, opt, x, beta, eps, clip, free_bits):  # losses.elbo with free bits, as fit takes it
+        logits, mu, logvar = model(x, eps=eps)
+        loss = elbo(x, logits, mu, logvar, beta=beta, free_bits=free_bits).total
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        return loss.item()
+
+    stored = E.expected_values()["train_step"]
+    assert V.check_train_step(fit_step) == "right: train_step matches the expected values"
+    config, x, _ = V.train_step_inputs()
+    with torch.no_grad():
+        kl = kl_per_dim(*V.train_step_model(config).encode(x)).mean(0)
+    assert 0 < int((kl < stored["free_bits"]).sum()) < kl.numel()  # the floor binds on some dimensions only
+    assert (kl - stored["free_bits"]).abs().min() > 1e-4  # and none sits on it
+
+
+# --- the solutions stay out of the package ----------------------------------------------------------
+
+def _imports_solutions(source):
+    for node in ast.walk(ast.parse(source)):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""] + [a.name for a in node.names]
+        if any("solutions" in name.split(".") for name in names):
+            return True
+    return False
+
+
+def test_no_module_of_vaelib_holds_or_imports_a_solution():
+    files = [p for p in (ROOT / "vaelib").rglob("*") if p.is_file() and "__pycache__" not in p.parts
+             and p.suffix not in (".pt", ".pyc")]
+    assert len(files) > 30 and ROOT / "vaelib" / "lessons" / "expected.json" in files
+    assert not (ROOT / "vaelib" / "lessons" / "solutions.py").exists()
+    holding = [str(p.relative_to(ROOT)) for p in files if "def solution_" in p.read_text(errors="replace")]
+    importing = [str(p.relative_to(ROOT)) for p in files if p.suffix == ".py" and _imports_solutions(p.read_text())]
+    assert holding == [] and importing == [], {"def solution_": holding, "imports solutions": importing}
+    # the test can fail
+    assert _imports_solutions("from vaelib.lessons.solutions import solution_slerp")
+    assert _imports_solutions("from vaelib.lessons import solutions")
+    assert not _imports_solutions("from vaelib.lessons import exercises")
 
 
 def _solution_bodies():
     """The code lines of every reference solution (its body, without the def line and the docstring)."""
-    import ast
-    import inspect
-
-    from vaelib.lessons import solutions
-
-    tree = ast.parse(inspect.getsource(solutions))
+    tree = ast.parse(inspect.getsource(SOLUTIONS))
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name.startswith("solution_"):
             body = node.body[1:] if isinstance(node.body[0], ast.Expr) else node.body  # without the docstring
@@ -50,13 +190,9 @@ def _solution_bodies():
 
 
 def test_no_solution_stands_in_a_notebook_or_a_committed_report():
-    import json
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent
     pages = {p: "\n".join("".join(c["source"]) for c in json.loads(p.read_text())["cells"])
-             for p in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))}
-    pages |= {p: p.read_text() for p in sorted((root / "reports").glob("*/[0-9][0-9]_*.html"))}
+             for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))}
+    pages |= {p: p.read_text() for p in sorted((ROOT / "reports").glob("*/[0-9][0-9]_*.html"))}
     bodies = dict(_solution_bodies())
     assert len(bodies) >= 8 and all(bodies.values())
 
@@ -68,7 +204,4 @@ def test_no_solution_stands_in_a_notebook_or_a_committed_report():
         for path, text in pages.items():
             assert not shown(name, lines, text), f"{path.name} shows {name}"
     # the check can fail: a page that prints a solution's source (as the notebooks did) is caught
-    import inspect
-
-    from vaelib.lessons import solutions
-    assert all(shown(name, lines, inspect.getsource(getattr(solutions, name))) for name, lines in bodies.items())
+    assert all(shown(name, lines, inspect.getsource(getattr(SOLUTIONS, name))) for name, lines in bodies.items())

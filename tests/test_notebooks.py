@@ -1,4 +1,4 @@
-"""Every numbered notebook with non-default parameters (shapes at 16x16, half its preset's size; tiny budget) through
+"""Every lesson and study with non-default parameters (shapes at 16x16, half its preset's size; tiny budget) through
 the report command.
 
 The defaults are covered by nbval (pytest --nbval-lax over notebooks/); this checks that parameters reach
@@ -10,7 +10,7 @@ import json
 import nbformat
 import pytest
 
-from vaelib.reporting.report import build_report, numbered_notebooks
+from vaelib.reporting.report import build_report, notebook_name, numbered_notebooks, report_notebooks
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def test_there_are_numbered_notebooks():
     assert len(numbered_notebooks()) >= 4
 
 
-@pytest.mark.parametrize("notebook", [p.stem for p in numbered_notebooks()])
+@pytest.mark.parametrize("notebook", [notebook_name(p) for p in report_notebooks()])
 def test_notebook_runs_with_shapes_16_tiny(shapes_report, notebook):
     out, summary = shapes_report
     entry = next(e for e in summary["notebooks"] if e["notebook"] == notebook)
@@ -49,7 +49,7 @@ def test_the_nbval_budget_plugin_is_loaded(request):
 def test_nbval_runs_each_notebook_at_the_tiny_budget():
     import nbval_budget as conftest  # the plugin pyproject's addopts loads (-p nbval_budget)
 
-    for notebook in numbered_notebooks():
+    for notebook in report_notebooks():
         nb = conftest.at_budget(nbformat.read(str(notebook), as_version=4), str(notebook), "tiny")
         tags = [c.metadata.get("tags", []) for c in nb.cells]
         i = next(i for i, t in enumerate(tags) if "parameters" in t)
@@ -79,7 +79,7 @@ def _result_sentences(path):
     return out
 
 
-SENTENCES = [p for p in numbered_notebooks() if p.stem[:2] in ("02", "03", "04", "05")]  # where verdicts could be
+SENTENCES = [p for p in report_notebooks() if p.stem[:2] in ("02", "05") or p.parent.name == "studies"]  # verdicts
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def mnist_report(tmp_path_factory):
                         data_root=root / "data", notebooks=SENTENCES, quiet=True, timeout=900)
 
 
-@pytest.mark.parametrize("notebook", [p.stem for p in SENTENCES])
+@pytest.mark.parametrize("notebook", [notebook_name(p) for p in SENTENCES])
 def test_no_result_sentence_is_the_same_on_two_datasets_unless_its_numbers_are(shapes_report, mnist_report,
                                                                              notebook):
     """A sentence that states a verdict is written from the run's numbers: the same sentence on mnist and on shapes
@@ -101,5 +101,5 @@ def test_no_result_sentence_is_the_same_on_two_datasets_unless_its_numbers_are(s
     assert mnist.keys() == shapes.keys(), "the two runs executed different cells"
     fixed = [s for i in mnist for s in mnist[i] & shapes[i] if not re.search(r"\d", s)]
     assert not fixed, f"{notebook}: verdict sentences identical on mnist and shapes, with no number: {fixed}"
-    if notebook.startswith(("03", "04")):  # the notebooks that judge claims do state verdicts on both
+    if notebook.startswith("studies/"):  # the studies judge claims: they do state verdicts on both
         assert any(mnist.values()) and any(shapes.values())

@@ -1,12 +1,15 @@
-"""Install metadata agrees with itself: requirements.txt, environment.yml and pyproject.toml (no wheel is built)."""
+"""Install metadata agrees with itself: requirements.txt, environment.yml and pyproject.toml; and the wheel, built
+from a copy of the sources, holds the exercises' stored values but no reference solution (instructor/ stays out)."""
 
 import ast
 import importlib.metadata
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -156,8 +159,34 @@ def test_every_subpackage_and_the_notebooks_are_packaged():
     on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "vaelib").rglob("__init__.py")}
     assert on_disk | {"vaelib.pretrained", "vaelib.notebooks"} == set(setuptools["packages"])
     assert setuptools["package-dir"] == {"vaelib.notebooks": "notebooks"}
-    assert setuptools["package-data"]["vaelib.notebooks"] == ["[0-9][0-9]_*.ipynb"]
+    assert setuptools["package-data"]["vaelib.notebooks"] == ["[0-9][0-9]_*.ipynb", "studies/*.ipynb"]
     assert list((ROOT / "vaelib" / "pretrained").glob("*.pt"))  # what "vaelib.pretrained" = ["*.pt"] ships
+    assert setuptools["package-data"]["vaelib.lessons"] == ["expected.json"]  # the exercise checks' stored values
+    assert (ROOT / "vaelib" / "lessons" / "expected.json").is_file()
+    assert not any(p.startswith("instructor") for p in setuptools["packages"])  # the reference solutions stay out
+
+
+def test_the_wheel_ships_the_expected_values_and_no_solution(tmp_path):
+    """Built from a copy of what the wheel is made of, instructor/ included (so a rule that picked it up would
+    show), without touching the checkout's build/."""
+    src = tmp_path / "src"
+    for name, skip in (("vaelib", ()), ("instructor", ()), ("notebooks", ("outputs", "runs", "data", ".ipynb_*"))):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", *skip))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                           "--quiet", "-w", tmp_path / "dist", src], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with zipfile.ZipFile(next((tmp_path / "dist").glob("vaelib-*.whl"))) as wheel:
+        names = wheel.namelist()
+        assert "vaelib/lessons/expected.json" in names and "vaelib/lessons/exercises.py" in names
+        shipped = wheel.read("vaelib/lessons/expected.json")
+        assert shipped == (ROOT / "vaelib" / "lessons" / "expected.json").read_bytes()
+        assert not [n for n in names if n.startswith("instructor") or n.endswith("solutions.py")], names
+        sources = {n: wheel.read(n).decode() for n in names if n.endswith((".py", ".json"))}
+    assert not [n for n, text in sources.items() if "def solution_" in text or "import solution" in text
+                or re.search(r"from \S*solutions import", text)]
 
 
 def _imports(path, package):
@@ -230,6 +259,7 @@ LATE_IMPORT_ALLOWED = {
     "papermill": "heavy (Jupyter's stack): only executing a notebook or reading its parameters",
     "nbformat": "heavy: only rendering a report's HTML",
     "nbconvert": "heavy: only rendering a report's HTML",
+    "jinja2": "heavy (nbconvert's templates): only rendering a report's HTML",
     "torchvision": "heavy: only the torchvision datasets, CelebA's transforms and a version string",
     "torch.utils.tensorboard": "heavy (tensorboard): only a fit given a log_dir",
     "torch.utils.flop_counter": "only the benchmark's FLOP count",

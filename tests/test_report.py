@@ -7,7 +7,7 @@ import pytest
 from vaelib.io.files import shareable_mode
 from vaelib.reporting.pages import write_index
 from vaelib.reporting.params import check_parameters
-from vaelib.reporting.report import NotebookFailed, build_report, numbered_notebooks
+from vaelib.reporting.report import NotebookFailed, build_report, notebook_name, numbered_notebooks, report_notebooks
 
 PARAMS = ('dataset: str = "digits"  # dataset\nbudget: str = "small"  # budget\nseed: int = 0  # seed\n'
           'device: str = "auto"  # device\nruns_dir: str = "runs"  # cache\ndata_root: str = "data"  # data\n'
@@ -118,10 +118,12 @@ def test_unknown_parameters_are_refused_before_any_work(tmp_path):
     check_parameters(nb, {"dataset": "x", "out_dir": "y"})
 
 
-def test_every_numbered_notebook_declares_the_common_parameters():
+def test_every_notebook_declares_the_common_parameters():
     notebooks = numbered_notebooks()
     assert [p.name[:3] for p in notebooks] == [f"{i:02d}_" for i in range(len(notebooks))]  # 00, 01, ...: no gap
-    for nb in notebooks:
+    assert [notebook_name(p) for p in report_notebooks()[len(notebooks):]] == ["studies/failure_modes",
+                                                                               "studies/stability"]
+    for nb in report_notebooks():
         check_parameters(nb, {k: None for k in ("dataset", "budget", "seed", "device", "out_dir", "runs_dir",
                                                 "data_root", "image_size", "retrain")})
 
@@ -173,8 +175,9 @@ def test_copy_notebooks_refuses_to_replace_before_copying_anything(tmp_path, cap
     from vaelib.__main__ import main
     from vaelib.reporting.report import copy_notebooks
 
-    names = [p.name for p in numbered_notebooks()]
-    assert [p.name for p in copy_notebooks(tmp_path / "class")] == names
+    names = [f"{notebook_name(p)}.ipynb" for p in report_notebooks()]  # the studies in class/studies/
+    assert [p.relative_to(tmp_path / "class").as_posix() for p in copy_notebooks(tmp_path / "class")] == names
+    assert (tmp_path / "class" / "studies" / "stability.ipynb").exists()
     (tmp_path / "class" / names[0]).write_text("my edits")
     (tmp_path / "class" / names[1]).unlink()
     assert main(["notebooks", str(tmp_path / "class")]) == 2
@@ -269,6 +272,34 @@ def test_the_notebooks_own_defaults_pass_the_up_front_checks():
 
     from vaelib.reporting.params import check_value, declared
 
-    for nb in numbered_notebooks():
+    for nb in report_notebooks():
         for name, d in declared(nb).items():
             check_value(name, ast.literal_eval(d["default"]), d["inferred_type_name"], nb.name)
+
+
+def test_only_re_executes_one_notebook_and_keeps_the_others_byte_identical(tmp_path):
+    first = _notebook(tmp_path / "01_good.ipynb", GOOD)
+    (tmp_path / "studies").mkdir()
+    study = _notebook(tmp_path / "studies" / "claims.ipynb", CLAIMS)
+    kw = {"notebooks": [first, study], "out_root": tmp_path / "reports", "runs_dir": tmp_path / "runs",
+          "quiet": True}
+    with pytest.raises(ValueError, match="--only updates an existing report, and .* holds none"):
+        build_report("shapes", "tiny", only=["01_good"], **kw)
+    out = build_report("shapes", "tiny", **kw)
+    assert [notebook_name(p) for p in kw["notebooks"]] == ["01_good", "studies/claims"]
+    assert (out / "studies" / "claims.html").exists() and (out / "figures" / "studies" / "claims").is_dir()
+    kept = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "claims" not in p.as_posix()
+            and p.name not in ("metrics.json", "index.html")}
+    before = json.loads((out / "metrics.json").read_text())
+    _notebook(study, CLAIMS + "\nprint('edited')")  # the study changes; the lesson does not
+    with pytest.raises(ValueError, match=r"--only 'nosuch' is invalid: allowed 01_good, studies/claims"):
+        build_report("shapes", "tiny", only=["nosuch"], **kw)
+    with pytest.raises(ValueError, match="--only: .* was made with seed=0, not 1"):
+        build_report("shapes", "tiny", seed=1, only=["studies/claims"], **kw)
+    out = build_report("shapes", "tiny", only=["studies/claims"], **kw)
+    after = json.loads((out / "metrics.json").read_text())
+    assert {p: p.read_bytes() for p in kept} == kept  # the lesson's page, notebook and figures: byte-identical
+    assert after["notebooks"][0] == before["notebooks"][0]
+    assert "edited" in (out / "studies" / "claims.html").read_text()
+    assert [c["verdict"] for c in after["claims"]] == [c["verdict"] for c in before["claims"]]  # judged again, alike
+    assert after["notebooks"][1]["commit"] and "<th>commit</th>" in (out / "index.html").read_text()

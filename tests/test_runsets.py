@@ -159,3 +159,20 @@ def test_kl_spike_and_clipped_share_read_the_step_trace(tiny_config):
     assert clipped_share(run) == pytest.approx(7 / 30)  # norms 3 (> 2) on every 4th step from 3
     with pytest.raises(ValueError, match="start=-1"):
         kl_spike(run, -1, 10)
+
+
+def test_a_run_that_must_train_several_epochs_has_an_identity(tiny_config, tiny_data, tmp_path):
+    """until_converged sets train.min_epochs: the run folder's marker cannot come from a 1-epoch config (refused by
+    its own checks), and such a run trains and loads like any other."""
+    from vaelib.experiments.cache import run_identity
+    from vaelib.lessons.stability_ablations import until_converged
+
+    plain = with_overrides(tiny_config, **{"train.epochs": 3})
+    assert run_identity(plain) == run_identity(with_overrides(plain, **{"train.epochs": 7}))  # a resume adds epochs
+    assert run_identity(plain) != run_identity(with_overrides(plain, **{"train.lr": 0.002}))
+    long = with_overrides(tiny_config, **{"train.epochs": 6, "train.min_epochs": 3, "train.stop_tol": 0.05})
+    assert run_identity(long) != run_identity(plain)
+    model, history, path = cached_fit(long, *tiny_data, root=tmp_path, quiet=True)
+    again, history2, _ = cached_fit(long, *tiny_data, root=tmp_path, quiet=True)  # loaded, not refused
+    assert history2.steps == history.steps and len(history.epochs) >= 3
+    assert until_converged({"x": plain}, 0.05)["x"].train.min_epochs == 3

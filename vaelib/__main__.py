@@ -92,8 +92,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _report_parser(sub) -> None:
-    p = sub.add_parser("report", help="run every numbered notebook and render reports/<dataset>-<budget>/",
-                       description="Execute notebooks/NN_*.ipynb with papermill for one dataset and render "
+    p = sub.add_parser("report", help="run the lessons and studies and render reports/<dataset>-<budget>/",
+                       description="Execute the lessons notebooks/NN_*.ipynb, then the studies "
+                                   "notebooks/studies/*.ipynb, with papermill for one dataset and render "
                                    "them with nbconvert into reports/<dataset>-<budget>/ (HTML, executed notebooks, "
                                    "figures, metrics.json); updates reports/index.html.")
     p.add_argument("--dataset", default="mnist", help="mnist, digits, shapes, fashion_mnist, cifar10 or celeba")
@@ -108,6 +109,9 @@ def _report_parser(sub) -> None:
                    help="extra notebook parameter, given to the notebooks that declare it; its name, type and "
                         "range are checked before any notebook runs (strings as they are, else JSON: 2, 0.5, "
                         "true, [0.1, 4.0])")
+    p.add_argument("--only", action="append", default=None, metavar="NAME",
+                   help="re-execute only this notebook (e.g. 03_stability_ablations or studies/stability; repeat "
+                        "for more) into the existing report made with the same parameters, keeping the others")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _debug_flag(p)
 
@@ -117,7 +121,7 @@ def _report(args: argparse.Namespace) -> int:
     from vaelib.reporting.report import (  # lazy: only this subcommand needs it
         NotebookFailed,
         build_report,
-        numbered_notebooks,
+        report_notebooks,
     )
 
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
@@ -127,12 +131,12 @@ def _report(args: argparse.Namespace) -> int:
     if args.timeout < 1:
         raise ValueError(f"--timeout {args.timeout} is invalid: allowed seconds >= 1")
     _check_paths(args, "out")
-    notebooks = numbered_notebooks()
+    notebooks = report_notebooks()
     extra = {name: parse_value(name, value, notebooks) for name, value in args.param}
     try:
         out = build_report(args.dataset, args.budget, seed=args.seed, device=args.device, extra=extra,
                            out_root=args.out, timeout=args.timeout, quiet=args.quiet,
-                           force=args.force)
+                           force=args.force, only=args.only)
     except NotebookFailed as err:
         print(f"vaelib: error: {err}", file=sys.stderr)
         return 1
@@ -164,19 +168,20 @@ def _timings(args: argparse.Namespace) -> int:
 
 
 def _notebooks_parser(sub) -> None:
-    p = sub.add_parser("notebooks", help="copy the numbered teaching notebooks into a folder",
-                       description="Copy notebooks/NN_*.ipynb (shipped inside an installed vaelib) into DIR, to "
-                                   "open with `jupyter lab DIR`; their runs/ and data/ go beside DIR.")
+    p = sub.add_parser("notebooks", help="copy the lessons and studies into a folder",
+                       description="Copy the lessons notebooks/NN_*.ipynb and the studies notebooks/studies/*.ipynb "
+                                   "(shipped inside an installed vaelib) into DIR and DIR/studies, to open with "
+                                   "`jupyter lab DIR`; their runs/ and data/ go beside DIR.")
     p.add_argument("dir", help="the folder to copy them into (created if missing)")
     p.add_argument("--force", action="store_true", help="replace notebooks of the same names in DIR")
     _debug_flag(p)
 
 
 def _notebooks(args: argparse.Namespace) -> int:
-    from vaelib.reporting.report import copy_notebooks, numbered_notebooks  # lazy: only this subcommand needs it
+    from vaelib.reporting.report import copy_notebooks, notebook_name, report_notebooks  # lazy: only this needs it
 
     check_folder(args.dir, "notebooks folder")  # DIR under a file, or a notebook's name taken by a folder: refused
-    check_files(args.dir, [p.name for p in numbered_notebooks()], "notebook")  # before anything is copied
+    check_files(args.dir, [f"{notebook_name(p)}.ipynb" for p in report_notebooks()], "notebook")  # before copying
     written = copy_notebooks(args.dir, force=args.force)
     print(f"copied {len(written)} notebooks into {args.dir}: open them with `jupyter lab {args.dir}`")
     return 0

@@ -5,7 +5,6 @@ checkpoint, history and metrics; one process at a time trains a config (the fold
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
@@ -39,7 +38,10 @@ def config_hash(config: Config) -> str:
 
     Where the dataset files live (data.root) and whether they may be downloaded do not change the model.
     """
-    d = {"key_version": KEY_VERSION, **comparable(config).to_dict()}
+    return _digest({"key_version": KEY_VERSION, **comparable(config).to_dict()})
+
+
+def _digest(d: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(d, indent=2, sort_keys=True).encode()).hexdigest()[:10]  # 10 hex digits
 
 
@@ -57,7 +59,9 @@ RUN_FILES = frozenset({CHECKPOINT, HISTORY, FAILED, "metrics.json", ".lock", MAR
 
 def run_identity(config: Config) -> str:
     """What a run folder's marker records: the config's key with its epochs left out (a resume may add epochs)."""
-    return config_hash(dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=1)))
+    d = {"key_version": KEY_VERSION, **comparable(config).to_dict()}
+    d["train"]["epochs"] = 1  # in the dict, not the config: a run with min_epochs > 1 has no valid 1-epoch config
+    return _digest(d)
 
 
 def check_owner(config: Config, out: Path, force: bool = False) -> None:

@@ -1,31 +1,34 @@
-"""The exercises of notebooks 01-05: a task, and a check that says right or wrong against vaelib's own version (the
-reference solutions are in solutions.py, out of the notebooks; the checks of notebook 00's exercises live in
-vae_from_scratch.py and use the same rule).
+"""The exercises of notebooks 01-05: a task, and a check that says right or wrong against stored expected values
+and properties of the answer (the checks of notebook 00's exercises live in vae_from_scratch.py and use the same
+rule).
 
 A check takes the student's function and returns one line that starts with 'right', 'wrong' (and why) or
-'not done yet' (the task stubs raise NotImplementedError). Every check compares on small seeded inputs, so its
-line is the same on every machine; the tests run each check with its reference solution and with a wrong one.
+'not done yet' (the task stubs raise NotImplementedError). Every check runs the function on small seeded inputs
+(made here) and compares its results with the numbers in expected.json, beside this module, or with a property
+the answer must have; check_conv_out compares with torch running the layer. No check calls a function of vaelib
+that computes the answer: the reference solutions live outside the package, in the repository's instructor/
+folder (not in the wheel), where instructor/write_expected.py runs them on these inputs and writes
+expected.json. The tests run each check with its reference solution and with typical wrong answers.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from vaelib.config import BetaSchedule
-from vaelib.data.datasets import ImageSplit, data_mean_baseline
-from vaelib.evaluation.plots import interpolate_latents
-from vaelib.lessons.failure_gallery import distance_to_mean
-from vaelib.lessons.solutions import (
-    solution_conv_out,
-    solution_cyclic_beta,
-    solution_data_mean_sse,
-    solution_pull,
-    solution_slerp,
-)
-from vaelib.schedules import beta_at
+EXPECTED_FILE = Path(__file__).resolve().with_name("expected.json")
+
+
+@functools.cache
+def expected_values() -> dict[str, Any]:
+    """The stored expected values of every exercise, by exercise name (numbers and lists of numbers only)."""
+    return json.loads(EXPECTED_FILE.read_text())
 
 
 def verdict(name: str, call: Callable[[], Any], expected: Callable[[Any], str | None]) -> str:
@@ -37,15 +40,23 @@ def verdict(name: str, call: Callable[[], Any], expected: Callable[[Any], str | 
     except Exception as err:  # any other error is the student's to see
         return f"wrong: {name} raised {type(err).__name__}: {err}"
     problem = expected(result)
-    return f"wrong: {name} {problem}" if problem else f"right: {name} agrees with vaelib"
+    return f"wrong: {name} {problem}" if problem else f"right: {name} matches the expected values"
 
 
-def tensor_problem(result: Any, want: torch.Tensor, rtol: float = 1e-5, atol: float = 1e-6) -> str | None:
-    """None when `result` is a tensor of want's shape and values, else what differs."""
+def shape_problem(result: Any, want: torch.Tensor) -> str | None:
+    """None when `result` is a tensor of want's shape, else what differs."""
     if not isinstance(result, torch.Tensor):
         return f"returned {type(result).__name__}, expected a tensor of shape {tuple(want.shape)}"
     if result.shape != want.shape:
         return f"returned shape {tuple(result.shape)}, expected {tuple(want.shape)}"
+    return None
+
+
+def tensor_problem(result: Any, want: torch.Tensor, rtol: float = 1e-5, atol: float = 1e-6) -> str | None:
+    """None when `result` is a tensor of want's shape and values, else what differs."""
+    problem = shape_problem(result, want)
+    if problem:
+        return problem
     if not torch.allclose(result.detach().to(want.dtype), want.detach(), rtol=rtol, atol=atol):
         return f"is off by up to {(result.detach().to(want.dtype) - want.detach()).abs().max().item():.3g}"
     return None
@@ -53,12 +64,13 @@ def tensor_problem(result: Any, want: torch.Tensor, rtol: float = 1e-5, atol: fl
 
 def number_problem(got: Any, want: float, where: str, rel: float = 1e-6) -> str | None:
     """None when `got` is a number within `rel` of want, else what differs (`where` names the case)."""
+    at = f" {where}" if where else ""
     if isinstance(got, torch.Tensor) and got.numel() == 1:
         got = got.item()
     if isinstance(got, bool) or not isinstance(got, (int, float)):
-        return f"returned {type(got).__name__} {where}, expected a number"
-    if abs(got - want) > rel * max(1.0, abs(want)):
-        return f"gives {got!r} {where}; expected {want:.6g}"
+        return f"returned {type(got).__name__}{at}, expected a number"
+    if not abs(got - want) <= rel * max(1.0, abs(want)):  # `not <=`: a NaN is wrong too
+        return f"gives {got!r}{at}; expected {want:.6g}"
     return None
 
 
@@ -68,14 +80,24 @@ def _uint8_images(n: int, seed: int) -> torch.Tensor:
     return torch.randint(0, 256, (n, 1, 6, 6), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
 
 
+def data_mean_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, test): 20 and 7 seeded uint8 images (N, 1, 6, 6)."""
+    return _uint8_images(20, 0), _uint8_images(7, 1)
+
+
 def check_data_mean_sse(fn: Callable[[torch.Tensor, torch.Tensor], float]) -> str:
     """fn(train_u8, test_u8) -> the squared error summed over pixels in [0, 1], averaged over the test images, of
-    predicting every test image by the mean training image; against vaelib.data.datasets.data_mean_baseline."""
-    train, test = _uint8_images(20, 0), _uint8_images(7, 1)
-    want = data_mean_baseline(ImageSplit(train, None, None), ImageSplit(test, None, None))
-    return verdict("data_mean_sse", lambda: fn(train, test), lambda got: number_problem(got, want, "", 1e-5))
+    predicting every test image by the mean training image; against the stored value."""
+    train, test = data_mean_inputs()
+    want = expected_values()["data_mean_sse"]
 
+    def expected(got: Any) -> str | None:
+        problem = number_problem(got, want, "", 1e-5)
+        if problem and isinstance(got, (int, float)) and abs(got / want - 255**2) < 0.01 * 255**2:
+            problem += " (were the pixel values scaled from 0..255 to [0, 1]?)"
+        return problem
 
+    return verdict("data_mean_sse", lambda: fn(train.clone(), test.clone()), expected)
 
 
 # --- 02_architecture: the size after a convolution ------------------------------------------------
@@ -97,8 +119,6 @@ def check_conv_out(fn: Callable[[int, int, int, int], int]) -> str:
     return verdict("conv_out", lambda: [fn(*c) for c in CONV_CASES], expected)
 
 
-
-
 # --- 03_stability_ablations: a cyclic beta schedule -------------------------------------------------
 
 CYCLIC_CASES = [(step, 100, cycles, ratio, 0.8) for step in (0, 5, 12, 13, 24, 25, 26, 49, 50, 99)
@@ -106,12 +126,12 @@ CYCLIC_CASES = [(step, 100, cycles, ratio, 0.8) for step in (0, 5, 12, 13, 24, 2
 
 
 def check_cyclic_beta(fn: Callable[[int, int, int, float, float], float]) -> str:
-    """fn(step, total_steps, cycles, ratio, beta) -> beta at that step, against beta_at of a 'cyclic' schedule
-    starting from 0 (Fu et al., 2019)."""
+    """fn(step, total_steps, cycles, ratio, beta) -> beta at that step of a cyclic schedule starting from 0 (Fu et
+    al., 2019), against the stored values at CYCLIC_CASES (the first step of each cycle among them)."""
+    wants = expected_values()["cyclic_beta"]
+
     def expected(values: Any) -> str | None:
-        for (step, total, cycles, ratio, beta), got in zip(CYCLIC_CASES, values):
-            want = beta_at(BetaSchedule("cyclic", beta=beta, beta_start=0.0, cycles=cycles, ratio=ratio), step,
-                           1, total)
+        for (step, total, cycles, ratio, _), got, want in zip(CYCLIC_CASES, values, wants):
             problem = number_problem(got, want, f"at step {step} of {total} ({cycles} cycles, ratio {ratio})", 1e-9)
             if problem:
                 return problem
@@ -120,45 +140,86 @@ def check_cyclic_beta(fn: Callable[[int, int, int, float, float], float]) -> str
     return verdict("cyclic_beta", lambda: [fn(*c) for c in CYCLIC_CASES], expected)
 
 
-
-
 # --- 04_failure_gallery: the pull towards the data mean ---------------------------------------------
 
-def check_pull(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], float]) -> str:
-    """fn(images, recon, mean) -> 1 - mean |recon - mean|^2 / mean |x - mean|^2 (floats in [0, 1]), against
-    failure_gallery.distance_to_mean."""
+def pull_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(images, recon, mean): 9 seeded images and reconstructions (9, 1, 5, 5) in [0, 1], the images' mean."""
     g = torch.Generator().manual_seed(2)
     x, r = torch.rand(9, 1, 5, 5, generator=g), torch.rand(9, 1, 5, 5, generator=g)
-    mean = x.mean(0)
-    want = distance_to_mean(x, r, mean)["pull"]
-    return verdict("pull", lambda: fn(x, r, mean), lambda got: number_problem(got, want, "", 1e-5))
+    return x, r, x.mean(0)
 
 
+def check_pull(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], float]) -> str:
+    """fn(images, recon, mean) -> 1 - mean |recon - mean|^2 / mean |x - mean|^2 (floats in [0, 1]): the stored
+    value on pull_inputs, and the two ends: 1 when every reconstruction is the mean image, 0 when it is its image."""
+    x, r, mean = pull_inputs()
+    want = expected_values()["pull"]
+
+    def expected(values: Any) -> str | None:
+        got, at_mean, perfect = values
+        return (number_problem(got, want, "", 1e-5)
+                or number_problem(at_mean, 1.0, "when every reconstruction is the mean image", 1e-5)
+                or number_problem(perfect, 0.0, "when every reconstruction equals its image", 1e-5))
+
+    return verdict("pull", lambda: [fn(x.clone(), r.clone(), mean.clone()),
+                                    fn(x.clone(), mean.expand_as(x).clone(), mean.clone()),
+                                    fn(x.clone(), x.clone(), mean.clone())], expected)
 
 
 # --- 05_latent_explorer: spherical interpolation ---------------------------------------------------
 
-def check_slerp(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]) -> str:
-    """fn(z_a, z_b, t) -> the code a fraction t along the great circle from z_a to z_b (D,), against
-    vaelib.evaluation.plots.interpolate_latents(spherical=True)."""
+SLERP_TS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def slerp_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    """(z_a, z_b): two seeded codes (6,) of different norms."""
     g = torch.Generator().manual_seed(3)
-    z_a, z_b = torch.randn(6, generator=g), torch.randn(6, generator=g)
-    path = interpolate_latents(z_a, z_b, 5, spherical=True)  # t = 0, 0.25, ..., 1
+    return torch.randn(6, generator=g), torch.randn(6, generator=g)
+
+
+def _angle(u: torch.Tensor, v: torch.Tensor) -> float:
+    """The angle between two vectors in radians (in float64)."""
+    u, v = u.detach().double(), v.detach().double()
+    return math.acos(max(-1.0, min(1.0, (torch.dot(u, v) / (u.norm() * v.norm())).item())))
+
+
+def check_slerp(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]) -> str:
+    """fn(z_a, z_b, t) -> the code a fraction t along the great circle from z_a to z_b (D,). Its properties on two
+    codes of equal norm: it starts at z_a, ends at z_b, keeps their norm and is t times the full angle away from
+    z_a; then the stored values at five t on slerp_inputs (codes of different norms)."""
+    z_a, z_b = slerp_inputs()
+    z_c = z_b * (z_a.norm() / z_b.norm())  # z_b's direction at z_a's norm
+    omega = _angle(z_a, z_c)
+    wants = [torch.tensor(v) for v in expected_values()["slerp"]]
 
     def expected(values: Any) -> str | None:
-        for i, got in enumerate(values):
-            problem = tensor_problem(got, path[i], rtol=1e-4, atol=1e-5)
+        same_norm, general = values
+        for t, got in zip(SLERP_TS, same_norm):
+            problem = shape_problem(got, z_a)
             if problem:
-                return f"at t = {i / 4:g}: {problem}"
+                return f"at t = {t:g}: {problem}"
+            for end, name, z in ((0.0, "z_a", z_a), (1.0, "z_b", z_c)):
+                if t == end and tensor_problem(got, z, rtol=1e-4, atol=1e-5):
+                    return f"at t = {t:g} does not return {name} (off by up to {(got.detach() - z).abs().max():.3g})"
+            norm, radius = got.detach().double().norm().item(), z_a.double().norm().item()
+            if not abs(norm - radius) <= 1e-4 * radius:  # `not <=`: a NaN is wrong too
+                return (f"at t = {t:g} gives a code of norm {norm:.4g} between two codes of norm {radius:.4g}: the "
+                        "great circle keeps the norm (a straight line cuts inside the sphere)")
+            if not abs(_angle(got, z_a) - t * omega) <= 1e-4:
+                return (f"at t = {t:g} gives a code {_angle(got, z_a):.4g} rad from z_a; expected t times the angle "
+                        f"from z_a to z_b ({omega:.4g} rad), {t * omega:.4g} rad")
+        for t, got, want in zip(SLERP_TS, general, wants):
+            problem = tensor_problem(got, want, rtol=1e-4, atol=1e-5)
+            if problem:
+                return f"at t = {t:g}, on two codes of different norms: {problem}"
         return None
 
-    return verdict("slerp", lambda: [fn(z_a, z_b, i / 4) for i in range(5)], expected)
+    return verdict("slerp", lambda: ([fn(z_a.clone(), z_c.clone(), t) for t in SLERP_TS],
+                                     [fn(z_a.clone(), z_b.clone(), t) for t in SLERP_TS]), expected)
 
 
-
-
-EXERCISES = {"01_datasets": {"data_mean_sse": (check_data_mean_sse, solution_data_mean_sse)},
-             "02_architecture": {"conv_out": (check_conv_out, solution_conv_out)},
-             "03_stability_ablations": {"cyclic_beta": (check_cyclic_beta, solution_cyclic_beta)},
-             "04_failure_gallery": {"pull": (check_pull, solution_pull)},
-             "05_latent_explorer": {"slerp": (check_slerp, solution_slerp)}}
+EXERCISES = {"01_datasets": {"data_mean_sse": check_data_mean_sse},
+             "02_architecture": {"conv_out": check_conv_out},
+             "03_stability_ablations": {"cyclic_beta": check_cyclic_beta},
+             "04_failure_gallery": {"pull": check_pull},
+             "05_latent_explorer": {"slerp": check_slerp}}

@@ -1,5 +1,6 @@
-"""Curves of runs per optimiser step, every seed drawn (thin lines and their median), for notebooks 03 and 04:
-trace_plot, curves_with_beta; and sample_rows, prior samples of each run from the same codes."""
+"""Curves of runs per optimiser step, every seed drawn (thin lines and their median), for lessons 03 and 04 and
+their studies: trace_plot, curves_with_beta; sample_rows, prior samples of each run from the same codes; and
+run_rows, the one-seed table a lesson prints under its figures."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from vaelib.experiments.measures import trace
+from vaelib.evaluation import metrics
+from vaelib.evaluation.plots import example_indices
+from vaelib.experiments.measures import clipped_share, trace
 from vaelib.experiments.runs import Run
 
 
@@ -94,3 +97,36 @@ def sample_rows(runs: dict[str, Run], n: int = 8, seed: int = 0) -> dict[str, to
             gen = torch.Generator(device=next(run.model.parameters()).device).manual_seed(seed)
             out[label] = run.model.sample(n, generator=gen).cpu()
     return out
+
+
+def outcome(run: Run) -> str:
+    """How a run ended, in words: 'finished after N steps' or 'non-finite at step N'."""
+    if run.failed:
+        return f"non-finite at step {run.failed_step}" if run.failed_step is not None else "failed"
+    return f"finished after {len(trace(run, 'total'))} steps"
+
+
+def run_rows(runs: dict[str, Run], test_images: torch.Tensor, extra: Any = None, clipping: bool = False
+             ) -> list[dict[str, Any]]:
+    """One row per run of a lesson (one seed): how it ended, its share of clipped steps (clipping=True), its test
+    negative ELBO at beta = 1 and its terms (nats per image), its active units, and `extra(run)`'s columns for a
+    run that finished. A failed run has no test numbers ('-')."""
+    rows = []
+    for label, run in runs.items():
+        row: dict[str, Any] = {"run": label, "outcome": outcome(run)}
+        if clipping:
+            row["clipped_share"] = round(clipped_share(run), 3)
+        if run.model is None:
+            rows.append({**row, "test_total": "-", "test_recon": "-", "test_kl": "-", "active_units": "-"})
+            continue
+        elbo = metrics.test_elbo(run.model, test_images, run.config)
+        rows.append({**row, **{f"test_{k}": round(v, 2) for k, v in elbo.items()},
+                     "active_units": metrics.active_units(run.model, test_images), **(extra(run) if extra else {})})
+    return rows
+
+
+def example_images(split: Any, n: int = 8, seed: int = 0) -> torch.Tensor:
+    """n images of a split for a figure, the classes (or, for shapes, the shape factor) in turn from a seeded
+    shuffle (evaluation.plots.example_indices): the splits are sorted by class, so their first n are one class."""
+    labels = split.labels if split.labels is not None and split.labels.ndim == 1 else split.factors[:, 0]
+    return split.images[example_indices(labels, n, seed)]

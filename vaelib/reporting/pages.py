@@ -44,9 +44,10 @@ def claims_html(claims: list[dict[str, Any]]) -> str:
 
 
 def dataset_page(summary: dict[str, Any]) -> str:
-    rows = "".join(f"<tr><td><a href='{e['html']}'>{e['notebook']}</a></td><td>{e['seconds']}</td></tr>"
+    rows = "".join(f"<tr><td><a href='{e['html']}'>{e['notebook']}</a></td><td>{e['seconds']}</td>"
+                   f"<td><code>{html.escape(str(e.get('commit', '-'))[:12])}</code></td></tr>"
                    for e in summary["notebooks"])
-    rows += f"<tr><td><b>all notebooks</b></td><td><b>{summary.get('seconds', '-')}</b></td></tr>"
+    rows += f"<tr><td><b>all notebooks</b></td><td><b>{summary.get('seconds', '-')}</b></td><td></td></tr>"
     params = "".join(f"<li>{html.escape(k)} = {html.escape(str(v))}</li>" for k, v in summary["parameters"].items()
                      if k not in ("runs_dir", "data_root"))
     heads = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in headline(summary).items())
@@ -54,7 +55,7 @@ def dataset_page(summary: dict[str, Any]) -> str:
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>vaelib report: {summary['dataset']}</title>"
             f"<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td{{padding:.2em 1em}}</style>"
             f"</head><body><h1>vaelib report: {summary['dataset']} ({summary['budget']} budget)</h1>"
-            f"<h2>Notebooks</h2><table><tr><th>notebook</th><th>seconds</th></tr>{rows}</table>"
+            f"<h2>Notebooks</h2><table><tr><th>notebook</th><th>seconds</th><th>commit</th></tr>{rows}</table>"
             f"<h2>Claims of the source reports, tested</h2>{claims_html(summary.get('claims', []))}"
             f"<p>Tests, verdicts and the convergence rule: docs/findings.md in the vaelib repository.</p>"
             f"<h2>Parameters</h2><ul>{params}</ul><h2>Headline metrics</h2><table>{heads}</table>"
@@ -105,7 +106,7 @@ def timings_markdown(out_root: str | Path, link_root: str = "reports") -> str:
     (the one measurement every quoted report time comes from); links point to link_root/<report>/index.html."""
     rows, names, latency = [], [], []
     for folder, s in report_summaries(out_root):  # each checked: the keys read here are there, of their types
-        per = {e["notebook"][:2]: e["seconds"] for e in s["notebooks"]}
+        per = {_column(e["notebook"]): e["seconds"] for e in s["notebooks"]}
         rows.append((folder.name, s["seconds"], per, s["versions"]["git_commit"]))
         names = sorted(set(names) | set(per))
         for e in s["notebooks"]:  # notebook 05 times the explorer's controls
@@ -113,7 +114,7 @@ def timings_markdown(out_root: str | Path, link_root: str = "reports") -> str:
                 latency.append((folder.name, control, t["median"], t["p95"]))
     if not rows:
         raise ValueError(f"{out_root} holds no report (*/metrics.json): run `make examples` first")
-    head = ["report", "total", *(f"notebook {n}" for n in names), "git"]
+    head = ["report", "total", *names, "git"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, total, per, commit in rows:
         cells = [f"[{name}]({link_root}/{name}/index.html)", f"{total:.0f} s",
@@ -124,6 +125,12 @@ def timings_markdown(out_root: str | Path, link_root: str = "reports") -> str:
                   "| report | control | median | p95 |", "|---|---|---|---|"]
         lines += [f"| {name} | {control} | {median:.1f} ms | {p95:.1f} ms |" for name, control, median, p95 in latency]
     return "\n".join([TIMINGS_START, *lines, TIMINGS_END])
+
+
+def _column(notebook: str) -> str:
+    """A notebook's column of the timing table: 'notebook 03' for a lesson (03_stability_ablations), the study's
+    own name for a study (studies/stability)."""
+    return f"notebook {notebook[:2]}" if notebook[:2].isdigit() else notebook
 
 
 def write_timings(readme: str | Path, out_root: str | Path) -> bool:

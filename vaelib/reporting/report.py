@@ -15,7 +15,8 @@ from vaelib.experiments.claims import Claim, adjust
 from vaelib.io.files import copy_file, save_json, shareable_mode, write_text
 from vaelib.io.lock import file_lock
 from vaelib.io.paths import check_files, check_folder
-from vaelib.io.provenance import CHECKOUT, PACKAGE, REPO, versions
+from vaelib.io.provenance import CHECKOUT, PACKAGE, REPO, git_commit, versions
+from vaelib.reporting.mathml import OFFLINE_TEMPLATE, Formulas, notebook_to_mathml
 from vaelib.reporting.pages import (
     dataset_page,
     write_index,
@@ -35,19 +36,21 @@ def workspace() -> Path:
 
 
 def copy_notebooks(dest: str | Path, force: bool = False) -> list[Path]:
-    """Copy the numbered notebooks into `dest` (for JupyterLab: their runs/ and data/ go to dest/..); refuses to
+    """Copy the lessons into `dest` and the studies into `dest`/studies (for JupyterLab: their runs/ and data/ go to
+    dest/..); refuses to
     overwrite a notebook that is there unless force=True, before copying anything."""
     dest = check_folder(dest, "notebooks folder")  # a file, or under a file: refused
-    sources = numbered_notebooks()
+    sources = report_notebooks()
     if not sources:
         raise FileNotFoundError(f"no numbered notebooks (NN_*.ipynb) in {NOTEBOOKS}")
-    check_files(dest, [p.name for p in sources], "notebook")  # a notebook's name taken by a folder: refused
-    there = [dest / p.name for p in sources if (dest / p.name).exists()]
+    names = [f"{notebook_name(p)}.ipynb" for p in sources]  # the studies go to dest/studies/
+    check_files(dest, names, "notebook")  # a notebook's name taken by a folder: refused
+    there = [dest / n for n in names if (dest / n).exists()]
     if there and not force:
         raise FileExistsError(f"{there[0]} exists ({len(there)} of the notebooks are there): "
                               "allowed a folder without them, or --force to replace them")
-    dest.mkdir(parents=True, exist_ok=True)
-    return [copy_file(p, dest / p.name) for p in sources]
+    (dest / "studies").mkdir(parents=True, exist_ok=True)
+    return [copy_file(p, dest / n) for p, n in zip(sources, names)]
 
 
 class NotebookFailed(RuntimeError):
@@ -55,8 +58,25 @@ class NotebookFailed(RuntimeError):
 
 
 def numbered_notebooks(folder: str | Path = NOTEBOOKS) -> list[Path]:
-    """notebooks/NN_*.ipynb in order."""
+    """The lessons: notebooks/NN_*.ipynb in order."""
     return sorted(p for p in Path(folder).glob("[0-9][0-9]_*.ipynb"))
+
+
+def study_notebooks(folder: str | Path = NOTEBOOKS) -> list[Path]:
+    """The studies: notebooks/studies/*.ipynb by name."""
+    return sorted(p for p in (Path(folder) / "studies").glob("*.ipynb"))
+
+
+def report_notebooks(folder: str | Path = NOTEBOOKS) -> list[Path]:
+    """What a report runs, in order: the lessons, then the studies."""
+    return numbered_notebooks(folder) + study_notebooks(folder)
+
+
+def notebook_name(notebook: Path) -> str:
+    """A notebook's name in a report: its stem for a lesson (03_stability_ablations), studies/<stem> for a study;
+    its page, figures and executed copy are named after it."""
+    notebook = Path(notebook)
+    return f"studies/{notebook.stem}" if notebook.parent.name == "studies" else notebook.stem
 
 
 def run_notebook(notebook: Path, output: Path, params: dict[str, Any], timeout: int, quiet: bool,
@@ -86,15 +106,22 @@ def run_notebook(notebook: Path, output: Path, params: dict[str, Any], timeout: 
     return time.perf_counter() - t0
 
 
-def render_html(executed: Path, html_path: Path, title: str) -> None:
-    """nbconvert to a standalone HTML page: inputs hidden, images embedded."""
+def render_html(executed: Path, html_path: Path, title: str) -> Formulas:
+    """nbconvert to a standalone HTML page that needs no network: inputs hidden, images embedded, the formulas as
+    MathML (mathml.notebook_to_mathml) and no script from a CDN (mathml.OFFLINE_TEMPLATE). A formula that cannot be
+    converted is shown as its LaTeX, in code; the result counts the formulas converted and those."""
     import nbformat  # heavy: only the HTML rendering needs nbformat and nbconvert
+    from jinja2 import DictLoader  # heavy: as above (nbconvert's templates)
     from nbconvert import HTMLExporter  # heavy: as above
 
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
-    body, _ = exporter.from_notebook_node(nbformat.read(str(executed), as_version=4),
-                                          resources={"metadata": {"name": title}})
+    notebook = nbformat.read(str(executed), as_version=4)
+    formulas = notebook_to_mathml(notebook)
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
+                            extra_loaders=[DictLoader({"offline.html.j2": OFFLINE_TEMPLATE})],
+                            template_file="offline.html.j2")
+    body, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": title}})
     write_text(html_path, body)
+    return formulas
 
 
 def report_dir(out_root: str | Path, dataset: str, budget: str) -> Path:
@@ -106,8 +133,12 @@ def build_report(dataset: str = "mnist", budget: str = "small", *, seed: int = 0
                  out_root: str | Path | None = None, runs_dir: str | Path | None = None,
                  data_root: str | Path | None = None, extra: dict[str, Any] | None = None,
                  notebooks: list[Path] | None = None, timeout: int = 3600, quiet: bool = False,
-                 force: bool = False) -> Path:
-    """Execute every numbered notebook into reports/<dataset>-<budget>/ and update reports/index.html.
+                 force: bool = False, only: list[str] | None = None) -> Path:
+    """Execute every lesson, then every study, into reports/<dataset>-<budget>/ and update reports/index.html.
+
+    only: names of notebooks (as the report names them: 03_stability_ablations, studies/stability) to re-execute
+    into the existing report made with the same parameters, keeping every other notebook's files as they are; the
+    claims are judged again across all of the report's notebooks.
 
     Everything is checked before the first notebook starts: dataset, budget, device, and every extra parameter's
     name (declared by some notebook; each notebook gets only those it declares), type and range. The notebooks
@@ -126,7 +157,7 @@ def build_report(dataset: str = "mnist", budget: str = "small", *, seed: int = 0
     clash = sorted(set(extra) & set(RESERVED))
     if clash:
         raise ValueError(f"parameter {clash[0]!r} cannot be set with -p: use {RESERVED[clash[0]]}")
-    notebooks = notebooks or numbered_notebooks()
+    notebooks = notebooks or report_notebooks()
     if not notebooks:
         raise FileNotFoundError(f"no numbered notebooks (NN_*.ipynb) in {NOTEBOOKS}")
     shares = check_extras(extra, notebooks)  # names, types and ranges of the -p values
@@ -136,17 +167,23 @@ def build_report(dataset: str = "mnist", budget: str = "small", *, seed: int = 0
     resolve_device(device)
     final = report_dir(out_root, dataset, budget)
     common = {"dataset": dataset, "budget": budget, "seed": seed, "device": device,
-              "runs_dir": _from_notebooks(runs_dir), "data_root": _from_notebooks(data_root)}
+              "runs_dir": runs_dir, "data_root": data_root}  # the two folders as each notebook sees them: _run_one
     for nb in notebooks:  # refuse every bad name and value before any work is done
         check_parameters(nb, {**common, "out_dir": ""})
-    base = {**common, **extra}  # what the report records, and compares before replacing one
+    selected = _selected(notebooks, only)
+    base = {**common, "runs_dir": _from_notebooks(runs_dir), "data_root": _from_notebooks(data_root),
+            **extra}  # what the report records, and compares before replacing one
     with file_lock(final.parent / f".{final.name}.lock", f"report folder {str(final)!r}"):
-        _check_replaceable(final, base, force)
+        kept = _updatable(final, base) if only else {}
+        if not only:
+            _check_replaceable(final, base, force)
         out = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
         out.chmod(shareable_mode(directory=True))  # mkdtemp makes it 0700; the report is meant to be shared
+        if only:
+            shutil.copytree(final, out, dirs_exist_ok=True, symlinks=True)
         try:
             entries = [_run_one(nb, out, {**common, **shares[nb]}, dataset, budget, timeout, quiet)
-                       for nb in notebooks]
+                       if nb in selected else kept[notebook_name(nb)] for nb in notebooks]
         except KeyboardInterrupt:  # stopped on purpose: nothing half-built is left (a failed notebook's is kept)
             shutil.rmtree(out, ignore_errors=True)
             raise
@@ -164,15 +201,49 @@ def build_report(dataset: str = "mnist", budget: str = "small", *, seed: int = 0
 
 def _run_one(nb: Path, out: Path, params: dict[str, Any], dataset: str, budget: str, timeout: int,
              quiet: bool) -> dict[str, Any]:
-    """Execute one notebook into the report being built and render it; its entry of the report's metrics.json."""
-    fig_dir = (out / "figures" / nb.stem).resolve()
-    executed = out / "notebooks" / nb.name
-    seconds = run_notebook(nb, executed, {**params, "out_dir": _from_notebooks(fig_dir)}, timeout, quiet,
-                           cwd=None if CHECKOUT else out)  # never inside an installed package
-    render_html(executed, out / f"{nb.stem}.html", f"{nb.stem} ({dataset}, {budget})")
+    """Execute one notebook into the report being built and render it; its entry of the report's metrics.json.
+    Its folder parameters are given as the notebook sees them from where it runs (its own folder in a checkout)."""
+    name = notebook_name(nb)
+    fig_dir = (out / "figures" / name).resolve()
+    executed = out / "notebooks" / f"{name}.ipynb"
+    shutil.rmtree(fig_dir, ignore_errors=True)  # an update (--only): none of the notebook's old figures is kept
+    cwd = nb.parent if CHECKOUT else executed.parent  # never inside an installed package
+    paths = {k: _from_notebooks(params[k], nb.parent) for k in ("runs_dir", "data_root")}
+    seconds = run_notebook(nb, executed, {**params, **paths, "out_dir": _from_notebooks(fig_dir, nb.parent)},
+                           timeout, quiet, cwd=cwd)
+    render_html(executed, out / f"{name}.html", f"{name} ({dataset}, {budget})")
     metrics_file = fig_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
-    return {"notebook": nb.stem, "seconds": round(seconds, 1), "html": f"{nb.stem}.html", "metrics": metrics}
+    return {"notebook": name, "seconds": round(seconds, 1), "html": f"{name}.html", "metrics": metrics,
+            "commit": git_commit()}
+
+
+def _selected(notebooks: list[Path], only: list[str] | None) -> list[Path]:
+    """The notebooks `only` names (all of them without it); an unknown name is refused, naming the allowed ones."""
+    if not only:
+        return list(notebooks)
+    names = {notebook_name(nb): nb for nb in notebooks}
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        raise ValueError(f"--only {unknown[0]!r} is invalid: allowed {', '.join(names)}")
+    return [names[n] for n in only]
+
+
+def _updatable(final: Path, params: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The entries (by notebook name) of the report at `final`, which --only updates: refused unless it exists and
+    was made with the same parameters, and holds every notebook's entry."""
+    try:
+        summary = read_report_metrics(final / "metrics.json")
+        old = summary["parameters"]
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"--only updates an existing report, and {final} holds none ({' '.join(str(err).split())}): "
+                         "build it whole first, without --only") from None
+    changed = sorted(k for k in set(old) | set(params) if old.get(k) != params.get(k))
+    if changed:
+        k = changed[0]
+        raise ValueError(f"--only: {final} was made with {k}={old.get(k)!r}, not {params.get(k)!r}: build it whole "
+                         "(with --force to replace it)")
+    return {e["notebook"]: e for e in summary["notebooks"]}
 
 
 def _check_replaceable(final: Path, params: dict[str, Any], force: bool) -> None:
@@ -202,7 +273,8 @@ def _replace(final: Path, built: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _from_notebooks(path: str | Path) -> str:
-    """A path as the notebooks (run with cwd notebooks/) see it: relative inside a checkout, else absolute."""
+def _from_notebooks(path: str | Path, folder: Path = NOTEBOOKS) -> str:
+    """A path as a notebook run with cwd `folder` (notebooks/, or notebooks/studies/) sees it: relative inside a
+    checkout, else absolute."""
     path = Path(path).resolve()
-    return os.path.relpath(path, NOTEBOOKS) if CHECKOUT and path.is_relative_to(REPO) else str(path)
+    return os.path.relpath(path, folder) if CHECKOUT and path.is_relative_to(REPO) else str(path)

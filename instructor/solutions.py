@@ -1,7 +1,10 @@
-"""The reference solutions of the notebooks' exercises, kept out of the notebooks (and so out of the rendered
-reports) so that a student meets each task before its answer. The checks (lessons/exercises.py,
-lessons/vae_from_scratch.py) are tested with these and with typical wrong answers (tests/test_lessons_exercises.py,
-tests/test_notebook_vae_from_scratch.py). Read one only after trying.
+"""The reference solutions of the notebooks' exercises. They live in the repository's instructor/ folder, outside
+the vaelib package and its wheel, so that neither a notebook, its report nor the installed package hands a student
+the answer. The checks (vaelib/lessons/exercises.py, vaelib/lessons/vae_from_scratch.py) never call these: they
+compare with numbers stored in vaelib/lessons/expected.json, which instructor/write_expected.py writes by running
+these functions on the checks' seeded inputs. The tests (tests/test_lessons_exercises.py,
+tests/test_notebook_vae_from_scratch.py) load this file by path, check that each solution is judged right and
+typical mistakes wrong, and that expected.json is what write_expected.py writes now. Read one only after trying.
 """
 
 from __future__ import annotations
