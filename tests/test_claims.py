@@ -4,6 +4,7 @@ import math
 import pytest
 
 from vaelib.experiments.claims import (
+    FULL_BUDGET,
     PENDING,
     RECORD_KEYS,
     VERDICTS,
@@ -12,10 +13,13 @@ from vaelib.experiments.claims import (
     adjust,
     claim_rows,
     claims_table,
+    direction,
     finding,
     judge,
+    plan,
     section_markdown,
     tally,
+    with_plan,
 )
 from vaelib.experiments.evidence import Estimate, estimate
 
@@ -30,8 +34,8 @@ def _spec(kind="higher", **kw):
     return ClaimSpec("the claim", "report §1", "embedded mnist for Fashion-MNIST", "metric", ("A", "B"), kind, **kw)
 
 
-def _judge(a, b, kind="higher", untestable="", **kw):
-    return judge(_spec(kind, **kw), a, b, untestable=untestable)
+def _judge(a, b, kind="higher", untestable="", family_size=None, **kw):
+    return judge(_spec(kind, **kw), a, b, untestable=untestable, family_size=family_size)
 
 
 def _final(*claims):
@@ -49,7 +53,9 @@ def test_every_verdict_class_from_a_synthetic_seed_set():
                               _est([1.0, 2.0, 3.0])))
     (unconverged,) = _final(_judge(_est([3.0, 3.1, 3.2], converged=2, unsettled=("seed 2: frozen",)),
                                    _est([1.0, 1.1, 1.2])))
-    got = [c.verdict for c in (supported, contradicted, no_effect, untestable, inconclusive, failed, unconverged)]
+    (budget,) = _final(_judge(_est([32.0] * 3), _est([0.0] * 3), bounds=(0, 32), family_size=20))
+    got = [c.verdict for c in (supported, contradicted, no_effect, untestable, inconclusive, failed, unconverged,
+                               budget)]
     assert got == list(VERDICTS)
     assert supported.test == contradicted.test == "paired t" and supported.p_holm < 0.05
     assert no_effect.test is None and "every seed gives the same value" in finding(no_effect)
@@ -71,20 +77,31 @@ def test_zero_vs_zero_is_no_effect_where_a_difference_is_claimed_and_a_ceiling_i
 
 def test_constant_differences_go_to_the_sign_test_and_three_seeds_cannot_decide():
     (c,) = _final(_judge(_est([32.0] * 3), _est([0.0] * 3), bounds=(0, 32)))
-    assert c.test == "sign" and c.p == pytest.approx(0.25) and c.verdict == "inconclusive"
-    assert "the design cannot decide" in finding(c) and "0.25" in finding(c)
+    assert c.test == "sign" and c.min_p == pytest.approx(0.25) and c.verdict == "needs the full budget"
+    assert c.p is None and "3 pairs" in c.reason  # it cannot reach 0.05: left out of Holm's family
+    assert "needs the full budget" in finding(c) and "0.25" in finding(c)
     (six,) = _final(_judge(_est([32.0] * 6), _est([0.0] * 6), bounds=(0, 32)))
     assert six.p == pytest.approx(2 / 64) and six.verdict == "supported"
 
 
-def test_derailing_is_judged_by_fishers_exact_test():
+def test_derailing_paired_by_seed_is_judged_by_mcnemars_exact_test_and_fisher_only_unpaired():
     (three,) = _final(_judge(_est([0.0] * 3), _est([1.0] * 3), "lower", binary=True, needs_convergence=False))
-    assert three.test == "Fisher" and three.p == pytest.approx(0.1) and three.verdict == "inconclusive"
-    assert three.design == "unpaired" and "the design cannot decide" in finding(three)
+    assert three.test == "McNemar exact" and three.design == "paired" and three.verdict == "needs the full budget"
+    assert three.p is None and three.min_p == pytest.approx(0.25)  # 3 discordant pairs: 2 * 0.5**3
+    assert "needs the full budget" in finding(three) and "lower than B on 3 of 3 seeds" in finding(three)
     (six,) = _final(_judge(_est([0.0] * 6), _est([1.0] * 6), "lower", binary=True, needs_convergence=False))
-    assert six.p == pytest.approx(2 / 924) and six.verdict == "supported"
+    assert six.test == "McNemar exact" and six.p == pytest.approx(2 / 64) and six.verdict == "supported"
+    # only the seeds whose two runs disagree count: 7 derail without clipping alone, 3 derail either way
+    (ten,) = _final(_judge(_est([0.0] * 7 + [1.0] * 3), _est([1.0] * 10), "lower", binary=True,
+                           needs_convergence=False))
+    assert ten.p == pytest.approx(0.015625) and ten.estimate == pytest.approx(-0.7) and ten.verdict == "supported"
     (both,) = _final(_judge(_est([1.0] * 3), _est([1.0] * 3), "lower", binary=True, needs_convergence=False))
     assert both.verdict == "no effect"  # clipping made no difference: every seed derailed either way
+    # arms without a seed in common are independent: Fisher counts the runs
+    (apart,) = _final(_judge(_est([0.0] * 3), _est([1.0] * 3, seeds=(5, 6, 7)), "lower", binary=True,
+                             needs_convergence=False))
+    assert apart.test == "Fisher" and apart.design == "unpaired" and apart.min_p == pytest.approx(0.1)
+    assert "A lower than B on average" in finding(apart)
 
 
 def test_equivalence_claims_need_a_margin_and_use_tost():
@@ -137,6 +154,9 @@ def test_a_record_reads_back_as_the_same_claim():
     old = {k: v for k, v in c.as_dict().items() if k not in ("decision", "reason", "min_p", "kind", "pairs", "detail")}
     back = Claim.from_dict(old)  # a record from before the decision was kept: its verdict stands as the decision
     assert back.verdict == back.decision == "supported" and claim_rows([back])[0][-1] == "supported"
+    before_plans = {k: v for k, v in c.as_dict().items() if k not in ("min_effect", "pilot_sd", "n_planned", "power")}
+    back = Claim.from_dict(before_plans)  # a record from before the plan's keys: they read None
+    assert (back.min_effect, back.pilot_sd, back.n_planned, back.power) == (None,) * 4 and back == c
 
 
 def test_the_record_has_exactly_the_keys_and_no_nan():
@@ -197,7 +217,8 @@ def test_the_lesson_helper_reads_rows_and_derailing_does_not_wait():
     spec = ClaimSpec("clipping keeps training on track", "src", "stand-in", "share", ("clip 1", "no clip"), "lower",
                      key="derailed", binary=True, bounds=(0, 1), needs_convergence=False)
     (c,) = _final(*judged(rows, [spec]))
-    assert c.test == "Fisher" and c.verdict == "inconclusive"  # not "not converged": derailing is the effect
+    assert c.test == "McNemar exact" and c.verdict == "needs the full budget"  # not "not converged": derailing is
+    # the effect; 3 discordant pairs cannot give p below 0.25
     calm = {"clip 1": kept, "no clip": [{**r, "converged": True} for r in kept]}
     nothing = _final(*judged(calm, [spec]))[0]
     assert nothing.verdict == "untestable here"  # no seed derailed without clipping: nothing to prevent
@@ -220,8 +241,9 @@ def test_heavy_tails_are_judged_by_the_sign_test_on_the_median():
     (t,) = _final(_judge(clipped, unclipped, "lower"))
     (robust,) = _final(_judge(clipped, unclipped, "lower", robust=True))
     assert t.test == "paired t" and t.p > 0.05
-    assert robust.test == "sign" and robust.estimate == pytest.approx(33.9 - 769.0) and robust.p == pytest.approx(0.25)
-    assert "median 769 [93, 2805]" in finding(robust) and "the design cannot decide" in finding(robust)
+    assert robust.test == "sign" and robust.estimate == pytest.approx(33.9 - 769.0)
+    assert robust.min_p == pytest.approx(0.25)
+    assert "median 769 [93, 2805]" in finding(robust) and "needs the full budget" in finding(robust)
 
 
 def test_a_design_that_cannot_test_the_claim_says_why():
@@ -240,3 +262,85 @@ def test_the_sign_test_takes_its_direction_from_the_signs_and_exact_tests_never_
     assert similar.p is None and similar.verdict == "inconclusive" and "no equivalence test" in finding(similar)
     apart = _judge(Estimate((1.0, 2.0), 2, (0, 1)), Estimate((1.5, 2.5, 2.0), 3, (5, 6, 7)))
     assert apart.design == "unpaired" and apart.test == "Welch"  # no seed in common: independent arms
+
+
+def test_min_effect_is_declared_with_the_claim_and_validated():
+    spec = _spec(min_effect=0.05, min_effect_reason="below 0.05 nats no student would see it")
+    assert spec.min_effect == 0.05 and _spec().min_effect is None  # optional: older declarations still construct
+    for bad in (0, -0.1, math.nan, math.inf, True, "0.1"):
+        with pytest.raises(ValueError, match=r"min_effect=.* is invalid: allowed None or a finite value > 0"):
+            _spec(min_effect=bad)
+    c = judge(spec, _est([3.0, 3.2, 2.9]), _est([1.0, 1.1, 0.9]))
+    assert c.min_effect == 0.05 and c.as_dict()["min_effect"] == 0.05
+
+
+def test_a_plan_powers_the_claims_test_at_holms_first_step():
+    from vaelib.experiments import stats
+
+    pilot = [-0.024, -0.076, -0.023]  # the clip 0.1 vs 0.5 differences of the worked example
+    p = plan(_spec("lower", min_effect=0.05), pilot, family_size=16)
+    assert p.test == "paired t" and p.pilot_sd == pytest.approx(0.0303, abs=1e-4) and p.pilot_pairs == 3
+    assert p.alpha == pytest.approx(0.05 / 16) and p.n_planned == stats.seeds_for_power(0.05, p.pilot_sd, p.alpha)
+    assert p.power >= 0.8 > stats.paired_t_power(0.05, p.pilot_sd, p.n_planned - 1, p.alpha)
+    assert plan(_spec("lower", min_effect=0.05), pilot, family_size=1).n_planned < p.n_planned
+    assert plan(_spec("lower", min_effect=0.001), pilot, 16, n_max=20).n_planned is None
+    eq = plan(_spec("similar", margin=0.5), [0.3, -0.2, 0.1, 0.4, math.nan], family_size=20)
+    assert eq.test == "TOST" and eq.pilot_pairs == 4 and eq.effect == 0.5  # a failed run's nan is dropped
+    assert eq.power == pytest.approx(stats.tost_power(0.5, eq.pilot_sd, eq.n_planned, 0.0025))
+    assert plan(_spec("no better", margin=0.5), [0.3, -0.2, 0.1, 0.4], 20).test == "one-sided t"
+    with pytest.raises(ValueError, match="declares no min_effect"):
+        plan(_spec("higher"), pilot, 16)
+    with pytest.raises(ValueError, match="allowed 2 or more finite per-seed differences"):
+        plan(_spec("higher", min_effect=0.1), [0.1, math.nan], 16)
+    with pytest.raises(ValueError, match="differences that vary"):
+        plan(_spec("higher", min_effect=0.1), [0.1, 0.1, 0.1], 16)
+    with pytest.raises(ValueError, match="binary"):
+        plan(_spec("lower", binary=True, min_effect=0.5), [1, 0, 1], 16)
+    c = with_plan(judge(_spec("lower", min_effect=0.05), _est([1.728, 5.030, 4.208]), _est([1.752, 5.105, 4.231])),
+                  p)
+    r = json.loads(json.dumps(c.as_dict(), allow_nan=False))
+    assert (r["min_effect"], r["pilot_sd"], r["n_planned"], r["power"]) == (0.05, p.pilot_sd, p.n_planned, p.power)
+    assert Claim.from_dict(r) == c and tuple(r) == RECORD_KEYS
+
+
+def test_a_test_that_cannot_pass_holms_first_step_is_not_run_and_needs_the_full_budget():
+    clipped, unclipped = _est([33.5, 33.9, 33.7]), _est([93.0, 769.0, 2805.0])
+    c = _judge(clipped, unclipped, "lower", robust=True, family_size=20)
+    assert c.decision == c.verdict == FULL_BUDGET and c.p is None and c.test is None
+    assert c.min_p == pytest.approx(0.25) and c.estimate == pytest.approx(33.9 - 769.0)
+    text = finding(c)
+    assert "n = 3 pairs" in text and "sign test" in text and "0.25" in text and "0.0025" in text
+    assert "A lower than B on 3 of 3 seeds, not tested" in text
+    derail = _judge(_est([0.0] * 3), _est([1.0] * 3), "lower", binary=True, needs_convergence=False, family_size=1)
+    assert derail.verdict == FULL_BUDGET and "McNemar exact" in derail.reason and "not below 0.05" in derail.reason
+    # enough seeds for the level: the test runs; a t test has no smallest p and always runs
+    six = _judge(_est([0.0] * 6), _est([1.0] * 6), "lower", binary=True, needs_convergence=False, family_size=1)
+    assert six.test == "McNemar exact" and six.verdict == PENDING
+    assert _judge(_est([3.0, 3.2, 2.9]), _est([1.0, 1.1, 0.9]), family_size=20).verdict == PENDING
+    # without family_size nothing changes: the sign test runs and adjust says the design could not decide
+    assert _judge(clipped, unclipped, "lower", robust=True).test == "sign"
+    # an equivalence claim is never sent for a bigger budget by an exact test: no n would let it show equivalence
+    eq = _judge(_est([1.0, 2.0, 3.0]), _est([0.0, 1.0, 2.0]), "similar", margin=0.5, family_size=20)
+    assert eq.verdict == "inconclusive" and "no equivalence test" in eq.reason
+    # decided before Holm and outside its family: the tested claims' Holm p are as if it were absent
+    strong = _judge(_est([3.0, 3.2, 2.9, 3.1]), _est([1.0, 1.1, 0.9, 1.0]))
+    weak = _judge(_est([1.2, 1.45, 0.95, 1.3]), _est([1.0, 1.1, 0.9, 1.0]))
+    family = adjust([c, strong, weak, Claim.from_dict(c.as_dict())])
+    assert [x.verdict for x in family] == [FULL_BUDGET, "supported", "supported", FULL_BUDGET]
+    assert family[0].p_holm is None and family[2].p_holm == pytest.approx(weak.p)  # Holm over 2 (x1), not 4 (x3)
+    assert tally([x.verdict for x in family])[FULL_BUDGET] == 2
+
+
+def test_the_direction_is_said_even_when_the_test_does_not_decide():
+    a, b = _est([1.728, 5.030, 4.208]), _est([1.752, 5.105, 4.231])
+    c = _judge(a, b, "lower")
+    assert direction(c) == "A lower than B on 3 of 3 seeds" and "(A lower than B on 3 of 3 seeds)" in finding(c)
+    late = adjust([c] * 16)[0]
+    assert late.verdict == "inconclusive" and finding(late).endswith("A lower than B on 3 of 3 seeds, not significant.")
+    assert direction(Claim.from_dict(late.as_dict())) == direction(c)  # read from the record alone
+    mixed = _judge(_est([1.0, 2.0, 3.0]), _est([1.5, 1.0, 3.5]))
+    assert direction(mixed) == "A lower than B on 2 of 3 seeds"
+    assert direction(_judge(_est([1.0, 2.0, 3.0, 4.0]), _est([1.5, 1.0, 3.5, 4.0]))) == "A lower than B on 2 of 4 seeds"
+    assert direction(_judge(_est([1.0, 2.0]), _est([1.5, 1.5]))) == "A higher than B on 1 and lower on 1 of 2 seeds"
+    (same,) = adjust([_judge(_est([0.0] * 3), _est([0.0] * 3))])
+    assert direction(same) == "" and finding(same).endswith("every seed gives the same value in both settings.")

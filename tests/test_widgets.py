@@ -302,6 +302,10 @@ def test_shapes_show_their_generating_factors():
     assert "true generating factors" in ex.info.value
     assert all(name in ex.info.value for name in split.factor_names)
     assert not hasattr(ex, "class_a")
+    view = ex.views["map"]  # no classes: the 2-D map colours each point by its shape, and its legend names them
+    shapes = split.factors[:, 0].tolist()
+    assert view._colours() == [["#1f77b4", "#ff7f0e", "#2ca02c"][k] for k in shapes] and len(set(shapes)) > 1
+    assert all(name in view._legend() for name in ("square", "circle", "triangle"))
 
 
 class MeanEncoder(nn.Module):

@@ -174,6 +174,9 @@ def _notebooks_parser(sub) -> None:
                                    "`jupyter lab DIR`; their runs/ and data/ go beside DIR.")
     p.add_argument("dir", help="the folder to copy them into (created if missing)")
     p.add_argument("--force", action="store_true", help="replace notebooks of the same names in DIR")
+    p.add_argument("--student", action="store_true",
+                   help="the student edition of the lessons: outputs cleared, instructor notes (cells tagged "
+                        "'instructor') and nbgrader solution regions removed; no studies")
     _debug_flag(p)
 
 
@@ -182,8 +185,9 @@ def _notebooks(args: argparse.Namespace) -> int:
 
     check_folder(args.dir, "notebooks folder")  # DIR under a file, or a notebook's name taken by a folder: refused
     check_files(args.dir, [f"{notebook_name(p)}.ipynb" for p in report_notebooks()], "notebook")  # before copying
-    written = copy_notebooks(args.dir, force=args.force)
-    print(f"copied {len(written)} notebooks into {args.dir}: open them with `jupyter lab {args.dir}`")
+    written = copy_notebooks(args.dir, force=args.force, student=args.student)
+    edition = "the student edition of " if args.student else ""
+    print(f"copied {edition}{len(written)} notebooks into {args.dir}: open them with `jupyter lab {args.dir}`")
     return 0
 
 

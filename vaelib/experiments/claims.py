@@ -6,8 +6,13 @@ direction and, for an equivalence, the margin) before the numbers exist. `judge`
 its estimate, interval and p, and the decision the data point to. A notebook records its claims this way and
 nothing more. The verdict comes once, from `adjust`: Holm's correction across the one family of a report's claims
 (reporting.report applies it to every notebook's records together), which turns each decision into a verdict where
-its adjusted p is below alpha. The seven verdicts and the rules behind them are written out in docs/findings.md.
+its adjusted p is below alpha. The verdicts and the rules behind them are written out in docs/findings.md.
 The claims table is one list of rows (`claim_rows`), rendered as Markdown here and as HTML by reporting.pages.
+
+Before the runs, `plan` finds how many seeds a claim needs (the power of its t-based test against the declared
+`min_effect`, or its margin, at the sd of a pilot's per-seed differences) and `with_plan` writes the plan into the
+record. `judge(..., family_size=m)` does not run an exact test whose smallest attainable p cannot pass Holm's first
+step, alpha / m: the claim's verdict is then "needs the full budget".
 """
 
 from __future__ import annotations
@@ -23,12 +28,15 @@ import numpy as np
 from vaelib.experiments import stats
 from vaelib.experiments.evidence import Estimate, estimate
 
-VERDICTS = ("supported", "contradicted", "no effect", "untestable here", "inconclusive", "failed", "not converged")
+FULL_BUDGET = "needs the full budget"  # the design's smallest attainable p cannot pass Holm's first step: not run
+VERDICTS = ("supported", "contradicted", "no effect", "untestable here", "inconclusive", "failed", "not converged",
+            FULL_BUDGET)
 PENDING = "pending"  # a tested claim's verdict until adjust has seen its family
 KINDS = ("higher", "lower", "similar", "no better")
 EQUIVALENCE = ("similar", "no better")
 RECORD_KEYS = ("claim", "source", "stand_in", "metric", "kind", "design", "test", "n", "pairs", "estimate", "ci95",
-               "margin", "p", "min_p", "p_holm", "decision", "reason", "values", "verdict", "detail")
+               "margin", "p", "min_p", "p_holm", "decision", "reason", "values", "verdict", "detail", "min_effect",
+               "pilot_sd", "n_planned", "power")
 
 
 @dataclass(frozen=True)
@@ -37,9 +45,13 @@ class ClaimSpec:
 
     direction: 'higher' or 'lower' (a difference), 'similar' or 'no better' (lower is better; an equivalence, which
     needs the margin, in the metric's units). key: the field of the per-seed rows it reads (judge_rows).
-    binary: the metric is 0/1 per seed (Fisher's exact test). bounds: (low, high) the metric cannot pass.
+    binary: the metric is 0/1 per seed (McNemar's exact test on seeds paired, Fisher's on unpaired arms).
+    bounds: (low, high) the metric cannot pass.
     robust: heavy tails (a loss that may blow up): the exact sign test over pairs, on the median difference.
     needs_convergence=False for a metric of the first steps, or one about how runs end (derailing, collapse).
+    min_effect: the smallest difference that matters, in the metric's units, declared with the claim (and
+    min_effect_reason, why that size): what `plan` powers a 'higher' or 'lower' claim against. Optional, but a
+    difference claim without it cannot be planned.
     """
 
     statement: str  # in our own words
@@ -54,6 +66,8 @@ class ClaimSpec:
     bounds: tuple[float, float] | None = None
     robust: bool = False
     needs_convergence: bool = True
+    min_effect: float | None = None
+    min_effect_reason: str = ""
 
     def __post_init__(self) -> None:
         if self.direction not in KINDS:
@@ -63,6 +77,10 @@ class ClaimSpec:
         if self.direction in EQUIVALENCE and not (self.margin is not None and self.margin > 0):
             raise ValueError(f"margin={self.margin!r} is invalid for a {self.direction!r} claim: allowed a value > 0, "
                              "declared with it")
+        m = self.min_effect
+        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m)
+                              or m <= 0):
+            raise ValueError(f"min_effect={m!r} is invalid: allowed None or a finite value > 0, in the metric's units")
 
 
 def _fin(x: Any) -> float | None:
@@ -93,6 +111,10 @@ class Claim:
     p_holm: float | None = None
     verdict: str = PENDING
     detail: dict[str, Any] = field(default_factory=dict)
+    min_effect: float | None = None  # the declared smallest effect that matters (ClaimSpec.min_effect)
+    pilot_sd: float | None = None  # the plan (with_plan): sd of the pilot's per-seed differences
+    n_planned: int | None = None  # the seeds the plan asks for (None: more than its n_max)
+    power: float | None = None  # the planned test's power at n_planned (at n_max where none reached it)
 
     @property
     def settings(self) -> tuple[str, str]:
@@ -107,17 +129,19 @@ class Claim:
                 "ci95": [_fin(c) for c in self.ci95] if self.ci95 else None, "margin": self.margin,
                 "p": _fin(self.p), "min_p": _fin(self.min_p), "p_holm": _fin(self.p_holm), "decision": self.decision,
                 "reason": self.reason, "values": [dict(v) for v in self.values], "verdict": self.verdict,
-                "detail": dict(self.detail)}
+                "detail": dict(self.detail), "min_effect": _fin(self.min_effect), "pilot_sd": _fin(self.pilot_sd),
+                "n_planned": self.n_planned, "power": _fin(self.power)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Claim:
         """A record read back (a report's metrics.json; records written before `decision` existed take their
-        verdict as the decision)."""
+        verdict as the decision; those written before the plan's keys read None for them)."""
         return cls(d["claim"], d["source"], d["stand_in"], d["metric"], d.get("kind", "higher"),
                    tuple(d["values"]), d.get("margin"), d.get("design", "paired"), d.get("test"), d.get("estimate"),
                    tuple(d["ci95"]) if d.get("ci95") else None, d.get("pairs"), d.get("p"), d.get("min_p"),
                    d.get("decision", d.get("verdict", "inconclusive")), d.get("reason", ""), d.get("p_holm"),
-                   d.get("verdict", PENDING), dict(d.get("detail") or {}))
+                   d.get("verdict", PENDING), dict(d.get("detail") or {}), d.get("min_effect"), d.get("pilot_sd"),
+                   d.get("n_planned"), d.get("power"))
 
 
 def _arm(name: str, e: Estimate) -> dict[str, Any]:
@@ -160,14 +184,19 @@ def _precheck(spec: ClaimSpec, a: Estimate, b: Estimate) -> tuple[str, str] | No
     return None
 
 
-def judge(spec: ClaimSpec, a: Estimate, b: Estimate, *, untestable: str = "") -> Claim:
+def judge(spec: ClaimSpec, a: Estimate, b: Estimate, *, untestable: str = "", family_size: int | None = None) -> Claim:
     """The test of the declared claim on the values of its two settings (A first); its verdict waits for `adjust`.
 
-    untestable: why the design cannot test the claim at all (written from the run's numbers), or ""."""
+    untestable: why the design cannot test the claim at all (written from the run's numbers), or "".
+    family_size: the number of tests in the report's family (m). Given, a difference claim whose exact test (sign,
+    Fisher, McNemar) cannot give a p below alpha / m with these seeds (its smallest attainable p, Holm's first
+    step) is not run: its decision and verdict are "needs the full budget", decided here, outside Holm's family.
+    None (the default): no such check; adjust still says when the design could not decide."""
+    threshold = None if family_size is None else stats.first_step_alpha(family_size)
     pairs = _pairs(a, b)
     c = Claim(spec.statement, spec.source, spec.stand_in, spec.metric, spec.direction,
               (_arm(spec.arms[0], a), _arm(spec.arms[1], b)), spec.margin,
-              "paired" if pairs is not None else "unpaired")
+              "paired" if pairs is not None else "unpaired", min_effect=spec.min_effect)
     pre = _precheck(spec, a, b)
     if untestable and (pre is None or pre[0] not in ("failed", "not converged")):
         pre = ("untestable here", untestable)
@@ -176,7 +205,7 @@ def judge(spec: ClaimSpec, a: Estimate, b: Estimate, *, untestable: str = "") ->
     x, y = pairs if pairs is not None else (np.array(a.finite_values), np.array(b.finite_values))
     if pairs is not None and len(x) < 2:
         return _untested(c, "inconclusive", "fewer than 2 seeds with a value in both settings")
-    _test(c, spec, x, y, a, b)
+    _test(c, spec, x, y, a, b, threshold, family_size)
     return c
 
 
@@ -196,8 +225,10 @@ def _untested(c: Claim, decision: str, reason: str) -> Claim:
     return c
 
 
-def _test(c: Claim, spec: ClaimSpec, x: np.ndarray, y: np.ndarray, a: Estimate, b: Estimate) -> None:
-    """Fills test, estimate, ci95, p and decision (the verdict waits for adjust)."""
+def _test(c: Claim, spec: ClaimSpec, x: np.ndarray, y: np.ndarray, a: Estimate, b: Estimate,
+          threshold: float | None = None, family_size: int | None = None) -> None:
+    """Fills test, estimate, ci95, p and decision (the verdict waits for adjust); or, where threshold (alpha / m)
+    is given and the test's smallest attainable p is not below it, the untested verdict "needs the full budget"."""
     paired = c.design == "paired"
     same = np.array_equal(x, y) if paired else (np.ptp(np.concatenate([x, y])) == 0)
     if same:  # every seed the same outcome in both settings: nothing to test
@@ -205,9 +236,10 @@ def _test(c: Claim, spec: ClaimSpec, x: np.ndarray, y: np.ndarray, a: Estimate, 
         _untested(c, "no effect", "every seed gives the same value in both settings")
         return
     c.pairs = len(x)
-    if spec.binary:  # Fisher conditions on the margins: every run with a value is counted, none paired
+    if spec.binary and paired:  # McNemar: the seeds whose two runs disagree decide
+        t = stats.mcnemar_exact(x, y)
+    elif spec.binary:  # Fisher conditions on the margins: every run with a value is counted, none paired
         t = stats.fisher(a.finite_values, b.finite_values)
-        c.design = "unpaired"
     elif paired and (spec.robust or np.ptp(x - y) == 0):
         t = stats.sign_test(x, y)  # heavy tails, or every seed moved by the same amount: no variance for a t test
     elif paired:
@@ -218,6 +250,12 @@ def _test(c: Claim, spec: ClaimSpec, x: np.ndarray, y: np.ndarray, a: Estimate, 
     else:
         t = stats.welch(x, y)
     c.test, c.estimate, c.ci95, c.p, c.min_p = t.test, t.estimate, t.ci95, t.p, t.min_p
+    if threshold is not None and c.kind not in EQUIVALENCE and t.min_p >= threshold:
+        c.test = c.p = None
+        _untested(c, FULL_BUDGET, f"{_design_n(t, x, y, paired)}: the smallest p {_the_test(t.test)} can give is "
+                                  f"{t.min_p:.2g}, not below {threshold:.2g} (alpha {stats.ALPHA:g} / {family_size} "
+                                  "tests, Holm's first step): not run")
+        return
     m = c.margin
     if m and t.test in ("paired t", "Welch"):
         inside, beyond, above = stats.tost(x, y, m, paired)
@@ -235,6 +273,15 @@ def _test(c: Claim, spec: ClaimSpec, x: np.ndarray, y: np.ndarray, a: Estimate, 
         up = t.estimate
     claimed = up > 0 if c.kind == "higher" else up < 0
     c.decision = "supported" if claimed else "contradicted"
+
+
+def _design_n(t: stats.Test, x: np.ndarray, y: np.ndarray, paired: bool) -> str:
+    """The size of the design in words, as its exact test counts it: 'n = 3 pairs' (3 of them discordant)."""
+    if not paired:
+        return f"n = {len(x)} vs {len(y)} runs"
+    moved = int((x != y).sum())
+    kind = "discordant" if t.test == "McNemar exact" else "nonzero"
+    return f"n = {len(x)} pairs" + (f" ({moved} {kind})" if moved != len(x) else "")
 
 
 def _equivalence(c: Claim, inside: stats.Test, beyond: stats.Test, above: stats.Test) -> None:
@@ -255,9 +302,24 @@ def _equivalence(c: Claim, inside: stats.Test, beyond: stats.Test, above: stats.
 def adjust(claims: Sequence[Claim], alpha: float = stats.ALPHA) -> list[Claim]:
     """The verdicts, once, for one family: Holm's correction across the claims that were tested gives each its
     p_holm, and its verdict is its decision where p_holm < alpha, else inconclusive (saying whether these seeds
-    could have decided it at all). An untested claim's verdict is its decision. Returns new Claims."""
+    could have decided it at all). A tested claim whose test cannot reach Holm's first step (its smallest
+    attainable p, min_p, is at least alpha / m for the m tests of the family) leaves the family first: its verdict is
+    'needs the full budget', naming n and the threshold (repeated until every test left can reach its step). An
+    untested claim's verdict is its decision. Returns new Claims."""
     out = [dataclasses.replace(c, detail=dict(c.detail)) for c in claims]
     tested = [c for c in out if c.p is not None and math.isfinite(c.p)]
+    while True:  # a test that cannot reach its first Holm step (alpha / m) is not counted: it needs more seeds
+        m = len(tested)
+        unable = [c for c in tested if (c.min_p or 0.0) >= alpha / m]
+        if not unable:
+            break
+        for c in unable:
+            c.decision = FULL_BUDGET
+            c.reason = (f"{c.pairs} pairs: the smallest p {_the_test(c.test)} can give is {c.min_p:.2g}, not below "
+                        f"{alpha / m:.2g} (alpha {alpha:g} / {m} tested claims, Holm's first step): it needs more "
+                        "seeds (the full budget)")
+            c.p = None
+        tested = [c for c in tested if c.p is not None]
     for c in out:
         if not any(c is t for t in tested):
             c.p_holm, c.verdict = None, c.decision
@@ -267,10 +329,15 @@ def adjust(claims: Sequence[Claim], alpha: float = stats.ALPHA) -> list[Claim]:
             c.verdict, c.reason = c.decision, ""  # _why states a tested verdict from the test itself
         else:
             c.verdict = "inconclusive"
-            c.reason = (f"the design cannot decide: with these seeds the smallest p a {c.test} test can give is "
+            c.reason = (f"the design cannot decide: with these seeds the smallest p {_the_test(c.test)} can give is "
                         f"{c.min_p:.2g}, not below {alpha:g}" if (c.min_p or 0.0) >= alpha else
                         f"Holm-adjusted p = {ph:.2g} over {len(tested)} tested claims, not below {alpha:g}")
     return out
+
+
+def _the_test(name: str | None) -> str:
+    """'the sign test', 'the Fisher test', 'the McNemar exact test': a test's name in a sentence."""
+    return f"the {name}" if str(name).endswith("test") else f"the {name} test"
 
 
 def _fmt(x: float | None) -> str:
@@ -296,12 +363,38 @@ def section_markdown(claims: Sequence[Claim]) -> str:
         "\n\n*Verdicts: in the report's claims table, after Holm's correction across every claim of the report.*")
 
 
+def direction(c: Claim) -> str:
+    """Which way the numbers point, in words, whether or not a test decides: 'A lower than B on 3 of 3 seeds' (seeds
+    paired, read from the record's per-seed values), 'A higher than B on average' (unpaired), or '' where they
+    point nowhere (no difference on any seed, or no estimate)."""
+    (va, vb) = c.values
+    name_a, name_b = va["setting"], vb["setting"]
+    if c.design == "paired" and va.get("seeds") and vb.get("seeds"):
+        of_b = dict(zip(vb["seeds"], vb["values"]))
+        d = [x - of_b[s] for s, x in zip(va["seeds"], va["values"])
+             if x is not None and of_b.get(s) is not None and math.isfinite(x) and math.isfinite(of_b[s])]
+        up, down = sum(v > 0 for v in d), sum(v < 0 for v in d)
+        if up == down:
+            return f"{name_a} higher than {name_b} on {up} and lower on {down} of {len(d)} seeds" if up else ""
+        side, k = ("higher", up) if up > down else ("lower", down)
+        return f"{name_a} {side} than {name_b} on {k} of {len(d)} seeds"
+    if c.estimate is None or not math.isfinite(c.estimate) or c.estimate == 0:
+        return ""
+    return f"{name_a} {'higher' if c.estimate > 0 else 'lower'} than {name_b} on average"
+
+
 def _why(c: Claim) -> str:
+    way = direction(c)
+    if c.verdict == FULL_BUDGET:  # not tested (judge), or taken out of the family (adjust): the direction still
+        why = c.reason or c.verdict
+        return f"{why}; {way}, not tested" if way else why
     if c.test is None:
         return c.reason or c.verdict
+    if c.verdict == "inconclusive":
+        return f"{c.reason or c.verdict}; {way}, not significant" if way else c.reason or c.verdict
     if c.verdict in ("supported", "contradicted") and c.test != "TOST":
         side = "in the claimed direction" if c.verdict == "supported" else "against the claim"
-        return f"a difference {side}, Holm-adjusted p below {stats.ALPHA:g}"
+        return f"a difference {side}, Holm-adjusted p below {stats.ALPHA:g}" + (f" ({way})" if way else "")
     if c.verdict in ("supported", "contradicted", "no effect") and c.test == "TOST":
         if c.kind == "no better":
             side = "not below" if c.verdict == "supported" else "below"
@@ -309,7 +402,8 @@ def _why(c: Claim) -> str:
         where = "within" if abs(c.estimate) < c.margin else "beyond"
         return f"the difference lies {where} the declared margin ±{c.margin:g} (two one-sided tests, Holm-adjusted)"
     if c.verdict == PENDING:
-        return f"the test points to '{c.decision}'; the verdict waits for Holm's correction across the report"
+        return (f"the test points to '{c.decision}'" + (f" ({way})" if way else "") +
+                "; the verdict waits for Holm's correction across the report")
     return c.reason or c.verdict
 
 
@@ -392,3 +486,75 @@ def judge_best(spec: ClaimSpec, best: Estimate, rivals: Sequence[tuple[str, Esti
         c.test = f"{decider.test}, intersection-union over {len(rivals)} rivals"
         c.min_p = max(t.min_p or 0.0 for t in tests)
     return c
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How many seeds a claim needs, planned before its runs (`plan`): the test planned for, the effect it is powered
+    against (min_effect, or the margin of an equivalence), the sd of the pilot's per-seed differences, the level
+    alpha / m (Holm's first step), the pairs planned (None: more than n_max) and the power there (at n_max where none
+    reached the target)."""
+
+    test: str  # 'paired t' (two-sided), 'TOST' (true difference 0), 'one-sided t' ('no better', true difference 0)
+    effect: float
+    pilot_sd: float
+    pilot_pairs: int
+    alpha: float  # the level used: alpha / family_size
+    target: float  # the power asked for
+    n_max: int
+    n_planned: int | None
+    power: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def __str__(self) -> str:
+        seeds = (f"{self.n_planned} seeds" if self.n_planned is not None else f"more than {self.n_max} seeds")
+        return (f"{self.test} against {self.effect:g} at alpha {self.alpha:.2g}, pilot sd {self.pilot_sd:.3g} "
+                f"({self.pilot_pairs} pairs): {seeds} for power {self.target:g} (power {self.power:.2f})")
+
+
+def plan(spec: ClaimSpec, pilot_differences: Sequence[float], family_size: int, n_max: int = 100, *,
+         power: float = 0.8, alpha: float = stats.ALPHA) -> Plan:
+    """The seeds a claim needs for `power`, from a pilot's per-seed differences A_s - B_s (their sd, ddof 1; non-finite
+    ones, from failed runs, are dropped) and the level alpha / family_size: Holm's first step, conservative for a
+    claim further down the steps (stats.first_step_alpha). The planned test is the one judge runs on varying
+    differences: 'higher' / 'lower' the two-sided paired t against spec.min_effect (stats.seeds_for_power);
+    'similar' TOST within the margin at a true difference of 0 (stats.seeds_for_tost); 'no better' the one-sided t
+    against -margin at a true difference of 0. Refused (ValueError): a difference claim without min_effect, a binary
+    or robust claim (their exact tests are not planned here: see min_p), a pilot with fewer than 2 finite pairs or
+    no spread."""
+    if spec.binary or spec.robust:
+        raise ValueError(f"claim {spec.statement!r} is {'binary' if spec.binary else 'robust'}: allowed a claim judged "
+                         "by a t test (plan powers paired t and TOST only)")
+    d = np.asarray([float(x) for x in pilot_differences], dtype=float)
+    d = d[np.isfinite(d)]
+    if len(d) < 2:
+        raise ValueError(f"pilot_differences={list(pilot_differences)!r} are invalid: allowed 2 or more finite "
+                         "per-seed differences")
+    sd = float(d.std(ddof=1))
+    if np.ptp(d) == 0:
+        raise ValueError(f"pilot_differences={list(pilot_differences)!r} are invalid: allowed differences that vary "
+                         "(an sd of 0 cannot size a t test)")
+    level = stats.first_step_alpha(family_size, alpha)
+    if spec.direction in ("higher", "lower"):
+        if spec.min_effect is None:
+            raise ValueError(f"claim {spec.statement!r} declares no min_effect: allowed the smallest effect that "
+                             "matters (min_effect=..., in the metric's units), to plan its seeds")
+        test, effect = "paired t", spec.min_effect
+        at = lambda n: stats.paired_t_power(effect, sd, n, level)  # noqa: E731
+        n = stats.seeds_for_power(effect, sd, level, power, n_max)
+    elif spec.direction == "similar":
+        test, effect = "TOST", spec.margin
+        at = lambda n: stats.tost_power(effect, sd, n, level)  # noqa: E731
+        n = stats.seeds_for_tost(effect, sd, level, power, n_max)
+    else:  # 'no better': one-sided, "difference <= -margin" rejected
+        test, effect = "one-sided t", spec.margin
+        at = lambda n: stats.paired_t_power(effect, sd, n, level, sided=1)  # noqa: E731
+        n = stats.seeds_for_power(effect, sd, level, power, n_max, sided=1)
+    return Plan(test, float(effect), sd, len(d), level, power, n_max, n, at(n if n is not None else n_max))
+
+
+def with_plan(c: Claim, p: Plan) -> Claim:
+    """The claim's record with its plan written in (pilot_sd, n_planned, power); a new Claim."""
+    return dataclasses.replace(c, detail=dict(c.detail), pilot_sd=p.pilot_sd, n_planned=p.n_planned, power=p.power)

@@ -16,6 +16,7 @@ from vaelib.io.files import copy_file, save_json, shareable_mode, write_text
 from vaelib.io.lock import file_lock
 from vaelib.io.paths import check_files, check_folder
 from vaelib.io.provenance import CHECKOUT, PACKAGE, REPO, git_commit, versions
+from vaelib.reporting.editions import student_edition
 from vaelib.reporting.mathml import OFFLINE_TEMPLATE, Formulas, notebook_to_mathml
 from vaelib.reporting.pages import (
     dataset_page,
@@ -35,12 +36,13 @@ def workspace() -> Path:
     return REPO if CHECKOUT else Path.cwd()
 
 
-def copy_notebooks(dest: str | Path, force: bool = False) -> list[Path]:
+def copy_notebooks(dest: str | Path, force: bool = False, student: bool = False) -> list[Path]:
     """Copy the lessons into `dest` and the studies into `dest`/studies (for JupyterLab: their runs/ and data/ go to
-    dest/..); refuses to
-    overwrite a notebook that is there unless force=True, before copying anything."""
+    dest/..); refuses to overwrite a notebook that is there unless force=True, before copying anything.
+    student=True writes the student edition of the lessons alone (editions.student_edition: no outputs, no
+    instructor notes, no solutions)."""
     dest = check_folder(dest, "notebooks folder")  # a file, or under a file: refused
-    sources = report_notebooks()
+    sources = numbered_notebooks() if student else report_notebooks()
     if not sources:
         raise FileNotFoundError(f"no numbered notebooks (NN_*.ipynb) in {NOTEBOOKS}")
     names = [f"{notebook_name(p)}.ipynb" for p in sources]  # the studies go to dest/studies/
@@ -49,6 +51,12 @@ def copy_notebooks(dest: str | Path, force: bool = False) -> list[Path]:
     if there and not force:
         raise FileExistsError(f"{there[0]} exists ({len(there)} of the notebooks are there): "
                               "allowed a folder without them, or --force to replace them")
+    if student:
+        import nbformat  # heavy: only the student edition reads the notebooks
+
+        editions = [student_edition(nbformat.read(str(p), as_version=4)) for p in sources]  # all checked first
+        dest.mkdir(parents=True, exist_ok=True)
+        return [write_text(dest / n, nbformat.writes(nb) + "\n") for nb, n in zip(editions, names)]
     (dest / "studies").mkdir(parents=True, exist_ok=True)
     return [copy_file(p, dest / n) for p, n in zip(sources, names)]
 

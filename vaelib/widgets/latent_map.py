@@ -15,6 +15,7 @@ import torch
 from PIL import Image as PILImage
 from PIL import ImageDraw
 
+from vaelib.data.shapes import SHAPE_NAMES
 from vaelib.widgets.controls import LATENT_STEP, boxed, image, is_echo, png_bytes, slider, to_png
 from vaelib.widgets.state import ExplorerState
 
@@ -72,11 +73,20 @@ class MapView:
         (x0, y0), (x1, y1) = self.map_lo, self.map_hi
         return (x - x0) / (x1 - x0) * w, (y1 - y) / (y1 - y0) * h
 
+    def _groups(self) -> tuple[list[int] | None, tuple[str, ...]]:
+        """What colours the points: each image's class, or on shapes (no class) its shape factor; with names."""
+        s = self.s.split
+        if self.s.single_labels():
+            return [int(k) for k in s.labels.tolist()], tuple(s.class_names or ())
+        if s.factors is not None and s.factor_names[:1] == ("shape",):
+            return [int(k) for k in s.factors[:, 0].tolist()], SHAPE_NAMES
+        return None, ()
+
     def _colours(self) -> list[str]:
-        labels = self.s.split.labels
-        if not self.s.single_labels():
+        groups, _ = self._groups()
+        if groups is None:
             return [GREY] * len(self.s.split)
-        return [PALETTE[int(k) % len(PALETTE)] for k in labels.tolist()]
+        return [PALETTE[k % len(PALETTE)] for k in groups]
 
     def _draw_scatter(self, xy: torch.Tensor) -> PILImage.Image:
         size = self._map_size
@@ -91,11 +101,11 @@ class MapView:
         return img
 
     def _legend(self) -> str:
-        s = self.s.split
-        if not self.s.single_labels() or not s.class_names:
+        groups, names = self._groups()
+        if groups is None or not names:
             return "<small>no single class per image: every point grey</small>"
         keys = (f"<span style='color:{PALETTE[k % len(PALETTE)]}'>&#9679;</span> {name}"
-                for k, name in enumerate(s.class_names))
+                for k, name in enumerate(names))
         return "<small>" + " &nbsp;".join(keys) + "</small>"
 
     def pick(self, i: int) -> None:
