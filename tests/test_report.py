@@ -270,11 +270,15 @@ def test_each_notebook_gets_only_the_extras_it_declares(tmp_path):
 def test_the_notebooks_own_defaults_pass_the_up_front_checks():
     import ast
 
-    from vaelib.reporting.params import check_value, declared
+    from vaelib.reporting.params import at_least_zero, check_value, declared
 
+    zero = set()
     for nb in report_notebooks():
         for name, d in declared(nb).items():
-            check_value(name, ast.literal_eval(d["default"]), d["inferred_type_name"], nb.name)
+            check_value(name, ast.literal_eval(d["default"]), d["inferred_type_name"], nb.name, at_least_zero(d))
+            zero |= {name} if at_least_zero(d) else set()
+    assert {"seed", "image_size", "free_bits", "low_beta", "start_index"} <= zero  # declared in the comments
+    assert "seeds" not in zero and "betas" not in zero
 
 
 def test_only_re_executes_one_notebook_and_keeps_the_others_byte_identical(tmp_path):

@@ -19,10 +19,16 @@ RESERVED = {"dataset": "--dataset", "budget": "--budget", "seed": "--seed", "dev
             "out_dir": "--out", "runs_dir": "the runs/ cache of the workspace (the checkout, or the current folder)",
             "data_root": "the data/ folder of the workspace (the checkout, or the current folder)"}
 
-# Numeric parameters for which 0 is meaningful (0 epochs: the budget's; image_size 0: the dataset's; beta 0: an
-# autoencoder; free bits 0: none; index and seed 0: the first). Every other number must be > 0.
-AT_LEAST_ZERO = frozenset({"seed", "image_size", "ablation_epochs", "gallery_epochs", "low_beta", "free_bits",
-                           "start_index"})
+# A numeric parameter must be > 0 unless its comment in the parameters cell says `(0 allowed)`: 0 is then
+# meaningful (0 epochs: the budget's; image_size 0: the dataset's; free bits 0: none; index and seed 0: the first).
+# The notebook declares its own ranges; nothing here names a notebook's parameters. (Not `>= 0`: papermill skips a
+# parameter line whose comment holds a second `=`.)
+AT_LEAST_ZERO_MARK = "(0 allowed)"
+
+
+def at_least_zero(description: dict[str, Any]) -> bool:
+    """Whether a declared parameter (papermill's description: its comment is `help`) allows 0."""
+    return AT_LEAST_ZERO_MARK in str(description.get("help") or "")
 
 
 @cache
@@ -70,17 +76,18 @@ def check_extras(extras: dict[str, Any], notebooks: list[Path]) -> dict[Path, di
         if not owners:
             raise ValueError(f"parameter {name!r} is declared by no notebook: allowed {', '.join(union)}")
         for nb in owners:
-            check_value(name, value, tables[nb][name]["inferred_type_name"], nb.name)
+            check_value(name, value, tables[nb][name]["inferred_type_name"], nb.name, at_least_zero(tables[nb][name]))
     return {nb: {k: v for k, v in extras.items() if k in t} for nb, t in tables.items()}
 
 
-def check_value(name: str, value: Any, kind: str, where: str = "the notebook") -> None:
-    """Refuse a value that is not of the declared type (int, float, bool, str, list[float], ...) or out of range."""
+def check_value(name: str, value: Any, kind: str, where: str = "the notebook", zero: bool = False) -> None:
+    """Refuse a value that is not of the declared type (int, float, bool, str, list[float], ...) or out of range
+    (> 0, or >= 0 with zero=True: the parameter's comment says `(0 allowed)`)."""
     def refuse(allowed: str) -> None:
         raise ValueError(f"-p {name} {value!r} is invalid ({where} declares {name}: {kind}): allowed {allowed}")
 
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    low, words = (0, ">= 0") if name in AT_LEAST_ZERO else (None, "> 0")
+    low, words = (0, ">= 0") if zero else (None, "> 0")
     if kind == "bool" and not isinstance(value, bool):
         refuse("true or false")
     elif kind == "str" and not isinstance(value, str):
