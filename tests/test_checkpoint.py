@@ -11,7 +11,9 @@ from vaelib.config import with_overrides
 from vaelib.experiments.cache import cached_fit, run_dir
 from vaelib.io.files import save_json, shareable_mode
 from vaelib.lessons.latent_explorer import load_trained
-from vaelib.training.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from vaelib.models.registry import build_model
+from vaelib.training.checkpoint import checkpoint_state, load_checkpoint, read_checkpoint, save_checkpoint
+from vaelib.training.history import History
 from vaelib.training.trainer import CHECKPOINT, fit
 
 
@@ -75,6 +77,22 @@ def test_a_broken_checkpoint_is_named(tmp_path, content):
         read_checkpoint(path)
     message = str(err.value)
     assert "\n" not in message and f"checkpoint {str(path)!r} is unreadable" in message
+
+
+def test_load_checkpoint_names_a_bad_path_or_device_in_one_line(tiny_config, tmp_path):
+    model = build_model(tiny_config)
+    state = checkpoint_state(model, torch.optim.Adam(model.parameters()), tiny_config, History(), 0,
+                             torch.Generator().manual_seed(0))
+    save_checkpoint(good := tmp_path / "good.pt", state)
+    for path, shown in ((5, "5"), (None, "None"), (b"good.pt", "b'good.pt'")):
+        for load in (load_checkpoint, read_checkpoint):
+            with pytest.raises(ValueError, match=rf"^path={shown} is invalid: allowed a path to a checkpoint file "
+                                                 r"\(a str or a pathlib.Path\)$"):
+                load(path)
+    with pytest.raises(ValueError, match=r"^device='nosuch' is invalid: allowed 'auto', 'cpu', 'cuda', 'cuda:N'$"):
+        load_checkpoint(good, device="nosuch")  # about the device, not 'unreadable file'
+    loaded, _ = load_checkpoint(str(good), device=torch.device("cpu"))
+    assert all(torch.equal(v, state["model"][k]) for k, v in loaded.state_dict().items())
 
 
 def test_a_real_checkpoint_loads_safely_and_stores_plain_versions(tiny_config, tiny_data, tmp_path):

@@ -4,6 +4,7 @@ import re
 import typing
 
 import pytest
+import torch
 
 from vaelib.config import (
     PRESETS,
@@ -88,6 +89,10 @@ def test_overrides_with_replace_and_dotted_paths():
     (lambda: TrainConfig(schedule="warmup"), r"train.schedule='warmup' is invalid: allowed a BetaSchedule or a dict"),
     (lambda: Config(data="x"), r"config.data='x' is invalid: allowed a DataConfig or a dict of its fields$"),
     (lambda: TrainConfig(lr=10**400), r"train.lr=1000.* is invalid: allowed a finite number$"),
+    (lambda: with_overrides(get_preset("digits").to_dict(), **{"train.epochs": 3}),
+     r"^config=<dict of 4 keys> is invalid: allowed a vaelib Config \(Config.from_dict\(d\) converts a dict"),
+    (lambda: Config(data=torch.zeros(2, 3)),  # an object is shown by its type and size, in one line
+     r"^config.data=<tensor float32 \(2, 3\)> is invalid: allowed a DataConfig or a dict of its fields$"),
 ])
 def test_bad_values_are_refused_with_a_message(make, message):
     with pytest.raises(ValueError, match=message) as err:

@@ -352,6 +352,34 @@ def test_bad_arguments_are_refused(kwargs, bad):
         load_dataset(**kwargs)
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    ({"seed": 1.5}, r"^seed=1.5 is invalid: allowed an integer >= 0 and < 2\*\*32 \(4294967296\)$"),
+    ({"seed": "0"}, r"^seed='0' is invalid: allowed an integer >= 0 and < 2\*\*32"),
+    ({"seed": -1}, r"^seed=-1 is invalid: allowed an integer >= 0 and < 2\*\*32"),
+    ({"seed": 2**64}, r"^seed=18446744073709551616 is invalid: allowed an integer >= 0 and < 2\*\*32"),
+    ({"seed": True}, r"^seed=True is invalid"),
+    ({"image_size": 100000}, r"^image_size=100000 is invalid: allowed an integer >= 8 and <= 1024$"),
+    ({"image_size": 32.0}, r"^image_size=32.0 is invalid: allowed an integer >= 8 and <= 1024$"),
+    ({"name": "shapes", "n": 10**13}, r"^n=10000000000000 is invalid: allowed an integer >= 1 and <= 1000000 \(at "
+                                      r"most 1000000 images and 16 GiB of uint8 images at 3x32x32\)$"),
+    ({"name": "shapes", "n": 10**6, "image_size": 1024}, r"^n=1000000 is invalid: allowed an integer >= 1 and <= 5461 "
+                                                         r"\(at most 1000000 images and 16 GiB .* at 3x1024x1024\)$"),
+    ({"name": "shapes", "n": 0}, r"^n=0 is invalid: allowed an integer >= 1 and <= 1000000"),
+])
+def test_bad_numbers_are_refused_in_one_line_before_any_image_is_made(kwargs, message, monkeypatch):
+    monkeypatch.setattr("vaelib.data.datasets._LOADERS", {})  # a loader reached would be a KeyError
+    with pytest.raises(ValueError, match=message) as err:
+        load_dataset(**{"name": "digits", **kwargs})
+    assert "\n" not in str(err.value)
+
+
+def test_numpy_integers_are_integers():
+    a = load_dataset("digits", "test", image_size=np.int64(16), seed=np.int64(1))
+    assert torch.equal(a.images, load_dataset("digits", "test", image_size=16, seed=1).images)
+    b = load_dataset("shapes", "test", image_size=np.int32(16), n=np.int64(4), seed=np.uint8(2))
+    assert torch.equal(b.images, load_dataset("shapes", "test", image_size=16, n=4, seed=2).images)
+
+
 def test_data_mean_baseline_by_hand():
     train = ImageSplit(torch.tensor([[[[0, 255]]], [[[255, 255]]]], dtype=torch.uint8), None, None)
     split = ImageSplit(torch.tensor([[[[0, 0]]]], dtype=torch.uint8), None, None)

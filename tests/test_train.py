@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from vaelib.config import BetaSchedule, with_overrides
+from vaelib.data.datasets import ImageSplit
 from vaelib.runtime import resolve_device
 from vaelib.training.checkpoint import load_checkpoint, read_checkpoint
 from vaelib.training.history import EPOCH_FIELDS, STEP_FIELDS, History
@@ -182,8 +183,11 @@ def test_killed_process_leaves_a_loadable_checkpoint(tiny_config, tiny_data, tmp
     assert h.steps[: len(state["history"]["steps"])] == state["history"]["steps"]
 
 
-def test_non_finite_loss_stops_and_keeps_the_good_checkpoint(tiny_config, tiny_data, tmp_path):
+def test_non_finite_loss_stops_and_keeps_the_good_checkpoint(tiny_config, tiny_data, tmp_path, monkeypatch):
     fit(tiny_config, *tiny_data, quiet=True, device="cpu", out_dir=tmp_path / "run")
+    # fit refuses NaN images (test_fit_refuses_bad_arguments_and_images_in_one_line): let them through here, to
+    # reach the loop's guard as a loss that goes non-finite would
+    monkeypatch.setattr("vaelib.models.base.check_pixels", lambda images, subject: None)
     good = read_checkpoint(tmp_path / "run" / "checkpoint.pt")
     c = with_overrides(tiny_config, **{"train.epochs": 3})
     bad_train = tiny_data[0].float() / 255
@@ -207,6 +211,48 @@ def test_device_and_data_errors(tiny_config, tiny_data):
         fit(tiny_config, torch.zeros(4, 3, 16, 16, dtype=torch.uint8), tiny_data[1], quiet=True, device="cpu")
 
 
+class _Trained(Exception):
+    """Raised in place of fit's first epoch: the arguments got that far."""
+
+
+def test_fit_refuses_bad_arguments_and_images_in_one_line(tiny_config, tiny_data, monkeypatch):
+    """A config given as a dict, data or callbacks of the wrong kind, and images of another dtype, outside [0, 1]
+    or not finite are refused in one line naming the argument, before any epoch; uint8, and floats in [0, 1] of
+    any precision, train."""
+    def first_epoch(*args):
+        raise _Trained
+
+    monkeypatch.setattr("vaelib.training.trainer._epoch", first_epoch)
+    train, val = tiny_data
+    floats = train.float() / 255
+    nan, inf = floats.clone(), floats.clone()
+    nan[5, 0, 3, 3], inf[0, 0, 0, 0] = float("nan"), -float("inf")
+    allowed = r"allowed uint8 \(0..255\) or floating point in \[0, 1\]"
+    for change, message in [
+        ({"config": tiny_config.to_dict()}, r"^config=<dict of 4 keys> is invalid: allowed a vaelib Config "
+                                            r"\(Config.from_dict\(d\) converts a dict of its fields"),
+        ({"train": train.tolist()}, r"^train=<list of 64 items> is invalid: allowed None \(loaded from config.data\), "
+                                    r"an ImageSplit, or a uint8 or float torch tensor \(N, C, H, W\)"),
+        ({"val": val.numpy()}, r"^val=<ndarray uint8 \(16, 1, 16, 16\)> is invalid: .*torch.from_numpy\(a\) converts"),
+        ({"val": ImageSplit(val.numpy(), None, None)}, r"^val.images=<ndarray uint8 \(16, 1, 16, 16\)> is invalid"),
+        ({"callbacks": [5]}, r"^callbacks=\[5\] is invalid: allowed a list of callables cb\(epoch, model, history\)"),
+        ({"callbacks": print}, r"^callbacks=<built-in function print> is invalid: allowed a list of callables"),
+        ({"stop": 5}, r"^stop=5 is invalid: allowed None or a callable stop\(history\) -> bool$"),
+        ({"train": train.float()}, rf"^train images with values in \[0, 255\] are invalid: {allowed} \(x / 255"),
+        ({"train": train.long()}, rf"^train images of dtype torch.int64 are invalid: {allowed}"),
+        ({"val": val.bool()}, rf"^val images of dtype torch.bool are invalid: {allowed}"),
+        ({"train": nan}, rf"^train images holding NaN or inf are invalid: {allowed}, every value finite$"),
+        ({"val": inf}, rf"^val images holding NaN or inf are invalid: {allowed}, every value finite$"),
+    ]:
+        args = {"config": tiny_config, "train": train, "val": val, **change}
+        with pytest.raises(ValueError, match=message) as err:
+            fit(args.pop("config"), args.pop("train"), args.pop("val"), quiet=True, device="cpu", **args)
+        assert "\n" not in str(err.value)
+    for good in (floats, floats.double(), floats.bfloat16(), ImageSplit(train, None, None)):
+        with pytest.raises(_Trained):
+            fit(tiny_config, good, val, quiet=True, device="cpu", callbacks=(print,))
+
+
 def test_evaluate_is_deterministic_and_in_nats(tiny_config, tiny_data):
     model, _ = fit(tiny_config, *tiny_data, quiet=True, device="cpu")
     a = evaluate(model, tiny_data[1], tiny_config)
@@ -221,7 +267,8 @@ def test_float_images_in_unit_range_are_not_rescaled(tiny_config, tiny_data):
     assert [r["total"] for r in h_f.steps] == pytest.approx([r["total"] for r in h_u8.steps], rel=1e-5)
 
 
-def test_non_finite_error_carries_step_and_history(tiny_config, tiny_data):
+def test_non_finite_error_carries_step_and_history(tiny_config, tiny_data, monkeypatch):
+    monkeypatch.setattr("vaelib.models.base.check_pixels", lambda images, subject: None)  # let NaN images through
     bad = tiny_data[0].float() / 255
     bad[:] = float("nan")
     with pytest.raises(NonFiniteLossError) as err:

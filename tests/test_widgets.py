@@ -285,6 +285,30 @@ def test_bad_values_are_refused_in_one_line(model, split, explorer, tmp_path):
     assert str(run_dir(config, tmp_path) / CHECKPOINT) in one_line(err)
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    ({"span": "3"}, r"^span='3' is invalid: allowed a finite number > 0$"),
+    ({"span": None}, r"^span=None is invalid: allowed a finite number > 0$"),
+    ({"span": float("inf")}, r"^span=inf is invalid: allowed a finite number > 0$"),
+    ({"span": float("nan")}, r"^span=nan is invalid"),
+    ({"span": 0}, r"^span=0 is invalid"),
+    ({"seed": -1}, r"^seed=-1 is invalid: allowed an integer >= 0 and < 2\*\*32 \(4294967296\)$"),
+    ({"seed": 1.5}, r"^seed=1.5 is invalid: allowed an integer >= 0"),
+    ({"split": "images"}, r"^split=<tensor uint8 \(16, 1, 16, 16\)> is invalid: allowed an ImageSplit \(what "
+                          r"load_dataset returns; ImageSplit\(images, None, None\) wraps uint8 images"),
+])
+def test_each_bad_argument_is_named_in_one_line(model, split, kwargs, message):
+    if kwargs.get("split") == "images":  # the split's tensor in place of the split
+        kwargs = {"split": split.images}
+    with pytest.raises(ValueError, match=message) as err:
+        LatentExplorer(model, **{"split": split, **kwargs})
+    one_line(err)
+
+
+def test_a_numpy_seed_is_a_seed(model, split):
+    explorer = LatentExplorer(model, split, n_sliders=3, samples=4, seed=np.int64(2))
+    assert type(explorer.views["sample"].seed) is int and explorer.seed_label.value == "seed 2"
+
+
 def test_load_trained_trains_once_then_loads(tmp_path):
     config = Config(name="tiny", data=DataConfig(dataset="digits", image_size=16, channels=1, max_train=64),
                     model=ModelConfig(hidden_dims=(8,), latent_dim=2), train=TrainConfig(epochs=1, batch_size=32))

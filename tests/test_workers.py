@@ -47,11 +47,11 @@ def test_a_grid_in_two_processes_is_cached_and_loads_as_in_one(tiny_config, tiny
 
 
 def test_a_run_that_goes_nonfinite_in_a_worker_is_recorded_as_failed(tiny_config, tiny_data, tmp_path):
-    _, val = tiny_data
-    bad = torch.full((64, 1, 16, 16), float("nan"))  # every loss is NaN: fit stops at step 0
-    runs = runsets.run_seeds(_grid(tiny_config), [0], bad, val.float() / 255, root=tmp_path, device="cpu",
-                                 workers=2)
-    assert all(rs[0].failed and rs[0].failed_step == 0 for rs in runs.values())
+    # fit refuses NaN images before training: an absurd learning rate breaks the weights in step 0's update instead,
+    # so that step 1's loss is NaN
+    grid = {label: with_overrides(c, **{"train.lr": 1e30}) for label, c in _grid(tiny_config).items()}
+    runs = runsets.run_seeds(grid, [0], *tiny_data, root=tmp_path, device="cpu", workers=2)
+    assert all(rs[0].failed and rs[0].failed_step == 1 for rs in runs.values())
     assert all((rs[0].path / runcache.FAILED).exists() for rs in runs.values())
 
 

@@ -22,11 +22,13 @@ from vaelib.config_checks import (
     MAX_LAYERS,
     MAX_SEED,
     MAX_WIDTH,
+    SEEDS,
     check_ranges,
     check_types,
     choice,
     normalise_numbers,
     refuse,
+    refuse_argument,
 )
 from vaelib.losses import LIKELIHOODS
 
@@ -163,7 +165,7 @@ class TrainConfig:
         if not 0 <= self.free_bits <= MAX_FREE_BITS:
             refuse("train", "free_bits", self.free_bits, f"a value >= 0 and <= {MAX_FREE_BITS:g} (nats per dimension)")
         if not 0 <= self.seed < MAX_SEED:
-            refuse("train", "seed", self.seed, f"an integer >= 0 and < 2**32 ({MAX_SEED})")
+            refuse("train", "seed", self.seed, SEEDS)
         choice("train", "precision", self.precision, PRECISIONS)
         choice("train", "adam_impl", self.adam_impl, ADAM_IMPLS)
         if not 0 <= self.stop_tol < 1:
@@ -245,8 +247,16 @@ def _build(cls: type, d: dict[str, Any], where: str) -> Any:
     return cls(**d)
 
 
+def check_config(config: Any, name: str = "config") -> None:
+    """Refuse, in one line naming the argument, a value that is not a Config (a dict of its fields, most often)."""
+    if not isinstance(config, Config):
+        refuse_argument(name, config, "a vaelib Config (Config.from_dict(d) converts a dict of its fields, "
+                                      "get_preset(name) gives a preset)")
+
+
 def with_overrides(config: Config, **overrides: Any) -> Config:
     """Return a copy with dotted-path overrides, e.g. `with_overrides(c, **{"train.epochs": 3})`."""
+    check_config(config)
     d = config.to_dict()
     for path, value in overrides.items():
         keys = path.replace("__", ".").split(".")

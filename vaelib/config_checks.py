@@ -1,5 +1,6 @@
 """The checks every config dataclass runs on itself: each field's type, the ranges of integer fields, a choice
-among names; a refusal is one line that names the field, the value and what is allowed."""
+among names; a refusal is one line that names the field, the value and what is allowed. The public functions'
+arguments are refused the same way (refuse_argument, check_int): 'name=value is invalid: allowed ...'."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import functools
 import math
 import numbers
 import typing
-from typing import Any
+from typing import Any, NoReturn
 
 MAX_EPOCHS = 100_000  # passes; the longest preset runs 100
 MAX_BETA = 1e6  # KL weight; published values lie in [0, 100]
@@ -24,6 +25,9 @@ MAX_STEPS = 10**9  # optimiser steps (anneal_steps, sync_every): 10,000 steps in
 MAX_RES_BLOCKS = 16  # residual blocks per stage; deep VAEs (NVAE) use 2-4
 MAX_CODES = 2**16  # a VQ-VAE's codebook; published ones hold 512 to 8192
 MAX_CYCLES = 10**6  # cyclic annealing: cycles over the run; more than one per step means nothing
+MAX_SPLIT_BYTES = 2**34  # 16 GiB: the uint8 images load_dataset generates for one split (shapes: n * 3 * size**2);
+#   a fixed bound, not the machine's memory, so a call is refused or not the same way everywhere
+SEEDS = f"an integer >= 0 and < 2**32 ({MAX_SEED})"  # what a seed may be: train.seed, load_dataset's, the explorer's
 INT_RANGES = {  # (least, most) of every integer field with a fixed range, by owner; the refusal names both
     "data": {"image_size": (8, MAX_IMAGE_SIZE), "max_train": (1, MAX_IMAGES), "shapes_train": (1, MAX_SHAPES)},
     "model": {"latent_dim": (1, MAX_WIDTH), "codebook_size": (2, MAX_CODES), "res_blocks": (0, MAX_RES_BLOCKS)},
@@ -32,21 +36,53 @@ INT_RANGES = {  # (least, most) of every integer field with a fixed range, by ow
 }
 
 
-def refuse(owner: str, name: str, value: Any, allowed: str) -> None:
-    raise ValueError(f"{owner}.{name}={_shown(value)} is invalid: allowed {allowed}")
+def refuse(owner: str, name: str, value: Any, allowed: str) -> NoReturn:
+    refuse_argument(f"{owner}.{name}", value, allowed)
+
+
+def refuse_argument(name: str, value: Any, allowed: str) -> NoReturn:
+    """The one line of every refusal: 'name=value is invalid: allowed ...' (a ValueError)."""
+    raise ValueError(f"{name}={_shown(value)} is invalid: allowed {allowed}")
+
+
+def check_int(name: str, value: Any, least: int, most: int | None = None, allowed: str = "") -> int:
+    """value as an int (a numpy integer too, not a bool), refused in one line unless least <= value <= most;
+    `allowed` replaces the refusal's 'an integer >= least and <= most'."""
+    if not _is_int(value) or value < least or (most is not None and value > most):
+        below = "" if most is None else f" and <= {most}"
+        refuse_argument(name, value, allowed or f"an integer >= {least}{below}")
+    return int(value)
 
 
 def _shown(value: Any) -> str:
-    """repr, but an integer of more than 30 digits as '1000...000 (401 digits)' (repr fails beyond 4300)."""
-    if isinstance(value, (tuple, list)):
+    """repr, but an integer of more than 30 digits as '1000...000 (401 digits)' (repr fails beyond 4300), and an
+    object that is no plain value (a tensor, an array, a dict, a long list) by its type and size: one short line."""
+    if isinstance(value, (tuple, list)) and len(value) <= 32:
         inner = ", ".join(map(_shown, value)) + ("," if len(value) == 1 and isinstance(value, tuple) else "")
         return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+    if not isinstance(value, (numbers.Number, str, bytes, type(None))):
+        return _described(value)
     if not _is_int(value) or abs(value) < 10**30:
         return repr(value)
     magnitude = abs(int(value))
     digits = int(magnitude.bit_length() * math.log10(2)) + 1
     digits -= 10 ** (digits - 1) > magnitude  # the estimate can be one too many
     return f"{'-' * (value < 0)}{magnitude // 10 ** (digits - 4)}...{magnitude % 1000:03d} ({digits} digits)"
+
+
+def _described(value: Any) -> str:
+    """'<tensor int64 (4, 1, 16, 16)>', '<ndarray uint8 (2, 3)>', '<dict of 4 keys>', '<list of 40 items>', or the
+    repr of anything else when it is one short line, else '<TypeName>'."""
+    name = type(value).__name__
+    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+    if isinstance(shape, tuple) and dtype is not None:  # torch.Size is a tuple
+        return f"<{'tensor' if name == 'Tensor' else name} {str(dtype).removeprefix('torch.')} {tuple(shape)}>"
+    if isinstance(value, dict):
+        return f"<dict of {len(value)} keys>"
+    if isinstance(value, (tuple, list, set, frozenset)):
+        return f"<{name} of {len(value)} items>"
+    text = repr(value)
+    return text if len(text) <= 80 and "\n" not in text else f"<{name}>"
 
 
 def check_ranges(owner: str, obj: Any) -> None:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from vaelib.config import DATASETS, DataConfig
+from vaelib.config_checks import MAX_IMAGE_SIZE, MAX_SEED, MAX_SHAPES, MAX_SPLIT_BYTES, SEEDS, check_int
 from vaelib.data.shapes import (
     FACTOR_NAMES,
     FACTOR_SIZES,
@@ -84,7 +85,10 @@ class ImageSplit:
 
 def load_dataset(name: str, split: str = "train", *, root: str | Path = "data", download: bool = False,
                  image_size: int | None = None, seed: int = 0, **options: Any) -> ImageSplit:
-    """Load split `split` of dataset `name` as uint8 tensors at `image_size` (the dataset default if None)."""
+    """Load split `split` of dataset `name` as uint8 tensors at `image_size` (the dataset default if None).
+
+    image_size: 8..MAX_IMAGE_SIZE (1024) pixels per side; seed (the split's shuffle, shapes' factors): 0..2**32-1;
+    shapes' n: 1..MAX_SHAPES (10**6) images, and at most MAX_SPLIT_BYTES (16 GiB) of them at this size."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}: allowed {', '.join(DATASETS)}")
     if split not in SPLITS:
@@ -93,9 +97,10 @@ def load_dataset(name: str, split: str = "train", *, root: str | Path = "data", 
     unknown = sorted(set(options) - set(info.options))
     if unknown:
         raise ValueError(f"unknown options {unknown} for {name}: allowed {list(info.options) or 'none'}")
-    size = info.image_size if image_size is None else image_size
-    if not isinstance(size, int) or size < 8:
-        raise ValueError(f"image_size={size!r} is invalid: allowed an integer >= 8")
+    size = check_int("image_size", info.image_size if image_size is None else image_size, 8, MAX_IMAGE_SIZE)
+    seed = check_int("seed", seed, 0, MAX_SEED - 1, SEEDS)
+    if name == "shapes":  # refused before any image is made: n images of 3 x size x size bytes
+        options["n"] = _check_count(options.get("n"), split, size)
     loader = _LOADERS[name]
     out = loader(split, root=Path(root), download=download, size=size, seed=seed, **options)
     return replace(out, name=name, split=split)
@@ -301,11 +306,17 @@ def _digits(split: str, root: Path, download: bool, size: int, seed: int) -> Ima
     return ImageSplit(images[keep], labels[keep], None, class_names=tuple(str(d) for d in range(10)))
 
 
-def _shapes(split: str, root: Path, download: bool, size: int, seed: int, n: int | None = None,
+def _check_count(n: Any, split: str, size: int) -> int:
+    """shapes' n (its default if None) as an int, refused unless 1 <= n <= MAX_SHAPES and the split's uint8 images
+    fit in MAX_SPLIT_BYTES; the refusal gives the largest n at this size."""
+    most = min(MAX_SHAPES, MAX_SPLIT_BYTES // (3 * size * size))
+    why = f" (at most {MAX_SHAPES} images and {MAX_SPLIT_BYTES // 2**30} GiB of uint8 images at 3x{size}x{size})"
+    return check_int("n", (10_000 if split == "train" else 1_000) if n is None else n, 1, most,
+                     f"an integer >= 1 and <= {most}{why}")
+
+
+def _shapes(split: str, root: Path, download: bool, size: int, seed: int, n: int = 10_000,
             background: str = "plain") -> ImageSplit:
-    n = (10_000 if split == "train" else 1_000) if n is None else n
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n={n!r} is invalid: allowed an integer >= 1")
     gen = torch.Generator().manual_seed(seed * 1000 + SPLITS.index(split))  # differs per split
     factors = torch.stack([torch.randint(k, (n,), generator=gen) for k in FACTOR_SIZES], 1)  # (n, 6)
     images = render_shapes(factors, size, background, gen)

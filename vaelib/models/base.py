@@ -4,6 +4,7 @@ for the families that have one."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -36,16 +37,37 @@ class Family(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def check_images(images: torch.Tensor, config: Config, subject: str, rows: str = "N", empty_ok: bool = False
-                 ) -> None:
+def check_images(images: torch.Tensor, config: Config, subject: str, rows: str = "N", empty_ok: bool = False,
+                 values: bool = False) -> None:
     """Refuse, in one line, images that are not (rows, C, H, W) of the config's input shape (or none at all, unless
-    empty_ok): the check of a model's input batch and of the splits fit is given."""
+    empty_ok): the check of a model's input batch and of the splits fit is given. values: their dtype and values
+    too (check_pixels: one pass over float images), as fit checks its splits once; a model's batch is not."""
     verb = "are" if subject.endswith("s") else "is"
     if images.dim() != 4 or tuple(images.shape[1:]) != config.input_shape:
         raise ValueError(f"{subject} of shape {tuple(images.shape)} {verb} invalid: allowed ({rows}, "
                          f"{', '.join(map(str, config.input_shape))}) for preset {config.name!r}")
     if not empty_ok and len(images) == 0:
         raise ValueError(f"{subject} {verb} empty: allowed at least one image")
+    if values:
+        check_pixels(images, subject)
+
+
+def check_pixels(images: torch.Tensor, subject: str) -> None:
+    """Refuse, in one line, images that are neither uint8 nor floating point in [0, 1] with every value finite:
+    int64 or bool images, 0..255 floats (never divided by 255), NaN or inf. uint8 is in range by its type; float
+    images cost one reduction (torch.aminmax: no copy)."""
+    verb = "are" if subject.endswith("s") else "is"
+    allowed = "allowed uint8 (0..255) or floating point in [0, 1]"
+    if images.dtype != torch.uint8 and not images.is_floating_point():  # int64, bool, complex
+        raise ValueError(f"{subject} of dtype {images.dtype} {verb} invalid: {allowed} "
+                         "(x.to(torch.uint8) converts 0..255 integers, x.float() 0/1 ones)")
+    if images.is_floating_point() and images.numel():
+        lo, hi = (float(v) for v in torch.aminmax(images))
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(f"{subject} holding NaN or inf {verb} invalid: {allowed}, every value finite")
+        if lo < 0 or hi > 1:
+            raise ValueError(f"{subject} with values in [{lo:g}, {hi:g}] {verb} invalid: {allowed} "
+                             "(x / 255 converts 0..255 floats)")
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import re
 from pathlib import Path
@@ -22,10 +23,12 @@ import torch
 from torch.torch_version import TorchVersion
 
 from vaelib.config import Config
+from vaelib.config_checks import refuse_argument
 from vaelib.io.files import save_torch
 from vaelib.io.provenance import versions
 from vaelib.io.refusals import MISSING, MalformedFile, is_count, is_int, is_nonnegative, is_versions, need, refuse
 from vaelib.models.registry import build_model
+from vaelib.runtime import resolve_device
 from vaelib.training.history import History
 
 TRAINING_KEYS = ("config", "model", "optimizer", "history", "epoch", "generator")  # what a resume restores
@@ -206,7 +209,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     Python types, so a checkpoint shared by someone else is safe to open. Checkpoints written before
     versions() stored strings hold torch's TorchVersion (a str subclass); it is allowed by name.
     """
-    path = Path(path)
+    path = _checked_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
     try:
@@ -228,6 +231,13 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
+def _checked_path(path: Any) -> Path:
+    """path as a Path, refused in one line unless it is a str or an os.PathLike (5, None, bytes are not)."""
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
+        refuse_argument("path", path, "a path to a checkpoint file (a str or a pathlib.Path)")
+    return Path(path)
+
+
 def _last_line(err: Exception) -> str:
     lines = [line for line in str(err).splitlines() if line.strip()]
     return lines[-1] if lines else type(err).__name__
@@ -240,10 +250,13 @@ def _global_named(err: Exception) -> str:
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
-    """Rebuild the trained model from a checkpoint alone: returns (model, state).
+    """Rebuild the trained model from a checkpoint alone, on `device` ('cpu', 'cuda', 'cuda:N', or 'auto' or None:
+    CUDA when available; runtime.resolve_device): returns (model, state).
 
     Its config, weights (each tensor's shape against the model the config builds) and, where present, history
     and epoch are checked first (check_checkpoint): a malformed one is refused in one line."""
+    _checked_path(path)
+    device = resolve_device(device)  # a bad device is refused as such, before the file is read
     state = read_checkpoint(path, map_location=device)
     model = build_model(checkpoint_config(state, path)).to(device)
     check_checkpoint(state, path, model, require=WEIGHTS_KEYS, keys=MODEL_KEYS)

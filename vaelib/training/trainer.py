@@ -13,7 +13,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from vaelib.config import Config, comparable
+from vaelib.config import Config, check_config, comparable
+from vaelib.config_checks import refuse_argument
 from vaelib.data.datasets import load_from_config
 from vaelib.io.files import save_json
 from vaelib.losses import constant_image_nll
@@ -105,7 +106,7 @@ def fit(config: Config, train: Any = None, val: Any = None, *, device: str | tor
     """Train the model of config.model.kind (vaelib.models.registry; the VAE by default); returns (model, history): see
     vaelib.training.history for what a History holds.
 
-    train/val: ImageSplit or uint8/float tensors (N, C, H, W); loaded from config.data when None.
+    train/val: ImageSplit or uint8/float tensors (N, C, H, W), floats in [0, 1]; loaded from config.data when None.
     out_dir: where checkpoint.pt and history.json go (written atomically after every epoch);
     with resume=True an existing checkpoint of the same config is continued (epochs may grow).
     callbacks: called as cb(epoch, model, history) after each epoch's checkpoint; one that returns True stops
@@ -118,6 +119,7 @@ def fit(config: Config, train: Any = None, val: Any = None, *, device: str | tor
     Under torchrun (a process group is initialised) each rank takes its share of every global batch,
     gradients are averaged by DistributedDataParallel, and only rank 0 writes files.
     """
+    _check_arguments(config, train, val, callbacks, stop)
     state = _setup(config, train, val, device, out_dir, resume)
     tb = TensorBoardLog(log_dir, config, first_step=state.start_epoch * state.plan.steps_per_epoch,
                         x_val=state.x_val)  # a no-op without log_dir or off rank 0
@@ -149,6 +151,24 @@ def fit(config: Config, train: Any = None, val: Any = None, *, device: str | tor
     return state.model, state.history
 
 
+SPLITS_ALLOWED = ("None (loaded from config.data), an ImageSplit, or a uint8 or float torch tensor (N, C, H, W) "
+                  "(torch.from_numpy(a) converts a numpy array)")
+
+
+def _check_arguments(config: Any, train: Any, val: Any, callbacks: Any, stop: Any) -> None:
+    """Refuse, in one line naming it, an argument of the wrong kind, before anything is loaded, built or trained
+    (the images' shape, dtype and values: _setup, once they are on the device)."""
+    check_config(config)
+    for name, split in (("train", train), ("val", val)):
+        if split is not None and not isinstance(_images(split), torch.Tensor):
+            refuse_argument(f"{name}.images" if hasattr(split, "images") else name, _images(split), SPLITS_ALLOWED)
+    if (not isinstance(callbacks, Sequence) or isinstance(callbacks, (str, bytes))
+            or not all(callable(cb) for cb in callbacks)):
+        refuse_argument("callbacks", callbacks, "a list of callables cb(epoch, model, history), True to stop the run")
+    if stop is not None and not callable(stop):
+        refuse_argument("stop", stop, "None or a callable stop(history) -> bool")
+
+
 def _setup(config: Config, train: Any, val: Any, device: str | torch.device | None, out_dir: str | Path | None,
            resume: bool) -> RunState:
     """Everything checked and built before the first step: refusals first (in one line), then the data on the
@@ -165,8 +185,8 @@ def _setup(config: Config, train: Any, val: Any, device: str | torch.device | No
                          "allowed a multiple of the number of processes")
     train, val = _load_data(config, train, val)
     x_train, x_val = _images(train).to(device), _images(val).to(device)  # data resident on the device
-    check_images(x_train, config, "train images")
-    check_images(x_val, config, "val images")
+    check_images(x_train, config, "train images", values=True)
+    check_images(x_val, config, "val images", values=True)
 
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # shapes are fixed (full batches only): autotune once

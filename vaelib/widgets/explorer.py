@@ -14,6 +14,8 @@ costs one decode and one PNG encode, no matplotlib (benchmarks/explorer_latency.
 from __future__ import annotations
 
 import io
+import math
+import numbers
 import os
 import time
 from collections.abc import Sequence
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image as PILImage
 
+from vaelib.config_checks import MAX_SEED, SEEDS, check_int, refuse_argument
 from vaelib.data.datasets import ImageSplit
 from vaelib.io.files import atomic_write_bytes
 from vaelib.losses import kl_per_dim
@@ -40,15 +43,20 @@ from vaelib.widgets.views import InterpolateView, SampleView, SlidersView, Trave
 DEFAULT_ATTRIBUTES = ("Smiling", "Eyeglasses", "Male", "Blond_Hair")  # CelebA names, used when present
 
 
-def _check_arguments(model: VAE, split: ImageSplit, *, span: float, threads: int | None, **counts: int) -> None:
+def _check_arguments(model: VAE, split: ImageSplit, *, span: float, seed: int, threads: int | None,
+                     **counts: int) -> None:
     """Refuse, in one line naming it, an argument out of range, before anything is encoded."""
+    if not isinstance(split, ImageSplit):
+        refuse_argument("split", split, "an ImageSplit (what load_dataset returns; ImageSplit(images, None, None) "
+                                        "wraps uint8 images (N, C, H, W))")
     lows = {"n_sliders": 1, "image_px": 8, "strip_px": 8, "samples": 1, "interp_steps": 2, "traverse_steps": 2,
             "map_cells": 2, "max_images": 1}
     for name, value in counts.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < lows[name]:
             raise ValueError(f"{name}={value!r} is invalid: allowed an integer >= {lows[name]}")
-    if not span > 0:
-        raise ValueError(f"span={span!r} is invalid: allowed a value > 0")
+    if isinstance(span, bool) or not isinstance(span, numbers.Real) or not 0 < span < math.inf:  # nan too
+        refuse_argument("span", span, "a finite number > 0")
+    check_int("seed", seed, 0, MAX_SEED - 1, SEEDS)
     require_gaussian_posterior(model, "the latent explorer")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads={threads!r} is invalid: allowed None (torch's setting) or an integer >= 1")
@@ -73,7 +81,7 @@ class LatentExplorer:
                  save_dir: str | Path | None = None) -> None:
         _check_arguments(model, split, n_sliders=n_sliders, image_px=image_px, strip_px=strip_px, samples=samples,
                          interp_steps=interp_steps, traverse_steps=traverse_steps, map_cells=map_cells,
-                         max_images=max_images, span=span, threads=threads)
+                         max_images=max_images, span=span, seed=seed, threads=threads)
         split = split.subset(slice(0, max_images))  # encoding all CelebA is slow
         check_image_index(start_index, len(split))
         mu, logvar = posterior_stats(model.eval(), split.images)  # (N, D) each, on the model's device
@@ -89,7 +97,7 @@ class LatentExplorer:
                               on_dim=lambda d: setattr(traverse.traverse_dim, "value", d))
         traverse = TraverseView(self.state, traverse_steps, code=sliders.code, shown=self._traverse_shown)
         self.views = {"sliders": sliders, "interpolate": InterpolateView(self.state, interp_steps),
-                      "sample": SampleView(self.state, samples, seed), "traverse": traverse,
+                      "sample": SampleView(self.state, samples, int(seed)), "traverse": traverse,
                       "map": MapView(self.state, map_cells)}
         self.ui = W.Tab(children=[v.tab for v in self.views.values()], titles=TABS)
         self.ui.observe(lambda _: traverse._refresh_traversal(), "selected_index")
