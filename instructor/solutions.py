@@ -61,6 +61,12 @@ def solution_conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
+def solution_reparameterise(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """sigma = exp(logvar / 2) (logvar is log sigma^2), then z = mu + sigma * eps: all the randomness is in the eps
+    passed in, so z is a differentiable function of mu and logvar, with dz/dmu = 1 and dz/dlogvar = eps sigma / 2."""
+    return mu + torch.exp(logvar / 2) * eps
+
+
 # --- 03_stability_ablations -----------------------------------------------------------------------
 
 def solution_cyclic_beta(step: int, total_steps: int, cycles: int, ratio: float, beta: float) -> float:
@@ -68,6 +74,11 @@ def solution_cyclic_beta(step: int, total_steps: int, cycles: int, ratio: float,
     period = total_steps / cycles
     tau = (step % period) / period
     return beta * min(tau / ratio, 1.0)
+
+
+def solution_best_for(beta: float, rates: list[float], distortions: list[float]) -> int:
+    """The index minimising D_i + beta R_i; min keeps the first of equal keys, so a tie goes to the lowest index."""
+    return min(range(len(rates)), key=lambda i: distortions[i] + beta * rates[i])
 
 
 # --- 04_failure_gallery ---------------------------------------------------------------------------
@@ -85,3 +96,11 @@ def solution_slerp(z_a: torch.Tensor, z_b: torch.Tensor, t: float) -> torch.Tens
     """sin((1 - t) omega) / sin(omega) z_a + sin(t omega) / sin(omega) z_b, omega the angle between them."""
     omega = torch.arccos(torch.dot(z_a, z_b) / (z_a.norm() * z_b.norm()))
     return (torch.sin((1 - t) * omega) * z_a + torch.sin(t * omega) * z_b) / torch.sin(omega)
+
+
+def solution_traverse(z: torch.Tensor, dim: int, span: float, n: int) -> torch.Tensor:
+    """n copies of z, then dimension dim replaced by n evenly spaced values from z[dim] - span to z[dim] + span
+    (linspace includes both ends)."""
+    codes = z.repeat(n, 1)
+    codes[:, dim] = torch.linspace(z[dim].item() - span, z[dim].item() + span, n)
+    return codes

@@ -57,9 +57,12 @@ def expected() -> dict[str, Any]:
         "iw_bound": [S.solution_iw_bound(log_w).tolist() for log_w in V.iw_bound_inputs().values()],
         "linear_beta": [S.solution_linear_beta(*case) for case in V.LINEAR_CASES],
         "data_mean_sse": S.solution_data_mean_sse(*E.data_mean_inputs()),
+        "reparameterise": S.solution_reparameterise(*E.reparameterise_inputs()).tolist(),
         "cyclic_beta": [S.solution_cyclic_beta(*case) for case in E.CYCLIC_CASES],
+        "best_for": [S.solution_best_for(beta, rates, dists) for beta, rates, dists, _ in E.BEST_FOR_CASES],
         "pull": S.solution_pull(*E.pull_inputs()),
         "slerp": [S.solution_slerp(z_a, z_b, t).tolist() for t in E.SLERP_TS],
+        "traverse": [S.solution_traverse(E.traverse_inputs(), *case).tolist() for case in E.TRAVERSE_CASES],
     }
 
 

@@ -16,8 +16,8 @@ def _nb():
     task = nbformat.v4.new_code_cell("def f(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION\n")
     task.outputs = [nbformat.v4.new_output("stream", text="42\n")]
     task.execution_count = 3
-    tests = nbformat.v4.new_code_cell("assert f(1) == 2\n### BEGIN HIDDEN TESTS\nassert f(2) == 4\n"
-                                      "### END HIDDEN TESTS\nprint('ok')")
+    tests = nbformat.v4.new_code_cell("# NBVAL_CHECK_OUTPUT\nassert f(1) == 2\n### BEGIN HIDDEN TESTS\n"
+                                      "assert f(2) == 4\n### END HIDDEN TESTS\nprint('ok')")
     note = nbformat.v4.new_markdown_cell("The answer is 7.", metadata={"tags": ["instructor"]})
     answer = nbformat.v4.new_markdown_cell("Because of Jensen.", metadata={"nbgrader": {"solution": True}})
     nb.cells = [nbformat.v4.new_markdown_cell("# Lesson"), task, tests, note, answer]
@@ -62,3 +62,20 @@ def test_vaelib_notebooks_student_writes_the_lessons_without_outputs_or_notes(tm
     assert notes >= 2  # notebook 00's answers to its predictions are instructor notes
     assert main(["notebooks", str(tmp_path / "class"), "--student"]) == 2  # no silent overwrite
     copy_notebooks(tmp_path / "class", force=True, student=True)
+
+
+def test_the_student_edition_of_notebook_00_runs_without_its_instructor_cells(tmp_path):
+    """The instructor cells of notebook 00 (its comparison with fit, its saved results) are dropped: what is left
+    must still run (tiny budget)."""
+    import papermill
+
+    from vaelib.reporting.report import NOTEBOOKS
+
+    nb = student_edition(nbformat.read(str(NOTEBOOKS / "00_vae_from_scratch.ipynb"), as_version=4))
+    assert not any("NBVAL" in c.source for c in nb.cells)
+    assert not any("hand_equals_fit" in c.source for c in nb.cells)  # the comparison with fit is instructor-only
+    nbformat.write(nb, str(tmp_path / "00.ipynb"))
+    papermill.execute_notebook(str(tmp_path / "00.ipynb"), str(tmp_path / "00.out.ipynb"), kernel_name="python3",
+                               parameters={"budget": "tiny", "out_dir": str(tmp_path / "out"),
+                                           "runs_dir": str(tmp_path / "runs")}, cwd=str(NOTEBOOKS),
+                               progress_bar=False)

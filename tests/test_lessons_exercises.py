@@ -20,6 +20,7 @@ from vaelib.lessons import exercises as E
 from vaelib.lessons import vae_from_scratch as V
 from vaelib.lessons.failure_gallery import distance_to_mean
 from vaelib.losses import elbo, kl_per_dim
+from vaelib.models.vae import VAE
 from vaelib.schedules import beta_at
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +51,66 @@ WRONG = {  # a plausible mistake per exercise: each must be caught, with the rea
     "pull": (lambda images, recon, mean: 0.0, "gives 0.0; expected -0.168115"),
     "slerp": (lambda z_a, z_b, t: (1 - t) * z_a + t * z_b,  # linear, not spherical
               "at t = 0.25 gives a code of norm"),
+    "reparameterise": (lambda mu, logvar, eps: mu + torch.exp(logvar) * eps,  # the variance, not the sd
+                       "this z multiplies eps by exp(logvar), the variance sigma^2, not by sigma"),
+    "best_for": (lambda beta, rates, dists: max(i for i in range(len(rates)) if dists[i] + beta * rates[i] == min(
+        d + beta * r for r, d in zip(rates, dists))),  # a tie goes to the highest index
+                 "gives 1 at beta' = 0.5 for rates [8.0, 4.0, 2.0] and distortions [10.0, 12.0, 13.5] (a tie "
+                 "between runs 0 and 1, which goes to the lowest index); expected 0"),
+    "traverse": (lambda z, dim, span, n: _sweep(z, dim, torch.linspace(-span, span, n)),  # around 0, not z[dim]
+                 "sweeps z[2] from -3 to 3; expected z[2] - span = -3.558 to z[2] + span = 2.442 (the sweep is "
+                 "centred on the code's own value z[dim], not on 0)"),
 }
+
+
+def _sweep(z, dim, values):
+    """len(values) copies of z with dimension dim set to values."""
+    codes = z.repeat(len(values), 1)
+    codes[:, dim] = values
+    return codes
+
+
+MISTAKES = [  # more typical mistakes of the new exercises: (exercise, answer, what the check must say)
+    ("reparameterise", lambda mu, logvar, eps: mu + torch.exp(logvar / 2) * torch.randn_like(mu),  # fresh noise
+     "gives another z on a second call with the same mu, logvar and eps: build z from the eps passed in and draw no "
+     "noise inside"),
+    ("reparameterise", lambda mu, logvar, eps: torch.distributions.Normal(mu, torch.exp(logvar / 2)).rsample(),
+     "gives another z on a second call with the same mu, logvar and eps"),  # its own noise, though differentiable
+    ("reparameterise", lambda mu, logvar, eps: (mu + torch.exp(logvar / 2) * eps).detach(),
+     "returns a z without a gradient path (z.requires_grad is False): was it detached"),
+    ("reparameterise", lambda mu, logvar, eps: mu + torch.exp(logvar.detach() / 2) * eps,
+     "sends no gradient to logvar (was it detached?)"),
+    ("reparameterise", lambda mu, logvar, eps: mu.detach() + torch.exp(logvar / 2) * eps,
+     "sends no gradient to mu (was it detached?)"),
+    ("reparameterise", lambda mu, logvar, eps: 2 * mu + torch.exp(logvar / 2) * eps,
+     "gives dz/dmu off by up to 1 from 1: z moves one for one with mu"),
+    ("reparameterise", lambda mu, logvar, eps: (mu + torch.exp(logvar / 2) * eps)[0], "returned shape (3,)"),
+    ("best_for", lambda beta, rates, dists: min(range(len(rates)), key=lambda i: dists[i] + rates[i] / beta),
+     "gives 2 at beta' = 0.01 for rates [30.0, 12.0, 3.0] and distortions [20.0, 35.0, 60.0] (a beta' near 0, "
+     "where rate is almost free); expected 0"),  # beta on the wrong term
+    ("best_for", lambda beta, rates, dists: min(range(len(rates)), key=lambda i: dists[i]),  # ignores beta
+     "gives 0 at beta' = 1 for rates [30.0, 12.0, 3.0] and distortions [20.0, 35.0, 60.0] (a sweep of three "
+     "runs); expected 1"),
+    ("best_for", lambda beta, rates, dists: min(range(len(rates)),  # each term scaled by its largest value
+                                                key=lambda i: dists[i] / max(dists) + beta * rates[i] / max(rates)),
+     "gives 1 at beta' = 1 for rates [30.0, 12.0, 3.0] and distortions [20.0, 35.0, 60.0] but 2 when 1024 is added "
+     "to every distortion: that adds the same amount to every run's D + beta' R, so the best run cannot change"),
+    ("best_for", lambda beta, rates, dists: min(d + beta * r for r, d in zip(rates, dists)),  # the value, no index
+     "returned 47.0 (float) at beta' = 1 for rates [30.0, 12.0, 3.0] and distortions [20.0, 35.0, 60.0]; expected "
+     "the index of a run, an int from 0 to 2"),
+    # n - 1 codes
+    ("traverse", lambda z, dim, span, n: _sweep(z, dim, torch.linspace(z[dim] - span, z[dim] + span, n - 1)),
+     "for dim 2, span 3, n 7 returned shape (6, 6), expected (7, 6): n codes, both ends included (is one missing?)"),
+    ("traverse", lambda z, dim, span, n: z + torch.linspace(-span, span, n)[:, None],  # every dimension moves
+     "for dim 2, span 3, n 7 changes dimension(s) [0, 1, 3, 4, 5] as well: only z[2] moves, every other "
+     "coordinate stays at z's"),
+    ("traverse", lambda z, dim, span, n: _sweep(z, dim, z[dim] - span + torch.arange(n) * 2 * span / n),
+     "for dim 2, span 3, n 7 sweeps z[2] from -3.558 to 1.585; expected z[2] - span = -3.558 to z[2] + span = "
+     "2.442"),  # steps of 2 span / n: the far end is never reached
+    ("traverse", lambda z, dim, span, n: _sweep(z, dim, z[dim] + torch.linspace(-span, span, n) ** 3 / span**2),
+     "for dim 2, span 3, n 7 moves z[2] in uneven steps (2.111, 0.7778, 0.1111, 0.1111, 0.7778, 2.111); expected 6 "
+     "equal steps"),
+]
 ALL = [(nb, name, check) for nb, ex in E.EXERCISES.items() for name, check in ex.items()]
 
 
@@ -63,11 +123,31 @@ def test_every_exercise_check_passes_its_solution_and_catches_a_mistake(notebook
     assert got.startswith(f"wrong: {name} ") and why in got, got
 
 
+@pytest.mark.parametrize("name,wrong,why", MISTAKES, ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(MISTAKES)])
+def test_typical_mistakes_are_judged_wrong_with_the_reason(name, wrong, why):
+    got = E.EXERCISES[next(nb for nb, ex in E.EXERCISES.items() if name in ex)][name](wrong)
+    assert got.startswith(f"wrong: {name} ") and why in got, got
+
+
+def test_a_right_answer_in_another_form_is_right():
+    """The checks judge the answer, not its form: torch's argmin (it keeps the first of equal values), numpy's
+    argmin (a numpy index), sigma written as exp(0.5 logvar), a traversal built with arange."""
+    import numpy as np
+
+    assert E.check_best_for(lambda beta, rates, dists: torch.tensor(dists).add(torch.tensor(rates), alpha=beta)
+                            .argmin()).startswith("right")
+    assert E.check_best_for(lambda beta, rates, dists: np.argmin(np.add(dists, np.multiply(beta, rates))
+                                                                 )).startswith("right")
+    assert E.check_reparameterise(lambda mu, logvar, eps: mu + logvar.mul(0.5).exp() * eps).startswith("right")
+    assert E.check_traverse(lambda z, dim, span, n: _sweep(z, dim, z[dim] - span + torch.arange(n) * (2 * span / (
+        n - 1)))).startswith("right")
+
+
 def test_every_solution_has_a_check_and_every_check_a_solution():
     checks = {name for ex in E.EXERCISES.values() for name in ex} | set(V.EXERCISES)
     solutions = {n.removeprefix("solution_") for n, _ in inspect.getmembers(SOLUTIONS, inspect.isfunction)
                  if n.startswith("solution_")}
-    assert checks == solutions and len(checks) == 8
+    assert checks == solutions and len(checks) == 11
 
 
 def test_a_check_reports_an_error_and_a_wrong_shape_in_one_line():
@@ -131,6 +211,9 @@ def test_the_stored_values_agree_with_what_vaelib_trains_with():
     assert stored["pull"] == pytest.approx(distance_to_mean(*E.pull_inputs())["pull"], rel=1e-5)
     path = interpolate_latents(*E.slerp_inputs(), len(E.SLERP_TS), spherical=True)
     assert torch.allclose(torch.tensor(stored["slerp"]), path, rtol=1e-5, atol=1e-6)
+    mu, logvar, eps = E.reparameterise_inputs()
+    assert torch.allclose(torch.tensor(stored["reparameterise"]), VAE.reparameterize(mu, logvar, eps=eps),
+                          rtol=1e-6, atol=1e-7)
 
 
 def test_the_stored_train_step_is_the_step_fit_takes():
@@ -194,7 +277,7 @@ def test_no_solution_stands_in_a_notebook_or_a_committed_report():
              for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))}
     pages |= {p: p.read_text() for p in sorted((ROOT / "reports").glob("*/[0-9][0-9]_*.html"))}
     bodies = dict(_solution_bodies())
-    assert len(bodies) >= 8 and all(bodies.values())
+    assert len(bodies) >= 11 and all(bodies.values())
 
     def shown(name, lines, text):  # its def line, or its whole body (a lesson may share single lines with it)
         flat = text.replace(" ", "")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import operator
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,67 @@ def check_conv_out(fn: Callable[[int, int, int, int], int]) -> str:
     return verdict("conv_out", lambda: [fn(*c) for c in CONV_CASES], expected)
 
 
+# --- 02_architecture: the reparameterisation and its gradient -------------------------------------
+
+def reparameterise_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mu, logvar, eps): seeded (4, 3) each, logvar spread over about [-3, 3] (where a variance and a standard
+    deviation differ)."""
+    g = torch.Generator().manual_seed(4)
+    return torch.randn(4, 3, generator=g), 1.5 * torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
+
+
+def _largest_gap(got: torch.Tensor, want: torch.Tensor) -> float:
+    return (got.detach().to(want.dtype) - want).abs().max().item()
+
+
+def check_reparameterise(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> str:
+    """fn(mu, logvar, eps) -> z, a sample of N(mu, exp(logvar)) made from the given standard normal noise eps and
+    differentiable in mu and logvar. Its properties first: the same z from a second call with the same eps (no noise
+    of its own), a gradient path to mu and logvar, and autograd's gradients of z.sum() (leaf mu and logvar), which
+    must be dz/dmu = 1 and dz/dlogvar = eps * exp(logvar / 2) / 2 elementwise; then the stored values."""
+    mu, logvar, eps = reparameterise_inputs()
+    want = torch.tensor(expected_values()["reparameterise"])
+
+    def call() -> tuple[Any, Any, torch.Tensor | None, torch.Tensor | None]:
+        leaf_mu, leaf_logvar = mu.clone().requires_grad_(), logvar.clone().requires_grad_()
+        z = fn(leaf_mu, leaf_logvar, eps.clone())
+        again = fn(mu.clone(), logvar.clone(), eps.clone())
+        if isinstance(z, torch.Tensor) and z.requires_grad and z.shape == want.shape:
+            z.sum().backward()
+        return z, again, leaf_mu.grad, leaf_logvar.grad
+
+    def expected(values: Any) -> str | None:
+        z, again, d_mu, d_logvar = values
+        problem = shape_problem(z, want)
+        if problem:
+            return problem
+        if not (isinstance(again, torch.Tensor) and again.shape == z.shape
+                and torch.allclose(again.detach().to(z.dtype), z.detach(), rtol=1e-6, atol=1e-7)):
+            return ("gives another z on a second call with the same mu, logvar and eps: build z from the eps passed "
+                    "in and draw no noise inside (the noise is an input, so z is a function of mu and logvar)")
+        if not z.requires_grad:
+            return ("returns a z without a gradient path (z.requires_grad is False): was it detached, or computed "
+                    "outside autograd (.item(), numpy, torch.no_grad)? Training backpropagates through z to mu and "
+                    "logvar")
+        missing = [name for name, grad in (("mu", d_mu), ("logvar", d_logvar)) if grad is None]
+        if missing:
+            return (f"sends no gradient to {' or '.join(missing)} (was it detached?): z must depend on mu and logvar "
+                    "through autograd")
+        if not torch.allclose(d_mu, torch.ones_like(d_mu), rtol=1e-5, atol=1e-6):
+            return (f"gives dz/dmu off by up to {_largest_gap(d_mu, torch.ones_like(mu)):.3g} from 1: z moves one "
+                    "for one with mu")
+        sd = torch.exp(logvar / 2)
+        if not torch.allclose(d_logvar, eps * sd / 2, rtol=1e-4, atol=1e-6):
+            problem = (f"gives dz/dlogvar off by up to {_largest_gap(d_logvar, eps * sd / 2):.3g} from "
+                       "eps * sigma / 2, with sigma = exp(logvar / 2) the standard deviation")
+            if torch.allclose(d_logvar, eps * sd**2, rtol=1e-4, atol=1e-6):
+                problem += " (this z multiplies eps by exp(logvar), the variance sigma^2, not by sigma)"
+            return problem
+        return tensor_problem(z, want)
+
+    return verdict("reparameterise", call, expected)
+
+
 # --- 03_stability_ablations: a cyclic beta schedule -------------------------------------------------
 
 CYCLIC_CASES = [(step, 100, cycles, ratio, 0.8) for step in (0, 5, 12, 13, 24, 25, 26, 49, 50, 99)
@@ -138,6 +200,59 @@ def check_cyclic_beta(fn: Callable[[int, int, int, float, float], float]) -> str
         return None
 
     return verdict("cyclic_beta", lambda: [fn(*c) for c in CYCLIC_CASES], expected)
+
+
+# --- 03_stability_ablations: which run is best on another beta's objective ---------------------------
+
+BEST_FOR_CASES = [  # (beta', rates, distortions, what the case is): dyadic numbers, so that ties are exact
+    (1.0, [30.0, 12.0, 3.0], [20.0, 35.0, 60.0], "a sweep of three runs"),
+    (0.01, [30.0, 12.0, 3.0], [20.0, 35.0, 60.0], "a beta' near 0, where rate is almost free"),
+    (100.0, [30.0, 12.0, 3.0], [20.0, 35.0, 60.0], "a large beta', where every nat of rate is expensive"),
+    (0.25, [16.0, 2.0, 8.0, 4.0], [1.0, 9.0, 2.0, 5.0], "four runs in no particular order"),
+    (0.5, [8.0, 4.0, 2.0], [10.0, 12.0, 13.5], "a tie between runs 0 and 1, which goes to the lowest index"),
+    (2.0, [8.0, 4.0, 2.0], [10.0, 12.0, 16.0], "a tie between runs 1 and 2, which goes to the lowest index"),
+    (1.0, [1.0, 2.0, 3.0], [3.0, 2.0, 1.0], "a tie between all three runs, which goes to the lowest index"),
+    (3.0, [5.0], [7.0], "a single run"),
+]
+SHIFT = 1024.0  # added to every distortion: the best run must not change
+
+
+def _index(got: Any) -> int | None:
+    """got as an int when it is an index (an int, a numpy or a 0-d torch integer; not a bool), else None."""
+    if isinstance(got, (bool, float)):
+        return None
+    try:
+        return operator.index(got)
+    except TypeError:
+        return None
+
+
+def check_best_for(fn: Callable[[float, list[float], list[float]], int]) -> str:
+    """fn(beta, rates, distortions) -> the index of the run that minimises D + beta R (ties: the lowest index).
+    Every answer must be a run's index, must not change when the same constant is added to every distortion, and
+    must equal the stored one at BEST_FOR_CASES (ties among them, and a beta' at either end of the curve)."""
+    wants = expected_values()["best_for"]
+
+    def call() -> list[tuple[Any, Any]]:
+        return [(fn(beta, list(rates), list(dists)), fn(beta, list(rates), [d + SHIFT for d in dists]))
+                for beta, rates, dists, _ in BEST_FOR_CASES]
+
+    def expected(values: Any) -> str | None:
+        for (beta, rates, dists, what), (got, shifted), want in zip(BEST_FOR_CASES, values, wants):
+            at = f"at beta' = {beta:g} for rates {rates} and distortions {dists}"
+            for answer in (got, shifted):
+                index = _index(answer)
+                if index is None or not 0 <= index < len(rates):
+                    return (f"returned {answer!r} ({type(answer).__name__}) {at}; expected the index of a run, an int "
+                            f"from 0 to {len(rates) - 1}")
+            if _index(got) != _index(shifted):
+                return (f"gives {_index(got)} {at} but {_index(shifted)} when {SHIFT:g} is added to every distortion: "
+                        "that adds the same amount to every run's D + beta' R, so the best run cannot change")
+            if _index(got) != want:
+                return f"gives {_index(got)} {at} ({what}); expected {want}"
+        return None
+
+    return verdict("best_for", call, expected)
 
 
 # --- 04_failure_gallery: the pull towards the data mean ---------------------------------------------
@@ -218,8 +333,60 @@ def check_slerp(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor])
                                      [fn(z_a.clone(), z_b.clone(), t) for t in SLERP_TS]), expected)
 
 
+# --- 05_latent_explorer: a latent traversal ---------------------------------------------------------
+
+TRAVERSE_CASES = [(2, 3.0, 7), (0, 1.5, 2), (5, 0.5, 4)]  # (dim, span, n)
+
+
+def traverse_inputs() -> torch.Tensor:
+    """z: a seeded code (6,) with no coordinate near 0 (so that a sweep around 0 and one around z[dim] differ)."""
+    return torch.randn(6, generator=torch.Generator().manual_seed(5))
+
+
+def check_traverse(fn: Callable[[torch.Tensor, int, float, int], torch.Tensor]) -> str:
+    """fn(z, dim, span, n) -> (n, D) codes equal to z except in dimension dim, which goes linearly from
+    z[dim] - span to z[dim] + span in n evenly spaced steps, both ends included. Its properties at TRAVERSE_CASES
+    on traverse_inputs (the shape, only dim changes, the two ends, even steps), then the stored values."""
+    z = traverse_inputs()
+    wants = [torch.tensor(v) for v in expected_values()["traverse"]]
+
+    def expected(values: Any) -> str | None:
+        for (dim, span, n), got, want in zip(TRAVERSE_CASES, values, wants):
+            at = f"for dim {dim}, span {span:g}, n {n}"
+            problem = shape_problem(got, want)
+            if problem:
+                if isinstance(got, torch.Tensor) and got.ndim == 2 and got.shape[0] == n - 1:
+                    problem += ": n codes, both ends included (is one missing?)"
+                return f"{at} {problem}"
+            codes = got.detach().to(z.dtype)
+            moved = [d for d in range(z.numel()) if d != dim
+                     and not torch.allclose(codes[:, d], z[d].expand(n), rtol=1e-5, atol=1e-6)]
+            if moved:
+                return (f"{at} changes dimension(s) {moved} as well: only z[{dim}] moves, every other coordinate "
+                        "stays at z's")
+            sweep = codes[:, dim]
+            low, high = z[dim].item() - span, z[dim].item() + span
+            first, last = sweep[0].item(), sweep[-1].item()
+            if not (abs(first - low) <= 1e-5 * max(1.0, abs(low)) and abs(last - high) <= 1e-5 * max(1.0, abs(high))):
+                problem = (f"{at} sweeps z[{dim}] from {first:.4g} to {last:.4g}; expected z[{dim}] - span = {low:.4g} "
+                           f"to z[{dim}] + span = {high:.4g}")
+                if abs(first + span) <= 1e-5 * max(1.0, span) and abs(last - span) <= 1e-5 * max(1.0, span):
+                    problem += " (the sweep is centred on the code's own value z[dim], not on 0)"
+                return problem
+            steps = sweep.diff()
+            if not torch.allclose(steps, torch.full_like(steps, 2 * span / (n - 1)), rtol=1e-4, atol=1e-6):
+                return (f"{at} moves z[{dim}] in uneven steps ({', '.join(f'{s:.4g}' for s in steps.tolist())}); "
+                        f"expected {n - 1} equal steps")
+            problem = tensor_problem(got, want)
+            if problem:
+                return f"{at} {problem}"
+        return None
+
+    return verdict("traverse", lambda: [fn(z.clone(), dim, span, n) for dim, span, n in TRAVERSE_CASES], expected)
+
+
 EXERCISES = {"01_datasets": {"data_mean_sse": check_data_mean_sse},
-             "02_architecture": {"conv_out": check_conv_out},
-             "03_stability_ablations": {"cyclic_beta": check_cyclic_beta},
+             "02_architecture": {"conv_out": check_conv_out, "reparameterise": check_reparameterise},
+             "03_stability_ablations": {"cyclic_beta": check_cyclic_beta, "best_for": check_best_for},
              "04_failure_gallery": {"pull": check_pull},
-             "05_latent_explorer": {"slerp": check_slerp}}
+             "05_latent_explorer": {"slerp": check_slerp, "traverse": check_traverse}}

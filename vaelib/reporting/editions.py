@@ -10,7 +10,8 @@ the lessons need only the markers removed):
 - a cell tagged `instructor` (an instructor note: the answer to a *Predict first* question, a hint for the
   lecturer) is dropped whole;
 - every output and execution count is cleared, and papermill's and the widgets' metadata removed, so that no
-  measured outcome is on screen before the student has run the cell.
+  measured outcome is on screen before the student has run the cell; the test markers (`# NBVAL_CHECK_OUTPUT`
+  and nbval's other comment markers) are removed from the code.
 
 The committed lessons hold no solution to begin with (the reference solutions live in the repository's
 instructor/ folder, outside the package); the student edition drops the rest.
@@ -24,6 +25,7 @@ from typing import Any
 INSTRUCTOR_TAG = "instructor"
 _SOLUTION = re.compile(r"^([ \t]*)### BEGIN SOLUTION[ \t]*\n.*?^[ \t]*### END SOLUTION[ \t]*$\n?", re.M | re.S)
 _HIDDEN = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS[ \t]*\n.*?^[ \t]*### END HIDDEN TESTS[ \t]*$\n?", re.M | re.S)
+_NBVAL = re.compile(r"^[ \t]*# NBVAL_[A-Z_]+[ \t]*\n?", re.M)
 _MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION", "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
 
 
@@ -35,7 +37,7 @@ def student_edition(nb: Any) -> Any:
         if INSTRUCTOR_TAG in cell.get("metadata", {}).get("tags", []):
             continue
         if cell.cell_type == "code":
-            cell.source = _HIDDEN.sub("", _SOLUTION.sub(_stub, cell.source))
+            cell.source = _NBVAL.sub("", _HIDDEN.sub("", _SOLUTION.sub(_stub, cell.source)))
             cell.outputs, cell.execution_count = [], None
             for marker in _MARKERS:
                 if marker in cell.source:
