@@ -307,3 +307,24 @@ def test_only_re_executes_one_notebook_and_keeps_the_others_byte_identical(tmp_p
     assert "edited" in (out / "studies" / "claims.html").read_text()
     assert [c["verdict"] for c in after["claims"]] == [c["verdict"] for c in before["claims"]]  # judged again, alike
     assert after["notebooks"][1]["commit"] and "<th>commit</th>" in (out / "index.html").read_text()
+
+
+def test_a_report_never_replaces_pages_the_user_owns_and_says_so_before_running(tmp_path):
+    nb = _notebook(tmp_path / "01_good.ipynb", GOOD)
+    kw = {"notebooks": [nb], "runs_dir": tmp_path / "runs", "quiet": True}
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "index.html").write_text("<html>my course page</html>")
+    with pytest.raises(ValueError, match=r"index.html exists and was not written by vaelib"):
+        build_report("shapes", "tiny", out_root=mine, **kw)
+    assert (mine / "index.html").read_text() == "<html>my course page</html>" and not (mine / "shapes-tiny").exists()
+    folder = tmp_path / "reports" / "shapes-tiny"  # the user's own folder where the report would go
+    folder.mkdir(parents=True)
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"shapes-tiny exists but holds no readable report .*--force"):
+        build_report("shapes", "tiny", out_root=tmp_path / "reports", **kw)
+    assert (folder / "notes.txt").read_text() == "mine"
+    out = build_report("shapes", "tiny", out_root=tmp_path / "other", **kw)
+    assert "content='vaelib'" in (out / "index.html").read_text()
+    assert "content='vaelib'" in (tmp_path / "other" / "index.html").read_text()
+    build_report("shapes", "tiny", out_root=tmp_path / "other", force=True, **kw)  # vaelib's own index: replaced

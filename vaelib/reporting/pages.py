@@ -52,7 +52,8 @@ def dataset_page(summary: dict[str, Any]) -> str:
                      if k not in ("runs_dir", "data_root"))
     heads = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in headline(summary).items())
     v = summary["versions"]
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>vaelib report: {summary['dataset']}</title>"
+    return (f"<!doctype html><html><head><meta charset='utf-8'>{GENERATOR}"
+            f"<title>vaelib report: {summary['dataset']}</title>"
             f"<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td{{padding:.2em 1em}}</style>"
             f"</head><body><h1>vaelib report: {summary['dataset']} ({summary['budget']} budget)</h1>"
             f"<h2>Notebooks</h2><table><tr><th>notebook</th><th>seconds</th><th>commit</th></tr>{rows}</table>"
@@ -80,8 +81,28 @@ def report_summaries(out_root: str | Path) -> list[tuple[Path, dict[str, Any]]]:
     return found
 
 
+GENERATOR = "<meta name='generator' content='vaelib'>"  # in every page vaelib writes: what it may replace
+_OLD_INDEX = "<!doctype html><html><head><meta charset='utf-8'><title>vaelib reports</title>"  # before GENERATOR
+
+
+def check_index(out_root: str | Path) -> None:
+    """Refuse, before any work, a reports folder whose index.html vaelib did not write (the user's own page)."""
+    index = Path(out_root) / "index.html"
+    if not index.exists():
+        return
+    try:
+        head = index.read_text(encoding="utf-8", errors="replace")[:400] if index.is_file() else ""
+    except OSError:
+        head = ""
+    if GENERATOR not in head and not head.startswith(_OLD_INDEX):
+        raise ValueError(f"{index} exists and was not written by vaelib: allowed a reports folder whose index.html "
+                         "is vaelib's or absent (move it away, or pass another --out)")
+
+
 def write_index(out_root: Path) -> Path:
-    """reports/index.html: every dataset's report with its parameters and headline metrics."""
+    """reports/index.html: every dataset's report with its parameters and headline metrics (check_index first:
+    a page vaelib did not write is never replaced)."""
+    check_index(out_root)
     sections = []
     for folder, s in report_summaries(out_root):
         heads = "".join(f"<li>{html.escape(k)}: {_fmt(v)}</li>" for k, v in headline(s, 2).items())
@@ -90,7 +111,7 @@ def write_index(out_root: Path) -> Path:
         sections.append(f"<h2><a href='{folder.name}/index.html'>{s['dataset']}</a></h2>"
                         f"<p>budget {s['budget']}, seed {s['seed']}, git {s['versions']['git_commit']}, "
                         f"{s.get('seconds', '-')} s; claims: {tally}</p><ul>{heads}</ul>")
-    page = ("<!doctype html><html><head><meta charset='utf-8'><title>vaelib reports</title>"
+    page = (f"<!doctype html><html><head><meta charset='utf-8'>{GENERATOR}<title>vaelib reports</title>"
             "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}</style></head><body>"
             "<h1>vaelib reports</h1>" + "".join(sections) + "</body></html>")
     index = out_root / "index.html"

@@ -19,7 +19,9 @@ from vaelib.io.provenance import CHECKOUT, PACKAGE, REPO, git_commit, versions
 from vaelib.reporting.editions import student_edition
 from vaelib.reporting.mathml import OFFLINE_TEMPLATE, Formulas, notebook_to_mathml
 from vaelib.reporting.pages import (
+    check_index,
     dataset_page,
+    report_summaries,
     write_index,
 )
 from vaelib.reporting.params import RESERVED, check_extras, check_parameters
@@ -179,6 +181,8 @@ def build_report(dataset: str = "mnist", budget: str = "small", *, seed: int = 0
     for nb in notebooks:  # refuse every bad name and value before any work is done
         check_parameters(nb, {**common, "out_dir": ""})
     selected = _selected(notebooks, only)
+    check_index(out_root)  # the index page the build will update is vaelib's (or absent), before any work
+    report_summaries(out_root)  # and every other report it lists is readable: refused now, not after the build
     base = {**common, "runs_dir": _from_notebooks(runs_dir), "data_root": _from_notebooks(data_root),
             **extra}  # what the report records, and compares before replacing one
     with file_lock(final.parent / f".{final.name}.lock", f"report folder {str(final)!r}"):
@@ -261,7 +265,7 @@ def _check_replaceable(final: Path, params: dict[str, Any], force: bool) -> None
         return
     try:
         old = read_report_metrics(saved)["parameters"]
-    except (ValueError, KeyError) as err:  # FileNotFoundError, MalformedFile, or a report without its parameters
+    except (OSError, ValueError, KeyError) as err:  # no metrics.json, MalformedFile, or no parameters in it
         why = f" ({' '.join(str(err).split())})" if not isinstance(err, KeyError) else ""
         raise ValueError(f"{final} exists but holds no readable report (metrics.json with parameters){why}: "
                          "move it away, or pass --force to replace it") from None
