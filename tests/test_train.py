@@ -149,6 +149,23 @@ def test_resume_refuses_a_different_config(tiny_config, tiny_data, tmp_path):
         fit(other, *tiny_data, quiet=True, device="cpu", out_dir=tmp_path)
 
 
+def test_a_cyclic_run_is_resumed_only_at_the_length_its_cycles_were_laid_over(tiny_config, tiny_data, tmp_path):
+    """beta of a cyclic schedule depends on the total steps: a 2-epoch run resumed as a 4-epoch one would hold
+    steps of two different schedules under one label; a linear one (absolute anneal_steps) may grow."""
+    cyclic = with_overrides(tiny_config, **{"train.epochs": 2, "train.schedule": {"kind": "cyclic", "beta": 1.0,
+                                                                                  "cycles": 2, "ratio": 0.5}})
+    fit(cyclic, *tiny_data, quiet=True, device="cpu", out_dir=tmp_path / "c")
+    with pytest.raises(ValueError, match=r"cyclic beta schedule laid over 2 epochs; with --epochs 4 .*allowed "
+                                         r"--epochs 2"):
+        fit(with_overrides(cyclic, **{"train.epochs": 4}), *tiny_data, quiet=True, device="cpu", out_dir=tmp_path / "c")
+    linear = with_overrides(tiny_config, **{"train.epochs": 2, "train.schedule": {"kind": "linear", "beta": 1.0,
+                                                                                  "anneal_steps": 3}})
+    fit(linear, *tiny_data, quiet=True, device="cpu", out_dir=tmp_path / "l")
+    _, history = fit(with_overrides(linear, **{"train.epochs": 3}), *tiny_data, quiet=True, device="cpu",
+                     out_dir=tmp_path / "l")
+    assert len(history.epochs) == 3
+
+
 def test_killed_process_leaves_a_loadable_checkpoint(tiny_config, tiny_data, tmp_path):
     """SIGKILL during training: the checkpoint on disk is the last complete epoch's, never a torn file."""
     torch.save(tiny_data, tmp_path / "data.pt")

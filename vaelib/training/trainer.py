@@ -74,6 +74,11 @@ def _resume(path: Path, config: Config, model, opt, gen, device) -> tuple[Histor
     if comparable(same_but_epochs) != comparable(config):
         raise ValueError(f"checkpoint {str(path)!r} was made with a different config; "
                          "allowed: the same config (epochs may grow), another out_dir, or resume=False")
+    if saved.train.schedule.kind == "cyclic" and saved.train.epochs != config.train.epochs:
+        raise ValueError(f"checkpoint {str(path)!r} was trained with a cyclic beta schedule laid over "
+                         f"{saved.train.epochs} epochs; with --epochs {config.train.epochs} (train.epochs) its cycles "
+                         "would span another length, and the resumed run would not be the run it claims: allowed "
+                         f"--epochs {saved.train.epochs}, another --out (out_dir), or resume=False")
     check_checkpoint(state, path, model, optimizer=opt, generator=gen)
     if state["epoch"] > config.train.epochs:
         raise ValueError(f"checkpoint {str(path)!r} has {state['epoch']} epochs, --epochs {config.train.epochs} is "
