@@ -66,6 +66,7 @@ def test_wrong_input_shape_is_refused():
 def test_model_families_are_built_from_the_config_and_a_family_without_a_gaussian_posterior_is_refused(monkeypatch):
     from vaelib import config as config_module
     from vaelib.config import ModelConfig, get_preset, with_overrides
+    from vaelib.data.datasets import ImageSplit
     from vaelib.evaluation import metrics
     from vaelib.experiments.cache import config_hash
     from vaelib.models import registry as families
@@ -93,7 +94,7 @@ def test_model_families_are_built_from_the_config_and_a_family_without_a_gaussia
     images = torch.zeros(4, *c.input_shape, dtype=torch.uint8)
     for call, what in ((lambda: kl_per_dimension(toy, images), "posterior statistics"),
                        (lambda: metrics.iw_nll(toy, images, k=2), "the importance-weighted bound"),
-                       (lambda: LatentExplorer(toy, None), "the latent explorer")):
+                       (lambda: LatentExplorer(toy, ImageSplit(images, None, None)), "the latent explorer")):
         with pytest.raises(ValueError, match=rf"^{what}.* needs a Gaussian posterior \(encode\(x\) -> mu, logvar\): "
                                              r"model family 'codes' has none; allowed a model of family 'vae'$"):
             call()
