@@ -155,6 +155,8 @@ CASES = [  # (extra arguments, what the one line must match, setup)
     ([], r"disk full while writing [^ ]*run/checkpoint.pt$", _disk_full),
     ([], r"cannot write [^ ]*run: Permission denied; allowed a folder you can write to$", _write_denied),
     (["--out", ""], r"--out '' is invalid: allowed a folder path \(omit --out for the default\)$", None),
+    (["--out", "{tmp}/" + "y" * 256], r"--out '[^']*'\.\.\. has a name of 256 bytes: allowed names of at most 255",
+     None),
     (["--tensorboard", " "], r"--tensorboard ' ' is invalid: allowed a folder path", None),
     (["--out", "/proc/self"], r"run folder '/proc/self' is not writable \(new files cannot be made there\)", None),
     ([], OUT_IS + r" has a lock '[^']*run/.lock' that is a symbolic link \(to '[^']*gone'\): allowed a plain file"
@@ -175,6 +177,7 @@ REPORT_CASES = [
     (["--out", "{tmp}/file"], r"--out '[^']*file' is a file: allowed a folder"),
     (["--out", "{tmp}/file/sub"], r"--out folder [^ ]*file/sub lies under [^ ]*file, a file: allowed a folder"),
     (["--out", ""], r"--out '' is invalid: allowed a folder path"),
+    (["--out", "{tmp}/" + "x" * 300], r"--out '[^']*'\.\.\. has a name of 300 bytes: allowed names of at most 255"),
     (["--device", "tpu"], r"device='tpu' is invalid: allowed 'auto', 'cpu', 'cuda', 'cuda:N'"),
     (["-p", "image_size", "-3"], r"-p image_size -3 is invalid \(00_vae_from_scratch.ipynb declares image_size: "
      r"int\): allowed an integer >= 0$"),

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from vaelib.config import PRESETS, RECON_LOSSES, SCHEDULES, get_preset, with_overrides
-from vaelib.io.paths import check_files, check_folder
+from vaelib.io.paths import check_files, check_folder, check_name_lengths
 
 TRAIN_OVERRIDES = {  # flag -> (config field, type, help)
     "epochs": ("train.epochs", int, "passes over the training set"),
@@ -124,13 +124,13 @@ def _report(args: argparse.Namespace) -> int:
         report_notebooks,
     )
 
+    _check_paths(args, "out")
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise ValueError(f"--out {args.out!r} is a file: allowed a folder (new or existing)")
     if args.out:
         check_folder(args.out, "--out folder")  # under a file
     if args.timeout < 1:
         raise ValueError(f"--timeout {args.timeout} is invalid: allowed seconds >= 1")
-    _check_paths(args, "out")
     notebooks = report_notebooks()
     extra = {name: parse_value(name, value, notebooks) for name, value in args.param}
     try:
@@ -267,11 +267,14 @@ def _check_bench_sizes(text: str, presets: list[str], device: str) -> list[str]:
 
 
 def _check_paths(args: argparse.Namespace, *flags: str) -> None:
-    """Refuse an empty path option (`--out ""` would silently mean the default)."""
+    """Refuse an empty path option (`--out ""` would silently mean the default) and one the file system cannot
+    hold (a name over 255 bytes)."""
     for flag in flags:
         value = getattr(args, flag, None)
         if value is not None and not str(value).strip():
             raise ValueError(f"--{flag} {value!r} is invalid: allowed a folder path (omit --{flag} for the default)")
+        if value is not None:
+            check_name_lengths(value, f"--{flag}")  # 'File name too long' only after work, else
 
 
 def _user_error(err: BaseException) -> str | None:
