@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -51,6 +52,16 @@ def example_indices(labels: torch.Tensor | None, n: int, seed: int = 0) -> torch
         rank[where] = torch.arange(len(where))
     order = sorted(range(len(perm)), key=lambda i: (int(rank[i]), i))  # round robin over the classes
     return perm[torch.tensor(order[:n])]
+
+
+def split_example_indices(split: Any, n: int, seed: int = 0) -> torch.Tensor:
+    """example_indices over a split: its classes in turn (one label per image), else, on shapes, its shape factor
+    (factors[:, 0]), else a plain seeded shuffle."""
+    if split.labels is not None and split.labels.ndim == 1:
+        labels = split.labels
+    else:
+        labels = split.factors[:, 0] if split.factors is not None else torch.zeros(len(split))
+    return example_indices(labels, n, seed)
 
 
 def show(ax: plt.Axes, grid: np.ndarray) -> None:

@@ -20,7 +20,7 @@ from vaelib.data import shapes as S
 from vaelib.data.datasets import SPLITS, ImageSplit, data_mean_baseline, load_from_config
 from vaelib.data.shapes import render_shapes
 from vaelib.evaluation import plots
-from vaelib.evaluation.plots import example_indices
+from vaelib.evaluation.plots import split_example_indices
 from vaelib.runtime import to_float
 
 STANDIN = {"fashion_mnist": "mnist", "cifar10": "shapes", "celeba": "shapes"}  # embedded data of the same kind
@@ -100,12 +100,10 @@ def _show(ax: plt.Axes, image: torch.Tensor) -> None:
 
 def labelled_grid(split: ImageSplit, n: int = 24, ncol: int = 8, title: str = "", seed: int = 0) -> Figure:
     """n images of a split, a seeded pick that takes the classes (shapes: the shape factor) in turn
-    (evaluation.plots.example_indices: the splits are sorted by class), each titled with its class or its shape and
-    colour factors."""
+    (evaluation.plots.split_example_indices: the splits are sorted by class), each titled with its class or its
+    shape and colour factors."""
     n = min(n, len(split))
-    labels = split.labels if split.labels is not None and split.labels.ndim == 1 else (
-        split.factors[:, 0] if split.factors is not None else torch.zeros(len(split)))
-    picked = example_indices(labels, n, seed).tolist()
+    picked = split_example_indices(split, n, seed).tolist()
     rows = math.ceil(n / ncol)
     fig, axes = plt.subplots(rows, ncol, figsize=(1.2 * ncol, 1.45 * rows + 0.5), squeeze=False)
     for i, ax in enumerate(axes.flat):

@@ -12,7 +12,7 @@ import torch
 from matplotlib.figure import Figure
 
 from vaelib.evaluation import metrics
-from vaelib.evaluation.plots import example_indices
+from vaelib.evaluation.plots import split_example_indices
 from vaelib.experiments.measures import clipped_share, trace
 from vaelib.experiments.runs import Run
 
@@ -127,6 +127,6 @@ def run_rows(runs: dict[str, Run], test_images: torch.Tensor, extra: Any = None,
 
 def example_images(split: Any, n: int = 8, seed: int = 0) -> torch.Tensor:
     """n images of a split for a figure, the classes (or, for shapes, the shape factor) in turn from a seeded
-    shuffle (evaluation.plots.example_indices): the splits are sorted by class, so their first n are one class."""
-    labels = split.labels if split.labels is not None and split.labels.ndim == 1 else split.factors[:, 0]
-    return split.images[example_indices(labels, n, seed)]
+    shuffle (evaluation.plots.split_example_indices): the splits are sorted by class, so their first n are one
+    class."""
+    return split.images[split_example_indices(split, n, seed)]

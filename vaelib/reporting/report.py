@@ -250,9 +250,8 @@ def _updatable(final: Path, params: dict[str, Any]) -> dict[str, dict[str, Any]]
     except (OSError, ValueError, KeyError) as err:
         raise ValueError(f"--only updates an existing report, and {final} holds none ({' '.join(str(err).split())}): "
                          "build it whole first, without --only") from None
-    changed = sorted(k for k in set(old) | set(params) if old.get(k) != params.get(k))
-    if changed:
-        k = changed[0]
+    k = _first_change(old, params)
+    if k is not None:
         raise ValueError(f"--only: {final} was made with {k}={old.get(k)!r}, not {params.get(k)!r}: build it whole "
                          "(with --force to replace it)")
     return {e["notebook"]: e for e in summary["notebooks"]}
@@ -269,11 +268,15 @@ def _check_replaceable(final: Path, params: dict[str, Any], force: bool) -> None
         why = f" ({' '.join(str(err).split())})" if not isinstance(err, KeyError) else ""
         raise ValueError(f"{final} exists but holds no readable report (metrics.json with parameters){why}: "
                          "move it away, or pass --force to replace it") from None
-    changed = sorted(k for k in set(old) | set(params) if old.get(k) != params.get(k))
-    if changed:
-        k = changed[0]
+    k = _first_change(old, params)
+    if k is not None:
         raise ValueError(f"{final} holds a report made with {k}={old.get(k)!r}, not {params.get(k)!r}: "
                          "pass --force to replace it, or --out for another folder")
+
+
+def _first_change(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """The first parameter (by name) a saved report was made with that differs from the build's, or None."""
+    return min((k for k in set(old) | set(new) if old.get(k) != new.get(k)), default=None)
 
 
 def _replace(final: Path, built: Path) -> None:
