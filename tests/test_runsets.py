@@ -176,3 +176,31 @@ def test_a_run_that_must_train_several_epochs_has_an_identity(tiny_config, tiny_
     again, history2, _ = cached_fit(long, *tiny_data, root=tmp_path, quiet=True)  # loaded, not refused
     assert history2.steps == history.steps and len(history.epochs) >= 3
     assert until_converged({"x": plain}, 0.05)["x"].train.min_epochs == 3
+
+
+def test_convergence_is_judged_once_and_stored_with_the_run(tiny_config, tiny_data, tmp_path):
+    """run_config stores evidence.judge_run in the run folder's marker; a loaded run reads it back, and the rows
+    read it instead of judging again (a judgement planted in the marker is what they report)."""
+    import json
+
+    from vaelib.experiments.cache import MARKER, stored_convergence
+    from vaelib.experiments.evidence import judge_run, stopped
+    from vaelib.experiments.measures import run_convergence
+    from vaelib.experiments.runs import run_one
+
+    config = with_overrides(tiny_config, **{"train.epochs": 6, "train.stop_tol": 0.5})
+    run = run_one("a", config, *tiny_data, root=tmp_path, device="cpu")
+    stored = stored_convergence(run.path)
+    assert stored is not None and stored["tol"] == 0.5 and stored["epochs"] == len(run.history.epochs)
+    fresh = judge_run(run.history, config)
+    assert {k: stored[k] for k in ("converged", "state", "tol")} == {k: fresh[k] for k in ("converged", "state", "tol")}
+    if len(run.history.epochs) < 6:  # it stopped early: the stop rule and the record say the same
+        assert stopped(run.history, config) and stored["converged"]
+    assert run_convergence(run, 0.5) is run.convergence  # read, not judged again
+    marker = json.loads((run.path / MARKER).read_text())
+    marker["convergence"]["state"] = "planted"
+    (run.path / MARKER).write_text(json.dumps(marker))
+    again = run_one("a", config, *tiny_data, root=tmp_path, device="cpu")
+    assert run_convergence(again, 0.5)["state"] == "planted"
+    assert run_convergence(again, 0.2)["state"] != "planted"  # another tolerance is another question: judged
+    assert run_convergence(again, 0.2)["tol"] == 0.2

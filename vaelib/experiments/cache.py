@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 from torch import nn
 
 from vaelib.config import Config, comparable
-from vaelib.experiments.evidence import StopWhenConverged, stopped
+from vaelib.experiments.evidence import DEFAULT_TOL, StopWhenConverged, judge_run, stopped
 from vaelib.io.files import save_json
 from vaelib.io.lock import run_lock
 from vaelib.runtime import resolve_device
@@ -85,6 +86,33 @@ def check_owner(config: Config, out: Path, force: bool = False) -> None:
                              "folder or one of vaelib's run folders, or --force to write there anyway")
 
 
+def _mark(config: Config, history: History, out: Path) -> None:
+    """Write the run folder's marker: which run it holds, and its convergence judged once (evidence.judge_run) for
+    the history it holds now; a marker that already holds this run's judgement of these epochs is left as it is."""
+    held = _marker(out) or {}
+    mark = {"run": run_identity(config), "name": config.name, "convergence": held.get("convergence")}
+    tol = config.train.stop_tol or DEFAULT_TOL
+    if held.get("run") != mark["run"] or (stored_convergence(out) or {}).get("epochs") != len(history.epochs) or \
+            held["convergence"].get("tol") != tol:
+        mark["convergence"] = _strict(judge_run(history, config))
+    if held != mark:
+        save_json(out / MARKER, mark)
+
+
+def _strict(d: dict[str, Any]) -> dict[str, Any]:
+    """A judgement as strict JSON: nan as None."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in d.items()}
+
+
+def stored_convergence(out: str | Path) -> dict[str, Any] | None:
+    """The convergence judgement run_config stored in a run folder's marker (evidence.judge_run when the run was
+    trained or last resumed; None as nan), or None where the folder holds none (a run of an earlier vaelib)."""
+    held = (_marker(Path(out)) or {}).get("convergence")
+    if not isinstance(held, dict) or not {"converged", "state", "tol", "epochs"} <= set(held):
+        return None
+    return {k: math.nan if v is None and k in ("share", "improvement") else v for k, v in held.items()}
+
+
 def _marker(out: Path) -> dict | None:
     """The run folder's marker, or None where it is missing or unreadable."""
     try:
@@ -119,9 +147,8 @@ def run_config(config: Config, out: str | Path, train: Any = None, val: Any = No
             (out / CHECKPOINT).unlink()
         model, history = fit(config, train, val, device=device, out_dir=out, quiet=quiet, log_dir=log_dir,
                              stop=StopWhenConverged(config))
-        mark = {"run": run_identity(config), "name": config.name}
-        if distributed.is_main() and _marker(out) != mark:  # the folder is this run's: said once, not at every load
-            save_json(out / MARKER, mark)
+        if distributed.is_main():  # the folder is this run's, and how it ended: said once, not at every load
+            _mark(config, history, out)
         return model, history, then(model, history) if then is not None else None
 
 

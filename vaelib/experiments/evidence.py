@@ -201,12 +201,27 @@ class StopWhenConverged:
 
 
 def stopped(history: History, config: Config) -> bool:
-    """With train.stop_tol > 0: the run has converged (evidence.convergence at that tol) at its schedule's final
-    beta, after at least train.min_epochs epochs, so fit trains no further epoch. Read from the history alone, so a
-    resumed run stops where it did."""
+    """With train.stop_tol > 0: the run has converged (`judge_run` at that tol) at its schedule's final beta, after
+    at least train.min_epochs epochs, so fit trains no further epoch. Read from the history alone, so a resumed run
+    stops where it did."""
     tol = config.train.stop_tol
     if not tol or len(history.epochs) < max(1, config.train.min_epochs):
         return False  # not asked, or not yet the least number of epochs
     if history.epochs[-1]["beta"] != config.train.schedule.beta:
         return False  # a warmup or ramp still under way
-    return convergence(history, tol)["converged"]
+    return judge_run(history, config)["converged"]
+
+
+DEFAULT_TOL = 0.05  # the tolerance a run without train.stop_tol is judged at
+
+
+def judge_run(history: History, config: Config, tol: float | None = None) -> dict[str, Any]:
+    """The one convergence rule of a run: `convergence` of its history at `tol` (default: the run's own
+    train.stop_tol, else DEFAULT_TOL), judged over whole cycles for cyclic annealing (its last window holds at
+    least one cycle, so a cycle's ramp is not read as drift). The stop rule (`stopped`) and the run cache
+    (experiments.cache.run_config, which stores the result in the run folder's marker) both call it, so a run that
+    stopped as converged is recorded as converged; returns convergence's dict plus 'tol' and 'min_window'."""
+    tol = (config.train.stop_tol or DEFAULT_TOL) if tol is None else tol
+    s = config.train.schedule
+    cycle = math.ceil(config.train.epochs / s.cycles) if s.kind == "cyclic" else 1
+    return {**convergence(history, tol, min_window=cycle), "tol": tol, "min_window": cycle}

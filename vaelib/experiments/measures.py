@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from vaelib.evaluation import metrics
-from vaelib.experiments.evidence import convergence
+from vaelib.experiments.evidence import DEFAULT_TOL, judge_run
 from vaelib.experiments.runs import Run, failure
 
 
@@ -62,17 +62,19 @@ def clipped_share(run: Run) -> float:
     return float((norms > clip).mean()) if clip is not None and len(norms) else 0.0
 
 
-def run_convergence(run: Run, tol: float = 0.05) -> dict[str, Any]:
-    """evidence.convergence of a run's history, judged over whole cycles for cyclic annealing; a failed run
-    never converged."""
+def run_convergence(run: Run, tol: float = DEFAULT_TOL) -> dict[str, Any]:
+    """Whether a run converged (evidence.judge_run): the judgement stored with the run when it was trained (its
+    folder's marker, Run.convergence) where that was made at this `tol`; a failed run never converged. Asked at
+    another tolerance than the run was judged at, the same rule is applied to its history at that tolerance."""
     if run.failed:
         return {"converged": False, "share": math.nan, "improvement": math.nan, "state": "failed"}
-    s = run.config.train.schedule
-    cycle = math.ceil(run.config.train.epochs / s.cycles) if s.kind == "cyclic" else 1  # judge whole cycles
-    return convergence(run.history, tol, min_window=cycle)
+    stored = run.convergence
+    if stored and stored.get("tol") == tol and stored.get("epochs") == len(run.history.epochs):
+        return stored
+    return judge_run(run.history, run.config, tol)
 
 
-def run_head(run: Run, tol: float = 0.05, conv: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_head(run: Run, tol: float = DEFAULT_TOL, conv: dict[str, Any] | None = None) -> dict[str, Any]:
     """What every per-seed row starts with: the seed, whether the run converged (run_convergence, tolerance
     `tol`; or `conv` already computed), its state and what became of it if it failed (experiments.runs.failure)."""
     conv = run_convergence(run, tol) if conv is None else conv
@@ -85,7 +87,7 @@ def per_seed(runs: dict[str, list[Run]], row: Callable[[Run], dict[str, Any]]) -
     return {label: [row(r) for r in seeds] for label, seeds in runs.items()}
 
 
-def summarize(run: Run, test: Any, last: int = 100, tol: float = 0.05) -> dict[str, Any]:
+def summarize(run: Run, test: Any, last: int = 100, tol: float = DEFAULT_TOL) -> dict[str, Any]:
     """The table row of a run: convergence (evidence.convergence, tolerance `tol`), the noise of its first
     `last` steps and the spread of its last ones, and its test metrics (ELBO terms at beta = 1)."""
     conv = run_convergence(run, tol)

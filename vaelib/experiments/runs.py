@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vaelib.config import Config, with_overrides
-from vaelib.experiments.cache import FAILED, cached_fit, config_hash, run_dir, trained
+from vaelib.experiments.cache import FAILED, cached_fit, config_hash, run_dir, stored_convergence, trained
 from vaelib.io.files import save_json
 from vaelib.runtime import headless, resolve_device
 from vaelib.schedules import beta_at
@@ -39,6 +39,7 @@ class Run:
     failed_step: int | None = None  # the optimiser step that went non-finite
     error: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    convergence: dict[str, Any] | None = None  # judged once, when it was trained (experiments.cache.run_config)
 
     @property
     def failed(self) -> bool:
@@ -72,7 +73,7 @@ def run_one(label: str, config: Config, train: Any, val: Any, *, root: str | Pat
         path.mkdir(parents=True, exist_ok=True)
         save_json(marker, info)
         return _failed_run(label, config, path, info)
-    return Run(label, config, model, history, path)
+    return Run(label, config, model, history, path, convergence=stored_convergence(path))
 
 
 def _failed_run(label: str, config: Config, path: Path, info: dict[str, Any]) -> Run:
