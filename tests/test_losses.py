@@ -79,7 +79,7 @@ def test_the_likelihood_registry_is_the_one_the_config_and_the_bound_use(monkeyp
     # a loss that is no normalised density (the perceptual term, or any other) is refused by the importance-
     # weighted bound
     assert not losses.LIKELIHOODS["perceptual"].normalised
-    fake = dataclasses.replace(mse, name="perceptual", normalised=False, note="a feature-space distance")
+    fake = dataclasses.replace(mse, name="perceptual", log_prob=None, note="a feature-space distance")
     monkeypatch.setitem(losses.LIKELIHOODS, "perceptual", fake)
 
     class Model(torch.nn.Module):

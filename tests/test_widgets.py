@@ -179,7 +179,7 @@ def test_play_walks_the_interpolation(explorer):
     explorer.interp_play.value = 5  # the browser's Play button ticks 0, 1, ... 10
     assert explorer.t.value == pytest.approx(0.5)
     assert explorer.interp_image.value != first
-    assert explorer.interp_image.value == to_png(explorer.decode(explorer._path[5][None]), explorer.px)
+    assert explorer.interp_image.value == to_png(explorer.decode(explorer.path[5][None]), explorer.px)
     explorer.t.value = 1.0  # dragging t moves the Play button along
     assert explorer.interp_play.value == 10
 

@@ -11,6 +11,7 @@ with variance 1/2 per pixel, up to the constant 0.5 * log(pi) per pixel.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,51 +81,53 @@ def _bce(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 class Likelihood:
     """A decoder likelihood p(x|z) as vaelib uses it, from decoder logits (B, C, H, W) and targets x in [0, 1].
 
-    nll: the training term, (B,) per image summed over pixels; log_prob: log p(x|z), (B,), which the
-    importance-weighted bound needs; normalised: whether log_prob is the log of a normalised density (or
-    probability), without which no bound on -log p(x) exists (a perceptual loss is not one).
+    nll: the training term, (B,) per image summed over pixels; None for a term built per model from a feature
+    distance (`likelihood(kind, distance)` builds it; `needs_distance`). log_prob: log p(x|z), (B,), which the
+    importance-weighted bound needs; None where the term is not the log of a normalised density (or probability), so
+    that no bound on -log p(x) exists (a perceptual loss is not one): `normalised` says which.
     """
     name: str
-    nll: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    log_prob: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    normalised: bool
+    nll: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None
+    log_prob: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None
     note: str
 
+    @property
+    def normalised(self) -> bool:
+        return self.log_prob is not None
 
-def _needs_distance(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    raise ValueError("recon kind 'perceptual' needs the model's feature distance: allowed through model.loss, or "
-                     "reconstruction(..., distance=vaelib.models.perceptual.perceptual_distance(config))")
-
-
-def _no_density(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    raise ValueError("recon kind 'perceptual' is not a normalised density: it has no log p(x|z)")
+    @property
+    def needs_distance(self) -> bool:
+        return self.nll is None
 
 
 PERCEPTUAL_NOTE = ("sum of squared errors over the pixels plus over a frozen feature network's activations (Hou et "
                    "al., 2017): a distance, not the log of a density, so no bound on -log p(x) exists")
 
 LIKELIHOODS = {lik.name: lik for lik in (  # the one registry: elbo, the IW bound, the baselines and the config use it
-    Likelihood("mse", _squared_error, _gaussian_half_log_prob, True,
+    Likelihood("mse", _squared_error, _gaussian_half_log_prob,
                "sum of squared errors = -log N(x; x_hat, 1/2 per pixel) on R^D, up to 0.5 log(pi) per pixel"),
-    Likelihood("bernoulli", _bce, lambda logits, x: -_bce(logits, x), True,
+    Likelihood("bernoulli", _bce, lambda logits, x: -_bce(logits, x),
                "BCE with logits: -log Bernoulli(x; x_hat), normalised for binary x; on grey levels in [0, 1] it "
                "is the usual unnormalised form, not the continuous Bernoulli"),
-    Likelihood("perceptual", _needs_distance, _no_density, False, PERCEPTUAL_NOTE),
+    Likelihood("perceptual", None, None, PERCEPTUAL_NOTE),  # its nll needs the model's feature distance
 )}
-NEEDS_DISTANCE = ("perceptual",)  # kinds whose nll is bound to a feature distance (vaelib.models.perceptual)
 
 
 def likelihood(kind: str, distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
                ) -> Likelihood:
-    """The registered likelihood `kind`; refuses an unknown name, naming those allowed. A kind of NEEDS_DISTANCE
-    is returned bound to `distance` (images x_hat, x in [0, 1] -> (B,)) when one is given."""
+    """The registered likelihood `kind`, ready to compute its nll; refuses an unknown name, naming those allowed. A
+    kind that `needs_distance` is returned with its nll built from `distance` (images x_hat, x in [0, 1] -> (B,)),
+    and refused without one."""
     if kind not in LIKELIHOODS:
         raise ValueError(f"recon kind {kind!r} is invalid: allowed {', '.join(LIKELIHOODS)}")
     lik = LIKELIHOODS[kind]
-    if kind in NEEDS_DISTANCE and distance is not None:
-        return Likelihood(kind, lambda logits, x: _squared_error(logits, x) + distance(torch.sigmoid(logits), x),
-                          _no_density, False, lik.note)
-    return lik
+    if not lik.needs_distance:
+        return lik
+    if distance is None:
+        raise ValueError(f"recon kind {kind!r} needs the model's feature distance: allowed through model.loss, or "
+                         "reconstruction(..., distance=vaelib.models.perceptual.perceptual_distance(config))")
+    return dataclasses.replace(
+        lik, nll=lambda logits, x: _squared_error(logits, x) + distance(torch.sigmoid(logits), x))
 
 
 def reconstruction(recon_logits: torch.Tensor, x: torch.Tensor, kind: str = "mse",

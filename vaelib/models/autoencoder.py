@@ -16,7 +16,8 @@ from torch import nn
 from vaelib.config import Config
 from vaelib.losses import Loss, reconstruction
 from vaelib.models.base import Family
-from vaelib.models.vae import Decoder, attach_perceptual, conv_stack, prior_draw, refuse_free_bits
+from vaelib.models.perceptual import perceptual_distance
+from vaelib.models.vae import Decoder, conv_stack, prior_draw, refuse_free_bits
 
 
 class Autoencoder(Family):
@@ -32,7 +33,7 @@ class Autoencoder(Family):
         self.convs, feature_shape = conv_stack(config)
         self.fc = nn.Linear(math.prod(feature_shape), self.latent_dim)
         self.decoder = Decoder(config, feature_shape)
-        attach_perceptual(self, config)
+        self.use_perceptual(perceptual_distance(config))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, C, H, W) in [0, 1] -> the code z (B, latent_dim)."""

@@ -28,6 +28,18 @@ class Family(nn.Module):
         super().__init__()
         self.config = config
         self.latent_dim = config.model.latent_dim
+        self._used_not_owned: dict[str, nn.Module | None] = {"perceptual": None}  # a dict: nn.Module registers none
+
+    @property
+    def perceptual(self) -> nn.Module | None:
+        """The feature distance of a perceptual reconstruction term (vaelib.models.perceptual), else None: a frozen
+        network the family uses but does not own, so not among its parameters, not in its state_dict or checkpoint
+        (rebuilt from the config and the shipped weights)."""
+        return self._used_not_owned["perceptual"]
+
+    def use_perceptual(self, distance: nn.Module | None) -> None:
+        """Set `perceptual` (models.perceptual.perceptual_distance(config)), kept outside the family's modules."""
+        self._used_not_owned["perceptual"] = distance
 
     def check_input(self, x: torch.Tensor) -> None:
         """Refuse, in one line, a batch that is not (B, C, H, W) of the config's input shape."""

@@ -125,7 +125,7 @@ class VAE(Family):
         super().__init__(config)
         self.encoder = Encoder(config)
         self.decoder = Decoder(config, self.encoder.feature_shape)
-        attach_perceptual(self, config)
+        self.use_perceptual(perceptual_distance(config))
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, C, H, W) in [0, 1] -> (mu, logvar), each (B, latent_dim)."""
@@ -205,10 +205,3 @@ def refuse_free_bits(config: Config, has: str) -> None:
     if config.train.free_bits > 0:
         raise ValueError(f"train.free_bits={config.train.free_bits:g} is invalid for model.kind="
                          f"{config.model.kind!r}: {has} has no KL term to floor; allowed 0")
-
-
-def attach_perceptual(model: nn.Module, config: Config) -> None:
-    """model.perceptual: the feature distance of a perceptual reconstruction term (vaelib.models.perceptual), else None.
-    Kept outside the model's modules: not a parameter, not in its state_dict or checkpoint (it is rebuilt from the
-    config and the shipped weights)."""
-    model.__dict__["perceptual"] = perceptual_distance(config)

@@ -25,7 +25,8 @@ from torch import nn
 from vaelib.config import Config
 from vaelib.losses import Loss, reconstruction
 from vaelib.models.base import Family, eval_mode, model_device
-from vaelib.models.vae import Decoder, attach_perceptual, conv_stack, refuse_free_bits
+from vaelib.models.perceptual import perceptual_distance
+from vaelib.models.vae import Decoder, conv_stack, refuse_free_bits
 from vaelib.runtime import to_float
 
 
@@ -55,7 +56,7 @@ class VQVAE(Family):
             self.register_buffer("restarts", torch.zeros((), dtype=torch.long))  # codes restarted so far
         self.from_code = nn.Conv2d(m.latent_dim, channels, 1)
         self.decoder = Decoder(config, self.feature_shape)
-        attach_perceptual(self, config)
+        self.use_perceptual(perceptual_distance(config))
 
     @property
     def code_shape(self) -> tuple[int, int]:

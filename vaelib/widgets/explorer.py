@@ -67,12 +67,31 @@ def _check_arguments(model: VAE, split: ImageSplit, *, span: float, seed: int, t
         raise ValueError(f"latent_dim={model.latent_dim} is invalid: the Map tab needs a model with >= 2")
 
 
+SHARED = ("s", "tab")  # every view has one of its own: read them through explorer.views[name]
+OWNER = {"code": "sliders", "directions": "sliders", "map_dims": "map"}  # held by two parts: the one shown
+
+
+def attribute_owners(parts: dict[str, Any]) -> dict[str, Any]:
+    """{public attribute name: the part (a view, or the state) that `LatentExplorer.<name>` reads it from}, built
+    once: each name has one owner, OWNER says which where two parts hold it, SHARED names are left out. A name two
+    parts hold that OWNER does not settle is refused (a new attribute must not change what an old name means)."""
+    held: dict[str, list[str]] = {}
+    for key, part in parts.items():
+        for name in {n for n in (*vars(part), *dir(type(part))) if not n.startswith("_") and n not in SHARED}:
+            held.setdefault(name, []).append(key)
+    clashes = {n: keys for n, keys in held.items() if len(keys) > 1 and n not in OWNER}
+    if clashes:
+        raise TypeError(f"explorer attributes held by more than one part: {clashes}; settle them in OWNER")
+    return {n: parts[OWNER.get(n, keys[0])] for n, keys in held.items()}
+
+
 class LatentExplorer:
     """ipywidgets explorer of a VAE's latent space over a labelled or unlabelled split; display it.
 
     Composed of one view per tab (`views`: sliders, interpolate, sample, traverse, map) around one ExplorerState
     (`state`: the model, the split, its codes, `decode`). A view's controls and pictures read through the explorer
-    too: `explorer.sliders` is `explorer.views["sliders"].sliders`, `explorer.mu` is `explorer.state.mu`."""
+    too: `explorer.sliders` is `explorer.views["sliders"].sliders`, `explorer.mu` is `explorer.state.mu`, through one
+    index built at construction (`attribute_owners`: each name has one owner)."""
 
     def __init__(self, model: VAE, split: ImageSplit, *, n_sliders: int = 8, start_index: int = 0,
                  image_px: int = 256, strip_px: int = 128, span: float = 3.0, samples: int = 16, seed: int = 0,
@@ -99,6 +118,7 @@ class LatentExplorer:
         self.views = {"sliders": sliders, "interpolate": InterpolateView(self.state, interp_steps),
                       "sample": SampleView(self.state, samples, int(seed)), "traverse": traverse,
                       "map": MapView(self.state, map_cells)}
+        self._owners = attribute_owners({**self.views, "state": self.state})
         self.ui = W.Tab(children=[v.tab for v in self.views.values()], titles=TABS)
         self.ui.observe(lambda _: traverse._refresh_traversal(), "selected_index")
         self.save_button = W.Button(description="save PNG", icon="download",
@@ -112,15 +132,18 @@ class LatentExplorer:
         self.views["interpolate"]._refresh_path()
         self.views["sample"]._refresh_samples()
         self.views["map"].pick(start_index)
+        self._owners = attribute_owners({**self.views, "state": self.state})  # again: with what the first draw set
 
     def __getattr__(self, name: str) -> Any:
-        """A view's control, picture or method, else the state's (called only when the explorer has no `name`)."""
-        if name.startswith("__") or name in ("state", "views"):
-            raise AttributeError(name)
-        for part in (*self.__dict__.get("views", {}).values(), self.__dict__.get("state")):
-            if part is not None and hasattr(part, name):
-                return getattr(part, name)
-        raise AttributeError(f"'LatentExplorer' object has no attribute {name!r}")
+        """A view's or the state's public attribute, through the index `_owners` built once in __init__ (called
+        only when the explorer itself has no `name`)."""
+        owners = self.__dict__.get("_owners", {})
+        if name not in owners:
+            raise AttributeError(f"'LatentExplorer' object has no attribute {name!r}")
+        return getattr(owners[name], name)
+
+    def __dir__(self) -> list[str]:
+        return sorted({*super().__dir__(), *self.__dict__.get("_owners", {})})
 
     def _traverse_shown(self) -> bool:
         return "ui" in self.__dict__ and self.ui.selected_index == TABS.index("Traverse")
@@ -164,7 +187,7 @@ class LatentExplorer:
             f"(top {len(self.dims)} of {self.model.latent_dim} dims by KL){attrs}, decoded image",
             f"Interpolate: image A, image B{classes}, path (linear | spherical), t ({self.steps} steps), play, "
             "path strip",
-            f"Sample: temperature (0..2), reseed, {len(self._eps)} samples",
+            f"Sample: temperature (0..2), reseed, {len(self.noise)} samples",
             f"Traverse: dimension ({len(self.dims)} choices), span, play ({self.traverse_steps} steps), "
             "decoded at the played value, strip",
             "Map: test codes on the top 2 dims by KL, pick a test image or move 2 coordinates, decoded pick, "
@@ -178,8 +201,8 @@ class LatentExplorer:
         return {"sliders start at the image's mu": torch.equal(self.code(), self.mu[self.index.value]),
                 "interpolation ends at images A and B": torch.equal(self.interpolated(0.0), self.decode(a))
                 and torch.equal(self.interpolated(1.0), self.decode(b)),
-                "temperature 0 samples equal decode(0)": torch.allclose(self.decode(self._eps * 0.0),
-                                                                        origin.expand(len(self._eps), -1, -1, -1),
+                "temperature 0 samples equal decode(0)": torch.allclose(self.decode(self.noise * 0.0),
+                                                                        origin.expand(len(self.noise), -1, -1, -1),
                                                                         atol=1e-6),
                 "the map decodes the picked image's mu": torch.equal(self.map_code(), self.mu[self.map_index.value])}
 

@@ -17,10 +17,10 @@ from vaelib.widgets.latent_map import PALETTE
 
 def snapshot_figure(explorer: Any):
     """Every tab's current picture of a LatentExplorer, titled with what it shows; the map keeps latent ticks."""
-    i, sq = explorer.index.value, round(len(explorer._eps) ** 0.5)
+    i, sq = explorer.index.value, round(len(explorer.noise) ** 0.5)
     pictures = [to_png(x, 1, nrow) for x, nrow in (
         (to_float(explorer.split.images[i:i + 1]), None), (explorer.decode(explorer.code()[None]), None),
-        (explorer.samples(), sq), (explorer.traversal(), None), (explorer.decode(explorer._path), None))]
+        (explorer.samples(), sq), (explorer.traversal(), None), (explorer.decode(explorer.path), None))]
     d0, d1 = explorer.map_dims
     titles = [f"test image {i}", "decoded from the sliders", f"samples, T={explorer.temperature.value:g}",
               f"traversal of z{explorer.traverse_dim.value} over [-{explorer.traverse_span.value:g}, "

@@ -174,13 +174,13 @@ class InterpolateView:
         i, j = self.index_a.value, self.index_b.value
         s = self.s
         self.image_a.value, self.image_b.value = (to_png(to_float(s.split.images[k:k + 1]), s.px) for k in (i, j))
-        self._path = interpolate_latents(s.mu[i], s.mu[j], self.steps, self.path_kind.value == "spherical")
-        self.path_strip.value = to_png(s.decode(self._path), s.strip_px, nrow=strip_columns(self.steps))
+        self.path = interpolate_latents(s.mu[i], s.mu[j], self.steps, self.path_kind.value == "spherical")
+        self.path_strip.value = to_png(s.decode(self.path), s.strip_px, nrow=strip_columns(self.steps))
         self._refresh_t()
 
     def interpolated(self, t: float) -> torch.Tensor:
         """The decoded (1, C, H, W) step of the path nearest t in [0, 1]; exactly A's code at 0, B's at 1."""
-        return self.s.decode(self._path[round(t * (self.steps - 1))][None])
+        return self.s.decode(self.path[round(t * (self.steps - 1))][None])
 
     def _refresh_t(self) -> None:
         self.interp_image.value = to_png(self.interpolated(self.t.value), self.s.px)
@@ -203,20 +203,20 @@ class SampleView:
 
     def _draw_noise(self, samples: int) -> None:
         gen = torch.Generator().manual_seed(self.seed)  # on the CPU: the same noise on every device
-        self._eps = torch.randn(samples, self.s.latent_dim, generator=gen)  # (S, D)
+        self.noise = torch.randn(samples, self.s.latent_dim, generator=gen)  # (S, D)
         self.seed_label.value = f"seed {self.seed}"
 
     def _on_reseed(self) -> None:
         self.seed += 1
-        self._draw_noise(len(self._eps))
+        self._draw_noise(len(self.noise))
         self._refresh_samples()
 
     def samples(self) -> torch.Tensor:
         """Decoded (S, C, H, W) prior samples z = T * eps, eps ~ N(0, I) from the current seed."""
-        return self.s.decode(self._eps * self.temperature.value)
+        return self.s.decode(self.noise * self.temperature.value)
 
     def _refresh_samples(self) -> None:
-        self.sample_image.value = to_png(self.samples(), self.s.strip_px, nrow=round(len(self._eps) ** 0.5))
+        self.sample_image.value = to_png(self.samples(), self.s.strip_px, nrow=round(len(self.noise) ** 0.5))
 
 
 class TraverseView:
