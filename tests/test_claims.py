@@ -16,6 +16,7 @@ from vaelib.experiments.claims import (
     direction,
     finding,
     judge,
+    judge_best,
     plan,
     section_markdown,
     tally,
@@ -344,3 +345,44 @@ def test_the_direction_is_said_even_when_the_test_does_not_decide():
     assert direction(_judge(_est([1.0, 2.0]), _est([1.5, 1.5]))) == "A higher than B on 1 and lower on 1 of 2 seeds"
     (same,) = adjust([_judge(_est([0.0] * 3), _est([0.0] * 3))])
     assert direction(same) == "" and finding(same).endswith("every seed gives the same value in both settings.")
+
+
+@pytest.mark.parametrize("kind", ["higher", "similar"])
+@pytest.mark.parametrize("margin", [math.inf, -math.inf, math.nan, 0, 0.0, -0.5, True, "0.5"])
+def test_a_margin_must_be_finite_and_above_zero(kind, margin):
+    with pytest.raises(ValueError) as err:
+        _spec(kind, margin=margin)
+    assert str(err.value) == f"margin={margin!r} is invalid: allowed a finite value > 0, in the metric's units"
+    assert _spec(kind, margin=0.5).margin == 0.5 and _spec("lower", margin=2).margin == 2
+
+
+def test_judge_best_min_p_follows_how_its_p_is_formed():
+    """Robust claims take the sign test, whose smallest p on n nonzero pairs is 2 * 0.5**n."""
+    best = _spec("lower", robust=True)
+    a = _est([10.0] * 6)
+    b, c = _est([11.0] * 6), _est([11.0] * 5 + [10.0])  # sign test floors: 6 nonzero pairs 2/64, 5 nonzero 2/32
+    # supported: p is the largest rival p, so the floor is the largest rival floor
+    ok = judge_best(best, a, [("B", b), ("C", c)])
+    assert ok.decision == "supported" and ok.p == pytest.approx(2 / 32) and ok.min_p == pytest.approx(2 / 32)
+    # contradicted: p is k times the smallest p of the rivals shown better (Bonferroni), and so is its floor
+    worse = _est([12.0] * 6)
+    against = judge_best(best, worse, [("B", b), ("C", _est([13.0] * 2 + [12.0] * 4))])  # C: 2 nonzero pairs
+    assert against.decision == "contradicted" and against.settings[1] == "B"
+    assert against.p == pytest.approx(2 * 2 / 64) and against.min_p == pytest.approx(2 * 2 / 64)
+    assert against.detail["rivals"]["C"] == pytest.approx(0.5)  # C (floor 0.5) is beaten: the floor is B's, times 2
+    # the floor is capped at 1, as p is
+    five = [(name, _est([11.0] * 3)) for name in "BCDEF"]
+    capped = judge_best(best, _est([12.0] * 3), five)
+    assert capped.decision == "contradicted" and capped.p == capped.min_p == 1.0  # 5 * 0.25, capped
+    # what it changes: two rivals each shown better on 6 of 6 seeds (floor 2/64 = 0.031 each) give p = 2 * 2/64 =
+    # 0.0625, which can never pass alpha = 0.05: the claim leaves the family instead of counting as a test
+    (out,) = adjust([judge_best(best, worse, [("B", b), ("C", _est([11.5] * 6))])])
+    assert out.min_p == pytest.approx(0.0625) and out.verdict == FULL_BUDGET and out.p_holm is None
+    # t tests have no floor: 0 in either case
+    t_best = judge_best(_spec("lower"), _est([1.0, 1.1, 0.9, 1.05]), [("B", _est([2.0, 2.3, 1.8, 2.1]))])
+    assert t_best.test.startswith("paired t") and t_best.min_p == 0.0
+
+
+def test_judge_best_refuses_a_margin():
+    with pytest.raises(ValueError, match="margin=0.5 is invalid for a best-of-a-sweep claim: allowed None"):
+        judge_best(_spec("lower", margin=0.5), _est([1.0, 2.0]), [("B", _est([2.0, 3.0]))])

@@ -74,6 +74,10 @@ def test_tost_power_is_exact_and_rises_with_n_and_with_the_margin():
     assert stats.seeds_for_tost(0.5, 0.5, stats.first_step_alpha(20)) > n
     with pytest.raises(ValueError, match="margin=-0.5 is invalid"):
         stats.tost_power(-0.5, 0.5, 5)
+    with pytest.raises(ValueError, match="margin=True is invalid: allowed a finite value > 0"):
+        stats.seeds_for_tost(True, 0.5)
+    with pytest.raises(ValueError, match="effect=inf is invalid: allowed a finite value > 0"):
+        stats.seeds_for_power(float("inf"), 0.5)
 
 
 def test_mcnemar_exact_counts_only_the_discordant_pairs():

@@ -51,6 +51,14 @@ def test_tost_inside_outside_and_straddling_the_margin():
         stats.tost(b, b + 1, margin=0)
 
 
+@pytest.mark.parametrize("margin", [np.inf, np.nan, -0.5, True])
+def test_tost_refuses_a_margin_that_is_not_finite_and_above_zero(margin):
+    b = np.array([35.0, 35.4, 34.6, 35.2])
+    with pytest.raises(ValueError) as err:
+        stats.tost(b + np.array([0.05, -0.05, 0.02, 0.0]), b, margin=margin)
+    assert str(err.value) == f"margin={margin!r} is invalid: allowed a finite value > 0, in the metric's units"
+
+
 def test_fisher_exact_p_of_3_of_3_against_0_of_3_is_one_tenth():
     t = stats.fisher([1, 1, 1], [0, 0, 0])
     assert t.p == pytest.approx(0.1) and t.min_p == pytest.approx(0.1) and t.estimate == 1.0

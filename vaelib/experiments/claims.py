@@ -74,13 +74,19 @@ class ClaimSpec:
             raise ValueError(f"direction={self.direction!r} is invalid: allowed {', '.join(KINDS)}")
         if len(self.arms) != 2 or self.arms[0] == self.arms[1]:
             raise ValueError(f"arms={self.arms!r} are invalid: allowed two different settings")
-        if self.direction in EQUIVALENCE and not (self.margin is not None and self.margin > 0):
+        if self.direction in EQUIVALENCE and self.margin is None:
             raise ValueError(f"margin={self.margin!r} is invalid for a {self.direction!r} claim: allowed a value > 0, "
                              "declared with it")
+        if self.margin is not None and not _size(self.margin):
+            raise ValueError(f"margin={self.margin!r} is invalid: allowed a finite value > 0, in the metric's units")
         m = self.min_effect
-        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m)
-                              or m <= 0):
+        if m is not None and not _size(m):
             raise ValueError(f"min_effect={m!r} is invalid: allowed None or a finite value > 0, in the metric's units")
+
+
+def _size(x: Any) -> bool:
+    """A margin or effect size: a finite number > 0 (not a bool)."""
+    return not isinstance(x, bool) and isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
 def _fin(x: Any) -> float | None:
@@ -464,9 +470,21 @@ def judge_best(spec: ClaimSpec, best: Estimate, rivals: Sequence[tuple[str, Esti
     (no correction is owed within the claim). It is contradicted when some rival is shown better than A: then its p
     is the smallest such p times the number of rivals (Bonferroni, since any one of them could have done it). The
     record's second setting is the rival that decides: the closest one for support, the best one for contradiction.
-    No rival at all (A alone meets the criterion) leaves nothing to test, and is said so."""
+    No rival at all (A alone meets the criterion) leaves nothing to test, and is said so.
+
+    min_p, the smallest p the claim's test could give with these seeds (what `adjust` reads to take a test that
+    cannot reach alpha / m out of Holm's family), follows how p is formed. Support: p is the largest of the rivals'
+    p, each at least its own min_p, so its floor is the largest of their min_p. Contradiction: p is k times the
+    smallest p among the rivals shown better (k rivals), and any tested rival could have been that one, so its floor
+    is min(1, k * the smallest min_p of the rivals tested).
+
+    A margin is refused: a rival shown within it ('no effect') is neither beaten nor better, and the intersection-
+    union test has no verdict for that."""
     if spec.direction not in ("higher", "lower"):
         raise ValueError(f"direction={spec.direction!r} is invalid: allowed higher, lower")
+    if spec.margin is not None:
+        raise ValueError(f"margin={spec.margin!r} is invalid for a best-of-a-sweep claim: allowed None (each rival "
+                         "is tested for a difference)")
     if not rivals:
         raise ValueError(f"rivals={rivals!r} is invalid: allowed one or more settings to compare {spec.arms[0]!r} with")
     tests = [judge(dataclasses.replace(spec, arms=(spec.arms[0], name)), best, e) for name, e in rivals]
@@ -484,7 +502,8 @@ def judge_best(spec: ClaimSpec, best: Estimate, rivals: Sequence[tuple[str, Esti
                             detail={**decider.detail, "rivals": {t.settings[1]: _fin(t.p) for t in tests}})
     if p is not None:
         c.test = f"{decider.test}, intersection-union over {len(rivals)} rivals"
-        c.min_p = max(t.min_p or 0.0 for t in tests)
+        floors = [t.min_p or 0.0 for t in tests if t.p is not None]  # the rivals whose test ran
+        c.min_p = max(floors) if decision == "supported" else min(1.0, min(floors) * len(rivals))
     return c
 
 

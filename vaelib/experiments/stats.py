@@ -105,8 +105,7 @@ def tost(a: Sequence[float], b: Sequence[float], margin: float, paired: bool = T
     alpha exactly when the 90% interval lies inside the margin); beyond.p is the one-sided p of "the difference lies
     inside the margin" against the side the estimate falls on (small when the 90% interval lies beyond it); above.p
     is the one-sided p of "difference <= -margin" alone: A does not beat B (lower is better) by the margin."""
-    if not margin > 0:
-        raise ValueError(f"margin={margin!r} is invalid: allowed a value > 0 in the metric's units")
+    _check_size("margin", margin)
     est, se, df, n = _shift(a, b, paired)
     t = stats.t(df)
     p_low, p_high = t.sf((est + margin) / se), t.cdf((est - margin) / se)  # H0: d <= -m ; H0: d >= +m
@@ -203,8 +202,8 @@ def _check_design(sd: float, n: int) -> None:
 
 
 def _check_size(name: str, x: float) -> None:
-    if not (isinstance(x, (int, float)) and math.isfinite(x) and x > 0):
-        raise ValueError(f"{name}={x!r} is invalid: allowed a finite value > 0 in the metric's units")
+    if isinstance(x, bool) or not (isinstance(x, (int, float)) and math.isfinite(x) and x > 0):
+        raise ValueError(f"{name}={x!r} is invalid: allowed a finite value > 0, in the metric's units")
 
 
 def paired_t_power(effect: float, sd: float, n: int, alpha: float = ALPHA, sided: int = 2) -> float:
