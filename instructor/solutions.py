@@ -56,6 +56,12 @@ def solution_data_mean_sse(train: torch.Tensor, test: torch.Tensor) -> float:
 
 # --- 02_architecture ------------------------------------------------------------------------------
 
+def solution_noise_sigma(x: torch.Tensor, x_hat: torch.Tensor) -> float:
+    """-log N(x; x_hat, sigma^2 I) over all M pixel values is SSE / (2 sigma^2) + M log sigma + M/2 log(2 pi); its
+    derivative in sigma, -SSE / sigma^3 + M / sigma, is 0 at sigma^2 = SSE / M: the mean squared error per value."""
+    return (x - x_hat).pow(2).mean().sqrt().item()
+
+
 def solution_conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
     """floor((size + 2 padding - kernel) / stride) + 1 (dilation 1)."""
     return (size + 2 * padding - kernel) // stride + 1
@@ -91,6 +97,14 @@ def solution_pull(images: torch.Tensor, recon: torch.Tensor, mean: torch.Tensor)
 
 
 # --- 05_latent_explorer ---------------------------------------------------------------------------
+
+def solution_gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor, prior_std: float) -> torch.Tensor:
+    """KL(q || p) = E_q[log q(z) - log p(z)] per dimension, q = N(mu, sigma^2), p = N(0, s^2): log q(z) = -1/2 log(2 pi
+    sigma^2) - (z - mu)^2 / (2 sigma^2) and log p(z) = -1/2 log(2 pi s^2) - z^2 / (2 s^2); under q,
+    E[(z - mu)^2] = sigma^2 and E[z^2] = mu^2 + sigma^2, so KL = log(s / sigma) + (mu^2 + sigma^2) / (2 s^2) - 1/2
+    (s = 1: 1/2 (mu^2 + sigma^2 - log sigma^2 - 1), Kingma & Welling's Appendix B)."""
+    return math.log(prior_std) - 0.5 * logvar + (mu.pow(2) + logvar.exp()) / (2 * prior_std**2) - 0.5
+
 
 def solution_slerp(z_a: torch.Tensor, z_b: torch.Tensor, t: float) -> torch.Tensor:
     """sin((1 - t) omega) / sin(omega) z_a + sin(t omega) / sin(omega) z_b, omega the angle between them."""

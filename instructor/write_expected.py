@@ -57,6 +57,8 @@ def expected() -> dict[str, Any]:
         "iw_bound": [S.solution_iw_bound(log_w).tolist() for log_w in V.iw_bound_inputs().values()],
         "linear_beta": [S.solution_linear_beta(*case) for case in V.LINEAR_CASES],
         "data_mean_sse": S.solution_data_mean_sse(*E.data_mean_inputs()),
+        "noise_sigma": S.solution_noise_sigma(*E.noise_inputs()),
+        "gaussian_kl": [S.solution_gaussian_kl(*E.kl_inputs(), s).tolist() for s in E.KL_PRIOR_STDS],
         "reparameterise": S.solution_reparameterise(*E.reparameterise_inputs()).tolist(),
         "cyclic_beta": [S.solution_cyclic_beta(*case) for case in E.CYCLIC_CASES],
         "best_for": [S.solution_best_for(beta, rates, dists) for beta, rates, dists, _ in E.BEST_FOR_CASES],

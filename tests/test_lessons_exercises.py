@@ -49,6 +49,10 @@ WRONG = {  # a plausible mistake per exercise: each must be caught, with the rea
     "cyclic_beta": (lambda step, total, cycles, ratio, beta: beta * min(step / total, 1.0),  # one ramp, no cycles
                     "gives 0.04000000000000001 at step 5 of 100 (4 cycles, ratio 0.5); expected 0.32"),
     "pull": (lambda images, recon, mean: 0.0, "gives 0.0; expected -0.168115"),
+    "noise_sigma": (lambda x, x_hat: (x - x_hat).pow(2).mean().item(),  # the variance
+                    "(that is sigma^2, the variance; the function returns sigma)"),
+    "gaussian_kl": (lambda mu, logvar, s: 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1),  # the N(0, 1) formula
+                    "gives 0.3181 where q is the prior itself (mu 0, sigma 0.5), where the KL is 0"),
     "slerp": (lambda z_a, z_b, t: (1 - t) * z_a + t * z_b,  # linear, not spherical
               "at t = 0.25 gives a code of norm"),
     "reparameterise": (lambda mu, logvar, eps: mu + torch.exp(logvar) * eps,  # the variance, not the sd
@@ -71,6 +75,19 @@ def _sweep(z, dim, values):
 
 
 MISTAKES = [  # more typical mistakes of the new exercises: (exercise, answer, what the check must say)
+    ("noise_sigma", lambda x, x_hat: (x - x_hat).pow(2).flatten(1).sum(1).mean().sqrt().item(),  # per image
+     "(is the squared error divided by the number of images only, not by every pixel value?)"),
+    ("noise_sigma", lambda x, x_hat: (x - x_hat).abs().mean().item(),  # the mean absolute error
+     "gives 0.34185367822647095; expected 0.399815"),
+    ("noise_sigma", lambda x, x_hat: (x - x_hat).pow(2).mean(),  # a tensor, and the variance
+     "(that is sigma^2, the variance; the function returns sigma)"),
+    ("gaussian_kl", lambda mu, logvar, s: math.log(s) - 0.5 * logvar + (mu.pow(2) + logvar.exp()) / (2 * s**2),
+     "gives 0.5 where q is the prior itself (mu 0, sigma 1), where the KL is 0 (is a constant term missing?)"),
+    ("gaussian_kl", lambda mu, logvar, s: math.log(s) - logvar + (mu.pow(2) + logvar.pow(2)) / (2 * s**2) - 0.5,
+     "gives -0.5 where q is the prior itself (mu 0, sigma 1), where the KL is 0 (a KL is never negative)"),
+    ("gaussian_kl", lambda mu, logvar, s: (math.log(s) - 0.5 * logvar + (mu.pow(2) + logvar.exp()) / (2 * s**2)
+                                           - 0.5).sum(1),
+     "returned shape (4,), expected (4, 3)"),  # summed over the dimensions
     ("reparameterise", lambda mu, logvar, eps: mu + torch.exp(logvar / 2) * torch.randn_like(mu),  # fresh noise
      "gives another z on a second call with the same mu, logvar and eps: build z from the eps passed in and draw no "
      "noise inside"),
@@ -147,7 +164,7 @@ def test_every_solution_has_a_check_and_every_check_a_solution():
     checks = {name for ex in E.EXERCISES.values() for name in ex} | set(V.EXERCISES)
     solutions = {n.removeprefix("solution_") for n, _ in inspect.getmembers(SOLUTIONS, inspect.isfunction)
                  if n.startswith("solution_")}
-    assert checks == solutions and len(checks) == 11
+    assert checks == solutions and len(checks) == 13
 
 
 def test_a_check_reports_an_error_and_a_wrong_shape_in_one_line():
@@ -211,6 +228,17 @@ def test_the_stored_values_agree_with_what_vaelib_trains_with():
     assert stored["pull"] == pytest.approx(distance_to_mean(*E.pull_inputs())["pull"], rel=1e-5)
     path = interpolate_latents(*E.slerp_inputs(), len(E.SLERP_TS), spherical=True)
     assert torch.allclose(torch.tensor(stored["slerp"]), path, rtol=1e-5, atol=1e-6)
+    mu, logvar = E.kl_inputs()
+    for std, stored_kl in zip(E.KL_PRIOR_STDS, stored["gaussian_kl"]):  # torch's KL of two Normals
+        q, p = torch.distributions.Normal(mu.double(), logvar.double().mul(0.5).exp()), torch.distributions.Normal(
+            torch.zeros_like(mu).double(), std)
+        assert torch.allclose(torch.tensor(stored_kl, dtype=torch.float64), torch.distributions.kl_divergence(q, p),
+                              rtol=1e-5, atol=1e-6), std
+    assert torch.allclose(torch.tensor(stored["gaussian_kl"][0]), kl_per_dim(mu, logvar), rtol=1e-5, atol=1e-6)
+    x, x_hat = E.noise_inputs()  # the stored sigma maximises the Gaussian likelihood: any other scores lower
+    nll = lambda sigma: -torch.distributions.Normal(x_hat.double(), sigma).log_prob(x.double()).sum()  # noqa: E731
+    best = stored["noise_sigma"]
+    assert all(nll(best) < nll(best * f) for f in (0.9, 0.99, 1.01, 1.1))
     mu, logvar, eps = E.reparameterise_inputs()
     assert torch.allclose(torch.tensor(stored["reparameterise"]), VAE.reparameterize(mu, logvar, eps=eps),
                           rtol=1e-6, atol=1e-7)

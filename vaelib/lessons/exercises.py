@@ -101,6 +101,36 @@ def check_data_mean_sse(fn: Callable[[torch.Tensor, torch.Tensor], float]) -> st
     return verdict("data_mean_sse", lambda: fn(train.clone(), test.clone()), expected)
 
 
+# --- 01_datasets: the noise level a Gaussian decoder would choose ---------------------------------
+
+def noise_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, x_hat): 5 seeded images and predictions (5, 1, 4, 4) in [0, 1]."""
+    g = torch.Generator().manual_seed(4)
+    return torch.rand(5, 1, 4, 4, generator=g), torch.rand(5, 1, 4, 4, generator=g)
+
+
+def check_noise_sigma(fn: Callable[[torch.Tensor, torch.Tensor], float]) -> str:
+    """fn(x, x_hat) -> the sigma that maximises the likelihood of the images x under N(x_hat, sigma^2 I), one sigma
+    for every pixel value of every image; against the stored value, and the property that doubling every error
+    doubles sigma."""
+    x, x_hat = noise_inputs()
+    want = expected_values()["noise_sigma"]
+
+    def expected(values: Any) -> str | None:
+        got, doubled = values
+        problem = number_problem(got, want, "", 1e-5)
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            got = got.item()
+        if problem and isinstance(got, (int, float)) and math.isclose(got, want**2, rel_tol=1e-4):
+            problem += " (that is sigma^2, the variance; the function returns sigma)"
+        elif problem and isinstance(got, (int, float)) and math.isclose(got, want * math.sqrt(x[0].numel()),
+                                                                         rel_tol=1e-4):
+            problem += " (is the squared error divided by the number of images only, not by every pixel value?)"
+        return problem or number_problem(doubled, 2 * want, "when every error is doubled", 1e-5)
+
+    return verdict("noise_sigma", lambda: [fn(x.clone(), x_hat.clone()), fn(2 * x - x_hat, x_hat.clone())], expected)
+
+
 # --- 02_architecture: the size after a convolution ------------------------------------------------
 
 CONV_CASES = [(size, k, s, p) for size in (5, 8, 28, 32, 64)
@@ -281,6 +311,52 @@ def check_pull(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], float]) 
                                     fn(x.clone(), x.clone(), mean.clone())], expected)
 
 
+# --- 04_failure_gallery: the KL of a Gaussian code, derived ----------------------------------------
+
+KL_PRIOR_STDS = (1.0, 0.5, 2.0)
+
+
+def kl_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu, logvar): seeded (4, 3), the first row at mu 0, logvar 0."""
+    g = torch.Generator().manual_seed(5)
+    mu, logvar = torch.randn(4, 3, generator=g), 2 * torch.randn(4, 3, generator=g)
+    mu[0], logvar[0] = 0.0, 0.0
+    return mu, logvar
+
+
+def check_gaussian_kl(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]) -> str:
+    """fn(mu, logvar, prior_std) -> (B, D): KL(N(mu, exp(logvar)) || N(0, prior_std^2)) per element in nats;
+    against the stored values at each of KL_PRIOR_STDS, and 0 where q is the prior (mu 0, sigma prior_std)."""
+    mu, logvar = kl_inputs()
+    wants = [torch.tensor(w, dtype=torch.float64) for w in expected_values()["gaussian_kl"]]
+
+    def expected(values: Any) -> str | None:
+        for s, got, want in zip(KL_PRIOR_STDS, [v[0] for v in values], wants):
+            problem = shape_problem(got, want)
+            if problem:
+                return f"with prior N(0, {s:g}^2) {problem}"
+        for s, at_prior in zip(KL_PRIOR_STDS, [v[1] for v in values]):
+            if not isinstance(at_prior, torch.Tensor) or at_prior.shape != (1, 3):
+                return f"with prior N(0, {s:g}^2) returned {at_prior!r} for a (1, 3) input; expected a tensor (1, 3)"
+            flat = at_prior.detach().double().flatten()
+            v = flat[flat.abs().argmax()].item()
+            if not abs(v) <= 1e-6:
+                hint = " (is a constant term missing?)" if 0 < v < math.inf else (
+                    " (a KL is never negative)" if v < 0 else " (is logvar read as sigma?)")
+                return f"gives {v:.4g} where q is the prior itself (mu 0, sigma {s:g}), where the KL is 0{hint}"
+        for s, got, want in zip(KL_PRIOR_STDS, [v[0] for v in values], wants):
+            problem = tensor_problem(got, want, rtol=1e-5, atol=1e-6)
+            if problem:
+                return f"with prior N(0, {s:g}^2) {problem}"
+        return None
+
+    def calls() -> list[tuple[Any, Any]]:
+        at = lambda s: torch.full((1, 3), 2 * math.log(s))  # noqa: E731 - log sigma^2 of the prior
+        return [(fn(mu.clone(), logvar.clone(), s), fn(torch.zeros(1, 3), at(s), s)) for s in KL_PRIOR_STDS]
+
+    return verdict("gaussian_kl", calls, expected)
+
+
 # --- 05_latent_explorer: spherical interpolation ---------------------------------------------------
 
 SLERP_TS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -385,8 +461,8 @@ def check_traverse(fn: Callable[[torch.Tensor, int, float, int], torch.Tensor]) 
     return verdict("traverse", lambda: [fn(z.clone(), dim, span, n) for dim, span, n in TRAVERSE_CASES], expected)
 
 
-EXERCISES = {"01_datasets": {"data_mean_sse": check_data_mean_sse},
+EXERCISES = {"01_datasets": {"data_mean_sse": check_data_mean_sse, "noise_sigma": check_noise_sigma},
              "02_architecture": {"conv_out": check_conv_out, "reparameterise": check_reparameterise},
              "03_stability_ablations": {"cyclic_beta": check_cyclic_beta, "best_for": check_best_for},
-             "04_failure_gallery": {"pull": check_pull},
+             "04_failure_gallery": {"pull": check_pull, "gaussian_kl": check_gaussian_kl},
              "05_latent_explorer": {"slerp": check_slerp, "traverse": check_traverse}}
