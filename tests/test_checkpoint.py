@@ -95,6 +95,32 @@ def test_load_checkpoint_names_a_bad_path_or_device_in_one_line(tiny_config, tmp
     assert all(torch.equal(v, state["model"][k]) for k, v in loaded.state_dict().items())
 
 
+def test_a_folder_a_device_or_a_pipe_given_as_a_checkpoint_is_named_as_what_it_is(tiny_config, tmp_path):
+    """Not 'does not exist': a folder is called a folder (naming the checkpoint.pt a run folder holds), /dev/null
+    and a named pipe (which torch.load would wait on forever) no regular file; each one line with what is allowed."""
+    run = tmp_path / "run"
+    run.mkdir()
+    os.mkfifo(pipe := tmp_path / "pipe")
+    allowed = r"allowed a checkpoint file \(checkpoint.pt in a run folder, or a model vaelib shipped\)"
+    cases = [(run, ValueError, rf"^checkpoint '{re.escape(str(run))}' is a folder: {allowed}$"),
+             ("/dev/null", ValueError, rf"^checkpoint '/dev/null' is not a regular file \(a character device\): "
+                                       rf"{allowed}$"),
+             (pipe, ValueError, rf"^checkpoint '{re.escape(str(pipe))}' is not a regular file \(a named pipe\): "),
+             (tmp_path / "gone.pt", FileNotFoundError, rf"^checkpoint '[^']*gone.pt' does not exist: {allowed}$"),
+             ("", ValueError, rf"^path='' is invalid: {allowed}$")]
+    for path, kind, pattern in cases:
+        for load in (load_checkpoint, read_checkpoint):
+            with pytest.raises(kind, match=pattern) as err:
+                load(path)
+            assert "\n" not in str(err.value)
+    model = build_model(tiny_config)
+    save_checkpoint(run / CHECKPOINT, checkpoint_state(model, torch.optim.Adam(model.parameters()), tiny_config,
+                                                       History(), 0, torch.Generator().manual_seed(0)))
+    with pytest.raises(ValueError, match=rf"is a folder: {allowed}, e.g. '{re.escape(str(run / CHECKPOINT))}', "
+                                         r"which it holds$"):
+        load_checkpoint(run)
+
+
 def test_a_real_checkpoint_loads_safely_and_stores_plain_versions(tiny_config, tiny_data, tmp_path):
     fit(with_overrides(tiny_config, **{"train.epochs": 1}), *tiny_data, device="cpu", out_dir=tmp_path, quiet=True)
     state = torch.load(tmp_path / CHECKPOINT, weights_only=True)  # no allow-list needed for what vaelib writes

@@ -95,6 +95,20 @@ def _write_denied(tmp_path, out, monkeypatch):
     _deny_mkstemp(monkeypatch, lock=False)
 
 
+def _probe_denied(tmp_path, out, monkeypatch):
+    """A folder no new entry can be made in, whoever runs the test (root ignores chmod): check_folder's probe."""
+    from vaelib.io.paths import PROBE
+
+    real = tempfile.mkdtemp
+
+    def deny(*args, prefix=None, dir=None, **kwargs):
+        if prefix == PROBE:
+            raise PermissionError(errno.EACCES, "Permission denied", str(dir))
+        return real(*args, prefix=prefix, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", deny)
+
+
 def _empty_root(tmp_path, out, monkeypatch):
     (tmp_path / "data").mkdir()
 
@@ -159,6 +173,12 @@ CASES = [  # (extra arguments, what the one line must match, setup)
      None),
     (["--tensorboard", " "], r"--tensorboard ' ' is invalid: allowed a folder path", None),
     (["--out", "/proc/self"], r"run folder '/proc/self' is not writable \(new files cannot be made there\)", None),
+    (["--out", "/proc/self/x/y"], r"run folder '/proc/self/x/y' cannot be created \(new entries cannot be made "
+     r"there\): allowed a folder you can write to$", None),
+    (["--tensorboard", "/proc/self/tb"], r"--tensorboard folder /proc/self/tb cannot be created in /proc/self \(new "
+     r"entries cannot be made there\): allowed a folder you can create and write to$", None),
+    (["--tensorboard", "{tmp}/tb/sub"], r"--tensorboard folder [^ ]*tb/sub cannot be created in [^ ]* \(Permission "
+     r"denied\): allowed a folder you can create and write to$", _probe_denied),
     ([], OUT_IS + r" has a lock '[^']*run/.lock' that is a symbolic link \(to '[^']*gone'\): allowed a plain file"
      r".*; remove the link: rm [^ ]*run/.lock$", _dangling_lock),
     ([], OUT_IS + r" has a lock '[^']*run/.lock' that is not a file: .*remove it: rm -r [^ ]*run/.lock$",
@@ -178,6 +198,8 @@ REPORT_CASES = [
     (["--out", "{tmp}/file/sub"], r"--out folder [^ ]*file/sub lies under [^ ]*file, a file: allowed a folder"),
     (["--out", ""], r"--out '' is invalid: allowed a folder path"),
     (["--out", "{tmp}/" + "x" * 300], r"--out '[^']*'\.\.\. has a name of 300 bytes: allowed names of at most 255"),
+    (["--out", "/proc/self/reports"], r"--out folder /proc/self/reports cannot be created in /proc/self \(new entries "
+     r"cannot be made there\): allowed a folder you can create and write to$"),
     (["--device", "tpu"], r"device='tpu' is invalid: allowed 'auto', 'cpu', 'cuda', 'cuda:N'"),
     (["-p", "image_size", "-3"], r"-p image_size -3 is invalid \(00_vae_from_scratch.ipynb declares image_size: "
      r"int\): allowed an integer >= 0$"),
@@ -248,6 +270,16 @@ def test_a_real_process_prints_one_line_and_exits_2(tmp_path):
                          capture_output=True, text=True, env={**os.environ, "VAELIB_DEBUG": "0"})
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr == "vaelib: error: schedule.beta=1e+300 is invalid: allowed a value >= 0 and <= 1e+06\n"
+
+
+def test_an_uncreatable_tensorboard_folder_is_one_line_in_a_real_process_before_training(tmp_path):
+    """The command of the issue: /proc/self refuses new entries with a bare 'No such file or directory' once
+    training began; now one line before any work, and no run folder is made."""
+    out = subprocess.run([sys.executable, "-m", "vaelib", *TRAIN, "--tensorboard", "/proc/self/tb", "--out",
+                          str(tmp_path / "x")], capture_output=True, text=True, env={**os.environ, "VAELIB_DEBUG": "0"})
+    assert out.returncode == 2 and out.stdout == "" and not (tmp_path / "x").exists()
+    assert out.stderr == ("vaelib: error: --tensorboard folder /proc/self/tb cannot be created in /proc/self (new "
+                          "entries cannot be made there): allowed a folder you can create and write to\n")
 
 
 def test_a_corrupt_history_is_rewritten_from_the_checkpoint(tmp_path, capsys):
@@ -361,3 +393,14 @@ def test_train_writes_only_into_a_folder_it_made(tmp_path, capsys):
     assert cli.main([*base, "--epochs", "2", "--out", str(run)]) == 0  # the same config: trained there again
     assert cli.main([*base, "--out", str(mine), "--force"]) == 0  # asked for: written there
     assert (mine / "checkpoint.pt").is_file()
+
+
+def test_a_run_folder_marker_nested_too_deep_is_one_line_and_the_folder_is_left_alone(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".vaelib-run.json").write_text("[" * 200_000)
+    assert main([*TRAIN, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and len(err) < 400, err
+    assert ".vaelib-run.json cannot be read" in err and "--force" in err
+    assert sorted(p.name for p in out.iterdir()) == [".vaelib-run.json"]

@@ -6,7 +6,9 @@ import importlib
 import math
 import os
 import pickle
+import re
 import struct
+import warnings
 from pathlib import Path
 from urllib.error import URLError
 
@@ -197,6 +199,72 @@ def test_celeba_cache_is_written_and_read(celeba_root):
         jpg.unlink()
     second = load_dataset("celeba", "train", root=root)
     assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels)
+
+
+class _Payload:
+    """Unpickling this would run a command: weights_only loading refuses it."""
+
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
+def _broken_cache(kind: str, good: ImageSplit, cache: Path) -> None:
+    """Replace the CelebA cache vaelib wrote by a broken one of this kind."""
+    fields = {"images": good.images, "attrs": good.labels, "attr_names": list(good.class_names)}
+    if kind == "truncated":
+        cache.write_bytes(cache.read_bytes()[: cache.stat().st_size // 2])
+        return
+    saved = {"images only, a string": {"images": "x"},
+             "a list": [1, 2],
+             "images 1x7x7": {**fields, "images": torch.zeros(1, 7, 7, dtype=torch.uint8)},
+             "images float": {**fields, "images": good.images.float()},
+             "images of another size": {**fields, "images": good.images[..., :32, :32].contiguous()},
+             "attrs of -1 and 1": {**fields, "attrs": good.labels * 2 - 1},
+             "attr_names numbers": {**fields, "attr_names": list(range(40))},
+             "code": {**fields, "x": _Payload()}}[kind]
+    torch.save(saved, cache)
+
+
+CACHE_PROBLEMS = {
+    "truncated": r"is unreadable \(",
+    "images only, a string": "is not a dict with images, attrs and attr_names",
+    "a list": "is not a dict with images, attrs and attr_names",
+    "images 1x7x7": r"holding images as a torch.uint8 tensor of shape \(1, 7, 7\), not a uint8 tensor \(N, 3, 64, 64\)",
+    "images float": r"holding images as a torch.float32 tensor of shape \(3, 3, 64, 64\)",
+    "images of another size": r"holding images as a torch.uint8 tensor of shape \(3, 3, 32, 32\)",
+    "attrs of -1 and 1": r"holding attrs that are not an int64 tensor \(3, 40\) of 0s and 1s",
+    "attr_names numbers": "holding attr_names that are not a list of strings",
+    "code": r"is unreadable \(Weights only load failed",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CACHE_PROBLEMS))
+def test_a_broken_celeba_cache_is_reported_in_one_line_and_decoded_again(celeba_root, kind):
+    root, _ = celeba_root
+    good = load_dataset("celeba", "train", root=root)
+    cache = root / "celeba" / "vaelib_cache_train_64.pt"
+    _broken_cache(kind, good, cache)
+    with pytest.warns(UserWarning, match="CelebA cache") as caught:
+        again = load_dataset("celeba", "train", root=root)
+    said = [str(w.message) for w in caught if "CelebA cache" in str(w.message)]
+    assert len(said) == 1 and "\n" not in said[0], said
+    assert said[0].startswith(f"CelebA cache {cache} ") and re.search(CACHE_PROBLEMS[kind], said[0]), said[0]
+    assert said[0].endswith(f": decoding the split again from {cache.parent} (and replacing the cache)")
+    assert torch.equal(again.images, good.images) and torch.equal(again.labels, good.labels)
+    assert again.class_names == good.class_names
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the cache was replaced by a good one: read without a word
+        assert torch.equal(load_dataset("celeba", "train", root=root).images, good.images)
+
+
+def test_a_folder_in_place_of_the_celeba_cache_is_refused_and_left_alone(celeba_root):
+    root, _ = celeba_root
+    cache = root / "celeba" / "vaelib_cache_train_64.pt"
+    (cache / "mine").mkdir(parents=True)
+    with pytest.raises(ValueError, match=rf"^CelebA cache '{re.escape(str(cache))}' is a folder: allowed the file "
+                                         r"vaelib writes there, or none \(move it away\)$"):
+        load_dataset("celeba", "train", root=root)
+    assert [p.name for p in cache.iterdir()] == ["mine"]
 
 
 def test_celeba_other_size(celeba_root):

@@ -7,8 +7,10 @@ the package's one-line ValueError (MalformedFile), never another exception."""
 import copy
 import hashlib
 import json
+import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,11 +21,12 @@ from hypothesis import strategies as st
 from vaelib.__main__ import main
 from vaelib.config import get_preset, with_overrides
 from vaelib.experiments.evidence import convergence
+from vaelib.io.lock import RunLocked, run_lock
 from vaelib.models.vae import VAE
 from vaelib.reporting.pages import timings_markdown, write_index
 from vaelib.reporting.report import REPO, numbered_notebooks
 from vaelib.training.checkpoint import MalformedFile, load_checkpoint
-from vaelib.training.jsonfiles import read_history, read_run_metrics
+from vaelib.training.jsonfiles import load_json, read_failed, read_history, read_report_metrics, read_run_metrics
 from vaelib.training.trainer import CHECKPOINT, HISTORY, _optimizer, _resume
 
 TRAIN = ["train", "--preset", "digits", "--epochs", "2", "--max-train", "64", "--device", "cpu", "--quiet"]
@@ -200,6 +203,112 @@ def test_notebooks_force_onto_a_folder_named_like_a_notebook_copies_nothing(tmp_
     assert main(["notebooks", str(tmp_path / "class"), "--force"]) == 2
     _one_line(capsys, rf"notebook {re.escape(str(tmp_path / 'class' / name))} is a folder: allowed")
     assert [p.name for p in (tmp_path / "class").iterdir()] == [name]  # nothing copied
+
+
+# --- a path that is no file, and nesting deeper than any file vaelib writes -----------------------------------
+
+READERS = {"read_history": read_history, "read_run_metrics": read_run_metrics, "read_failed": read_failed,
+           "read_report_metrics": read_report_metrics, "load_json": load_json}
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_a_json_reader_names_a_folder_a_device_or_a_pipe_as_what_it_is(reader, tmp_path):
+    """Not '... does not exist': what the path is, and what is allowed; a named pipe is refused, never read (that
+    would wait for a writer forever)."""
+    (tmp_path / "folder").mkdir()
+    os.mkfifo(tmp_path / "pipe")
+    allowed = r"allowed a JSON file vaelib wrote \(history.json, metrics.json, ...\)$"
+    for path, what in ((tmp_path / "folder", "is a folder"), ("/dev/null", r"is not a regular file \(a character "
+                                                                           r"device\)"),
+                       (tmp_path / "pipe", r"is not a regular file \(a named pipe\)")):
+        with pytest.raises(ValueError, match=rf"^JSON file '{re.escape(str(path))}' {what}: {allowed}") as err:
+            READERS[reader](path)
+        assert "\n" not in str(err.value)
+    with pytest.raises(FileNotFoundError, match=r"^JSON file '[^']*gone.json' does not exist: allowed a JSON file"):
+        READERS[reader](tmp_path / "gone.json")
+
+
+def _nested(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+DEEP = {  # what the file holds: (its text, where the refusal says the nesting starts)
+    "200,000 [": ("[" * 200_000, "the top level"),  # json.loads itself fails (RecursionError)
+    "500 levels, parsed": (_nested(500), r"\[0\]\[0\]\[0\]"),  # json.dumps or repr of it would fail later
+    "an option 150 levels deep": ('{"steps": [], "epochs": [], "options": {"x": ' + _nested(150) + "}}",
+                                  r"options\.x\[0\]"),
+}
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+@pytest.mark.parametrize("case", sorted(DEEP))
+def test_json_nested_too_deep_is_refused_in_one_line_naming_the_file(reader, case, tmp_path):
+    text, where = DEEP[case]
+    path = tmp_path / "deep.json"
+    path.write_text(text)
+    with pytest.raises(MalformedFile, match=rf"^{re.escape(str(path))}: {where}\.\.\. is nested more than 100 levels "
+                                            r"deep.*: expected at most 100 levels \(vaelib writes a few\)$") as err:
+        READERS[reader](path)
+    assert "\n" not in str(err.value) and len(str(err.value)) < 300
+
+
+def test_timings_of_a_report_nested_too_deep_is_one_line(reports, capsys):
+    path = reports / "mnist-small" / "metrics.json"
+    path.write_text("[" * 200_000)
+    assert main(["timings", "--reports", str(reports)]) == 2
+    _one_line(capsys, rf"{re.escape(str(path))}: the top level\.\.\. is nested more than 100 levels deep")
+
+
+@pytest.mark.parametrize("text, says", [
+    ("[" * 200_000, "has an unreadable lock"),
+    ('{"pid": ' + _nested(900) + "}", "naming pid a list of 1 items, which no process can have"),
+    (f'{{"pid": {os.getpid()}, "host": {_nested(900)}, "started": "then"}}',
+     "whose host is a list of 1 items, which vaelib never writes (allowed a string)"),
+], ids=["200,000 [", "pid 900 levels deep", "host 900 levels deep"])
+def test_a_lock_nested_deep_is_refused_in_one_short_line_and_left_alone(text, says, tmp_path):
+    (tmp_path / ".lock").write_text(text)
+    with pytest.raises(RunLocked) as refused:
+        with run_lock(tmp_path):
+            pass
+    message = str(refused.value)
+    assert "\n" not in message and len(message) < 300 + 3 * len(str(tmp_path)) and says in message
+    assert f"rm {tmp_path / '.lock'}" in message
+    assert (tmp_path / ".lock").read_text() == text
+
+
+def _deep(how: str) -> list:
+    x: list = []
+    if how == "holding itself":
+        x.append(x)
+    for _ in range(5000 if how == "5,000 levels" else 0):
+        x = [x]
+    return x
+
+
+@pytest.mark.parametrize("how, says", [
+    ("5,000 levels", r"history\.options\.x\.\.\. is nested more than 100 levels deep: expected at most 100 levels"),
+    ("holding itself", r"history\.options\.x holds itself: expected plain nested values"),
+])
+def test_a_checkpoint_whose_history_nests_too_deep_is_refused_on_load_not_in_torch_save(run, state, how, says,
+                                                                                         tmp_path, capsys):
+    """torch.load rebuilds any depth (and a value that holds itself); torch.save and json.dumps of it would fail
+    with a RecursionError (or 'Circular reference') only once a resumed run writes its first checkpoint."""
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
+    bad = {**state, "history": {**state["history"], "options": {**state["history"]["options"], "x": _deep(how)}}}
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 20_000))  # pickle recurses once per level: vaelib never writes such a file
+    try:
+        torch.save(bad, out / CHECKPOINT)
+    finally:
+        sys.setrecursionlimit(limit)
+    with pytest.raises(MalformedFile, match=rf"^{re.escape(str(out / CHECKPOINT))}: {says}") as err:
+        load_checkpoint(out / CHECKPOINT)
+    assert "\n" not in str(err.value)
+    before = _snapshot(tmp_path)
+    assert main([*TRAIN, "--out", str(out), "--epochs", "3"]) == 2  # a resume: refused before any epoch
+    assert str(out / CHECKPOINT) in _one_line(capsys, says)
+    assert _snapshot(tmp_path) == before
 
 
 # --- fuzz: keys removed, retyped or reshaped --------------------------------------------------------------

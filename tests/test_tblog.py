@@ -109,6 +109,10 @@ def test_a_file_as_log_dir_is_refused_before_training(tiny_config, tiny_data, tm
         message = f"log_dir='{bad}' (--tensorboard) is invalid: it or a parent is a file; allowed a folder"
         with pytest.raises(ValueError, match=re.escape(message)):
             fit(tiny_config, *tiny_data, quiet=True, device="cpu", log_dir=bad, callbacks=[pytest.fail])
+    message = ("log_dir='/proc/self/tb' (--tensorboard) cannot be created (new entries cannot be made there): allowed "
+               "a folder you can create and write to")  # was the bare FileNotFoundError of mkdir
+    with pytest.raises(ValueError, match=re.escape(message)):
+        fit(tiny_config, *tiny_data, quiet=True, device="cpu", log_dir="/proc/self/tb", callbacks=[pytest.fail])
 
 
 def test_train_command_writes_tensorboard(tmp_path, capsys):

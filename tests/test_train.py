@@ -13,7 +13,7 @@ from vaelib.config import BetaSchedule, with_overrides
 from vaelib.data.datasets import ImageSplit
 from vaelib.runtime import resolve_device
 from vaelib.training.checkpoint import load_checkpoint, read_checkpoint
-from vaelib.training.history import EPOCH_FIELDS, STEP_FIELDS, History
+from vaelib.training.history import EPOCH_FIELDS, RECORD_FIELDS, STEP_FIELDS, History
 from vaelib.training.trainer import NonFiniteLossError, evaluate, fit
 
 
@@ -30,7 +30,7 @@ def test_history_has_every_step_and_epoch(tiny_config, tiny_data):
     _, h = fit(tiny_config, *tiny_data, quiet=True, device="cpu")
     assert [r["step"] for r in h.steps] == list(range(8))  # 64 images / 16 per batch * 2 epochs
     assert all(set(r) == set(STEP_FIELDS) for r in h.steps)  # exactly the documented Step fields
-    assert all(set(e) == set(EPOCH_FIELDS) for e in h.epochs)
+    assert all(set(e) == set(EPOCH_FIELDS + RECORD_FIELDS) for e in h.epochs)  # threads: how each epoch ran
     assert h.column("val_total") == [e["val_total"] for e in h.epochs]
     assert History.from_dict(json.loads(json.dumps(h.to_dict()))) == h  # survives its JSON form
     assert [e["epoch"] for e in h.epochs] == [0, 1]
@@ -47,7 +47,7 @@ def test_free_bits_runs_record_the_kl_term_as_optimised(tiny_config, tiny_data):
     _, h = fit(config, *tiny_data, quiet=True, device="cpu")
     floor = 0.5 * config.model.latent_dim
     for e in h.epochs:
-        assert set(e) == set(EPOCH_FIELDS) | {"val_kl_used"}
+        assert set(e) == set(EPOCH_FIELDS + RECORD_FIELDS) | {"val_kl_used"}
         assert e["val_kl_used"] >= floor - 1e-4 and e["val_kl_used"] >= e["val_kl"] - 1e-4
         assert e["val_total"] == pytest.approx(e["val_recon"] + e["beta"] * e["val_kl"], rel=1e-5)
     beta = h.epochs[-1]["beta"]
@@ -125,6 +125,35 @@ def test_interrupted_run_resumes_to_the_same_history(tiny_config, tiny_data, tmp
     _, resumed = fit(c, *tiny_data, quiet=True, device="cpu", out_dir=tmp_path)
     assert resumed.steps == full.steps
     assert [e["val_total"] for e in resumed.epochs] == [e["val_total"] for e in full.epochs]
+
+
+def test_each_epoch_records_its_thread_count_so_a_resumed_run_on_other_threads_says_so(tiny_config, tiny_data,
+                                                                                        tmp_path):
+    """options["threads"] is the count the run started with; a run resumed on another count records, in each epoch
+    row, the threads that epoch ran on (read back from history.json and the checkpoint), and nothing else changes:
+    the steps are those of the run made on one count throughout."""
+    c = with_overrides(tiny_config, **{"train.epochs": 2})
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        _, straight = fit(c, *tiny_data, quiet=True, device="cpu")
+        fit(with_overrides(c, **{"train.epochs": 1}), *tiny_data, quiet=True, device="cpu", out_dir=tmp_path)
+        torch.set_num_threads(2)
+        _, resumed = fit(c, *tiny_data, quiet=True, device="cpu", out_dir=tmp_path)
+    finally:
+        torch.set_num_threads(before)
+    assert straight.column("threads") == [1, 1] and resumed.options["threads"] == 1
+    assert resumed.column("threads") == [1, 2]
+    assert History.from_dict(json.loads((tmp_path / "history.json").read_text())).column("threads") == [1, 2]
+    assert [e["threads"] for e in read_checkpoint(tmp_path / "checkpoint.pt")["history"]["epochs"]] == [1, 2]
+    assert resumed.steps[:4] == straight.steps[:4]  # the first epoch, trained on one thread in both
+    old = {**resumed.to_dict(), "epochs": [{k: v for k, v in e.items() if k != "threads"} for e in resumed.epochs]}
+    with pytest.raises(ValueError, match=r"field 'threads' is invalid for this run: it is recorded only by a later "
+                                         r"vaelib"):
+        History.from_dict(old).column("threads")  # a history of an earlier vaelib still reads
+    bad = {**resumed.to_dict(), "epochs": [{**resumed.epochs[0], "threads": 0}]}
+    with pytest.raises(ValueError, match=r"^h.json: epochs\[0\].threads is an int \(0\): expected an integer >= 1"):
+        History.from_dict(bad, "h.json")
 
 
 def test_a_callback_sees_the_model_and_history_and_can_stop_the_run(tiny_config, tiny_data, tmp_path):

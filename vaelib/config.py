@@ -233,7 +233,12 @@ class Config:
 
     @classmethod
     def from_json(cls, text: str) -> Config:
-        return cls.from_dict(json.loads(text))
+        try:
+            d = json.loads(text)
+        except RecursionError:  # json.loads recurses once per level: a config has three
+            raise ValueError(f"text={text[:20]!r}... is nested too deep to parse: allowed a config's JSON "
+                             "(Config.to_json)") from None
+        return cls.from_dict(d)
 
 
 def _build(cls: type, d: dict[str, Any], where: str) -> Any:

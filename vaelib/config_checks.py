@@ -54,11 +54,18 @@ def check_int(name: str, value: Any, least: int, most: int | None = None, allowe
     return int(value)
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
+    """A value as a refusal shows it, in one short line (see _shown)."""
+    return _shown(value)
+
+
+def _shown(value: Any, depth: int = 0) -> str:
     """repr, but an integer of more than 30 digits as '1000...000 (401 digits)' (repr fails beyond 4300), and an
-    object that is no plain value (a tensor, an array, a dict, a long list) by its type and size: one short line."""
-    if isinstance(value, (tuple, list)) and len(value) <= 32:
-        inner = ", ".join(map(_shown, value)) + ("," if len(value) == 1 and isinstance(value, tuple) else "")
+    object that is no plain value (a tensor, an array, a dict, a long list, a list nested more than 3 levels: repr
+    would recurse past Python's limit on a deep one) by its type and size: one short line."""
+    if isinstance(value, (tuple, list)) and len(value) <= 32 and depth < 3:
+        inner = ", ".join(_shown(v, depth + 1) for v in value) + ("," if len(value) == 1 and isinstance(value, tuple)
+                                                                   else "")
         return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
     if not isinstance(value, (numbers.Number, str, bytes, type(None))):
         return _described(value)

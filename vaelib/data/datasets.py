@@ -10,6 +10,7 @@ generative factors, for disentanglement).
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,13 +21,23 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from vaelib.config import DATASETS, DataConfig
-from vaelib.config_checks import MAX_IMAGE_SIZE, MAX_SEED, MAX_SHAPES, MAX_SPLIT_BYTES, SEEDS, check_int
+from vaelib.config_checks import (
+    MAX_IMAGE_SIZE,
+    MAX_SEED,
+    MAX_SHAPES,
+    MAX_SPLIT_BYTES,
+    SEEDS,
+    check_int,
+    refuse_argument,
+    shown,
+)
 from vaelib.data.shapes import (
     FACTOR_NAMES,
     FACTOR_SIZES,
     render_shapes,
 )
 from vaelib.io.files import save_torch
+from vaelib.io.paths import check_readable_file
 from vaelib.losses import constant_image_nll
 from vaelib.runtime import mean_image
 
@@ -89,14 +100,15 @@ def load_dataset(name: str, split: str = "train", *, root: str | Path = "data", 
 
     image_size: 8..MAX_IMAGE_SIZE (1024) pixels per side; seed (the split's shuffle, shapes' factors): 0..2**32-1;
     shapes' n: 1..MAX_SHAPES (10**6) images, and at most MAX_SPLIT_BYTES (16 GiB) of them at this size."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}: allowed {', '.join(DATASETS)}")
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}: allowed {', '.join(SPLITS)}")
+    if not isinstance(name, str) or name not in DATASETS:
+        refuse_argument("name", name, f"a dataset: {', '.join(DATASETS)}")
+    if not isinstance(split, str) or split not in SPLITS:
+        refuse_argument("split", split, f"one of {', '.join(SPLITS)}")
     info = DATASET_INFO[name]
     unknown = sorted(set(options) - set(info.options))
     if unknown:
-        raise ValueError(f"unknown options {unknown} for {name}: allowed {list(info.options) or 'none'}")
+        raise ValueError(f"{unknown[0]}={shown(options[unknown[0]])} is invalid: {name} has no option "
+                         f"{unknown[0]!r}; allowed {', '.join(info.options) or 'no options'}")
     size = check_int("image_size", info.image_size if image_size is None else image_size, 8, MAX_IMAGE_SIZE)
     seed = check_int("seed", seed, 0, MAX_SEED - 1, SEEDS)
     if name == "shapes":  # refused before any image is made: n images of 3 x size x size bytes
@@ -239,12 +251,51 @@ def _celeba_manual(root: Path) -> str:
 
 def _celeba(split: str, root: Path, download: bool, size: int, seed: int) -> ImageSplit:
     cache = root / "celeba" / f"vaelib_cache_{split}_{size}.pt"
-    if cache.exists():
-        saved = torch.load(cache, weights_only=True)
-    else:
+    saved = _read_celeba_cache(cache, size)
+    if saved is None:
         saved = _decode_celeba(split, root, download, size)
         save_torch(cache, saved)  # atomic: readers never see half a file
     return ImageSplit(saved["images"], saved["attrs"], None, class_names=tuple(saved["attr_names"]))
+
+
+def _read_celeba_cache(cache: Path, size: int) -> dict[str, Any] | None:
+    """The decoded split vaelib cached (images uint8 (N, 3, size, size), attrs int64 (N, A) in {0, 1}, attr_names A
+    strings), or None where there is none: one that cannot be read (truncated, not a torch file, holding code) or
+    holds anything else is reported in a one-line warning and decoded again from the JPEGs. A folder, or no regular
+    file (a named pipe would block), of that name is refused: it is not vaelib's to replace."""
+    try:
+        check_readable_file(cache, "CelebA cache", "the file vaelib writes there, or none (move it away)")
+    except FileNotFoundError:  # none yet (or a dangling link, which save_torch replaces, never follows)
+        return None
+    try:
+        saved = torch.load(cache, map_location="cpu", weights_only=True)  # nothing in the file runs
+        problem = _celeba_cache_problem(saved, size)
+    except Exception as err:  # torch reports a truncated or foreign file in many ways (EOFError, RuntimeError, ...)
+        lines = [line for line in str(err).splitlines() if line.strip()]
+        problem = f"unreadable ({lines[0][:120] if lines else type(err).__name__})"
+    if problem is None:
+        return saved
+    warnings.warn(f"CelebA cache {cache} is {problem}: decoding the split again from {cache.parent} (and replacing "
+                  "the cache)", stacklevel=4)
+    return None
+
+
+def _celeba_cache_problem(saved: Any, size: int) -> str | None:
+    """What is wrong with a loaded CelebA cache, in a few words, or None."""
+    if not isinstance(saved, dict) or not {"images", "attrs", "attr_names"} <= set(saved):
+        return "not a dict with images, attrs and attr_names"
+    images, attrs, names = saved["images"], saved["attrs"], saved["attr_names"]
+    if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.dim() == 4
+            and images.shape[0] >= 1 and tuple(images.shape[1:]) == (3, size, size)):
+        found = (f"a {images.dtype} tensor of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor)
+                 else f"a {type(images).__name__}")
+        return f"holding images as {found}, not a uint8 tensor (N, 3, {size}, {size})"
+    if not (isinstance(names, (list, tuple)) and names and all(isinstance(n, str) for n in names)):
+        return "holding attr_names that are not a list of strings"
+    if not (isinstance(attrs, torch.Tensor) and attrs.dtype == torch.int64
+            and tuple(attrs.shape) == (images.shape[0], len(names)) and bool(((attrs == 0) | (attrs == 1)).all())):
+        return f"holding attrs that are not an int64 tensor ({images.shape[0]}, {len(names)}) of 0s and 1s"
+    return None
 
 
 def _decode_celeba(split: str, root: Path, download: bool, size: int) -> dict[str, Any]:

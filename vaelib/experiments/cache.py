@@ -72,9 +72,11 @@ def check_owner(config: Config, out: Path, force: bool = False) -> None:
     what a run writes); force=True takes any folder."""
     mine = run_identity(config)
     if not force and (out / MARKER).is_file():
-        held = (_marker(out) or {}).get("run")
+        marker = _marker(out)
+        held = (marker or {}).get("run")
         if held != mine:
-            raise ValueError(f"{out} holds another run (its {MARKER} says {held!r}, this config is {mine!r}): "
+            said = f"says {str(held)[:40]!r}" if marker is not None else "cannot be read"
+            raise ValueError(f"{out} holds another run (its {MARKER} {said}, this config is {mine!r}): "
                              "allowed this config's run folder, a new or empty one, or --force to replace it")
     elif not force and out.is_dir():
         names = {p.name for p in out.iterdir() if p.name != ".lock" and not p.name.endswith(".tmp")}
@@ -117,7 +119,7 @@ def _marker(out: Path) -> dict | None:
     """The run folder's marker, or None where it is missing or unreadable."""
     try:
         d = json.loads((out / MARKER).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # unreadable, not JSON, or nested past the parser's depth
         return None
     return d if isinstance(d, dict) else None
 

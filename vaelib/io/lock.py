@@ -88,8 +88,9 @@ def _make_folder(folder: Path, what: str) -> list[Path]:
             raise ValueError(f"{what} is invalid: {str(d)!r} is a file; allowed a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"{what} cannot be created ({err.strerror}): allowed a folder you can write to") from None
+    except OSError as err:  # ENOENT under an existing folder: one that refuses new entries (/proc/self, ...)
+        why = "new entries cannot be made there" if isinstance(err, FileNotFoundError) else err.strerror
+        raise ValueError(f"{what} cannot be created ({why}): allowed a folder you can write to") from None
     return missing
 
 
@@ -209,9 +210,13 @@ def _take_over_if_stale(path: Path, what: str) -> None:
                         f"folder; if no process writes there, clear it: rm {_quote(path)}")
     pid, host = owner.get("pid"), owner.get("host")
     if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid <= PID_MAX:
-        raise RunLocked(f"{what} has a lock {str(path)!r} naming pid {pid!r}, which no process can have (allowed 1 "
-                        f"to {PID_MAX}): vaelib did not write it; if no process writes there, clear it: "
+        raise RunLocked(f"{what} has a lock {str(path)!r} naming pid {_brief(pid)}, which no process can have "
+                        f"(allowed 1 to {PID_MAX}): vaelib did not write it; if no process writes there, clear it: "
                         f"rm {_quote(path)}")
+    if not isinstance(host, str) or not isinstance(owner.get("started"), (str, type(None))):
+        key, value = ("host", host) if not isinstance(host, str) else ("started", owner.get("started"))
+        raise RunLocked(f"{what} has a lock {str(path)!r} whose {key} is {_brief(value)}, which vaelib never writes "
+                        f"(allowed a string): if no process writes there, clear it: rm {_quote(path)}")
     if host != socket.gethostname() or _alive(pid):
         busy = host == socket.gethostname()  # alive here: it will let go
         raise (RunBusy if busy else RunLocked)(
@@ -229,6 +234,15 @@ def _take_over_if_stale(path: Path, what: str) -> None:
     grab.unlink()
     warnings.warn(f"took over the stale lock of {what}: pid {pid} on {host} "
                   f"(since {owner.get('started')}) is no longer running", stacklevel=5)
+
+
+def _brief(value: object) -> str:
+    """A value a lock holds, as one short line: its repr up to 40 characters, a list or dict by its size (a
+    nested one's repr could run to megabytes, or past the recursion limit)."""
+    if isinstance(value, (list, dict)):
+        return f"a {type(value).__name__} of {len(value)} items"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _quote(path: Path) -> str:

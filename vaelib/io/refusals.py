@@ -7,6 +7,7 @@ vaelib.training.history use these.
 
 from __future__ import annotations
 
+import gc
 import math
 import numbers
 from pathlib import Path
@@ -15,6 +16,9 @@ from typing import Any
 import torch
 
 MISSING = object()  # what `found` calls a key that is not there
+MAX_DEPTH = 100  # levels of nested dicts and lists a file may hold: vaelib writes at most 6 (a report's
+#   notebooks[i].metrics.latency_ms.<control>.median); json.dumps, torch.save and repr recurse, and fail past
+#   Python's recursion limit (1000) on what a reader could load (json.loads parses ~990 levels, torch.load any)
 
 
 class MalformedFile(ValueError):
@@ -45,6 +49,77 @@ def _first(keys: list, n: int = 4) -> str:
 def refuse(path: str | Path, key: str, value: Any, expected: str) -> None:
     """Raise the one line: '<file>: <key> is <what was found>: expected <what is allowed>'."""
     raise MalformedFile(f"{path}: {key} is {found(value)}: expected {expected}")
+
+
+def check_depth(value: Any, path: str | Path, most: int = MAX_DEPTH) -> None:
+    """Refuse, in one line naming the file and where, dicts, lists and tuples nested more than `most` levels (the
+    top level is level 1), or one that holds itself. Walked without recursion, each value once (a value held in two
+    places, as a pickle may share it, counts at its deepest), so any depth torch.load rebuilds is refused here, not
+    a RecursionError later, when it is written again (torch.save, json.dumps) or shown."""
+    if not isinstance(value, _NESTED):
+        return
+    collecting = gc.isenabled()
+    gc.disable()  # the walk makes a tuple per nested value: the collector would go over all of them, 3x slower
+    try:
+        _walk(value, path, most)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _walk(value: Any, path: str | Path, most: int) -> None:
+    height: dict[int, int] = {}  # id of a value walked -> its levels (1: no dict or list in it)
+    walking: set[int] = set()  # ids of the values on the way down to the one walked now
+    stack: list[tuple[Any, int, str, list | None]] = [(value, 1, "", None)]
+    while stack:
+        node, depth, where, kids = stack.pop()
+        if kids is not None:  # all of node's nested values are walked
+            walking.discard(id(node))
+            height[id(node)] = 1 + max(height[id(c)] for _, c in kids)
+        elif id(node) in walking:
+            raise MalformedFile(f"{path}: {where or 'the top level'} holds itself: expected plain nested values "
+                                "(vaelib writes no value that holds itself)")
+        elif id(node) not in height:
+            if depth > most:
+                break
+            kids = _nested_items(node)
+            if kids:
+                walking.add(id(node))
+                stack.append((node, depth, where, kids))
+                for key, child in kids:
+                    if depth + 1 <= most and not _nested_items(child):  # most values: a row of numbers
+                        height[id(child)] = 1
+                    else:
+                        stack.append((child, depth + 1, where + _step(key, node, where) if depth <= 3 else where,
+                                      None))
+                continue
+            height[id(node)] = 1
+        if depth + height[id(node)] - 1 > most:
+            break
+    else:
+        return
+    raise MalformedFile(f"{path}: {where or 'the top level'}... is nested more than {most} levels deep: expected at "
+                        f"most {most} levels (vaelib writes a few)")
+
+
+_NESTED = (dict, list, tuple)
+_PLAIN = frozenset({int, float, str, bool, type(None)})  # exactly these types hold nothing nested
+
+
+def _nested_items(node: Any) -> list[tuple[Any, Any]]:
+    """(key, value) of each dict, list or tuple directly in node."""
+    if _PLAIN.issuperset(map(type, node.values() if isinstance(node, dict) else node)):
+        return []  # at C speed: most values are rows of numbers, and a history may hold 10**5 of them
+    if isinstance(node, dict):
+        return [(k, v) for k, v in node.items() if isinstance(v, _NESTED)]
+    return [(i, v) for i, v in enumerate(node) if isinstance(v, _NESTED)]
+
+
+def _step(key: Any, node: Any, where: str) -> str:
+    """One step of a key path as a refusal names it: '.name' in a dict ('name' first), '[3]' in a list."""
+    if isinstance(node, dict) and isinstance(key, str):
+        return f"{'.' if where else ''}{key[:40]}"
+    return f"[{key}]" if is_int(key) else "[...]"
 
 
 def is_int(value: Any) -> bool:

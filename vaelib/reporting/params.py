@@ -14,6 +14,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from vaelib.config_checks import shown
+
 # Parameters the report sets itself: each has its own flag (or is the report's folder), so -p may not change them.
 RESERVED = {"dataset": "--dataset", "budget": "--budget", "seed": "--seed", "device": "--device",
             "out_dir": "--out", "runs_dir": "the runs/ cache of the workspace (the checkout, or the current folder)",
@@ -62,6 +64,9 @@ def parse_value(name: str, text: str, notebooks: list[Path]) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
+    except RecursionError:  # json.loads recurses once per level
+        raise ValueError(f"-p {name} {text[:20]!r}... is nested too deep to parse: allowed a JSON value of a few "
+                         "levels (a number, true or false, a list of numbers)") from None
 
 
 def check_extras(extras: dict[str, Any], notebooks: list[Path]) -> dict[Path, dict[str, Any]]:
@@ -84,7 +89,7 @@ def check_value(name: str, value: Any, kind: str, where: str = "the notebook", z
     """Refuse a value that is not of the declared type (int, float, bool, str, list[float], ...) or out of range
     (> 0, or >= 0 with zero=True: the parameter's comment says `(0 allowed)`)."""
     def refuse(allowed: str) -> None:
-        raise ValueError(f"-p {name} {value!r} is invalid ({where} declares {name}: {kind}): allowed {allowed}")
+        raise ValueError(f"-p {name} {shown(value)} is invalid ({where} declares {name}: {kind}): allowed {allowed}")
 
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     low, words = (0, ">= 0") if zero else (None, "> 0")

@@ -25,8 +25,19 @@ from torch.torch_version import TorchVersion
 from vaelib.config import Config
 from vaelib.config_checks import refuse_argument
 from vaelib.io.files import save_torch
+from vaelib.io.paths import check_readable_file
 from vaelib.io.provenance import versions
-from vaelib.io.refusals import MISSING, MalformedFile, is_count, is_int, is_nonnegative, is_versions, need, refuse
+from vaelib.io.refusals import (
+    MISSING,
+    MalformedFile,
+    check_depth,
+    is_count,
+    is_int,
+    is_nonnegative,
+    is_versions,
+    need,
+    refuse,
+)
 from vaelib.models.registry import build_model
 from vaelib.runtime import resolve_device
 from vaelib.training.history import History
@@ -41,6 +52,7 @@ EXPECTED = {  # what each key of a checkpoint holds, as a refusal says it
     "history": "the run's history (History.to_dict)", "epoch": "the number of epochs trained (an integer >= 0)",
     "generator": "the random generator's state (a 1-D uint8 tensor)", "seed": "the run's seed (an integer >= 0)",
     "versions": "a dict of version strings"}
+CHECKPOINT_FILE = "a checkpoint file (checkpoint.pt in a run folder, or a model vaelib shipped)"  # a path's refusal
 ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")  # per-parameter tensors of Adam's state, each of the parameter's shape
 
 
@@ -209,9 +221,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     Python types, so a checkpoint shared by someone else is safe to open. Checkpoints written before
     versions() stored strings hold torch's TorchVersion (a str subclass); it is allowed by name.
     """
-    path = _checked_path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    path = check_readable_file(_checked_path(path), "checkpoint", CHECKPOINT_FILE, inside="checkpoint.pt")
     try:
         with torch.serialization.safe_globals([TorchVersion]):
             state = torch.load(path, map_location=map_location, weights_only=True)
@@ -228,13 +238,17 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                             f"{first}") from None
     if not isinstance(state, dict) or "config" not in state or "model" not in state:
         raise MalformedFile(f"{str(path)!r} is not a vaelib checkpoint (no config/model entries)")
+    check_depth(state, path)  # torch.load rebuilds any depth; torch.save and json.dumps of it would recurse
     return state
 
 
 def _checked_path(path: Any) -> Path:
-    """path as a Path, refused in one line unless it is a str or an os.PathLike (5, None, bytes are not)."""
+    """path as a Path, refused in one line unless it is a str or an os.PathLike (5, None, bytes are not), and not
+    empty ('' would mean the current folder)."""
     if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
         refuse_argument("path", path, "a path to a checkpoint file (a str or a pathlib.Path)")
+    if not str(os.fspath(path)).strip():
+        refuse_argument("path", path, CHECKPOINT_FILE)
     return Path(path)
 
 

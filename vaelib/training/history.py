@@ -39,6 +39,8 @@ class Epoch(TypedDict):
     val_recon: float
     val_kl: float
     val_kl_used: NotRequired[float]  # runs with free bits only: the KL term as optimised (each dimension floored)
+    threads: NotRequired[int]  # torch's CPU threads during the epoch (a resumed run may use others); absent in
+    #   histories of an earlier vaelib, which recorded only options["threads"], the count the run started with
 
 
 DEFAULT_TERMS, DEFAULT_RATE = ("recon", "kl"), "kl"  # the VAE's: a history without options["terms"] is a VAE's
@@ -61,8 +63,11 @@ def optional_epoch_fields(rate: str | None = DEFAULT_RATE) -> tuple[str, ...]:
     return (f"val_{rate}_used",) if rate is not None else ()
 
 
+RECORD_FIELDS = ("threads",)  # epoch fields on how the epoch ran, not what it measured: in every epoch row fit
+#   writes, missing from histories of an earlier vaelib (which are read as they are)
 STEP_FIELDS = step_fields()
-OPTIONAL_EPOCH_FIELDS = optional_epoch_fields()  # the NotRequired ones (TypedDict cannot tell them apart here)
+OPTIONAL_EPOCH_FIELDS = optional_epoch_fields() + RECORD_FIELDS  # the NotRequired ones (TypedDict cannot tell them
+#   apart here)
 EPOCH_FIELDS = epoch_fields()  # in every epoch row of a VAE (tests check Step and Epoch list these)
 
 
@@ -92,14 +97,16 @@ class History:
     def column(self, key: str, per: Literal["step", "epoch"] = "epoch") -> list[float]:
         """One field over the run, e.g. column("val_total") or column("kl", per="step")."""
         if per == "epoch":
-            rows, fields = self.epochs, epoch_fields(self.terms, self.stats) + optional_epoch_fields(self.rate)
+            rows = self.epochs
+            fields = epoch_fields(self.terms, self.stats) + optional_epoch_fields(self.rate) + RECORD_FIELDS
         else:
             rows, fields = self.steps, step_fields(self.terms)
         if key not in fields:
             raise ValueError(f"history {per} field {key!r} is invalid: allowed {', '.join(fields)}")
         if any(key not in row for row in rows):
-            raise ValueError(f"history {per} field {key!r} is invalid for this run: it is recorded only for runs "
-                             "with free bits")
+            raise ValueError(f"history {per} field {key!r} is invalid for this run: it is recorded only "
+                             + ("by a later vaelib (this history was written before)" if key in RECORD_FIELDS
+                                else "for runs with free bits"))
         return [row[key] for row in rows]
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,3 +151,5 @@ def _check(d: Any, source: str, key: str) -> None:
                 if not (is_int(value) if name in ("step", "epoch") else is_number(value)):
                     refuse(source, f"{where}{part}[{i}].{name}", value,
                            "an integer" if name in ("step", "epoch") else "a number")
+            if part == "epochs" and "threads" in row and not (is_int(row["threads"]) and row["threads"] >= 1):
+                refuse(source, f"{where}epochs[{i}].threads", row["threads"], "an integer >= 1 (torch's CPU threads)")

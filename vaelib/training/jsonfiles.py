@@ -10,9 +10,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from vaelib.io.paths import check_readable_file
 from vaelib.io.refusals import (
+    MAX_DEPTH,
     MISSING,
     MalformedFile,
+    check_depth,
     is_count,
     is_int,
     is_nonnegative,
@@ -28,15 +31,19 @@ RUN_NUMBERS = ("recon_mse", "psnr_db", "data_mean_baseline_mse", "mse_over_basel
 
 
 def load_json(path: str | Path) -> Any:
-    """The parsed JSON of a file; a missing file is a FileNotFoundError, an unreadable one a MalformedFile."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
+    """The parsed JSON of a file; a missing file is a FileNotFoundError, a folder or no regular file (/dev/null, a
+    named pipe) a ValueError, an unreadable one or one nested more than MAX_DEPTH levels a MalformedFile."""
+    path = check_readable_file(path, "JSON file", "a JSON file vaelib wrote (history.json, metrics.json, ...)")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as err:  # ValueError: bad JSON or bad UTF-8
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:  # json.loads recurses once per level: ~990 levels
+        raise MalformedFile(f"{path}: the top level... is nested more than {MAX_DEPTH} levels deep (too deep to "
+                            f"parse): expected at most {MAX_DEPTH} levels (vaelib writes a few)") from None
+    except (OSError, ValueError) as err:  # ValueError: bad JSON or bad UTF-8
         detail = " ".join(str(err).split()) or type(err).__name__
         raise MalformedFile(f"{path} is unreadable ({detail})") from None
+    check_depth(d, path)  # json.dumps (a history written again) or a refusal's repr would recurse on it
+    return d
 
 
 def _is_dict(value: Any) -> bool:

@@ -36,6 +36,10 @@ def _check_log_dir(log_dir: str | Path) -> Path:
     except (FileExistsError, NotADirectoryError):
         raise ValueError(f"log_dir={str(log_dir)!r} (--tensorboard) is invalid: it or a parent is a file; "
                          "allowed a folder") from None
+    except OSError as err:  # ENOENT under a folder that refuses new entries (/proc/self), EACCES, EROFS
+        why = "new entries cannot be made there" if isinstance(err, FileNotFoundError) else err.strerror
+        raise ValueError(f"log_dir={str(log_dir)!r} (--tensorboard) cannot be created ({why}): allowed a folder "
+                         "you can create and write to") from None
     return path
 
 

@@ -257,7 +257,8 @@ def _end_epoch(s: RunState, epoch: int, t0: float) -> None:
     stats = s.model.epoch_stats(s.x_val) if getattr(s.model, "EPOCH_STATS", ()) else {}
     s.history.epochs.append({
         "epoch": epoch, "beta": beta, "seconds": seconds, "images_per_sec": steps * bs / seconds,
-        **{f"train_{k}": v for k, v in mean.items()}, **{f"val_{k}": v for k, v in {**val, **stats}.items()}})
+        **{f"train_{k}": v for k, v in mean.items()}, **{f"val_{k}": v for k, v in {**val, **stats}.items()},
+        "threads": torch.get_num_threads()})  # per epoch: a resumed run may run on another count (options: the first)
     s.model.train()
 
 
@@ -268,7 +269,8 @@ def _options(config: Config, device: torch.device, world_size: int = 1) -> dict[
             "device": str(device), "precision": tc.precision, "channels_last": tc.channels_last,
             "adam_impl": adam_impl(config), "compile": tc.compile, "sync_every": tc.sync_every,
             "data_resident_on_device": True, "world_size": world_size,
-            "cudnn_benchmark": device.type == "cuda", "threads": torch.get_num_threads()}
+            "cudnn_benchmark": device.type == "cuda",
+            "threads": torch.get_num_threads()}  # when the run started; each epoch row records its own (a resume)
 
 
 def _never(history: History) -> bool:
