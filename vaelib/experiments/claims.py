@@ -432,6 +432,15 @@ TABLE_HEADS = ("claim", "source", "stand-in", "metric", "our numbers", "test", "
                "verdict")
 
 
+def _planned(c: Claim) -> str:
+    """The plan in the test column: '; smallest effect 0.5, 4 seeds planned (power 0.83)'; '' without one."""
+    parts = [f"smallest effect {c.min_effect:.3g}"] if c.min_effect is not None else []
+    if c.n_planned is not None:
+        power = f" (power {c.power:.2f})" if c.power is not None and math.isfinite(c.power) else ""
+        parts.append(f"{c.n_planned} seeds planned{power}")
+    return "; " + ", ".join(parts) if parts else ""
+
+
 def claim_rows(claims: Sequence[Claim]) -> list[tuple[str, ...]]:
     """The claims table as one list of rows of text (TABLE_HEADS), rendered as Markdown (claims_table) and as HTML
     (reporting.pages.claims_html). "our numbers" holds one line per setting."""
@@ -440,7 +449,7 @@ def claim_rows(claims: Sequence[Claim]) -> list[tuple[str, ...]]:
         numbers = "\n".join(f"{v['setting']}: {_described(v)}" for v in c.values)
         est = "-" if c.estimate is None else f"{c.estimate:+.3g}" + (
             f" ({_fmt(c.ci95[0])}, {_fmt(c.ci95[1])})" if c.ci95 else "")
-        test = (c.test or "-") + (f", margin ±{c.margin:g}" if c.margin else "")
+        test = (c.test or "-") + (f", margin ±{c.margin:g}" if c.margin else "") + _planned(c)
         rows.append((c.claim, c.source, c.stand_in, c.metric, numbers, test, est, _fmt(c.p), _fmt(c.p_holm),
                      c.verdict))
     return rows

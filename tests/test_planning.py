@@ -1,0 +1,125 @@
+"""vaelib.experiments.planning: the seeds a claim's plan asks for, the seeds a study adds, and the verdict "needs the
+full budget" where the plan does not fit the budget."""
+
+import math
+
+import numpy as np
+import pytest
+
+from vaelib.experiments import planning, stats
+from vaelib.experiments.claims import FULL_BUDGET, ClaimSpec, adjust, judge_rows, plan
+
+
+def _rows(values: dict[str, list[float]], first_seed: int = 0) -> dict[str, list[dict]]:
+    return {arm: [{"seed": first_seed + i, "converged": True, "m": v} for i, v in enumerate(vs)]
+            for arm, vs in values.items()}
+
+
+def _spec(a: str, b: str, direction: str = "lower", **kw) -> ClaimSpec:
+    return ClaimSpec(f"{a} is {direction} than {b}", "a source §1", "mnist", "m (units)", (a, b), direction, key="m",
+                     **kw)
+
+
+def test_exact_seeds_is_the_first_n_whose_smallest_sign_test_p_passes_holms_first_step():
+    for m in (1, 5, 26):
+        n = planning.exact_seeds(m)
+        level = stats.first_step_alpha(m)
+        assert 2 * 0.5 ** n < level <= 2 * 0.5 ** (n - 1), m
+        assert stats.sign_test(np.arange(n) + 1.0, np.zeros(n)).p < level  # every pair one way: it can decide
+    assert planning.exact_seeds(26) == 11  # 2 / 2^10 = 0.00195 is not below 0.05 / 26 = 0.00192
+    assert planning.exact_seeds(10**9, n_max=20) is None
+
+
+def test_a_t_claim_is_planned_from_its_pilots_differences_and_an_exact_one_by_its_test():
+    rows = _rows({"a": [1.0, 1.5, 0.8], "b": [2.0, 2.1, 2.2]})
+    spec = _spec("a", "b", min_effect=0.5, min_effect_reason="half a unit matters")
+    c = judge_rows(spec, rows)
+    p = planning.plan_record(c, spec, family_size=10)
+    assert p == plan(spec, [1.0 - 2.0, 1.5 - 2.1, 0.8 - 2.2], 10, 100)  # the same differences, the same plan
+    robust = planning.plan_record(judge_rows(_spec("a", "b", robust=True), rows), _spec("a", "b", robust=True), 10)
+    assert robust.test == "sign test" and robust.n_planned == planning.exact_seeds(10) and math.isnan(robust.power)
+    binary_rows = _rows({"a": [0.0, 0.0, 1.0], "b": [1.0, 1.0, 1.0]})
+    binary = _spec("a", "b", binary=True, bounds=(0, 1))
+    assert planning.plan_record(judge_rows(binary, binary_rows), binary, 10).test == "McNemar exact"
+    with pytest.raises(ValueError, match="declares no min_effect"):  # a difference claim must say what matters
+        planning.plan_record(c, _spec("a", "b"), 10)
+
+
+def test_a_claim_the_pilot_decided_without_a_test_keeps_its_decision_unless_more_seeds_could_change_it():
+    broken = [{"seed": 0, "failure": "non-finite", "converged": False}, {"seed": 1, "m": 1.0, "converged": True}]
+    failed = judge_rows(_spec("a", "b", min_effect=1.0), {"a": broken, "b": _rows({"b": [2.0, 3.0]})["b"]})
+    assert failed.decision == "failed" and planning.plan_record(failed, _spec("a", "b", min_effect=1.0)) is None
+    same = judge_rows(_spec("a", "b", min_effect=1.0), _rows({"a": [1.0, 2.0], "b": [1.0, 2.0]}))
+    assert same.decision == "no effect"  # by identity on 2 seeds: no evidence of no effect, so it is planned
+    p = planning.plan_record(same, _spec("a", "b", min_effect=1.0), 26)
+    assert p.test == "sign test" and p.n_planned == 11
+    assert planning.finish(same, p, 6).verdict == FULL_BUDGET and planning.finish(same, p, 11).verdict == "no effect"
+
+
+def test_powered_adds_the_seeds_a_plan_asks_for_and_not_more_and_leaves_the_rest_to_the_full_budget():
+    rng = np.random.default_rng(0)
+    pilot = {"base": [10.0, 11.0, 12.0],
+             "strong": [5.0, 6.1, 6.9],  # 5 lower, sd 0.1: the pilot already suffices
+             "moderate": [9.0, 9.6, 11.4],  # about 1 lower, sd about 0.6
+             "weak": [9.9, 11.1, 11.9]}  # 0.03 lower, against an effect of 0.2 that matters: far too many seeds
+    specs = [_spec("strong", "base", min_effect=2.0), _spec("moderate", "base", min_effect=1.0),
+             _spec("weak", "base", min_effect=0.2), _spec("strong", "base", robust=True)]
+    plans = [planning.plan_record(judge_rows(s, _rows(pilot)), s, 10) for s in specs]
+    assert plans[0].n_planned <= 3 and 3 < plans[1].n_planned <= 8 and plans[2].n_planned > 8, plans
+    asked = {}
+
+    def more(need):
+        asked.update(need)
+        out = {}
+        for arm, seeds in need.items():
+            shift = {"base": 0.0, "strong": -5.0, "moderate": -1.0, "weak": -0.03}[arm]
+            out[arm] = [{"seed": s, "converged": True, "m": 10.0 + s + shift + rng.normal(0, 0.3)} for s in seeds]
+        return out
+
+    claims, rows = planning.powered(specs, _rows(pilot), n_cap=8, family_size=10, more=more)
+    added = list(range(3, plans[1].n_planned))  # the seeds after the pilot's, up to the plan's n
+    assert asked == {"moderate": added, "base": added}  # only the arms of that claim
+    assert len(rows["moderate"]) == len(rows["base"]) == plans[1].n_planned and len(rows["weak"]) == 3
+    strong, moderate, weak, robust = claims
+    assert strong.n_planned == plans[0].n_planned and strong.pairs == 3 and strong.p is not None
+    assert moderate.pairs == plans[1].n_planned and moderate.power >= 0.8 and moderate.p is not None
+    for c, n in ((weak, plans[2].n_planned), (robust, planning.exact_seeds(10))):
+        assert c.verdict == c.decision == FULL_BUDGET and c.p is None and c.test is None
+        assert f"asks for {n} seeds" in c.reason and "most 8" in c.reason and "--budget full" in c.reason
+        assert c.values[0] == judge_rows(specs[claims.index(c)], _rows(pilot)).values[0]  # its numbers still shown
+    verdicts = adjust(claims)
+    assert [v.verdict for v in verdicts][2:] == [FULL_BUDGET, FULL_BUDGET]
+    assert all(v.p_holm is not None for v in verdicts[:2])  # Holm over the two tested claims only
+
+
+def test_without_more_seeds_a_plan_above_the_pilot_is_not_tested():
+    pilot = {"base": [10.0, 11.0, 12.0], "moderate": [9.0, 9.6, 11.4]}
+    spec = _spec("moderate", "base", min_effect=1.0)
+    [c], _ = planning.powered([spec], _rows(pilot), n_cap=8, family_size=10)
+    assert c.verdict == FULL_BUDGET and "most 3" in c.reason
+
+
+def test_seed_cap_and_bad_budgets():
+    assert planning.seed_cap("small", 3) == planning.SEED_CAP["small"] and planning.seed_cap("tiny", 5) == 5
+    with pytest.raises(ValueError, match="budget='huge' is invalid: allowed tiny, small, full"):
+        planning.seed_cap("huge", 3)
+    assert planning.FAMILY_SIZE == sum(planning.STUDY_CLAIMS.values())
+
+
+def test_more_seeds_trains_each_arm_on_the_seeds_asked_for(tiny_config, tiny_data, tmp_path):
+    more = planning.more_seeds({"a": tiny_config, "b": tiny_config}, lambda runs: {
+        k: [{"seed": r.config.train.seed, "steps": len(r.history.steps)} for r in rs] for k, rs in runs.items()},
+        *tiny_data, root=tmp_path, device="cpu")
+    rows = more({"a": [3, 4]})
+    assert list(rows) == ["a"] and [r["seed"] for r in rows["a"]] == [3, 4] and rows["a"][0]["steps"] > 0
+    assert len(list(tmp_path.iterdir())) == 2  # one cached run per seed, none for the arm not asked for
+
+
+def test_the_claims_table_shows_the_plan():
+    from vaelib.experiments.claims import claim_rows
+
+    rows = _rows({"base": [10.0, 11.0, 12.0], "moderate": [9.0, 9.6, 11.4]})
+    [c], _ = planning.powered([_spec("moderate", "base", min_effect=1.0)], rows, n_cap=3, family_size=10)
+    test_cell = claim_rows([c])[0][5]
+    assert test_cell.startswith("-; smallest effect 1, ") and f"{c.n_planned} seeds planned" in test_cell, test_cell
+    assert c.verdict in claim_rows([c])[0][-1]

@@ -1,0 +1,167 @@
+"""How many seeds a claim needs, and what a study does with that: the pilot, the plan, the added seeds, the verdict
+"needs the full budget".
+
+A study trains every arm on its pilot seeds (the notebook's `seeds`, 3 by default) and judges each declared claim
+on them (claims.judge). From the pilot's per-seed differences, `plan_record` sizes the claim's test for 80% power at
+Holm's first step over the report's declared family (alpha / FAMILY_SIZE):
+
+- a claim judged by a t test (a difference against its declared `min_effect`, an equivalence against its margin)
+  gets claims.plan: the exact power of the paired t (or TOST) at the pilot's sd of the differences;
+- a claim judged by an exact test (binary outcomes: McNemar; heavy tails, or differences without spread: the sign
+  test) needs `exact_seeds` pairs, every one of them discordant, before its smallest attainable p can pass
+  alpha / m: a number that does not depend on the pilot.
+
+`powered` then trains the arms of every claim whose plan fits the budget's cap (`seed_cap`) on the added seeds,
+judges those claims again on all of them, and writes each plan into its record. A claim whose plan asks for more
+seeds than the budget runs is not tested at that budget: its verdict is "needs the full budget", with the n it
+needs, and no p of it enters Holm's family. A claim the pilot already decided without a test (failed or unconverged
+runs, no effect by identity, untestable here) keeps that decision.
+
+The pilot's seeds are part of the final sample (an internal pilot, Wittes & Brittain, 1990): only the sd of the
+differences is read from it, never the direction, so the level is kept up to the small bias of re-estimating a
+variance. The rules are written out in docs/findings.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from vaelib.config import Config
+from vaelib.experiments import stats
+from vaelib.experiments.claims import FULL_BUDGET, Claim, ClaimSpec, Plan, judge_rows, plan, with_plan
+from vaelib.experiments.runs import Run, run_seeds
+
+# Every claim the studies declare, counted at their most (a claim that a dataset cannot carry, e.g. MIG without
+# ground-truth factors, is still counted): Holm's family, fixed before any run. tests/test_planning.py checks it
+# against the studies' own declarations in the committed reports.
+STUDY_CLAIMS = {"studies/stability": 15, "studies/failure_modes": 11}
+FAMILY_SIZE = sum(STUDY_CLAIMS.values())
+SEED_CAP = {"tiny": 3, "small": 6, "full": 30}  # the most seeds a budget trains per arm of a claim
+POWER = 0.8
+TESTED = ("inconclusive", "supported", "contradicted", "no effect")  # decisions a test (or too few seeds) made
+
+
+def seed_cap(budget: str, pilot: int) -> int:
+    """The most seeds `budget` trains per arm (SEED_CAP), and never fewer than the pilot's."""
+    if budget not in SEED_CAP:
+        raise ValueError(f"budget={budget!r} is invalid: allowed {', '.join(SEED_CAP)}")
+    return max(SEED_CAP[budget], pilot)
+
+
+def exact_seeds(family_size: int = FAMILY_SIZE, alpha: float = stats.ALPHA, n_max: int = 100) -> int | None:
+    """The fewest pairs at which the two-sided exact sign test (or McNemar's, on its discordant pairs) can give a p
+    below alpha / family_size: its smallest p, 2 * 0.5^n with every pair one way, must be below that level. None
+    past n_max."""
+    level = stats.first_step_alpha(family_size, alpha)
+    for n in range(1, n_max + 1):
+        if 2 * 0.5 ** n < level:
+            return n
+    return None
+
+
+def pilot_differences(c: Claim) -> np.ndarray:
+    """A record's per-seed differences A - B on the seeds both arms have a finite value for (its values, as the
+    claims table shows them); empty for unpaired arms."""
+    (va, vb) = c.values
+    if not va.get("seeds") or not vb.get("seeds"):
+        return np.array([])
+    of_b = dict(zip(vb["seeds"], vb["values"]))
+    d = [x - of_b[s] for s, x in zip(va["seeds"], va["values"])
+         if x is not None and of_b.get(s) is not None and math.isfinite(x) and math.isfinite(of_b[s])]
+    return np.array(d, dtype=float)
+
+
+def _exact_plan(test: str, pairs: int, family_size: int, n_max: int) -> Plan:
+    n = exact_seeds(family_size, n_max=n_max)
+    return Plan(test, math.nan, math.nan, pairs, stats.first_step_alpha(family_size), POWER, n_max, n, math.nan)
+
+
+def plan_record(c: Claim, spec: ClaimSpec, family_size: int = FAMILY_SIZE, n_max: int = 100) -> Plan | None:
+    """The plan of a claim judged on its pilot (see the module's docstring), or None where the pilot decided it
+    without a test that more seeds could change (failed, not converged, untestable here). A pilot whose every seed
+    gives the same value in both settings ("no effect" without a test) is no evidence of no effect: it is planned as
+    the exact test that more seeds would run."""
+    if c.decision not in TESTED:
+        return None
+    d = pilot_differences(c)
+    if c.design != "paired" or len(d) < 2:
+        return None  # unpaired arms, or fewer than 2 pairs: nothing to size a paired test from
+    if c.test is None and c.decision == "no effect":  # every pilot seed the same in both: that is no evidence of no
+        return _exact_plan("McNemar exact" if spec.binary else "sign test", len(d), family_size, n_max)  # effect
+    if spec.binary:
+        return _exact_plan("McNemar exact", len(d), family_size, n_max)
+    if spec.robust or (len(d) >= 2 and np.ptp(d) == 0):
+        return _exact_plan("sign test", len(d), family_size, n_max)
+    return plan(spec, d, family_size, n_max, power=POWER)
+
+
+def finish(c: Claim, p: Plan | None, n_cap: int) -> Claim:
+    """The claim's record with its plan: tested as judged where the plan fits n_cap seeds; else not tested at this
+    budget (verdict "needs the full budget", with the seeds it needs, out of Holm's family)."""
+    if p is None:
+        return c
+    c = with_plan(c, p)
+    if p.n_planned is not None and p.n_planned <= n_cap:
+        return c
+    need = f"{p.n_planned} seeds" if p.n_planned is not None else f"more than {p.n_max} seeds"
+    sized = (f"{p.test} at alpha {p.alpha:.2g} (0.05 / {round(stats.ALPHA / p.alpha)} declared claims), every pair "
+             "one way" if math.isnan(p.effect) else str(p))
+    return dataclasses.replace(c, test=None, p=None, min_p=None, ci95=None, p_holm=None, decision=FULL_BUDGET,
+                               verdict=FULL_BUDGET, reason=f"the plan asks for {need} ({sized}); this budget runs at "
+                                                           f"most {n_cap}: not tested here, it runs at --budget full")
+
+
+Rows = Mapping[str, Sequence[dict[str, Any]]]
+
+
+def powered(specs: Sequence[ClaimSpec], rows: Rows, *, n_cap: int, family_size: int = FAMILY_SIZE,
+            more: Callable[[dict[str, list[int]]], Rows] | None = None,
+            judge: Callable[[ClaimSpec, Rows], Claim] = judge_rows) -> tuple[list[Claim], dict[str, list[dict]]]:
+    """Each declared claim judged on the pilot rows, planned (plan_record), given the seeds its plan asks for where
+    they fit n_cap, and finished (finish). more({arm: seeds}) trains each named arm on the seeds given (those after
+    its last, up to the plan's n) and returns their rows (`more_seeds` builds it from the configs); without it, no
+    seed is added and a plan above the pilot's size reads "needs the full budget". Returns the claims and the rows
+    they were judged on (the pilot's plus the added)."""
+    rows = {k: list(v) for k, v in rows.items()}
+    pilot = [judge(s, rows) for s in specs]
+    plans = [plan_record(c, s, family_size) for c, s in zip(pilot, specs)]
+    have = {arm: len(rs) for arm, rs in rows.items()}
+    need: dict[str, int] = {}
+    for s, p in zip(specs, plans):
+        if p is not None and p.n_planned is not None and p.n_planned <= n_cap:
+            for arm in s.arms:
+                if p.n_planned > have.get(arm, 0):
+                    need[arm] = max(need.get(arm, 0), p.n_planned)
+    if need and more is not None:
+        added_seeds = {arm: _next_seeds(rows.get(arm, []), n) for arm, n in need.items()}
+        for arm, added in more(added_seeds).items():
+            rows[arm] = rows.get(arm, []) + list(added)
+    else:
+        n_cap = min(n_cap, min((have[a] for s in specs for a in s.arms if a in have), default=n_cap))
+    final = [judge(s, rows) if any(a in need for a in s.arms) else c for s, c in zip(specs, pilot)]
+    return [finish(c, p, n_cap) for c, p in zip(final, plans)], rows
+
+
+def _next_seeds(rows: Sequence[dict[str, Any]], n: int) -> list[int]:
+    """The seeds after the last of `rows` that bring them to n."""
+    last = max((int(r["seed"]) for r in rows if "seed" in r), default=-1)
+    return list(range(last + 1, last + 1 + n - len(rows)))
+
+
+def more_seeds(configs: Mapping[str, Config], rows_of: Callable[[dict[str, list[Run]]], Rows], train: Any, val: Any,
+               **fit_kw: Any) -> Callable[[dict[str, list[int]]], Rows]:
+    """`powered`'s more: each named arm's config trained (or loaded from the run cache) on the seeds asked for
+    (experiments.runs.run_seeds, with fit_kw: root, retrain, device), measured by rows_of (the section's own
+    per-seed rows)."""
+    def more(need: dict[str, list[int]]) -> Rows:
+        out: dict[str, list[dict[str, Any]]] = {}
+        for arm, seeds in need.items():
+            out.update({k: list(v) for k, v in rows_of(run_seeds({arm: configs[arm]}, seeds, train, val,
+                                                                  **fit_kw)).items()})
+        return out
+    return more
