@@ -386,3 +386,20 @@ def test_judge_best_min_p_follows_how_its_p_is_formed():
 def test_judge_best_refuses_a_margin():
     with pytest.raises(ValueError, match="margin=0.5 is invalid for a best-of-a-sweep claim: allowed None"):
         judge_best(_spec("lower", margin=0.5), _est([1.0, 2.0]), [("B", _est([2.0, 3.0]))])
+
+
+def test_a_claim_no_design_here_can_test_is_recorded_with_its_reason_and_stays_out_of_holm():
+    from vaelib.experiments.claims import untestable
+
+    spec = ClaimSpec("interpolation between classes is smooth", "a report §5", "mnist", "smoothness (undeclared)",
+                     ("interpolated", "decoded codes"), "higher")
+    c = untestable(spec, "no measure of smoothness is declared by the source")
+    assert c.verdict == c.decision == "untestable here" and c.p is None and c.test is None
+    assert c.reason == "no measure of smoothness is declared by the source"
+    assert c.as_dict()["n"] == [0, 0] and Claim.from_dict(c.as_dict()).verdict == "untestable here"
+    tested = judge(ClaimSpec("a < b", "s §1", "mnist", "m", ("a", "b"), "lower"),
+                   Estimate((1.0, 2.0, 3.0), 3, (0, 1, 2)), Estimate((2.0, 3.5, 4.0), 3, (0, 1, 2)))
+    out = adjust([c, tested])
+    assert out[0].verdict == "untestable here" and out[0].p_holm is None and out[1].p_holm == pytest.approx(tested.p)
+    with pytest.raises(ValueError, match="reason='' is invalid"):
+        untestable(spec, "")

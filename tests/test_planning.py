@@ -123,3 +123,19 @@ def test_the_claims_table_shows_the_plan():
     test_cell = claim_rows([c])[0][5]
     assert test_cell.startswith("-; smallest effect 1, ") and f"{c.n_planned} seeds planned" in test_cell, test_cell
     assert c.verdict in claim_rows([c])[0][-1]
+
+
+def test_no_committed_report_records_more_testable_claims_for_a_study_than_its_declared_family():
+    import json
+    from pathlib import Path
+
+    reports = sorted((Path(__file__).resolve().parent.parent / "reports").glob("*/metrics.json"))
+    assert reports, "no committed report"
+    for path in reports:
+        for entry in json.loads(path.read_text())["notebooks"]:
+            records = (entry.get("metrics") or {}).get("claims") or []
+            if not entry["notebook"].startswith("studies/"):
+                assert not records, (path, entry["notebook"])  # lessons record no claims
+                continue
+            testable = [r for r in records if r["n"] != [0, 0]]  # claims.untestable records no run
+            assert len(testable) <= planning.STUDY_CLAIMS[entry["notebook"]], (path, entry["notebook"])

@@ -215,6 +215,17 @@ def judge(spec: ClaimSpec, a: Estimate, b: Estimate, *, untestable: str = "", fa
     return c
 
 
+def untestable(spec: ClaimSpec, reason: str) -> Claim:
+    """The record of a declared claim that no design here can test (no data, no run): its verdict is
+    'untestable here', with the reason, which must say why and what tests the closest reading instead."""
+    if not isinstance(reason, str) or not reason.strip():
+        raise ValueError(f"reason={reason!r} is invalid: allowed a sentence saying why the claim cannot be tested here")
+    none = Estimate((), 0)
+    c = Claim(spec.statement, spec.source, spec.stand_in, spec.metric, spec.direction,
+              (_arm(spec.arms[0], none), _arm(spec.arms[1], none)), spec.margin, min_effect=spec.min_effect)
+    return _untested(c, "untestable here", reason)
+
+
 def judge_rows(spec: ClaimSpec, rows: Mapping[str, Sequence[dict[str, Any]]]) -> Claim:
     """judge on per-seed rows (experiments.measures.summarize): each setting's rows, read at spec.key."""
     if not spec.key:

@@ -36,9 +36,9 @@ from vaelib.experiments import stats
 from vaelib.experiments.claims import FULL_BUDGET, Claim, ClaimSpec, Plan, judge_rows, plan, with_plan
 from vaelib.experiments.runs import Run, run_seeds
 
-# Every claim the studies declare, counted at their most (a claim that a dataset cannot carry, e.g. MIG without
-# ground-truth factors, is still counted): Holm's family, fixed before any run. tests/test_planning.py checks it
-# against the studies' own declarations in the committed reports.
+# Every claim the studies can test, counted at their most (a claim that a dataset cannot carry, e.g. MIG without
+# ground-truth factors, is still counted; a claim recorded as untestable here is not): the size of Holm's family,
+# fixed before any run. tests/test_planning.py checks that no committed report's study records more.
 STUDY_CLAIMS = {"studies/stability": 15, "studies/failure_modes": 11}
 FAMILY_SIZE = sum(STUDY_CLAIMS.values())
 SEED_CAP = {"tiny": 3, "small": 6, "full": 30}  # the most seeds a budget trains per arm of a claim
