@@ -204,3 +204,20 @@ def test_convergence_is_judged_once_and_stored_with_the_run(tiny_config, tiny_da
     assert run_convergence(again, 0.5)["state"] == "planted"
     assert run_convergence(again, 0.2)["state"] != "planted"  # another tolerance is another question: judged
     assert run_convergence(again, 0.2)["tol"] == 0.2
+
+
+def test_epochs_to_a_target_counts_epochs_and_censors_a_run_that_never_gets_there():
+    import math
+    from pathlib import Path
+
+    from vaelib.experiments.measures import epochs_to
+    from vaelib.experiments.runs import Run
+
+    config = notebook_config("digits", "tiny")
+    h = History()
+    for e, v in enumerate((50.0, 30.0, 20.0, 18.0)):
+        h.epochs.append({"epoch": e, "beta": 1.0, "val_recon": v, "val_kl": 0.0})
+    run = Run("a", config, None, h, Path("."))
+    assert [epochs_to(run, t) for t in (60.0, 30.0, 25.0, 18.0, 17.9)] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert math.isnan(epochs_to(run, math.nan))
+    assert math.isnan(epochs_to(Run("b", config, None, h, Path("."), failed_step=3, error="non-finite"), 30.0))

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from vaelib.evaluation import metrics
-from vaelib.experiments.evidence import DEFAULT_TOL, judge_run
+from vaelib.experiments.evidence import DEFAULT_TOL, judge_run, objective_curve
 from vaelib.experiments.runs import Run, failure
 
 
@@ -110,3 +110,15 @@ def summarize(run: Run, test: Any, last: int = 100, tol: float = DEFAULT_TOL) ->
     elbo = metrics.test_elbo(run.model, test.images, run.config)
     return {**row, **{f"test_{k}": v for k, v in elbo.items()},
             "active_units": metrics.active_units(run.model, test.images)}
+
+
+def epochs_to(run: Run, target: float) -> float:
+    """How fast a run gets somewhere: the number of epochs after which its validation objective (at its final beta,
+    evidence.objective_curve) is first at or below `target`; one more than its epochs where it never gets there (a
+    censored value: compare such numbers by their order, with a sign test, not by their mean); nan for a failed run
+    or a target that is not a number."""
+    curve = objective_curve(run.history)
+    if run.failed or not math.isfinite(target) or not len(curve):
+        return math.nan
+    hit = np.flatnonzero(curve <= target)
+    return float(hit[0] + 1) if len(hit) else float(len(curve) + 1)
