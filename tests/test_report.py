@@ -328,3 +328,35 @@ def test_a_report_never_replaces_pages_the_user_owns_and_says_so_before_running(
     assert "content='vaelib'" in (out / "index.html").read_text()
     assert "content='vaelib'" in (tmp_path / "other" / "index.html").read_text()
     build_report("shapes", "tiny", out_root=tmp_path / "other", force=True, **kw)  # vaelib's own index: replaced
+
+
+def test_the_images_a_notebook_trained_are_the_epochs_the_cache_gained(tmp_path):
+    import json
+
+    from vaelib.reporting.report import images_trained, trained_epochs
+
+    def write(name, epochs):
+        (tmp_path / name).mkdir(exist_ok=True)
+        (tmp_path / name / "history.json").write_text(json.dumps({"epochs": [
+            {"epoch": i, "images_per_sec": 4000 / s, "seconds": s} for i, s in enumerate(epochs)]}))
+
+    write("a", [2.0, 4.0])
+    before = trained_epochs(tmp_path)
+    assert before == {"a": 2} and images_trained(tmp_path, before) == 0  # all from the cache
+    write("a", [2.0, 4.0, 8.0])  # resumed for one more epoch
+    write("b", [1.0])  # a new run
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "history.json").write_text("[" * 10)  # unreadable: skipped, not fatal
+    assert images_trained(tmp_path, before) == 8000
+    assert trained_epochs(tmp_path / "missing") == {} and images_trained(tmp_path / "missing", {}) == 0
+
+
+def test_the_cpu_kind_says_whether_it_has_avx512(tmp_path):
+    from vaelib.io.provenance import cpu_kind
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("model name\t: Some CPU\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert cpu_kind(info).startswith("Some CPU, ") and cpu_kind(info).endswith("AVX-512 with avx512_bf16")
+    info.write_text("model name\t: Older CPU\nflags\t\t: fpu avx2\n")
+    assert cpu_kind(info).endswith("AVX2, no AVX-512")
+    assert "cores" in cpu_kind(tmp_path / "missing")

@@ -43,11 +43,20 @@ def claims_html(claims: list[dict[str, Any]]) -> str:
             f"<table border='1' style='border-collapse:collapse'><tr>{head}</tr>{rows}</table>")
 
 
+def _images(n: Any) -> str:
+    """A count of training images as the index shows it: '1.2M', '86k', '0', or '-' where not recorded."""
+    if not isinstance(n, int):
+        return "-"
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k" if n >= 1e3 else str(n)
+
+
 def dataset_page(summary: dict[str, Any]) -> str:
     rows = "".join(f"<tr><td><a href='{e['html']}'>{e['notebook']}</a></td><td>{e['seconds']}</td>"
+                   f"<td>{_images(e.get('images'))}</td>"
                    f"<td><code>{html.escape(str(e.get('commit', '-'))[:12])}</code></td></tr>"
                    for e in summary["notebooks"])
-    rows += f"<tr><td><b>all notebooks</b></td><td><b>{summary.get('seconds', '-')}</b></td><td></td></tr>"
+    rows += (f"<tr><td><b>all notebooks</b></td><td><b>{summary.get('seconds', '-')}</b></td>"
+             f"<td><b>{_images(summary.get('images'))}</b></td><td></td></tr>")
     params = "".join(f"<li>{html.escape(k)} = {html.escape(str(v))}</li>" for k, v in summary["parameters"].items()
                      if k not in ("runs_dir", "data_root"))
     heads = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in headline(summary).items())
@@ -56,7 +65,10 @@ def dataset_page(summary: dict[str, Any]) -> str:
             f"<title>vaelib report: {summary['dataset']}</title>"
             f"<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td{{padding:.2em 1em}}</style>"
             f"</head><body><h1>vaelib report: {summary['dataset']} ({summary['budget']} budget)</h1>"
-            f"<h2>Notebooks</h2><table><tr><th>notebook</th><th>seconds</th><th>commit</th></tr>{rows}</table>"
+            f"<h2>Notebooks</h2><p>Compute per notebook: seconds, and the images it trained (optimiser steps x "
+            f"batch size; a run the cache already held costs none), on "
+            f"{html.escape(str(v.get('cpu', 'a CPU this report did not record')))}.</p>"
+            f"<table><tr><th>notebook</th><th>seconds</th><th>images trained</th><th>commit</th></tr>{rows}</table>"
             f"<h2>Claims of the source reports, tested</h2>{claims_html(summary.get('claims', []))}"
             f"<p>Tests, verdicts and the convergence rule: docs/findings.md in the vaelib repository.</p>"
             f"<h2>Parameters</h2><ul>{params}</ul><h2>Headline metrics</h2><table>{heads}</table>"

@@ -27,6 +27,7 @@ from vaelib.reporting.pages import (
 from vaelib.reporting.params import RESERVED, check_extras, check_parameters
 from vaelib.runtime import HEADLESS_ENV, resolve_device
 from vaelib.training.jsonfiles import read_report_metrics
+from vaelib.training.trainer import HISTORY
 
 # A source checkout runs its own notebooks/ and keeps reports/, runs/ and data/ beside them. An installed vaelib
 # (a wheel) carries the numbered notebooks as package data and works in the current folder instead.
@@ -203,7 +204,8 @@ def build_report(dataset: str = "mnist", budget: str = "small", *, seed: int = 0
         claims = [c.as_dict() for c in adjust(records)]  # the verdicts, once: Holm across the report's one family
         summary = {"dataset": dataset, "budget": budget, "seed": seed, "parameters": base,
                    "config": config.to_dict(), "versions": versions(), "notebooks": entries, "claims": claims,
-                   "seconds": round(sum(e["seconds"] for e in entries), 1)}
+                   "seconds": round(sum(e["seconds"] for e in entries), 1),
+                   "images": sum(e.get("images", 0) for e in entries)}
         save_json(out / "metrics.json", summary)
         write_text(out / "index.html", dataset_page(summary))
         _replace(final, out)
@@ -221,13 +223,41 @@ def _run_one(nb: Path, out: Path, params: dict[str, Any], dataset: str, budget: 
     shutil.rmtree(fig_dir, ignore_errors=True)  # an update (--only): none of the notebook's old figures is kept
     cwd = nb.parent if CHECKOUT else executed.parent  # never inside an installed package
     paths = {k: _from_notebooks(params[k], nb.parent) for k in ("runs_dir", "data_root")}
+    epochs_before = trained_epochs(Path(params["runs_dir"]))
     seconds = run_notebook(nb, executed, {**params, **paths, "out_dir": _from_notebooks(fig_dir, nb.parent)},
                            timeout, quiet, cwd=cwd)
+    images = images_trained(Path(params["runs_dir"]), epochs_before)
     render_html(executed, out / f"{name}.html", f"{name} ({dataset}, {budget})")
     metrics_file = fig_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
-    return {"notebook": name, "seconds": round(seconds, 1), "html": f"{name}.html", "metrics": metrics,
-            "commit": git_commit()}
+    return {"notebook": name, "seconds": round(seconds, 1), "images": images, "html": f"{name}.html",
+            "metrics": metrics, "commit": git_commit()}
+
+
+def trained_epochs(runs_dir: Path) -> dict[str, int]:
+    """{run folder name: epochs its history.json holds} for every run under runs_dir (an unreadable one: 0)."""
+    out = {}
+    for history in sorted(runs_dir.glob(f"*/{HISTORY}")) if runs_dir.is_dir() else []:
+        try:
+            out[history.parent.name] = len(json.loads(history.read_text()).get("epochs", []))
+        except (OSError, ValueError, AttributeError, RecursionError):
+            out[history.parent.name] = 0
+    return out
+
+
+def images_trained(runs_dir: Path, before: dict[str, int]) -> int:
+    """The training images (optimiser steps x batch size) of the epochs the run cache gained since `before`
+    (trained_epochs): what one notebook trained, 0 where everything came from the cache. Read from each new epoch's
+    record, images_per_sec x seconds, which fit writes as steps x batch / seconds."""
+    total = 0.0
+    for history in sorted(runs_dir.glob(f"*/{HISTORY}")) if runs_dir.is_dir() else []:
+        try:
+            epochs = json.loads(history.read_text()).get("epochs", [])
+        except (OSError, ValueError, AttributeError, RecursionError):
+            continue
+        for e in epochs[before.get(history.parent.name, 0):]:
+            total += float(e.get("images_per_sec", 0.0)) * float(e.get("seconds", 0.0))
+    return round(total)
 
 
 def _selected(notebooks: list[Path], only: list[str] | None) -> list[Path]:
