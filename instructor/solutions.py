@@ -118,3 +118,16 @@ def solution_traverse(z: torch.Tensor, dim: int, span: float, n: int) -> torch.T
     codes = z.repeat(n, 1)
     codes[:, dim] = torch.linspace(z[dim].item() - span, z[dim].item() + span, n)
     return codes
+
+
+# --- 06_beyond_the_gaussian_vae ---------------------------------------------------------------------
+
+def solution_straight_through(z_e: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
+    """Forward z_e + (z_q - z_e) = z_q; the detached difference has no gradient, so backward is the identity to z_e
+    and nothing reaches z_q."""
+    return z_e + (z_q - z_e).detach()
+
+
+def solution_flow_pair(x0: torch.Tensor, x1: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The straight line z_t = (1 - t) x0 + t x1 and its velocity dz_t/dt = x1 - x0."""
+    return (1 - t) * x0 + t * x1, x1 - x0

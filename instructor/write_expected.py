@@ -65,6 +65,7 @@ def expected() -> dict[str, Any]:
         "pull": S.solution_pull(*E.pull_inputs()),
         "slerp": [S.solution_slerp(z_a, z_b, t).tolist() for t in E.SLERP_TS],
         "traverse": [S.solution_traverse(E.traverse_inputs(), *case).tolist() for case in E.TRAVERSE_CASES],
+        "flow_pair": [[part.tolist() for part in S.solution_flow_pair(*E.flow_inputs(), t)] for t in E.FLOW_TS],
     }
 
 

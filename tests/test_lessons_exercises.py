@@ -49,6 +49,10 @@ WRONG = {  # a plausible mistake per exercise: each must be caught, with the rea
     "cyclic_beta": (lambda step, total, cycles, ratio, beta: beta * min(step / total, 1.0),  # one ramp, no cycles
                     "gives 0.04000000000000001 at step 5 of 100 (4 cycles, ratio 0.5); expected 0.32"),
     "pull": (lambda images, recon, mean: 0.0, "gives 0.0; expected -0.168115"),
+    "straight_through": (lambda z_e, z_q: z_q,  # the codes as they are: no gradient reaches the encoder
+                         "sends the decoder's gradient to z_q instead of z_e"),
+    "flow_pair": (lambda x0, x1, t: ((1 - t) * x0 + t * x1, x0 - x1),  # the velocity backwards
+                  "at t = 0: v is off by up to"),
     "noise_sigma": (lambda x, x_hat: (x - x_hat).pow(2).mean().item(),  # the variance
                     "(that is sigma^2, the variance; the function returns sigma)"),
     "gaussian_kl": (lambda mu, logvar, s: 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1),  # the N(0, 1) formula
@@ -75,6 +79,19 @@ def _sweep(z, dim, values):
 
 
 MISTAKES = [  # more typical mistakes of the new exercises: (exercise, answer, what the check must say)
+    ("straight_through", lambda z_e, z_q: z_e, "(forward, the decoder must see the codes z_q, not the encoder's z_e)"),
+    ("straight_through", lambda z_e, z_q: z_q + (z_e - z_q).detach(),  # the detach on the wrong term
+     "is off by up to"),
+    ("straight_through", lambda z_e, z_q: (z_e + (z_q - z_e)).detach(), "sends no gradient to z_e"),
+    ("straight_through", lambda z_e, z_q: z_e + (z_q - z_e),  # no detach: the gradient goes to z_q alone
+     "sends the decoder's gradient to z_q instead of z_e: the encoder must get it, the codes none"),
+    ("straight_through", lambda z_e, z_q: z_e + z_q - z_q.detach() + (z_q - z_e).detach(),  # both get it
+     "sends the decoder's gradient to z_q as well: only z_e gets it (detach the right term)"),
+    ("flow_pair", lambda x0, x1, t: ((1 - t) * x0 + t * x1, x0 - x1),
+     "(the velocity points from the noise to the data)"),
+    ("flow_pair", lambda x0, x1, t: (t * x0 + (1 - t) * x1, x1 - x0),  # the line run backwards
+     "at t = 0: z_t is off by up to"),
+    ("flow_pair", lambda x0, x1, t: (1 - t) * x0 + t * x1, "at t = 0 returned Tensor; expected a pair (z_t, v)"),
     ("noise_sigma", lambda x, x_hat: (x - x_hat).pow(2).flatten(1).sum(1).mean().sqrt().item(),  # per image
      "(is the squared error divided by the number of images only, not by every pixel value?)"),
     ("noise_sigma", lambda x, x_hat: (x - x_hat).abs().mean().item(),  # the mean absolute error
@@ -164,7 +181,7 @@ def test_every_solution_has_a_check_and_every_check_a_solution():
     checks = {name for ex in E.EXERCISES.values() for name in ex} | set(V.EXERCISES)
     solutions = {n.removeprefix("solution_") for n, _ in inspect.getmembers(SOLUTIONS, inspect.isfunction)
                  if n.startswith("solution_")}
-    assert checks == solutions and len(checks) == 13
+    assert checks == solutions and len(checks) == 15
 
 
 def test_a_check_reports_an_error_and_a_wrong_shape_in_one_line():
@@ -235,6 +252,9 @@ def test_the_stored_values_agree_with_what_vaelib_trains_with():
         assert torch.allclose(torch.tensor(stored_kl, dtype=torch.float64), torch.distributions.kl_divergence(q, p),
                               rtol=1e-5, atol=1e-6), std
     assert torch.allclose(torch.tensor(stored["gaussian_kl"][0]), kl_per_dim(mu, logvar), rtol=1e-5, atol=1e-6)
+    x0, x1 = E.flow_inputs()  # the pair vaelib's latent flow trains on (LatentFlow.loss): the line and x1 - x0
+    for t, (z_t, v) in zip(E.FLOW_TS, stored["flow_pair"]):
+        assert torch.allclose(torch.tensor(z_t), (1 - t) * x0 + t * x1) and torch.allclose(torch.tensor(v), x1 - x0)
     x, x_hat = E.noise_inputs()  # the stored sigma maximises the Gaussian likelihood: any other scores lower
     nll = lambda sigma: -torch.distributions.Normal(x_hat.double(), sigma).log_prob(x.double()).sum()  # noqa: E731
     best = stored["noise_sigma"]

@@ -461,8 +461,90 @@ def check_traverse(fn: Callable[[torch.Tensor, int, float, int], torch.Tensor]) 
     return verdict("traverse", lambda: [fn(z.clone(), dim, span, n) for dim, span, n in TRAVERSE_CASES], expected)
 
 
+# --- 06_beyond_the_gaussian_vae: the straight-through estimator, and flow matching's training pair ----
+
+def straight_through_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    """(z_e, z_q): an encoder output and the codes it was quantised to, seeded (2, 3, 2, 2), z_q != z_e."""
+    g = torch.Generator().manual_seed(6)
+    z_e = torch.randn(2, 3, 2, 2, generator=g)
+    return z_e, z_e + 0.5 + torch.rand(2, 3, 2, 2, generator=g)
+
+
+def check_straight_through(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> str:
+    """fn(z_e, z_q) -> the decoder's input: forward, the codes z_q exactly; backward, the decoder's gradient passed
+    to z_e unchanged and none to z_q (the codebook learns from its own term). Checked by its properties: the values,
+    and the gradients of sum(w * out) for a seeded w."""
+    z_e0, z_q0 = straight_through_inputs()
+    w = torch.randn(z_e0.shape, generator=torch.Generator().manual_seed(7))
+
+    def call() -> tuple[Any, Any, Any]:
+        z_e, z_q = z_e0.clone().requires_grad_(True), z_q0.clone().requires_grad_(True)
+        out = fn(z_e, z_q)
+        if isinstance(out, torch.Tensor) and out.requires_grad:
+            (w * out).sum().backward()
+        return out, z_e.grad, z_q.grad
+
+    def expected(got: Any) -> str | None:
+        out, g_e, g_q = got
+        problem = tensor_problem(out, z_q0)
+        if problem:
+            return problem + (" (forward, the decoder must see the codes z_q, not the encoder's z_e)"
+                              if isinstance(out, torch.Tensor) and torch.allclose(out.detach(), z_e0) else "")
+        to_q = g_q is not None and bool(g_q.abs().sum() > 0)
+        if to_q and (g_e is None or not g_e.abs().sum()):
+            return ("sends the decoder's gradient to z_q instead of z_e: the encoder must get it, the codes none "
+                    "(detach the right term)")
+        if g_e is None or not torch.allclose(g_e, w, atol=1e-6):
+            return ("sends no gradient to z_e: the decoder's gradient must reach the encoder unchanged (is the whole "
+                    "output detached, or z_q returned as it is?)" if g_e is None or not g_e.abs().sum() else
+                    "changes the gradient on its way to z_e: it must pass through unchanged")
+        if to_q:
+            return "sends the decoder's gradient to z_q as well: only z_e gets it (detach the right term)"
+        return None
+
+    return verdict("straight_through", call, expected)
+
+
+FLOW_TS = (0.0, 0.3, 1.0)
+
+
+def flow_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    """(x0, x1): seeded noise and data points (4, 3)."""
+    g = torch.Generator().manual_seed(8)
+    return torch.randn(4, 3, generator=g), 2 + torch.randn(4, 3, generator=g)
+
+
+def check_flow_pair(fn: Callable[[torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]]) -> str:
+    """fn(x0, x1, t) -> (z_t, v): the point a share t along the straight line from the noise x0 to the data x1, and
+    the velocity a flow-matching network is trained to output there; against the stored values at each of FLOW_TS
+    and the ends (t = 0 gives the noise, t = 1 the data)."""
+    x0, x1 = flow_inputs()
+    wants = expected_values()["flow_pair"]
+
+    def expected(values: Any) -> str | None:
+        for t, got, (want_z, want_v) in zip(FLOW_TS, values, wants):
+            if not isinstance(got, tuple) or len(got) != 2:
+                return f"at t = {t:g} returned {type(got).__name__}; expected a pair (z_t, v)"
+            z, v = got
+            problem = tensor_problem(z, torch.tensor(want_z))
+            if problem:
+                swapped = isinstance(z, torch.Tensor) and z.shape == x0.shape and t != 0.5 and torch.allclose(
+                    z, t * x0 + (1 - t) * x1, atol=1e-5)
+                return f"at t = {t:g}: z_t {problem}" + (" (t = 0 must give the noise x0)" if swapped else "")
+            problem = tensor_problem(v, torch.tensor(want_v))
+            if problem:
+                flipped = isinstance(v, torch.Tensor) and v.shape == x0.shape and torch.allclose(v, x0 - x1, atol=1e-5)
+                return f"at t = {t:g}: v {problem}" + (" (the velocity points from the noise to the data)"
+                                                       if flipped else "")
+        return None
+
+    return verdict("flow_pair", lambda: [fn(x0.clone(), x1.clone(), t) for t in FLOW_TS], expected)
+
+
 EXERCISES = {"01_datasets": {"data_mean_sse": check_data_mean_sse, "noise_sigma": check_noise_sigma},
              "02_architecture": {"conv_out": check_conv_out, "reparameterise": check_reparameterise},
              "03_stability_ablations": {"cyclic_beta": check_cyclic_beta, "best_for": check_best_for},
              "04_failure_gallery": {"pull": check_pull, "gaussian_kl": check_gaussian_kl},
-             "05_latent_explorer": {"slerp": check_slerp, "traverse": check_traverse}}
+             "05_latent_explorer": {"slerp": check_slerp, "traverse": check_traverse},
+             "06_beyond_the_gaussian_vae": {"straight_through": check_straight_through,
+                                            "flow_pair": check_flow_pair}}
