@@ -270,12 +270,13 @@ def test_each_notebook_gets_only_the_extras_it_declares(tmp_path):
 def test_the_notebooks_own_defaults_pass_the_up_front_checks():
     import ast
 
-    from vaelib.reporting.params import at_least_zero, check_value, declared
+    from vaelib.reporting.params import at_least_zero, bounds, check_value, declared
 
     zero = set()
     for nb in report_notebooks():
         for name, d in declared(nb).items():
-            check_value(name, ast.literal_eval(d["default"]), d["inferred_type_name"], nb.name, at_least_zero(d))
+            check_value(name, ast.literal_eval(d["default"]), d["inferred_type_name"], nb.name, at_least_zero(d),
+                        bounds(d))
             zero |= {name} if at_least_zero(d) else set()
     assert {"seed", "image_size", "free_bits", "low_beta", "start_index"} <= zero  # declared in the comments
     assert "seeds" not in zero and "betas" not in zero
@@ -360,3 +361,19 @@ def test_the_cpu_kind_says_whether_it_has_avx512(tmp_path):
     info.write_text("model name\t: Older CPU\nflags\t\t: fpu avx2\n")
     assert cpu_kind(info).endswith("AVX2, no AVX-512")
     assert "cores" in cpu_kind(tmp_path / "missing")
+
+
+def test_a_parameter_comment_declares_its_range_and_a_value_outside_is_refused():
+    from vaelib.reporting.params import bounds, check_value
+
+    d = {"help": "share of the image side counted as the border (at least 0.01) (at most 0.5)"}
+    assert bounds(d) == (0.01, 0.5) and bounds({"help": "no range"}) == (None, None)
+    assert bounds({"help": "seeds per arm (at most 1_000)"}) == (None, 1000.0)
+    check_value("border_frac", 0.25, "float", "nb", False, bounds(d))
+    with pytest.raises(ValueError, match=r"-p border_frac 2\.0 is invalid \(nb declares border_frac: float\): "
+                                         r"allowed a value <= 0\.5"):
+        check_value("border_frac", 2.0, "float", "nb", False, bounds(d))
+    with pytest.raises(ValueError, match="allowed a value >= 0.01"):
+        check_value("border_frac", 0.001, "float", "nb", False, bounds(d))
+    with pytest.raises(ValueError, match="allowed a value <= 100"):
+        check_value("betas", [0.1, 200.0], "list[float]", "nb", False, (None, 100.0))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,16 @@ AT_LEAST_ZERO_MARK = "(0 allowed)"
 def at_least_zero(description: dict[str, Any]) -> bool:
     """Whether a declared parameter (papermill's description: its comment is `help`) allows 0."""
     return AT_LEAST_ZERO_MARK in str(description.get("help") or "")
+
+
+# Where a number has a meaningful range narrower than "> 0", its comment says so: `(at least 1)`, `(at most 0.5)`.
+_BOUND = re.compile(r"\(at (least|most) ([0-9][0-9_.e+]*)\)")
+
+
+def bounds(description: dict[str, Any]) -> tuple[float | None, float | None]:
+    """(low, high): the `(at least N)` and `(at most N)` a declared parameter's comment gives (None where absent)."""
+    found = {kind: float(v.replace("_", "")) for kind, v in _BOUND.findall(str(description.get("help") or ""))}
+    return found.get("least"), found.get("most")
 
 
 @cache
@@ -81,15 +92,27 @@ def check_extras(extras: dict[str, Any], notebooks: list[Path]) -> dict[Path, di
         if not owners:
             raise ValueError(f"parameter {name!r} is declared by no notebook: allowed {', '.join(union)}")
         for nb in owners:
-            check_value(name, value, tables[nb][name]["inferred_type_name"], nb.name, at_least_zero(tables[nb][name]))
+            check_value(name, value, tables[nb][name]["inferred_type_name"], nb.name, at_least_zero(tables[nb][name]),
+                        bounds(tables[nb][name]))
     return {nb: {k: v for k, v in extras.items() if k in t} for nb, t in tables.items()}
 
 
-def check_value(name: str, value: Any, kind: str, where: str = "the notebook", zero: bool = False) -> None:
+def check_value(name: str, value: Any, kind: str, where: str = "the notebook", zero: bool = False,
+                limits: tuple[float | None, float | None] = (None, None)) -> None:
     """Refuse a value that is not of the declared type (int, float, bool, str, list[float], ...) or out of range
-    (> 0, or >= 0 with zero=True: the parameter's comment says `(0 allowed)`)."""
+    (> 0, or >= 0 with zero=True: the parameter's comment says `(0 allowed)`; limits: the `(at least N)` and
+    `(at most N)` of its comment, for a number or every item of a list)."""
     def refuse(allowed: str) -> None:
         raise ValueError(f"-p {name} {shown(value)} is invalid ({where} declares {name}: {kind}): allowed {allowed}")
+
+    low_limit, high_limit = limits
+    items = value if isinstance(value, list) else [value]
+    for v in items if kind in ("int", "float") or kind.startswith("list") else []:
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            if low_limit is not None and v < low_limit:
+                refuse(f"a value >= {low_limit:g}")
+            if high_limit is not None and v > high_limit:
+                refuse(f"a value <= {high_limit:g}")
 
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     low, words = (0, ">= 0") if zero else (None, "> 0")
