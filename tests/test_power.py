@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 from scipy import stats as sps
@@ -114,3 +116,14 @@ def test_adjust_takes_a_test_that_cannot_reach_its_holm_step_out_of_the_family()
     assert "3 pairs" in sign.reason and "0.25" in sign.reason and "0.005" in sign.reason
     assert all(c.verdict == "supported" for c in out[:9])
     assert out[0].p_holm == 0.001 * 9  # Holm's first step over the 9 tests left
+
+
+def test_power_is_a_number_deep_in_the_tails_where_scipys_series_gives_nan():
+    """scipy.stats.nct.cdf(-5.95, 5, 6.96) is nan: the lower tail of a strong effect. The power must still be a
+    number, rise with n, and the seeds found must be the first n that reaches the target."""
+    level = stats.first_step_alpha(26)
+    powers = [stats.paired_t_power(0.05, 0.0176, n, level) for n in range(2, 13)]
+    assert all(math.isfinite(p) for p in powers) and powers == sorted(powers)
+    n = stats.seeds_for_power(0.05, 0.0176, level)
+    assert stats.paired_t_power(0.05, 0.0176, n, level) >= 0.8 > stats.paired_t_power(0.05, 0.0176, n - 1, level)
+    assert n == 7  # not 11, where the nan powers of 6, 8, 9 and 10 sent it before

@@ -220,9 +220,16 @@ def paired_t_power(effect: float, sd: float, n: int, alpha: float = ALPHA, sided
         raise ValueError(f"sided={sided!r} is invalid: allowed 1 or 2")
     df, nc = int(n) - 1, effect / sd * math.sqrt(n)
     if sided == 1:
-        return float(stats.nct.sf(stats.t.ppf(1 - alpha, df), df, nc))
+        return _above(stats.t.ppf(1 - alpha, df), df, nc)
     crit = stats.t.ppf(1 - alpha / 2, df)
-    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+    return _above(crit, df, nc) + _above(crit, df, -nc)  # P(T > crit) + P(T < -crit), by the t's symmetry
+
+
+def _above(x: float, df: int, nc: float) -> float:
+    """P(T > x) for T noncentral t(df, nc). scipy's series returns nan deep in a tail (e.g. cdf(-5.9, 5, 7)),
+    where the chance is within rounding of 0 or 1: that end is returned."""
+    v = float(stats.nct.sf(x, df, nc))
+    return v if math.isfinite(v) else (1.0 if nc > x else 0.0)
 
 
 def tost_power(margin: float, sd: float, n: int, alpha: float = ALPHA) -> float:
