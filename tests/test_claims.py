@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 
@@ -403,3 +404,18 @@ def test_a_claim_no_design_here_can_test_is_recorded_with_its_reason_and_stays_o
     assert out[0].verdict == "untestable here" and out[0].p_holm is None and out[1].p_holm == pytest.approx(tested.p)
     with pytest.raises(ValueError, match="reason='' is invalid"):
         untestable(spec, "")
+
+
+def test_a_difference_smaller_than_the_smallest_that_matters_is_tested_for_equivalence_within_it():
+    spec = ClaimSpec("a steadier than b", "s §1", "mnist", "noise", ("a", "b"), "lower", min_effect=0.5,
+                     min_effect_reason="half a unit")
+    seeds = (0, 1, 2, 3, 4)
+    a = Estimate((1.00, 1.10, 0.95, 1.05, 1.02), 5, seeds)
+    b = Estimate((1.02, 1.11, 0.99, 1.06, 1.03), 5, seeds)  # a lower on every seed, by 0.02: far below 0.5
+    c = judge(spec, a, b)
+    assert c.test == "TOST" and c.margin == 0.5 and c.decision == "no effect" and c.p < 0.001
+    assert adjust([c])[0].verdict == "no effect" and "within the declared margin ±0.5" in finding(adjust([c])[0])
+    big = judge(spec, Estimate((0.0, 0.1, -0.05, 0.05, 0.02), 5, seeds), b)  # a lower by about 1: a difference test
+    assert big.test == "paired t" and big.decision == "supported" and big.margin is None
+    plain = judge(dataclasses.replace(spec, min_effect=None), a, b)  # no smallest effect declared: as before
+    assert plain.test == "paired t"

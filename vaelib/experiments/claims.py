@@ -273,10 +273,13 @@ def _test(c: Claim, spec: ClaimSpec, x: np.ndarray, y: np.ndarray, a: Estimate, 
                                   f"{t.min_p:.2g}, not below {threshold:.2g} (alpha {stats.ALPHA:g} / {family_size} "
                                   "tests, Holm's first step): not run")
         return
-    m = c.margin
+    # A difference smaller than the smallest that matters (min_effect) is tested for equivalence within it: shown
+    # inside, the claim has no effect that matters, which a plain difference test could never say.
+    m = c.margin or (spec.min_effect if c.kind in ("higher", "lower") else None)
     if m and t.test in ("paired t", "Welch"):
         inside, beyond, above = stats.tost(x, y, m, paired)
         if c.kind in EQUIVALENCE or abs(t.estimate) < m:
+            c.margin = m
             _equivalence(c, inside, beyond, above)
             return
     if c.kind in EQUIVALENCE:  # an exact test cannot show equivalence: no p enters the family
