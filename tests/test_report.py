@@ -377,3 +377,13 @@ def test_a_parameter_comment_declares_its_range_and_a_value_outside_is_refused()
         check_value("border_frac", 0.001, "float", "nb", False, bounds(d))
     with pytest.raises(ValueError, match="allowed a value <= 100"):
         check_value("betas", [0.1, 200.0], "list[float]", "nb", False, (None, 100.0))
+
+
+def test_a_value_that_must_name_something_in_the_data_is_checked_on_the_data_before_any_work(tmp_path):
+    for extra, why in (({"start_index": 99999}, r"-p start_index 99999 is invalid: allowed 0\.\.270 \(the 271 test "
+                                                r"images of digits\)"),
+                       ({"direction": "nosuch"}, r"-p direction 'nosuch' is invalid: allowed one of 0, 1, 2")):
+        with pytest.raises(ValueError, match=why):
+            build_report("digits", "tiny", out_root=tmp_path / "reports", runs_dir=tmp_path / "runs", extra=extra,
+                         quiet=True)
+    assert not (tmp_path / "reports").exists() and not (tmp_path / "runs").exists()  # nothing ran, nothing written

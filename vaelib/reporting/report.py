@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vaelib.data.datasets import load_from_config
 from vaelib.experiments.budgets import BUDGETS, notebook_config
 from vaelib.experiments.claims import Claim, adjust
 from vaelib.io.files import copy_file, save_json, shareable_mode, write_text
@@ -24,7 +25,7 @@ from vaelib.reporting.pages import (
     report_summaries,
     write_index,
 )
-from vaelib.reporting.params import RESERVED, check_extras, check_parameters
+from vaelib.reporting.params import RESERVED, check_extras, check_parameters, declared
 from vaelib.runtime import HEADLESS_ENV, resolve_device
 from vaelib.training.jsonfiles import read_report_metrics
 from vaelib.training.trainer import HISTORY
@@ -173,6 +174,7 @@ def build_report(dataset: str = "mnist", budget: str = "small", *, seed: int = 0
         raise FileNotFoundError(f"no numbered notebooks (NN_*.ipynb) in {NOTEBOOKS}")
     shares = check_extras(extra, notebooks)  # names, types and ranges of the -p values
     config = notebook_config(dataset, budget, seed, image_size=extra.get("image_size") or None)  # and their sizes
+    check_data_values(extra, notebooks, config)  # a test image's index, a class name: against the data itself
     if budget not in BUDGETS:
         raise ValueError(f"budget={budget!r} is invalid: allowed {', '.join(BUDGETS)}")
     resolve_device(device)
@@ -211,6 +213,29 @@ def build_report(dataset: str = "mnist", budget: str = "small", *, seed: int = 0
         _replace(final, out)
         write_index(Path(out_root))
     return final
+
+
+INDEX_MARK, CLASS_MARK = "(a test image index)", "(a class name)"  # in a parameter's comment: checked on the data
+
+
+def check_data_values(extra: dict[str, Any], notebooks: list[Path], config: Any) -> None:
+    """Refuse, before any notebook runs, a -p value that must name something in the data: a parameter whose
+    comment says `(a test image index)` must be an index into the test split, one that says `(a class name)` one
+    of the dataset's classes (a dataset without classes takes any). The test split is loaded only when such a
+    value is given."""
+    marked = {name: mark for nb in notebooks for name, d in declared(nb).items() if name in extra
+              for mark in (INDEX_MARK, CLASS_MARK) if mark in str(d.get("help") or "")}
+    if not marked:
+        return
+    test = load_from_config(config.data, "test")
+    for name, mark in marked.items():
+        value = extra[name]
+        if mark == INDEX_MARK and not (isinstance(value, int) and 0 <= value < len(test)):
+            raise ValueError(f"-p {name} {value!r} is invalid: allowed 0..{len(test) - 1} (the {len(test)} test images "
+                             f"of {config.data.dataset})")
+        if mark == CLASS_MARK and test.class_names and value not in test.class_names:
+            raise ValueError(f"-p {name} {value!r} is invalid: allowed one of {', '.join(test.class_names)} (the "
+                             f"classes of {config.data.dataset})")
 
 
 def _run_one(nb: Path, out: Path, params: dict[str, Any], dataset: str, budget: str, timeout: int,
