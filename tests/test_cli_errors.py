@@ -206,7 +206,7 @@ REPORT_CASES = [
     (["-p", "image_size", "4"], r"data.image_size=4 is invalid: allowed an integer >= 8"),
     (["-p", "seeds", "two"], r"-p seeds 'two' is invalid \((failure_modes|stability).ipynb declares seeds: int\): "
      r"allowed an integer > 0$"),
-    (["-p", "seeds", "0"], r"-p seeds 0 is invalid .*allowed an integer > 0$"),
+    (["-p", "seeds", "0"], r"-p seeds 0 is invalid .*allowed a value >= 2$"),  # the comment: (at least 2)
     (["-p", "betas", "[0.1, -1]"], r"-p betas \[0.1, -1\] is invalid .*allowed a non-empty JSON list of finite "
      r"numbers > 0"),
     (["-p", "retrain", "yes"], r"-p retrain 'yes' is invalid .*allowed true or false$"),
