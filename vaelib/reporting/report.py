@@ -259,30 +259,29 @@ def _run_one(nb: Path, out: Path, params: dict[str, Any], dataset: str, budget: 
             "metrics": metrics, "commit": git_commit()}
 
 
-def trained_epochs(runs_dir: Path) -> dict[str, int]:
-    """{run folder name: epochs its history.json holds} for every run under runs_dir (an unreadable one: 0)."""
-    out = {}
+def _epoch_records(runs_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """{run folder name: the epoch records of its history.json} for every run under runs_dir (unreadable: [])."""
+    out: dict[str, list[dict[str, Any]]] = {}
     for history in sorted(runs_dir.glob(f"*/{HISTORY}")) if runs_dir.is_dir() else []:
         try:
-            out[history.parent.name] = len(json.loads(history.read_text()).get("epochs", []))
+            epochs = json.loads(history.read_text()).get("epochs", [])
         except (OSError, ValueError, AttributeError, RecursionError):
-            out[history.parent.name] = 0
+            epochs = []
+        out[history.parent.name] = epochs if isinstance(epochs, list) else []
     return out
+
+
+def trained_epochs(runs_dir: Path) -> dict[str, int]:
+    """{run folder name: epochs its history.json holds} for every run under runs_dir (an unreadable one: 0)."""
+    return {name: len(epochs) for name, epochs in _epoch_records(runs_dir).items()}
 
 
 def images_trained(runs_dir: Path, before: dict[str, int]) -> int:
     """The training images (optimiser steps x batch size) of the epochs the run cache gained since `before`
     (trained_epochs): what one notebook trained, 0 where everything came from the cache. Read from each new epoch's
     record, images_per_sec x seconds, which fit writes as steps x batch / seconds."""
-    total = 0.0
-    for history in sorted(runs_dir.glob(f"*/{HISTORY}")) if runs_dir.is_dir() else []:
-        try:
-            epochs = json.loads(history.read_text()).get("epochs", [])
-        except (OSError, ValueError, AttributeError, RecursionError):
-            continue
-        for e in epochs[before.get(history.parent.name, 0):]:
-            total += float(e.get("images_per_sec", 0.0)) * float(e.get("seconds", 0.0))
-    return round(total)
+    return round(sum(float(e.get("images_per_sec", 0.0)) * float(e.get("seconds", 0.0))
+                     for name, epochs in _epoch_records(runs_dir).items() for e in epochs[before.get(name, 0):]))
 
 
 def _selected(notebooks: list[Path], only: list[str] | None) -> list[Path]:
