@@ -139,3 +139,18 @@ def test_no_committed_report_records_more_testable_claims_for_a_study_than_its_d
                 continue
             testable = [r for r in records if r["n"] != [0, 0]]  # claims.untestable records no run
             assert len(testable) <= planning.STUDY_CLAIMS[entry["notebook"]], (path, entry["notebook"])
+
+
+def test_more_seeds_trains_a_model_once_for_every_arm_it_stands_for(tiny_config, tiny_data, tmp_path):
+    trained = []
+
+    def rows_of(runs):  # one model measured as two arms, as the future-work study's priors are
+        trained.extend((k, r.config.train.seed) for k, rs in runs.items() for r in rs)
+        return {f"{k}{suffix}": [{"seed": r.config.train.seed} for r in rs] for k, rs in runs.items()
+                for suffix in (", own", " + learned")}
+
+    more = planning.more_seeds({"m": tiny_config}, rows_of, *tiny_data, model_of=lambda arm: arm[0],
+                               root=tmp_path, device="cpu")
+    rows = more({"m, own": [3, 4], "m + learned": [3]})
+    assert trained == [("m", 3), ("m", 4)]  # the union of the seeds, each trained once
+    assert {k: [r["seed"] for r in v] for k, v in rows.items()} == {"m, own": [3, 4], "m + learned": [3]}

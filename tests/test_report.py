@@ -43,6 +43,43 @@ def test_report_runs_renders_and_indexes(tmp_path):
     assert "shapes-tiny/index.html" in index and "answer: 42" in index
 
 
+
+FIGURES = GOOD + ("\nimport matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
+                  "from vaelib.evaluation.plots import save_figure\n"
+                  "for name in ('b_second', 'a_first'):\n"
+                  "    fig = plt.figure(); save_figure(fig, p / f'{name}.png')")
+
+
+def test_the_index_shows_each_notebooks_key_figure_or_its_first_or_none(tmp_path):
+    from vaelib.reporting import pages
+
+    nbs = [_notebook(tmp_path / "01_figures.ipynb", FIGURES), _notebook(tmp_path / "02_good.ipynb", GOOD)]
+    out = build_report("shapes", "tiny", seed=3, notebooks=nbs, out_root=tmp_path / "reports",
+                       runs_dir=tmp_path / "runs", quiet=True)
+    index = (out / "index.html").read_text()
+    assert index.count("<img ") == 1 and "src='figures/01_figures/a_first.png'" in index  # first by name
+    assert (out / "figures" / "01_figures" / "a_first.png").is_file()
+    assert pages.key_figure(out, "02_good") is None
+    pages.KEY_FIGURES["01_figures"] = "b_second.png"
+    try:
+        assert pages.key_figure(out, "01_figures") == "figures/01_figures/b_second.png"  # the declared one
+    finally:
+        del pages.KEY_FIGURES["01_figures"]
+
+
+def test_every_key_figure_is_one_its_notebook_writes():
+    import json as _json
+    from pathlib import Path
+
+    from vaelib.reporting import pages
+
+    root = Path(__file__).resolve().parent.parent / "reports"
+    for folder in sorted(p.parent for p in root.glob("*/metrics.json")):
+        notebooks = [e["notebook"] for e in _json.loads((folder / "metrics.json").read_text())["notebooks"]]
+        for nb in notebooks:
+            if nb in pages.KEY_FIGURES and (folder / "figures" / nb).is_dir():
+                assert (folder / "figures" / nb / pages.KEY_FIGURES[nb]).is_file(), (folder.name, nb)
+
 CLAIMS = ("import json, pathlib\n"
           "from vaelib.experiments.claims import ClaimSpec, judge\n"
           "from vaelib.experiments.evidence import Estimate\n"
@@ -122,6 +159,7 @@ def test_every_notebook_declares_the_common_parameters():
     notebooks = numbered_notebooks()
     assert [p.name[:3] for p in notebooks] == [f"{i:02d}_" for i in range(len(notebooks))]  # 00, 01, ...: no gap
     assert [notebook_name(p) for p in report_notebooks()[len(notebooks):]] == ["studies/failure_modes",
+                                                                               "studies/future_work",
                                                                                "studies/stability"]
     for nb in report_notebooks():
         check_parameters(nb, {k: None for k in ("dataset", "budget", "seed", "device", "out_dir", "runs_dir",

@@ -39,7 +39,7 @@ from vaelib.experiments.runs import Run, run_seeds
 # Every claim the studies can test, counted at their most (a claim that a dataset cannot carry, e.g. MIG without
 # ground-truth factors, is still counted; a claim recorded as untestable here is not): the size of Holm's family,
 # fixed before any run. tests/test_planning.py checks that no committed report's study records more.
-STUDY_CLAIMS = {"studies/stability": 15, "studies/failure_modes": 11}
+STUDY_CLAIMS = {"studies/stability": 15, "studies/failure_modes": 11, "studies/future_work": 4}
 FAMILY_SIZE = sum(STUDY_CLAIMS.values())
 SEED_CAP = {"tiny": 3, "small": 6, "full": 30}  # the most seeds a budget trains per arm of a claim
 POWER = 0.8
@@ -154,14 +154,20 @@ def _next_seeds(rows: Sequence[dict[str, Any]], n: int) -> list[int]:
 
 
 def more_seeds(configs: Mapping[str, Config], rows_of: Callable[[dict[str, list[Run]]], Rows], train: Any, val: Any,
-               **fit_kw: Any) -> Callable[[dict[str, list[int]]], Rows]:
+               model_of: Callable[[str], str] | None = None, **fit_kw: Any) -> Callable[[dict[str, list[int]]], Rows]:
     """`powered`'s more: each named arm's config trained (or loaded from the run cache) on the seeds asked for
     (experiments.runs.run_seeds, with fit_kw: root, retrain, device), measured by rows_of (the section's own
-    per-seed rows)."""
+    per-seed rows). model_of maps an arm to the config it reads where the two differ (one trained model measured
+    as several arms: its own prior and a learned one); each config is then trained once on the union of the seeds
+    its arms ask for, and each arm gets the rows of its own seeds."""
     def more(need: dict[str, list[int]]) -> Rows:
-        out: dict[str, list[dict[str, Any]]] = {}
+        of = model_of or (lambda arm: arm)
+        by_config: dict[str, set[int]] = {}
         for arm, seeds in need.items():
-            out.update({k: list(v) for k, v in rows_of(run_seeds({arm: configs[arm]}, seeds, train, val,
-                                                                  **fit_kw)).items()})
-        return out
+            by_config.setdefault(of(arm), set()).update(seeds)
+        measured: dict[str, list[dict[str, Any]]] = {}
+        for label, seeds in by_config.items():
+            for arm, rows in rows_of(run_seeds({label: configs[label]}, sorted(seeds), train, val, **fit_kw)).items():
+                measured.setdefault(arm, []).extend(rows)
+        return {arm: [r for r in measured.get(arm, []) if r.get("seed") in seeds] for arm, seeds in need.items()}
     return more

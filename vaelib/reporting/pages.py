@@ -50,12 +50,40 @@ def _images(n: Any) -> str:
     return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k" if n >= 1e3 else str(n)
 
 
-def dataset_page(summary: dict[str, Any]) -> str:
-    rows = "".join(f"<tr><td><a href='{e['html']}'>{e['notebook']}</a></td><td>{e['seconds']}</td>"
-                   f"<td>{_images(e.get('images'))}</td>"
+# The figure each notebook's row of the index shows: the one that carries its idea (a notebook not listed, or
+# whose figure is missing, shows its first figure by name; one without figures, none).
+KEY_FIGURES = {"00_vae_from_scratch": "elbo_gap.png", "01_datasets": "samples.png",
+               "02_architecture": "reparameterisation_graph.png", "03_stability_ablations": "rate_distortion.png",
+               "04_failure_gallery": "blur_reconstructions.png", "05_latent_explorer": "explorer_first_state.png",
+               "06_beyond_the_gaussian_vae": "samples.png", "studies/stability": "rate_distortion.png",
+               "studies/failure_modes": "blur_spectrum.png", "studies/future_work": "reconstructions.png"}
+
+
+def key_figure(folder: str | Path, notebook: str) -> str | None:
+    """The path, relative to a report's folder, of the figure its index shows for `notebook` (KEY_FIGURES), or
+    None where the notebook wrote no figure."""
+    figures = Path(folder) / "figures" / notebook
+    name = KEY_FIGURES.get(notebook)
+    if name is None or not (figures / name).is_file():
+        name = next((p.name for p in sorted(figures.glob("*.png"))), None)
+    return None if name is None else f"figures/{notebook}/{name}"
+
+
+def _thumbnail(folder: str | Path | None, notebook: str) -> str:
+    src = key_figure(folder, notebook) if folder is not None else None
+    if src is None:
+        return "<td></td>"
+    return (f"<td><a href='{html.escape(src)}'><img src='{html.escape(src)}' alt='{html.escape(notebook)}: "
+            f"{html.escape(Path(src).stem.replace('_', ' '))}' style='height:4em'></a></td>")
+
+
+def dataset_page(summary: dict[str, Any], folder: str | Path | None = None) -> str:
+    """A report's index page; with its folder, each notebook's row shows its key figure (key_figure)."""
+    rows = "".join(f"<tr><td><a href='{e['html']}'>{e['notebook']}</a></td>{_thumbnail(folder, e['notebook'])}"
+                   f"<td>{e['seconds']}</td><td>{_images(e.get('images'))}</td>"
                    f"<td><code>{html.escape(str(e.get('commit', '-'))[:12])}</code></td></tr>"
                    for e in summary["notebooks"])
-    rows += (f"<tr><td><b>all notebooks</b></td><td><b>{summary.get('seconds', '-')}</b></td>"
+    rows += (f"<tr><td><b>all notebooks</b></td><td></td><td><b>{summary.get('seconds', '-')}</b></td>"
              f"<td><b>{_images(summary.get('images'))}</b></td><td></td></tr>")
     params = "".join(f"<li>{html.escape(k)} = {html.escape(str(v))}</li>" for k, v in summary["parameters"].items()
                      if k not in ("runs_dir", "data_root"))
@@ -68,7 +96,8 @@ def dataset_page(summary: dict[str, Any]) -> str:
             f"<h2>Notebooks</h2><p>Compute per notebook: seconds, and the images it trained (optimiser steps x "
             f"batch size; a run the cache already held costs none), on "
             f"{html.escape(str(v.get('cpu', 'a CPU this report did not record')))}.</p>"
-            f"<table><tr><th>notebook</th><th>seconds</th><th>images trained</th><th>commit</th></tr>{rows}</table>"
+            f"<table><tr><th>notebook</th><th>figure</th><th>seconds</th><th>images trained</th><th>commit</th></tr>"
+            f"{rows}</table>"
             f"<h2>Claims of the source reports, tested</h2>{claims_html(summary.get('claims', []))}"
             f"<p>Tests, verdicts and the convergence rule: docs/findings.md in the vaelib repository.</p>"
             f"<h2>Parameters</h2><ul>{params}</ul><h2>Headline metrics</h2><table>{heads}</table>"

@@ -209,7 +209,7 @@ def build_report(dataset: str = "mnist", budget: str = "small", *, seed: int = 0
                    "seconds": round(sum(e["seconds"] for e in entries), 1),
                    "images": sum(e.get("images", 0) for e in entries)}
         save_json(out / "metrics.json", summary)
-        write_text(out / "index.html", dataset_page(summary))
+        write_text(out / "index.html", dataset_page(summary, out))
         _replace(final, out)
         write_index(Path(out_root))
     return final
