@@ -317,3 +317,35 @@ def test_imports_sit_at_the_top_unless_they_delay_a_heavy_or_optional_dependency
             refused += _refused(source, where)
     assert refused == [], f"move to the top of the module (or allow a heavy/optional one above): {refused}"
     assert set(LATE_IMPORT_ALLOWED) <= used, f"no longer imported late: {set(LATE_IMPORT_ALLOWED) - used}"
+
+
+def test_every_module_has_tests_that_name_it():
+    """Each module of vaelib is imported by name in at least one test file: tests/test_<module>.py where a module
+    is tested alone; a file per notebook for the lesson modules (test_lessons_<name>.py) and per family
+    (test_family_<kind>.py); modules tested together share one (docs/architecture.md). A module no test names
+    is untested, whatever the file names say. A subpackage whose __init__ re-exports its modules' public names is
+    named through them; the widgets' views, map, state and snapshot are tested through the explorer that
+    composes them (THROUGH)."""
+    import re
+
+    tests = Path(__file__).resolve().parent
+    text = "\n".join(p.read_text() for p in tests.glob("*.py"))
+    package = tests.parent / "vaelib"
+    through = {"vaelib.widgets": "test_widgets.py"}  # a subpackage tested through its facade, in this file
+    assert all(re.search(rf"from {re.escape(k)} import", (tests / f).read_text()) for k, f in through.items())
+    missing = []
+    for path in sorted(package.rglob("*.py")):
+        if path.name in ("__init__.py", "__main__.py"):
+            continue
+        dotted = ".".join(path.relative_to(package.parent).with_suffix("").parts)
+        parent, name = dotted.rsplit(".", 1)
+        init = (path.parent / "__init__.py").read_text() if parent != "vaelib" else ""
+        exported = re.findall(rf"from {re.escape(dotted)} import ([\w, ]+)", init)
+        named = (re.search(rf"\b{re.escape(dotted)}\b", text)
+                 or re.search(rf"from {re.escape(parent)} import [^\n]*\b{name}\b", text)
+                 or any(re.search(rf"from {re.escape(parent)} import [^\n]*\b{n.strip()}\b", text)
+                        for group in exported for n in group.split(","))
+                 or parent in through)
+        if not named:
+            missing.append(dotted)
+    assert not missing, f"modules no test file names: {missing}"
