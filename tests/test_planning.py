@@ -99,6 +99,14 @@ def test_without_more_seeds_a_plan_above_the_pilot_is_not_tested():
     assert c.verdict == FULL_BUDGET and "most 3" in c.reason
 
 
+def test_a_plan_beyond_the_cap_names_the_budgets_cap_even_when_no_seed_is_added():
+    pilot = {"base": [10.0, 11.0, 12.0], "noisy": [9.0, 13.6, 8.4]}  # a spread no 8 seeds can resolve
+    more_calls = []
+    [c], _ = planning.powered([_spec("noisy", "base", min_effect=0.1)], _rows(pilot), n_cap=8, family_size=10,
+                              more=lambda need: more_calls.append(need) or {})
+    assert c.verdict == FULL_BUDGET and not more_calls
+    assert "this budget runs at most 8" in c.reason, c.reason  # the budget's cap, not the pilot's 3
+
 def test_seed_cap_and_bad_budgets():
     assert planning.seed_cap("small", 3) == planning.SEED_CAP["small"] and planning.seed_cap("tiny", 5) == 5
     with pytest.raises(ValueError, match="budget='huge' is invalid: allowed tiny, small, full"):

@@ -141,7 +141,7 @@ def powered(specs: Sequence[ClaimSpec], rows: Rows, *, n_cap: int, family_size: 
         added_seeds = {arm: _next_seeds(rows.get(arm, []), n) for arm, n in need.items()}
         for arm, added in more(added_seeds).items():
             rows[arm] = rows.get(arm, []) + list(added)
-    else:
+    elif more is None:  # no seed can be added: the budget runs the pilot's seeds and no more
         n_cap = min(n_cap, min((have[a] for s in specs for a in s.arms if a in have), default=n_cap))
     final = [judge(s, rows) if any(a in need for a in s.arms) else c for s, c in zip(specs, pilot)]
     return [finish(c, p, n_cap) for c, p in zip(final, plans)], rows
