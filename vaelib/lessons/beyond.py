@@ -22,7 +22,7 @@ from vaelib.evaluation import metrics
 from vaelib.evaluation.sample_quality import sample_quality
 from vaelib.experiments.measures import run_head
 from vaelib.experiments.runs import Run
-from vaelib.models.base import eval_mode
+from vaelib.models.base import eval_mode, model_device
 from vaelib.models.classifier import DATASETS as JUDGED
 from vaelib.models.latent_priors import fit_code_prior, fit_latent_flow
 from vaelib.models.vqvae import codebook_usage
@@ -151,7 +151,7 @@ def swapped_errors(model: nn.Module, images: torch.Tensor, seed: int = 0, batch_
     """Per-image squared error (summed over pixels), (N,) each, of the reconstruction decoded from the image's own
     code and from another image's code (`derangement`). A decoder that ignores its code (posterior collapse) gives
     the same error from either; one that uses it, a lower error from its own."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     with eval_mode(model):
         x = to_float(images, device)
         codes = torch.cat([_code(model, x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
