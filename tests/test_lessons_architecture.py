@@ -69,5 +69,5 @@ def test_beta_plan_and_rows():
 
 
 def test_shared_settings_of_the_presets():
-    assert shared_settings() == {"kernel": ["3"], "LeakyReLU slope": ["0.2"], "Adam lr": ["0.001"], "recon": ["mse"]}
+    assert shared_settings() == {"kernel": ["3"], "LeakyReLU slope": ["0.2"], "recon": ["mse"]}
 

@@ -39,14 +39,15 @@ def preset_rows(models: dict[str, VAE] | None = None) -> list[dict[str, Any]]:
         rows.append({"preset": name, "input": "x".join(map(str, c.input_shape)),
                      "hidden dims": list(c.model.hidden_dims), "latent": c.model.latent_dim,
                      "beta plan": beta_plan(c.train.schedule), "BN": c.model.batch_norm,
-                     "clip": c.train.grad_clip, "epochs": c.train.epochs, "parameters": f"{model.parameter_count():,}"})
+                     "clip": c.train.grad_clip, "lr": c.train.lr, "batch": c.train.batch_size,
+                     "epochs": c.train.epochs, "parameters": f"{model.parameter_count():,}"})
     return rows
 
 
 def shared_settings() -> dict[str, list[str]]:
     """The settings every preset shares (one value each when they all agree)."""
     fields = {"kernel": lambda c: c.model.kernel_size, "LeakyReLU slope": lambda c: c.model.leaky_slope,
-              "Adam lr": lambda c: c.train.lr, "recon": lambda c: c.train.recon}
+              "recon": lambda c: c.train.recon}
     return {key: sorted({str(f(c)) for c in PRESETS.values()}) for key, f in fields.items()}
 
 
