@@ -7,7 +7,14 @@ import pytest
 from vaelib.io.files import shareable_mode
 from vaelib.reporting.pages import write_index
 from vaelib.reporting.params import check_parameters
-from vaelib.reporting.report import NotebookFailed, build_report, notebook_name, numbered_notebooks, report_notebooks
+from vaelib.reporting.report import (
+    NotebookFailed,
+    build_report,
+    notebook_name,
+    numbered_notebooks,
+    report_notebooks,
+    reported_config,
+)
 
 PARAMS = ('dataset: str = "digits"  # dataset\nbudget: str = "small"  # budget\nseed: int = 0  # seed\n'
           'device: str = "auto"  # device\nruns_dir: str = "runs"  # cache\ndata_root: str = "data"  # data\n'
@@ -425,3 +432,16 @@ def test_a_value_that_must_name_something_in_the_data_is_checked_on_the_data_bef
             build_report("digits", "tiny", out_root=tmp_path / "reports", runs_dir=tmp_path / "runs", extra=extra,
                          quiet=True)
     assert not (tmp_path / "reports").exists() and not (tmp_path / "runs").exists()  # nothing ran, nothing written
+
+
+def test_the_report_records_the_config_its_notebooks_recorded_and_names_one_that_differs():
+    config = {"name": "mnist", "data": {"dataset": "mnist", "root": "../data"}, "train": {"epochs": 20, "lr": 0.001}}
+    study = {**config, "data": {**config["data"], "root": "../../data"}}  # a study names the folder from its own
+    other = {**config, "train": {"epochs": 20, "lr": 0.002}}
+    entries = [{"notebook": "00_a", "metrics": {"config": config}}, {"notebook": "01_none", "metrics": {}},
+               {"notebook": "studies/s", "metrics": {"config": study}}]
+    recorded, differs = reported_config(entries, "data")
+    assert recorded == {**config, "data": {"dataset": "mnist", "root": "data"}} and differs == {}
+    recorded, differs = reported_config([*entries, {"notebook": "02_b", "metrics": {"config": other}}], "data")
+    assert recorded["train"]["lr"] == 0.001 and differs == {"02_b": "train.lr"}
+    assert reported_config([{"notebook": "00_a", "metrics": {}}], "data") == (None, {})

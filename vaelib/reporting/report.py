@@ -173,7 +173,9 @@ def build_report(dataset: str = "mnist", budget: str = "small", *, seed: int = 0
     if not notebooks:
         raise FileNotFoundError(f"no numbered notebooks (NN_*.ipynb) in {NOTEBOOKS}")
     shares = check_extras(extra, notebooks)  # names, types and ranges of the -p values
-    config = notebook_config(dataset, budget, seed, image_size=extra.get("image_size") or None)  # and their sizes
+    # the config the notebooks will build, made here only to check the parameters against it before any work (the
+    # report records the config the notebooks recorded: reported_config)
+    config = notebook_config(dataset, budget, seed, image_size=extra.get("image_size") or None)
     check_data_values(extra, notebooks, config)  # a test image's index, a class name: against the data itself
     if budget not in BUDGETS:
         raise ValueError(f"budget={budget!r} is invalid: allowed {', '.join(BUDGETS)}")
@@ -204,8 +206,10 @@ def build_report(dataset: str = "mnist", budget: str = "small", *, seed: int = 0
             raise
         records = [Claim.from_dict(c) for e in entries for c in e["metrics"].get("claims", [])]
         claims = [c.as_dict() for c in adjust(records)]  # the verdicts, once: Holm across the report's one family
+        config, differs = reported_config(entries, base["data_root"])
         summary = {"dataset": dataset, "budget": budget, "seed": seed, "parameters": base,
-                   "config": config.to_dict(), "versions": versions(), "notebooks": entries, "claims": claims,
+                   "config": config, **({"config_differs": differs} if differs else {}),
+                   "versions": versions(), "notebooks": entries, "claims": claims,
                    "seconds": round(sum(e["seconds"] for e in entries), 1),
                    "images": sum(e.get("images", 0) for e in entries)}
         save_json(out / "metrics.json", summary)
@@ -216,6 +220,32 @@ def build_report(dataset: str = "mnist", budget: str = "small", *, seed: int = 0
 
 
 INDEX_MARK, CLASS_MARK = "(a test image index)", "(a class name)"  # in a parameter's comment: checked on the data
+
+
+def reported_config(entries: list[dict[str, Any]], data_root: str) -> tuple[dict[str, Any] | None, dict[str, str]]:
+    """The config the report's notebooks trained with, as they recorded it (the report builds none of its own, so
+    it records what ran): the first recorded, with data.root as the report names it (each notebook names it from
+    its own folder), and {notebook: the first field where its config differs from that one} for any that differ
+    (none when every notebook built the same config from the report's parameters)."""
+    recorded = [(e["notebook"], e.get("metrics", {}).get("config")) for e in entries]
+    recorded = [(name, {**c, "data": {**c["data"], "root": data_root}}) for name, c in recorded
+                if isinstance(c, dict) and isinstance(c.get("data"), dict)]
+    if not recorded:
+        return None, {}
+    first = recorded[0][1]
+    differs = {name: field for name, c in recorded[1:] if (field := _first_difference(first, c)) is not None}
+    return first, differs
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
+    """The dotted name of the first field where nested dicts a and b differ (None when equal)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            found = _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+            if found is not None:
+                return found
+        return None
+    return None if a == b else path
 
 
 def check_data_values(extra: dict[str, Any], notebooks: list[Path], config: Any) -> None:
