@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from vaelib.__main__ import TRAIN_OVERRIDES, main
@@ -36,3 +37,32 @@ def test_train_writes_metrics_and_figures(tmp_path, capsys):
             pixels = np.asarray(im.convert("L"))
         assert min(pixels.shape) >= 200 and len(np.unique(pixels)) > 16, (name, pixels.shape)
     assert "mse_over_baseline" in capsys.readouterr().out
+
+
+def test_the_train_commands_figures_show_the_classes_in_turn_not_the_first_images(tmp_path, monkeypatch):
+    # the embedded splits are sorted by class: the first 16 test images of mnist are all zeros
+    from vaelib.data.datasets import load_dataset
+    from vaelib.evaluation import plots
+    from vaelib.experiments import single_run
+    from vaelib.experiments.budgets import notebook_config
+    from vaelib.models.registry import build_model
+    from vaelib.training.history import History
+
+    test = load_dataset("mnist", "test")
+    assert set(test.labels[:16].tolist()) == {0}
+    shown = {}
+
+    class Seen(Exception):
+        pass
+
+    def spy(model, x, n=8):
+        shown["x"] = x
+        raise Seen  # the images the first figure was given are all this test needs
+
+    monkeypatch.setattr(plots, "reconstruction_grid", spy)
+    config = notebook_config("mnist", "tiny")
+    with pytest.raises(Seen):
+        single_run.standard_figures(build_model(config).eval(), config, History(), test, tmp_path, kl=[0.1] * 32)
+    classes = [int(test.labels[(test.images.float() / 255 - x.cpu()).abs().flatten(1).sum(1).argmin()])
+               for x in shown["x"][:8]]
+    assert len(set(classes)) == 8, classes  # eight different digits in the first strip

@@ -18,6 +18,7 @@ from vaelib.experiments.cache import run_config
 from vaelib.io.files import save_json
 from vaelib.io.provenance import versions
 from vaelib.losses import LIKELIHOODS
+from vaelib.models.base import model_device
 from vaelib.runtime import resolve_device, to_float
 from vaelib.training import distributed
 from vaelib.training.allocator import allocator_tuned
@@ -49,8 +50,8 @@ def standard_figures(model, config: Config, history: History, test, out_dir: str
                      kl: Any = None) -> list[Path]:
     """Reconstructions, samples, curves, KL per dim, a traversal and an interpolation, saved as PNG."""
     out_dir = Path(out_dir)
-    device = next(model.parameters()).device
-    x = to_float(test.images[:16].to(device))
+    pick = plots.split_example_indices(test, min(16, len(test)), seed=config.train.seed)  # the classes in turn
+    x = to_float(test.images[pick].to(model_device(model)))
     kl = kl_per_dimension(model, test.images) if kl is None else np.asarray(kl)  # (D,)
     figs = {
         "reconstructions": plots.reconstruction_grid(model, x, n=8),
