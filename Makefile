@@ -56,7 +56,7 @@ classifiers: setup
 # 2 worker processes, a test file each at a time (nbval runs a notebook's cells in order in one kernel).
 TEST_WORKERS ?= 2
 test: setup browser lint
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: setup
 	$(PY) -m ruff check vaelib tests benchmarks notebooks tools

@@ -16,6 +16,15 @@ if _WORKERS > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(_THREADS))
 torch.set_num_threads(_THREADS)
 
+# Test files that each build a whole report (minutes): collected first, and `make test` keeps that order
+# (--no-loadscope-reorder; pytest-xdist would otherwise start the files with the most tests first), so that each
+# starts on a worker at once and the two workers finish together instead of one waiting on a late report build.
+SLOW_FIRST = ("test_install.py", "test_notebooks.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: getattr(item, "path", None) is None or item.path.name not in SLOW_FIRST)  # stable
+
 
 @pytest.fixture
 def tiny_config() -> Config:
