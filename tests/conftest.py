@@ -16,10 +16,11 @@ if _WORKERS > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(_THREADS))
 torch.set_num_threads(_THREADS)
 
-# Test files that each build a whole report (minutes): collected first, and `make test` keeps that order
-# (--no-loadscope-reorder; pytest-xdist would otherwise start the files with the most tests first), so that each
-# starts on a worker at once and the two workers finish together instead of one waiting on a late report build.
-SLOW_FIRST = ("test_install.py", "test_notebooks.py")
+# The test file that builds a whole report (minutes, tests/test_install.py) is collected first, and `make test`
+# keeps that order (--no-loadscope-reorder; pytest-xdist would otherwise start the files with the most tests
+# first), so that it starts on a worker at once and the two workers finish together instead of one waiting on a
+# late report build.
+SLOW_FIRST = ("test_install.py",)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,5 +1,6 @@
 """A built wheel works on its own: installed into a fresh virtual environment, outside the checkout, `vaelib report`
-runs every notebook it ships and `vaelib notebooks DIR` copies them.
+runs every notebook it ships, with parameters that are not their defaults (shapes at 16x16, seed 1, tiny budget:
+they reach every notebook, and each writes its artifacts), and `vaelib notebooks DIR` copies them.
 
 The fresh environment gets this environment's third-party packages through a .pth file (installing torch again
 would take minutes and gigabytes), but not its editable vaelib: a .pth file's own .pth files are not processed.
@@ -16,9 +17,10 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import nbformat
 import pytest
 
-from vaelib.reporting.report import numbered_notebooks
+from vaelib.reporting.report import notebook_name, numbered_notebooks, report_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,22 +76,89 @@ def test_vaelib_notebooks_copies_the_shipped_notebooks(installed):
     assert again.stderr.count("\n") == 1  # one line, no traceback
 
 
-def test_vaelib_report_runs_from_the_wheel(installed):
+@pytest.fixture(scope="module")
+def wheel_report(installed):
+    """`vaelib report` from the wheel, with non-default parameters (shapes at 16x16, half its preset's size, seed 1,
+    tiny budget): the one report build of the test suite. The tests below read it both as the wheel's report and as
+    every notebook's run with parameters that are not its defaults (those are covered by nbval)."""
     venv, work = installed
     package = next((venv / "lib").glob("python3*/site-packages/vaelib"))
     before = sorted(p for p in package.rglob("*") if "__pycache__" not in p.parts)
+    out = _run([venv / "bin" / "vaelib", "report", "--dataset", "shapes", "--budget", "tiny", "--seed", "1",
+                "-p", "image_size", "16", "--quiet"], cwd=work, timeout=900)
+    after = sorted(p for p in package.rglob("*") if "__pycache__" not in p.parts)
+    report = work / "reports" / "shapes-tiny"
+    return report, json.loads((report / "metrics.json").read_text()), out, before, after
+
+
+def test_vaelib_report_runs_from_the_wheel(installed, wheel_report):
+    venv, work = installed
+    report, summary, out, before, after = wheel_report
     assert not [p for p in before if p.name == "conftest.py"]  # no test code in the wheel
-    out = _run([venv / "bin" / "vaelib", "report", "--dataset", "digits", "--budget", "tiny", "--quiet"], cwd=work,
-               timeout=900)
-    assert sorted(p for p in package.rglob("*") if "__pycache__" not in p.parts) == before  # nothing written there
-    report = work / "reports" / "digits-tiny"
+    assert after == before  # nothing written there
     assert f"report written to {report}/index.html" in out
-    summary = json.loads((report / "metrics.json").read_text())
     lessons = [p.stem for p in numbered_notebooks()]  # the wheel's lessons are the checkout's, in order
     assert [e["notebook"] for e in summary["notebooks"]] == [*lessons, "studies/failure_modes", "studies/future_work",
                                                                   "studies/stability"]
     assert lessons[:7] == ["00_vae_from_scratch", "01_datasets", "02_architecture", "03_stability_ablations",
                            "04_failure_gallery", "05_latent_explorer", "06_beyond_the_gaussian_vae"]
-    assert summary["dataset"] == "digits" and (work / "runs").is_dir()  # runs/ beside the reports, in the cwd
+    assert summary["dataset"] == "shapes" and (work / "runs").is_dir()  # runs/ beside the reports, in the cwd
     kernels = {e["notebook"]: e["metrics"]["versions"]["git_commit"] for e in summary["notebooks"]}
     assert set(kernels.values()) == {"unknown"}, kernels  # every notebook's kernel imported the wheel's vaelib
+
+
+@pytest.mark.parametrize("notebook", [notebook_name(p) for p in report_notebooks()])
+def test_notebook_runs_with_shapes_16_tiny(wheel_report, notebook):
+    out, summary = wheel_report[:2]
+    entry = next(e for e in summary["notebooks"] if e["notebook"] == notebook)
+    figures = out / "figures" / notebook
+    assert (out / f"{notebook}.html").stat().st_size > 10_000
+    assert list(figures.glob("*.png")), f"{notebook} wrote no figures"
+    metrics = entry["metrics"]
+    assert metrics, f"{notebook} wrote no metrics.json"
+    data = metrics["config"]["data"]  # the parameters reached the config the notebook trained and measured
+    assert (data["dataset"], data["image_size"], data["max_train"]) == ("shapes", 16, 256)  # tiny: 256 images
+    assert metrics["config"]["train"]["seed"] == 1
+    executed = nbformat.read(str(out / "notebooks" / f"{notebook}.ipynb"), as_version=4)
+    injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and 'dataset = "shapes"' in injected[0].source and "image_size = 16" in injected[0].source
+
+
+def _result_sentences(path):
+    """Per code cell (by position, papermill's injected cell left out), the lines of its outputs (streams and
+    Markdown displays) that state a verdict: a claim's finding is one line, its verdict, claim and numbers
+    together."""
+    import re
+
+    from vaelib.experiments.claims import VERDICTS
+
+    pattern = re.compile(r"\b(" + "|".join(re.escape(v) for v in VERDICTS) + r")\b")
+    nb = nbformat.read(str(path), as_version=4)
+    cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    out = {}
+    for i, cell in enumerate(cells):
+        if cell.cell_type != "code":
+            continue
+        texts = [o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream"]
+        texts += [o.get("data", {}).get(k, "") for o in cell.get("outputs", []) for k in ("text/markdown",)]
+        out[i] = {line.strip() for t in texts for line in t.splitlines() if pattern.search(line)}
+    return out
+
+
+SENTENCES = [p for p in report_notebooks() if p.stem[:2] in ("02", "05") or p.parent.name == "studies"]  # verdicts
+
+
+@pytest.mark.parametrize("notebook", [notebook_name(p) for p in SENTENCES])
+def test_no_result_sentence_is_the_same_on_two_datasets_unless_its_numbers_are(wheel_report, notebook):
+    """A sentence that states a verdict is written from the run's numbers: the same sentence on mnist (the committed
+    notebooks, executed with their defaults) and on shapes must carry numbers (and then they are the same numbers);
+    a fixed sentence would state one result for both."""
+    import re
+
+    mnist = _result_sentences(ROOT / "notebooks" / f"{notebook}.ipynb")
+    shapes = _result_sentences(wheel_report[0] / "notebooks" / f"{notebook}.ipynb")
+    assert mnist.keys() == shapes.keys(), "the two runs executed different cells"
+    fixed = [s for i in mnist for s in mnist[i] & shapes[i] if not re.search(r"\d", s)]
+    assert not fixed, f"{notebook}: verdict sentences identical on mnist and shapes, with no number: {fixed}"
+    if notebook.startswith("studies/"):  # the studies judge claims: they do state verdicts on both
+        assert any(mnist.values()) and any(shapes.values())
