@@ -223,10 +223,10 @@ INDEX_MARK, CLASS_MARK = "(a test image index)", "(a class name)"  # in a parame
 
 
 def reported_config(entries: list[dict[str, Any]], data_root: str) -> tuple[dict[str, Any] | None, dict[str, str]]:
-    """The config the report's notebooks trained with, as they recorded it (the report builds none of its own, so
-    it records what ran): the first recorded, with data.root as the report names it (each notebook names it from
-    its own folder), and {notebook: the first field where its config differs from that one} for any that differ
-    (none when every notebook built the same config from the report's parameters)."""
+    """The config the report's notebooks trained with, as they recorded it (what ran, not the report's own build,
+    which only checks the parameters): the first recorded, with data.root as the report names it (each notebook
+    names it from its own folder), and {notebook: the first field where its config differs from that one} for any
+    that differ (none when every notebook built the same config from the report's parameters)."""
     recorded = [(e["notebook"], e.get("metrics", {}).get("config")) for e in entries]
     recorded = [(name, {**c, "data": {**c["data"], "root": data_root}}) for name, c in recorded
                 if isinstance(c, dict) and isinstance(c.get("data"), dict)]
