@@ -107,6 +107,7 @@ def test_a_plan_beyond_the_cap_names_the_budgets_cap_even_when_no_seed_is_added(
     assert c.verdict == FULL_BUDGET and not more_calls
     assert "this budget runs at most 8" in c.reason, c.reason  # the budget's cap, not the pilot's 3
 
+
 def test_seed_cap_and_bad_budgets():
     assert planning.seed_cap("small", 3) == planning.SEED_CAP["small"] and planning.seed_cap("tiny", 5) == 5
     with pytest.raises(ValueError, match="budget='huge' is invalid: allowed tiny, small, full"):

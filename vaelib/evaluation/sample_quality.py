@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from vaelib.models.base import model_device
 from vaelib.models.classifier import DomainClassifier
 from vaelib.runtime import to_float
 
@@ -70,7 +71,7 @@ def sample_quality(model: nn.Module, classifier: DomainClassifier, test_images: 
     """n prior samples of a trained VAE (from `seed`) against the test images, in the classifier's features:
     fd (Fréchet distance), precision, recall, density, coverage, and classes_hit, class_evenness of target
     `head`."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     fake = model.sample(n, generator=torch.Generator(device=device).manual_seed(seed)).float().cpu().clamp(0, 1)
     real = to_float(test_images)
     out = {"fd": frechet_distance(classifier, real, fake)}

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from vaelib.evaluation.plots import example_indices, tile
 from vaelib.lessons.architecture import layer_rows
-from vaelib.models.base import posterior_stats
+from vaelib.models.base import model_device, posterior_stats
 from vaelib.models.vae import VAE
 from vaelib.runtime import to_float
 
@@ -481,7 +481,7 @@ def sampling_contrast(models: dict[str, torch.nn.Module], images: torch.Tensor, 
     x = to_float(images[example_indices(torch.zeros(len(images)), n, seed)])
     rows = [("test images", x)]
     for name, model in models.items():
-        device = next(model.parameters()).device
+        device = model_device(model)
         with torch.no_grad():
             recon = model.reconstruct(x.to(device)).cpu()
             sample = model.sample(n, generator=torch.Generator(device=device).manual_seed(seed)).cpu()
