@@ -15,6 +15,7 @@ from vaelib.experiments.claims import (
     claim_rows,
     claims_table,
     direction,
+    elsewhere,
     finding,
     judge,
     judge_best,
@@ -56,13 +57,17 @@ def test_every_verdict_class_from_a_synthetic_seed_set():
     (unconverged,) = _final(_judge(_est([3.0, 3.1, 3.2], converged=2, unsettled=("seed 2: frozen",)),
                                    _est([1.0, 1.1, 1.2])))
     (budget,) = _final(_judge(_est([32.0] * 3), _est([0.0] * 3), bounds=(0, 32), family_size=20))
+    (moved,) = _final(elsewhere(_spec("higher"), "shapes"))
     got = [c.verdict for c in (supported, contradicted, no_effect, untestable, inconclusive, failed, unconverged,
-                               budget)]
+                               budget, moved)]
     assert got == list(VERDICTS)
     assert supported.test == contradicted.test == "paired t" and supported.p_holm < 0.05
     assert no_effect.test is None and "every seed gives the same value" in finding(no_effect)
     assert "upper bound 32" in finding(untestable)
     assert "seed 1: non-finite loss at step 600 (beta 0.1)" in finding(failed)
+    assert moved.test is None and moved.p_holm is None and "it runs in a shapes report" in finding(moved)
+    with pytest.raises(ValueError, match="where='' is invalid: allowed the dataset the claim runs on"):
+        elsewhere(_spec("higher"), "")
     assert "A: seed 2: frozen" in finding(unconverged)
 
 

@@ -159,6 +159,14 @@ def test_stand_in_names_the_data_and_model_that_replace_the_sources():
         "Fashion-MNIST itself")
     with pytest.raises(ValueError, match="source_data='svhn' is invalid"):
         stability_ablations.stand_in(mnist, "svhn")
+    # a claim whose own stand-in is the other embedded data names it, and `away` maps that text to where it runs
+    assert stability_ablations.stand_in(mnist, "celeba") == "embedded shapes for CelebA, not this report's data"
+    assert stability_ablations.away(mnist) == {"embedded shapes for CIFAR-10, not this report's data": "shapes",
+                                               "embedded shapes for CelebA, not this report's data": "shapes"}
+    shapes = notebook_config("shapes", "tiny")
+    assert list(stability_ablations.away(shapes).values()) == ["mnist"]
+    assert stability_ablations.stand_in(notebook_config("digits", "tiny"), "celeba").endswith("(a secondary stand-in)")
+    assert stability_ablations.away(notebook_config("digits", "tiny")) == {}
 
 
 def test_a_failure_says_when_the_run_had_frozen_before_it(tiny_config):

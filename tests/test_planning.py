@@ -112,7 +112,45 @@ def test_seed_cap_and_bad_budgets():
     assert planning.seed_cap("small", 3) == planning.SEED_CAP["small"] and planning.seed_cap("tiny", 5) == 5
     with pytest.raises(ValueError, match="budget='huge' is invalid: allowed tiny, small, full"):
         planning.seed_cap("huge", 3)
-    assert planning.FAMILY_SIZE == sum(planning.STUDY_CLAIMS.values())
+    assert planning.FAMILY_SIZE == sum(n for by_source in planning.STUDY_CLAIMS.values() for n in by_source.values())
+
+
+def test_each_claim_runs_on_its_own_stand_in_and_the_family_counts_the_claims_that_run():
+    assert planning.runs_here("mnist", "fashion_mnist") and not planning.runs_here("mnist", "celeba")
+    assert planning.runs_here("shapes", "cifar10") and planning.runs_here("shapes", "celeba")
+    assert not planning.runs_here("shapes", "fashion_mnist")
+    for dataset in ("digits", "fashion_mnist", "cifar10", "celeba"):  # own data, or a secondary stand-in: all run
+        assert all(planning.runs_here(dataset, src) for src in ("fashion_mnist", "cifar10", "celeba")), dataset
+    assert planning.runs_on("celeba") == "shapes" and planning.runs_on("fashion_mnist") == "mnist"
+    with pytest.raises(ValueError, match="source_data='svhn' is invalid: allowed fashion_mnist, cifar10, celeba"):
+        planning.runs_here("mnist", "svhn")
+    studies = {"a": {"fashion_mnist": 2, "celeba": 3}, "b": {"cifar10": 5}}
+    assert planning.family_size("mnist", studies) == 2 and planning.family_size("shapes", studies) == 8
+    assert planning.family_size("digits", studies) == 10
+    # the two embedded reports split the declared claims between them, none counted twice or left out
+    assert planning.family_size("mnist") + planning.family_size("shapes") == planning.FAMILY_SIZE
+    # the numbers the studies' introductions state: 9 and 21 claims, an exact test needing 9 and 10 pairs
+    assert (planning.family_size("mnist"), planning.family_size("shapes")) == (9, 21)
+    assert (planning.exact_seeds(9), planning.exact_seeds(21)) == (9, 10)
+
+
+def test_a_claim_of_another_stand_in_is_recorded_in_place_and_not_run():
+    from vaelib.experiments.claims import ELSEWHERE
+
+    away = {"shapes for CelebA": "shapes"}
+    moved = ClaimSpec("b is lower than c", "a source §2", "shapes for CelebA", "m (units)", ("b", "c"), "lower",
+                      key="m", min_effect=0.1)
+    rows = _rows({"a": [1.0, 1.5, 0.8], "b": [2.0, 2.1, 2.2]})  # no rows for the moved claim's arms: never read
+    trained = []
+    claims, _ = planning.powered([_spec("a", "b", min_effect=0.5), moved], rows, n_cap=3, family_size=10,
+                                 more=lambda need: trained.append(need) or {}, away=away)
+    assert [c.claim for c in claims] == ["a is lower than b", "b is lower than c"]  # the declared order
+    assert claims[0].n_planned is not None and claims[1].verdict == claims[1].decision == ELSEWHERE  # one planned
+    assert claims[1].test is None and claims[1].p is None and "runs in a shapes report" in claims[1].reason
+    assert adjust(claims)[1].verdict == ELSEWHERE and adjust(claims)[1].p_holm is None  # outside Holm's family
+    assert all("c" not in need for need in trained)  # no seed asked for an arm only the moved claim reads
+    assert planning.recorded(moved, "no measure", away).verdict == ELSEWHERE
+    assert planning.recorded(_spec("a", "b"), "no measure", away).verdict == "untestable here"
 
 
 def test_more_seeds_trains_each_arm_on_the_seeds_asked_for(tiny_config, tiny_data, tmp_path):
@@ -147,7 +185,7 @@ def test_no_committed_report_records_more_testable_claims_for_a_study_than_its_d
                 assert not records, (path, entry["notebook"])  # lessons record no claims
                 continue
             testable = [r for r in records if r["n"] != [0, 0]]  # claims.untestable records no run
-            assert len(testable) <= planning.STUDY_CLAIMS[entry["notebook"]], (path, entry["notebook"])
+            assert len(testable) <= sum(planning.STUDY_CLAIMS[entry["notebook"]].values()), (path, entry["notebook"])
 
 
 def test_more_seeds_trains_a_model_once_for_every_arm_it_stands_for(tiny_config, tiny_data, tmp_path):

@@ -29,8 +29,9 @@ from vaelib.experiments import stats
 from vaelib.experiments.evidence import Estimate, estimate
 
 FULL_BUDGET = "needs the full budget"  # the design's smallest attainable p cannot pass Holm's first step: not run
+ELSEWHERE = "other stand-in"  # the claim runs on its own stand-in's report (planning.runs_here), not in this one
 VERDICTS = ("supported", "contradicted", "no effect", "untestable here", "inconclusive", "failed", "not converged",
-            FULL_BUDGET)
+            FULL_BUDGET, ELSEWHERE)
 PENDING = "pending"  # a tested claim's verdict until adjust has seen its family
 KINDS = ("higher", "lower", "similar", "no better")
 EQUIVALENCE = ("similar", "no better")
@@ -224,6 +225,19 @@ def untestable(spec: ClaimSpec, reason: str) -> Claim:
     c = Claim(spec.statement, spec.source, spec.stand_in, spec.metric, spec.direction,
               (_arm(spec.arms[0], none), _arm(spec.arms[1], none)), spec.margin, min_effect=spec.min_effect)
     return _untested(c, "untestable here", reason)
+
+
+def elsewhere(spec: ClaimSpec, where: str) -> Claim:
+    """The record of a declared claim that is not run on this data because another dataset is its stand-in
+    (experiments.planning.runs_here): verdict 'other stand-in', with the reason naming where it runs. No run, no
+    test, outside Holm's family: its verdict is in the report of `where`."""
+    if not isinstance(where, str) or not where.strip():
+        raise ValueError(f"where={where!r} is invalid: allowed the dataset the claim runs on")
+    none = Estimate((), 0)
+    c = Claim(spec.statement, spec.source, spec.stand_in, spec.metric, spec.direction,
+              (_arm(spec.arms[0], none), _arm(spec.arms[1], none)), spec.margin, min_effect=spec.min_effect)
+    return _untested(c, ELSEWHERE, f"its stand-in is the embedded {where}: it runs in a {where} report "
+                                   f"(vaelib report --dataset {where}), not on this data")
 
 
 def judge_rows(spec: ClaimSpec, rows: Mapping[str, Sequence[dict[str, Any]]]) -> Claim:

@@ -32,18 +32,58 @@ from typing import Any
 import numpy as np
 
 from vaelib.config import Config
+from vaelib.data.datasets import STAND_IN
 from vaelib.experiments import stats
-from vaelib.experiments.claims import FULL_BUDGET, Claim, ClaimSpec, Plan, judge_rows, plan, with_plan
+from vaelib.experiments.claims import (
+    FULL_BUDGET,
+    Claim,
+    ClaimSpec,
+    Plan,
+    elsewhere,
+    judge_rows,
+    plan,
+    untestable,
+    with_plan,
+)
 from vaelib.experiments.runs import Run, run_seeds
 
-# Every claim the studies can test, counted at their most (a claim that a dataset cannot carry, e.g. MIG without
-# ground-truth factors, is still counted; a claim recorded as untestable here is not): the size of Holm's family,
-# fixed before any run. tests/test_planning.py checks that no committed report's study records more.
-STUDY_CLAIMS = {"studies/stability": 15, "studies/failure_modes": 11, "studies/future_work": 4}
-FAMILY_SIZE = sum(STUDY_CLAIMS.values())
+# Every claim the studies can test, by the source's data it is about, counted at their most (a claim that a dataset
+# cannot carry, e.g. MIG without ground-truth factors, is still counted; a claim recorded as untestable here is not).
+# A report's family holds the claims that run on its data (runs_here): its size, fixed before any run, is
+# family_size(dataset). tests/test_planning.py checks that no committed report's study records more.
+STUDY_CLAIMS = {"studies/stability": {"fashion_mnist": 8, "cifar10": 1, "celeba": 6},
+                "studies/failure_modes": {"fashion_mnist": 1, "celeba": 10},
+                "studies/future_work": {"cifar10": 3, "celeba": 1}}
+FAMILY_SIZE = sum(n for by_source in STUDY_CLAIMS.values() for n in by_source.values())  # every claim: a dataset
+# that stands in for none of the sources' data runs them all
 SEED_CAP = {"tiny": 3, "small": 6, "full": 30}  # the most seeds a budget trains per arm of a claim
 POWER = 0.8
 TESTED = ("inconclusive", "supported", "contradicted", "no effect")  # decisions a test (or too few seeds) made
+
+
+def runs_here(dataset: str, source_data: str) -> bool:
+    """Whether a claim about `source_data` ('fashion_mnist', 'cifar10', 'celeba') runs on `dataset`: on the source's
+    own data, and on its embedded stand-in (data.datasets.STAND_IN: mnist for Fashion-MNIST, shapes for CIFAR-10 and
+    CelebA), but not on the other embedded stand-in, whose report does not carry it (each claim on its own stand-in
+    only). Any other dataset (digits, or another source's data) runs every claim, as a secondary stand-in."""
+    if source_data not in STAND_IN:
+        raise ValueError(f"source_data={source_data!r} is invalid: allowed {', '.join(STAND_IN)}")
+    if dataset == source_data or dataset not in STAND_IN.values():
+        return True
+    return STAND_IN[source_data] == dataset
+
+
+def runs_on(source_data: str) -> str:
+    """The embedded dataset a claim about `source_data` runs on (its stand-in)."""
+    if source_data not in STAND_IN:
+        raise ValueError(f"source_data={source_data!r} is invalid: allowed {', '.join(STAND_IN)}")
+    return STAND_IN[source_data]
+
+
+def family_size(dataset: str, studies: Mapping[str, Mapping[str, int]] = STUDY_CLAIMS) -> int:
+    """The declared size of Holm's family in a report on `dataset`: the claims of every study that run on it
+    (runs_here), counted at their most (STUDY_CLAIMS)."""
+    return sum(n for by_source in studies.values() for src, n in by_source.items() if runs_here(dataset, src))
 
 
 def seed_cap(budget: str, pilot: int) -> int:
@@ -121,12 +161,22 @@ Rows = Mapping[str, Sequence[dict[str, Any]]]
 
 def powered(specs: Sequence[ClaimSpec], rows: Rows, *, n_cap: int, family_size: int = FAMILY_SIZE,
             more: Callable[[dict[str, list[int]]], Rows] | None = None,
-            judge: Callable[[ClaimSpec, Rows], Claim] = judge_rows) -> tuple[list[Claim], dict[str, list[dict]]]:
+            judge: Callable[[ClaimSpec, Rows], Claim] = judge_rows,
+            away: Mapping[str, str] | None = None) -> tuple[list[Claim], dict[str, list[dict]]]:
     """Each declared claim judged on the pilot rows, planned (plan_record), given the seeds its plan asks for where
     they fit n_cap, and finished (finish). more({arm: seeds}) trains each named arm on the seeds given (those after
     its last, up to the plan's n) and returns their rows (`more_seeds` builds it from the configs); without it, no
-    seed is added and a plan above the pilot's size reads "needs the full budget". Returns the claims and the rows
-    they were judged on (the pilot's plus the added)."""
+    seed is added and a plan above the pilot's size reads "needs the full budget". away maps the stand-in (a
+    ClaimSpec's stand_in) of the claims that do not run on this data to the dataset they run on (runs_here): those
+    are recorded in place, not judged (claims.elsewhere), and their arms need no rows. Returns the claims, in the
+    order declared, and the rows they were judged on (the pilot's plus the added)."""
+    away = away or {}
+    moved = {i: elsewhere(s, away[s.stand_in]) for i, s in enumerate(specs) if s.stand_in in away}
+    if moved:
+        kept, rows = powered([s for s in specs if s.stand_in not in away], rows, n_cap=n_cap,
+                             family_size=family_size, more=more, judge=judge)
+        it = iter(kept)
+        return [moved[i] if i in moved else next(it) for i in range(len(specs))], rows
     rows = {k: list(v) for k, v in rows.items()}
     pilot = [judge(s, rows) for s in specs]
     plans = [plan_record(c, s, family_size) for c, s in zip(pilot, specs)]
@@ -145,6 +195,13 @@ def powered(specs: Sequence[ClaimSpec], rows: Rows, *, n_cap: int, family_size: 
         n_cap = min(n_cap, min((have[a] for s in specs for a in s.arms if a in have), default=n_cap))
     final = [judge(s, rows) if any(a in need for a in s.arms) else c for s, c in zip(specs, pilot)]
     return [finish(c, p, n_cap) for c, p in zip(final, plans)], rows
+
+
+def recorded(spec: ClaimSpec, reason: str, away: Mapping[str, str] | None = None) -> Claim:
+    """A claim no design here can test: 'untestable here' with the reason (claims.untestable), or, where its
+    stand-in is another dataset's (away, as in `powered`), 'other stand-in': its own stand-in's report says why."""
+    away = away or {}
+    return elsewhere(spec, away[spec.stand_in]) if spec.stand_in in away else untestable(spec, reason)
 
 
 def _next_seeds(rows: Sequence[dict[str, Any]], n: int) -> list[int]:

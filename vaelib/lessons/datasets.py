@@ -23,7 +23,7 @@ from vaelib.evaluation import plots
 from vaelib.evaluation.plots import split_example_indices
 from vaelib.runtime import to_float
 
-STANDIN = {"fashion_mnist": "mnist", "cifar10": "shapes", "celeba": "shapes"}  # embedded data of the same kind
+STANDIN = D.STAND_IN  # embedded data of the same kind
 CELEBA_ALIGNED_HW = (218, 178)  # (H, W) of CelebA's img_align_celeba JPEGs
 CELEBA_CROP = 140  # torchvision CenterCrop of vaelib.data.datasets._decode_celeba
 

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from vaelib.config import BetaSchedule, Config, with_overrides
+from vaelib.data.datasets import STAND_IN
+from vaelib.experiments import planning
 from vaelib.experiments.budgets import notebook_config
 from vaelib.experiments.claims import Claim, ClaimSpec, judge_best, judge_rows
 from vaelib.experiments.evidence import MIN_EPOCHS, estimate
@@ -176,7 +178,9 @@ SOURCE_DATA = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "celeba"
 
 def stand_in(config: Config, source_data: str) -> str:
     """What stands in for the source's data and model in a claim: 'embedded mnist 1x32x32 (hidden [32, 64],
-    latent 32) for Fashion-MNIST', or 'Fashion-MNIST itself (...)' when the run trained on the source's data."""
+    latent 32) for Fashion-MNIST', 'Fashion-MNIST itself (...)' when the run trained on the source's data, 'embedded
+    shapes for CelebA, not this report's data' for a claim that runs on the other embedded stand-in
+    (planning.runs_here), and '... (a secondary stand-in)' on data that stands in for none of the sources'."""
     if source_data not in SOURCE_DATA:
         raise ValueError(f"source_data={source_data!r} is invalid: allowed {', '.join(SOURCE_DATA)}")
     c, h, w = config.input_shape
@@ -185,7 +189,18 @@ def stand_in(config: Config, source_data: str) -> str:
         model = f"{config.data.background} background, {model}"
     if config.data.dataset == source_data:
         return f"{SOURCE_DATA[source_data]} itself, {model}"
+    if not planning.runs_here(config.data.dataset, source_data):
+        return f"embedded {planning.runs_on(source_data)} for {SOURCE_DATA[source_data]}, not this report's data"
+    if config.data.dataset not in STAND_IN.values():
+        return f"{config.data.dataset} {model} for {SOURCE_DATA[source_data]} (a secondary stand-in)"
     return f"embedded {config.data.dataset} {model} for {SOURCE_DATA[source_data]}"
+
+
+def away(config: Config) -> dict[str, str]:
+    """The claims that do not run on this config's data (planning.runs_here), as `planning.powered` reads them: the
+    stand-in text their ClaimSpec carries (stand_in) -> the embedded dataset they run on."""
+    return {stand_in(config, src): planning.runs_on(src) for src in SOURCE_DATA
+            if not planning.runs_here(config.data.dataset, src)}
 
 
 def seed_rows(runs: dict[str, list[Run]], test: Any, last: int, tol: float,
