@@ -43,10 +43,10 @@ examples: setup
 	$(PY) -m vaelib timings --write README.md
 	$(MAKE) pretrained
 
-# The small models notebook 05 opens with (vaelib/pretrained/): copied from the runs `make examples` trained
-# (it runs this last).
+# The small models notebooks 02 and 05 open with (vaelib/pretrained/): the runs of the mnist and shapes presets at
+# the small budget, trained into runs/ where missing and copied (`make examples` runs this last).
 pretrained: setup
-	$(PY) -c "from vaelib.experiments.budgets import notebook_config as c; from vaelib.lessons.latent_explorer import ship; [print(ship(c(d, 'small'))) for d in ('mnist', 'shapes')]"
+	$(PY) -c "from vaelib.experiments.budgets import notebook_config as c; from vaelib.lessons.latent_explorer import train_and_ship; [print(train_and_ship(c(d, 'small'))) for d in ('mnist', 'shapes')]"
 
 # The domain classifiers sample quality is measured with (vaelib/pretrained/classifier-<dataset>.pt): trained from
 # the package's own data, deterministic on a CPU; prints each one's test accuracy.

@@ -49,3 +49,28 @@ def test_the_run_cache_comes_before_the_shipped_model_and_ship_copies_only_finis
     (out / "checkpoint.pt").rename(tmp_path / "runs" / f"{longer.name}-{config_hash(longer)}" / "checkpoint.pt")
     with pytest.raises(ValueError, match=r"is unfinished \(epoch 1 of 3\)"):
         L.ship(longer, tmp_path / "runs", tmp_path / "pretrained")
+
+
+def test_fit_or_shipped_loads_the_shipped_model_and_its_history_where_the_cache_has_none(tiny_config, tiny_data,
+                                                                                        tmp_path, monkeypatch):
+    config = with_overrides(tiny_config, **{"train.epochs": 1})
+    model, history, out = cached_fit(config, *tiny_data, root=tmp_path / "runs", device="cpu", quiet=True)
+    monkeypatch.setattr(L, "PRETRAINED", tmp_path / "pretrained")
+    assert L.fit_or_shipped(config, *tiny_data, root=tmp_path / "runs", device="cpu")[2] == out  # the cache first
+    shipped = L.ship(config, tmp_path / "runs", tmp_path / "pretrained")
+    loaded, loaded_history, source = L.fit_or_shipped(config, *tiny_data, root=tmp_path / "empty", device="cpu")
+    assert source == shipped and not (tmp_path / "empty").exists()  # nothing trained, nothing written
+    assert loaded_history.to_dict() == history.to_dict()
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
+    _, _, retrained = L.fit_or_shipped(config, *tiny_data, root=tmp_path / "again", device="cpu", retrain=True,
+                                       quiet=True)
+    assert retrained == tmp_path / "again" / out.name  # retrain=True trains into the cache
+
+
+def test_train_and_ship_trains_where_the_cache_lacks_the_run_and_never_loads_the_shipped_copy(tiny_config, tmp_path,
+                                                                                            monkeypatch):
+    config = with_overrides(tiny_config, **{"train.epochs": 1})
+    monkeypatch.setattr(L, "load_checkpoint", lambda *a, **k: pytest.fail("loaded a shipped model"))
+    shipped = L.train_and_ship(config, tmp_path / "runs", tmp_path / "pretrained")
+    assert shipped == tmp_path / "pretrained" / f"{config.name}-{config_hash(config)}.pt"
+    assert (tmp_path / "runs" / shipped.stem / "checkpoint.pt").is_file() and read_checkpoint(shipped)["epoch"] == 1

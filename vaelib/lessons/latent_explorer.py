@@ -10,10 +10,11 @@ from matplotlib.figure import Figure
 from vaelib.config import Config
 from vaelib.data.datasets import ImageSplit, load_from_config
 from vaelib.evaluation.plots import image_grid
-from vaelib.experiments.cache import cached_fit, run_dir
+from vaelib.experiments.cache import cached_fit, run_dir, trained
 from vaelib.models.vae import VAE
 from vaelib.runtime import headless, resolve_device
 from vaelib.training.checkpoint import MODEL_KEYS, check_checkpoint, load_checkpoint, read_checkpoint, save_checkpoint
+from vaelib.training.history import History
 from vaelib.training.trainer import CHECKPOINT
 from vaelib.widgets import LatentExplorer
 
@@ -24,6 +25,19 @@ def shipped_checkpoint(config: Config) -> Path | None:
     """The model shipped with vaelib for exactly this config (same config hash), or None."""
     path = PRETRAINED / f"{run_dir(config, '').name}.pt"
     return path if path.is_file() else None
+
+
+def fit_or_shipped(config: Config, train: ImageSplit, val: ImageSplit, *, root: str | Path = "runs",
+                   retrain: bool = False, device: str | None = None, quiet: bool = False):
+    """experiments.cache.cached_fit, except where the run cache under `root` does not hold this config's run and
+    vaelib ships one (the same config hash, `make pretrained`): then the shipped model and the history it trained
+    with are loaded, in about a second instead of the minutes a lesson cannot spend in class. retrain=True trains.
+    Returns (model, history, the run folder or the shipped file)."""
+    shipped = shipped_checkpoint(config)
+    if shipped is not None and not retrain and not trained(config, root):
+        model, state = load_checkpoint(shipped, device=resolve_device(device))
+        return model.eval(), History.from_dict(state["history"], str(shipped), key="history"), shipped
+    return cached_fit(config, train, val, root=root, retrain=retrain, device=device, quiet=quiet)
 
 
 def ship(config: Config, runs_dir: str | Path = "runs", dest: str | Path = PRETRAINED) -> Path:
@@ -39,6 +53,14 @@ def ship(config: Config, runs_dir: str | Path = "runs", dest: str | Path = PRETR
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out, {k: state[k] for k in ("model", "config", "history", "epoch", "seed", "versions")})
     return out
+
+
+def train_and_ship(config: Config, runs_dir: str | Path = "runs", dest: str | Path = PRETRAINED) -> Path:
+    """Train config's run into runs_dir where the cache lacks it (never loading the shipped copy), then ship it (ship).
+    `make pretrained` runs it for the mnist and shapes presets at the small budget."""
+    train, val = (load_from_config(config.data, s) for s in ("train", "val"))
+    cached_fit(config, train, val, root=runs_dir, quiet=headless())
+    return ship(config, runs_dir, dest)
 
 
 def load_trained(config: Config, runs_dir: str | Path = "runs", *, train_if_missing: bool = True,
