@@ -84,7 +84,9 @@ def test_every_key_figure_is_one_its_notebook_writes():
     for folder in sorted(p.parent for p in root.glob("*/metrics.json")):
         notebooks = [e["notebook"] for e in _json.loads((folder / "metrics.json").read_text())["notebooks"]]
         for nb in notebooks:
-            if nb in pages.KEY_FIGURES and (folder / "figures" / nb).is_dir():
+            # a notebook that drew figures draws its key figure (a study none of whose claims runs on this data,
+            # future work on mnist, draws none: its index cell is empty)
+            if nb in pages.KEY_FIGURES and any((folder / "figures" / nb).glob("*.png")):
                 assert (folder / "figures" / nb / pages.KEY_FIGURES[nb]).is_file(), (folder.name, nb)
 
 CLAIMS = ("import json, pathlib\n"
