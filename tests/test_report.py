@@ -447,3 +447,19 @@ def test_the_report_records_the_config_its_notebooks_recorded_and_names_one_that
     recorded, differs = reported_config([*entries, {"notebook": "02_b", "metrics": {"config": other}}], "data")
     assert recorded["train"]["lr"] == 0.001 and differs == {"02_b": "train.lr"}
     assert reported_config([{"notebook": "00_a", "metrics": {}}], "data") == (None, {})
+
+
+def test_the_index_lists_the_claims_of_another_stand_in_last_and_says_so():
+    from vaelib.experiments.claims import ClaimSpec, adjust, elsewhere, judge
+    from vaelib.experiments.evidence import Estimate
+    from vaelib.reporting.pages import claims_html
+
+    spec = ClaimSpec("a is higher than b", "a source §1", "mnist", "m", ("a", "b"), "higher")
+    moved = elsewhere(ClaimSpec("c is lower than d", "a source §2", "shapes for CelebA", "m", ("c", "d"), "lower"),
+                      "shapes")
+    tested = judge(spec, Estimate((3.0, 3.2, 2.9, 3.1), 4, seeds=(0, 1, 2, 3)),
+                   Estimate((1.0, 1.1, 0.9, 1.0), 4, seeds=(0, 1, 2, 3)))
+    page = claims_html([c.as_dict() for c in adjust([moved, tested])])
+    assert page.index("a is higher than b") < page.index("c is lower than d")  # declared first, listed last
+    assert "across the 1 that were tested" in page and "1 run on their own stand-in, in another report" in page
+    assert "another report" not in claims_html([c.as_dict() for c in adjust([tested])])

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vaelib.experiments.claims import TABLE_HEADS, Claim, claim_rows
+from vaelib.experiments.claims import ELSEWHERE, TABLE_HEADS, Claim, claim_rows
 from vaelib.io.files import write_text
 from vaelib.training.jsonfiles import MalformedFile, check_report_metrics, is_report_metrics, load_json
 
@@ -34,12 +34,16 @@ def claims_html(claims: list[dict[str, Any]]) -> str:
     if not claims:
         return "<p>No claim was tested in this report.</p>"
     records = [Claim.from_dict(c) for c in claims]
+    records = [c for c in records if c.verdict != ELSEWHERE] + [c for c in records if c.verdict == ELSEWHERE]
     head = "".join(f"<th>{h}</th>" for h in TABLE_HEADS)
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(cell).replace(chr(10), '<br>')}</td>" for cell in row[:-1])
                    + f"<td><b>{html.escape(row[-1])}</b></td></tr>" for row in claim_rows(records))
     tested = sum(c.p is not None for c in records)
+    away = sum(c.verdict == ELSEWHERE for c in records)
+    elsewhere = (f" {away} run on their own stand-in, in another report, and are listed last ({ELSEWHERE})."
+                 if away else "")
     return (f"<p>{len(claims)} claims; the verdicts come from Holm's correction across the {tested} that were tested, "
-            "one family for the whole report (family-wise error 5%).</p>"
+            f"one family for the whole report (family-wise error 5%).{elsewhere}</p>"
             f"<table border='1' style='border-collapse:collapse'><tr>{head}</tr>{rows}</table>")
 
 
