@@ -221,10 +221,7 @@ def untestable(spec: ClaimSpec, reason: str) -> Claim:
     'untestable here', with the reason, which must say why and what tests the closest reading instead."""
     if not isinstance(reason, str) or not reason.strip():
         raise ValueError(f"reason={reason!r} is invalid: allowed a sentence saying why the claim cannot be tested here")
-    none = Estimate((), 0)
-    c = Claim(spec.statement, spec.source, spec.stand_in, spec.metric, spec.direction,
-              (_arm(spec.arms[0], none), _arm(spec.arms[1], none)), spec.margin, min_effect=spec.min_effect)
-    return _untested(c, "untestable here", reason)
+    return _not_run(spec, "untestable here", reason)
 
 
 def elsewhere(spec: ClaimSpec, where: str) -> Claim:
@@ -233,11 +230,16 @@ def elsewhere(spec: ClaimSpec, where: str) -> Claim:
     test, outside Holm's family: its verdict is in the report of `where`."""
     if not isinstance(where, str) or not where.strip():
         raise ValueError(f"where={where!r} is invalid: allowed the dataset the claim runs on")
+    return _not_run(spec, ELSEWHERE, f"its stand-in is the embedded {where}: it runs in a {where} report "
+                                      f"(vaelib report --dataset {where}), not on this data")
+
+
+def _not_run(spec: ClaimSpec, verdict: str, reason: str) -> Claim:
+    """The record of a declared claim with no run behind it: both settings without values, the verdict given."""
     none = Estimate((), 0)
     c = Claim(spec.statement, spec.source, spec.stand_in, spec.metric, spec.direction,
               (_arm(spec.arms[0], none), _arm(spec.arms[1], none)), spec.margin, min_effect=spec.min_effect)
-    return _untested(c, ELSEWHERE, f"its stand-in is the embedded {where}: it runs in a {where} report "
-                                   f"(vaelib report --dataset {where}), not on this data")
+    return _untested(c, verdict, reason)
 
 
 def judge_rows(spec: ClaimSpec, rows: Mapping[str, Sequence[dict[str, Any]]]) -> Claim:

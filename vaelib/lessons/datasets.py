@@ -23,7 +23,6 @@ from vaelib.evaluation import plots
 from vaelib.evaluation.plots import split_example_indices
 from vaelib.runtime import to_float
 
-STANDIN = D.STAND_IN  # embedded data of the same kind
 CELEBA_ALIGNED_HW = (218, 178)  # (H, W) of CelebA's img_align_celeba JPEGs
 CELEBA_CROP = 140  # torchvision CenterCrop of vaelib.data.datasets._decode_celeba
 
@@ -37,7 +36,7 @@ def load_or_standin(config: Config) -> tuple[Config, dict[str, ImageSplit], str]
         splits = {s: load_from_config(config.data, s) for s in SPLITS}
         return config, splits, f"{config.data.dataset}: loaded ({'x'.join(map(str, config.input_shape))})."
     except FileNotFoundError as err:
-        name = STANDIN[config.data.dataset]
+        name = D.STAND_IN[config.data.dataset]  # embedded data of the same kind
         standin = with_overrides(config, **{"data.dataset": name, "name": f"{config.name}_on_{name}"})
         note = (f"FileNotFoundError: {err}\n\n=> {config.data.dataset} is not available here, so the rest of this "
                 f"notebook uses the embedded stand-in '{name}' at the same input shape "
