@@ -358,6 +358,22 @@ def test_shapes_textured_background_only_changes_the_background():
     assert len(torch.unique(per_image)) == 50  # a different texture in each image
 
 
+def test_shapes_gradient_background_is_a_ramp_between_two_colours():
+    plain = load_dataset("shapes", "val", n=50, image_size=32)
+    ramp = load_dataset("shapes", "val", n=50, image_size=32, background="gradient")
+    assert torch.equal(plain.factors, ramp.factors)
+    on_shape = plain.images.amax(1, keepdim=True).expand_as(plain.images) > 0
+    assert torch.equal(plain.images[on_shape], ramp.images[on_shape])  # only the background changed
+    back = ramp.images.float() / 255
+    assert back[~on_shape].min() >= 0.25 - 1 / 255 and back[~on_shape].max() <= 0.75 + 1 / 255
+    # a ramp is linear in the pixel position: every second difference along a row or a column is 0 off the shape
+    d2x, d2y = back.diff(n=2, dim=3), back.diff(n=2, dim=2)
+    free_x = ~(on_shape[..., :-2] | on_shape[..., 1:-1] | on_shape[..., 2:])
+    free_y = ~(on_shape[..., :-2, :] | on_shape[..., 1:-1, :] | on_shape[..., 2:, :])
+    assert d2x[free_x].abs().max() <= 2.5 / 255 and d2y[free_y].abs().max() <= 2.5 / 255  # rounding to uint8 only
+    assert back[~on_shape].std() > 0.05 and len(torch.unique(back.mean((1, 2, 3)))) == 50  # a ramp per image
+
+
 def test_shapes_generate_at_64px_in_bulk():
     # How fast they generate is measured by benchmarks/shapes_speed.py, not asserted here (machines differ).
     out = load_dataset("shapes", "train", n=10_000, image_size=64)

@@ -86,7 +86,7 @@ def test_at_matched_rate_interpolates_per_seed_and_never_extrapolates():
 def test_background_varies_one_factor_at_a_time():
     configs = stability_ablations.background_configs("tiny", 0, fix_beta=0.1, fix_latent=32)
     (small, s), (wide, w), (low, lo) = configs.items()
-    assert [c.data.background for c in configs.values()] == ["textured"] * 3
+    assert [c.data.background for c in configs.values()] == ["gradient"] * 3
     assert w.model.latent_dim == 32 and w.train.schedule == s.train.schedule  # only the latent size changed
     assert lo.train.schedule.beta == 0.1 and lo.model == s.model  # only beta changed
     assert wide == f"latent 32, beta {s.train.schedule.beta:g}" and low == f"latent {s.model.latent_dim}, beta 0.1"

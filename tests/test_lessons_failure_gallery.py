@@ -103,6 +103,21 @@ def test_collapse_summary_of_a_collapsed_encoder(tiny_config, tiny_data):
     assert recon.shape == (64, 1, 16, 16) and torch.allclose(recon, recon[:1].expand_as(recon))  # one image
 
 
+def test_collapse_measure_explained_is_zero_for_a_decoder_that_ignores_its_code(tiny_config, tiny_data):
+    model = VAE(tiny_config)
+    for layer in (model.encoder.fc_mu, model.encoder.fc_logvar):  # q(z|x) = N(0, I): every code decodes alike
+        torch.nn.init.zeros_(layer.weight)
+        torch.nn.init.zeros_(layer.bias)
+    x = tiny_data[0]
+    run = _run("collapsed", History(), model, config=tiny_config)
+    one_image = metrics.reconstructions(model, x[:1])[0]
+    assert D.collapse_measure(x, one_image)(run)["explained"] == pytest.approx(0.0, abs=1e-6)  # the baseline itself
+    mean = x.float().mean(0) / (255 if x.dtype == torch.uint8 else 1)
+    row = D.collapse_measure(x, mean)(run)
+    assert row["active_units"] == 0 and row["explained"] < 0  # one image, not the mean: worse than the mean
+    assert "explained" not in D.collapse_measure(x)(run)  # without the data mean it is not measured
+
+
 def test_plots_build():
     x = _noise()
     figs = [D.spectrum_plot({"a": D.radial_profile(x)}, cutoff=0.25),

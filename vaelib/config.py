@@ -36,7 +36,7 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a config's name: a run 
 DATASETS = ("fashion_mnist", "cifar10", "celeba", "mnist", "digits", "shapes")
 SCHEDULES = ("constant", "warmup", "linear", "cyclic")
 RECON_LOSSES = tuple(LIKELIHOODS)  # the names of vaelib.losses' one likelihood registry
-BACKGROUNDS = ("plain", "textured")
+BACKGROUNDS = ("plain", "textured", "gradient")
 MODEL_KINDS = ("vae", "ae", "vq")  # model families, each built by vaelib.models.registry.MODELS[kind]
 PRECISIONS = ("fp32", "bf16")
 ADAM_IMPLS = ("auto", "foreach", "fused", "for")
@@ -52,7 +52,7 @@ class DataConfig:
     download: bool = False  # let torchvision fetch missing files
     max_train: int | None = None  # keep only the first N training images (small budgets)
     shapes_train: int = 10_000  # shapes: images generated for the training split
-    background: str = "plain"  # shapes: plain black or textured background
+    background: str = "plain"  # shapes: plain black, textured (random waves) or gradient (a colour ramp)
 
     def __post_init__(self) -> None:
         check_types("data", self)

@@ -19,6 +19,7 @@ TRIANGLE_INRADIUS = 0.6  # equilateral triangle: inradius 0.6, circumradius 1.2 
 FACTOR_NAMES = ("shape", "colour", "scale", "x", "y", "rotation")
 FACTOR_SIZES = (3, 6, 6, 8, 8, 8)
 WAVES = 3  # sinusoids per channel of a textured background
+RAMP = (0.25, 0.75)  # a gradient background's two end colours are drawn per channel in this range
 
 
 def render_shapes(factors: torch.Tensor, image_size: int = 32, background: str = "plain",
@@ -28,20 +29,26 @@ def render_shapes(factors: torch.Tensor, image_size: int = 32, background: str =
         raise ValueError(f"factors of shape {tuple(factors.shape)} are invalid: allowed (N, 6)")
     if background not in BACKGROUNDS:
         raise ValueError(f"background={background!r} is invalid: allowed {', '.join(BACKGROUNDS)}")
-    waves = None
+    n = factors.shape[0]
+    waves = ramps = None
     if background == "textured":  # per image, channel, wave: x/y frequency (cycles per image) and phase
-        n = factors.shape[0]
         freq = torch.rand((n, 3, WAVES, 2), generator=generator) * 5 - 2.5
         phase = torch.rand((n, 3, WAVES, 1), generator=generator) * 2 * math.pi
         waves = torch.cat([freq, phase], -1)  # (N, 3, WAVES, 3)
+    elif background == "gradient":  # per image: two end colours (RGB) and the ramp's direction (radians)
+        ends = RAMP[0] + (RAMP[1] - RAMP[0]) * torch.rand((n, 6), generator=generator)
+        angle = torch.rand((n, 1), generator=generator) * 2 * math.pi
+        ramps = torch.cat([ends, angle], 1)  # (N, 7): seven numbers, so a code of a few units can hold them
     out = []
-    for i in range(0, factors.shape[0], 512):
-        chunk_waves = None if waves is None else waves[i:i + 512]
-        out.append(_render_chunk(factors[i:i + 512], image_size, chunk_waves))
+    for i in range(0, n, 512):
+        chunk = slice(i, i + 512)
+        out.append(_render_chunk(factors[chunk], image_size, None if waves is None else waves[chunk],
+                                 None if ramps is None else ramps[chunk]))
     return torch.cat(out) if out else torch.empty((0, 3, image_size, image_size), dtype=torch.uint8)
 
 
-def _render_chunk(factors: torch.Tensor, size: int, waves: torch.Tensor | None) -> torch.Tensor:
+def _render_chunk(factors: torch.Tensor, size: int, waves: torch.Tensor | None,
+                  ramps: torch.Tensor | None = None) -> torch.Tensor:
     shape, colour, scale, x, y, rot = factors.long().unbind(1)
     grid = (torch.arange(size) + 0.5) / size  # pixel centres in [0, 1]
     dx = grid.view(1, 1, size) - POSITIONS[x].view(-1, 1, 1)  # (B, 1, S)
@@ -58,7 +65,8 @@ def _render_chunk(factors: torch.Tensor, size: int, waves: torch.Tensor | None) 
         triangle &= u * math.cos(a) + v * math.sin(a) <= TRIANGLE_INRADIUS
     sel = shape.view(-1, 1, 1)
     mask = torch.where(sel == 0, square, torch.where(sel == 1, circle, triangle)).unsqueeze(1)  # (B, 1, S, S)
-    bg = torch.zeros((len(factors), 3, size, size)) if waves is None else _texture(waves, grid)
+    bg = (_texture(waves, grid) if waves is not None else _ramp(ramps, grid) if ramps is not None
+          else torch.zeros((len(factors), 3, size, size)))
     img = torch.where(mask, COLOURS[colour].view(-1, 3, 1, 1), bg)
     return (img * 255).round_().to(torch.uint8)
 
@@ -72,3 +80,14 @@ def _texture(waves: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     rows = torch.cat([torch.cos(b), torch.sin(b)], 2).transpose(2, 3)  # (B, 3, S, 2 WAVES)
     cols = torch.cat([torch.sin(a), torch.cos(a)], 2)  # (B, 3, 2 WAVES, S)
     return 0.5 + (0.25 / WAVES) * (rows @ cols)  # (B, 3, S, S) in [0.25, 0.75]
+
+
+def _ramp(ramps: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """A linear colour ramp (B, 3, S, S) along the direction `angle`: each pixel mixes the two colours by its
+    position along that direction (the pure colours at the corners of a diagonal ramp), so the background is
+    smooth and set by 7 numbers per image."""
+    start, end, angle = ramps[:, 0:3], ramps[:, 3:6], ramps[:, 6]
+    c = (grid - 0.5).view(1, 1, -1)  # pixel centres about the image centre
+    along = torch.cos(angle).view(-1, 1, 1) * c + torch.sin(angle).view(-1, 1, 1) * c.transpose(1, 2)  # (B, S, S)
+    t = (0.5 + along / math.sqrt(2)).unsqueeze(1)  # in [0, 1]: |along| <= sqrt(2) / 2, (B, 1, S, S)
+    return start.view(-1, 3, 1, 1) + (end - start).view(-1, 3, 1, 1) * t

@@ -273,14 +273,24 @@ def mean_pull_measure(test_images: torch.Tensor, mean_image: torch.Tensor) -> Ca
     return lambda run: distance_to_mean(test_images, reconstructions(run.model, test_images), mean_image)
 
 
-def collapse_measure(test_images: torch.Tensor) -> Callable[[Run], dict[str, float]]:
+def collapse_measure(test_images: torch.Tensor, mean_image: torch.Tensor | None = None
+                     ) -> Callable[[Run], dict[str, float]]:
     """Per run: total KL, dimensions above 0.01 nats and active units on the test split, and its test
-    reconstruction term (nats per image), with which `objective_at` prices the run at any beta."""
+    reconstruction term (nats per image), with which `objective_at` prices the run at any beta. Given the data-mean
+    image, also `explained`: the share of that image's squared error the reconstructions remove (0 = the decoder
+    uses nothing of the code, as a model that ignores its input; 1 = perfect), which no KL floor guarantees."""
+    baseline = None if mean_image is None else squared_error(
+        test_images, mean_image.expand(len(test_images), -1, -1, -1)).sum().item()
+
     def measure(run: Run) -> dict[str, float]:
         s = collapse_summary(run.model, test_images)
         recon = test_elbo(run.model, test_images, run.config)["recon"]
-        return {"kl_total": s["kl_total"], "dims_above_0.01": s["dims_above"], "active_units": s["active_units"],
-                "test_recon": recon}
+        out = {"kl_total": s["kl_total"], "dims_above_0.01": s["dims_above"], "active_units": s["active_units"],
+               "test_recon": recon}
+        if baseline is not None:
+            error = squared_error(test_images, reconstructions(run.model, test_images)).sum().item()
+            out["explained"] = 1 - error / baseline
+        return out
     return measure
 
 
