@@ -98,3 +98,48 @@ def test_model_families_are_built_from_the_config_and_a_family_without_a_gaussia
         with pytest.raises(ValueError, match=rf"^{what}.* needs a Gaussian posterior \(encode\(x\) -> mu, logvar\): "
                                              r"model family 'codes' has none; allowed a model of family 'vae'$"):
             call()
+
+
+def test_bound_logvar_is_the_identity_below_its_knee_and_never_passes_its_bound():
+    from vaelib.models.vae import bound_logvar
+
+    v = torch.linspace(-30, 1e4, 20001)
+    b = bound_logvar(v, 5.0)
+    below = v <= 4.0
+    assert torch.equal(b[below], v[below])  # bit for bit: a run that stays below the knee computes the same
+    assert (b <= 5.0).all() and (b[~below] > 4.0).all() and bool((b.diff() >= 0).all())  # monotone, under the bound
+    x = torch.tensor([3.999, 4.0, 4.001], requires_grad=True)
+    bound_logvar(x, 5.0).sum().backward()
+    assert torch.allclose(x.grad, torch.ones(3), atol=1e-5)  # slope 1 on both sides of the knee: no kink
+
+
+def test_a_runaway_log_variance_at_beta_0_overflows_unbounded_and_not_bounded():
+    """The shapes warmup's failure in small: a log-variance of 100 (exp overflows float32) makes the KL infinite, and
+    beta = 0 times it NaN, so the step fails; bounded, the same encoder gives a finite loss at beta 0."""
+    from vaelib.config import with_overrides
+    from vaelib.losses import elbo
+
+    c = PRESETS["mnist"]
+    x = torch.rand(4, *c.input_shape)
+    for limit, finite in ((None, False), (5.0, True)):
+        model = VAE(with_overrides(c, **{"model.logvar_max": limit}))
+        torch.nn.init.zeros_(model.encoder.fc_logvar.weight)
+        torch.nn.init.constant_(model.encoder.fc_logvar.bias, 100.0)
+        logits, mu, logvar = model(x)
+        terms = elbo(x, logits, mu, logvar, beta=0.0)
+        assert bool(torch.isfinite(terms.total)) is finite, (limit, terms.total)
+        assert (logvar.max().item() <= 5.0) is finite
+
+
+def test_logvar_max_is_refused_outside_its_range_and_keeps_the_run_keys_at_none():
+    from vaelib.config import with_overrides
+    from vaelib.experiments import cache
+
+    with pytest.raises(ValueError, match=r"model\.logvar_max.*0\.5.*None or a number >= 1 and <= 80"):
+        ModelConfig(logvar_max=0.5)
+    c = PRESETS["shapes"]
+    assert "logvar_max" not in cache._key(c)["model"]  # absent at None: every run cached before it keeps its key
+    bounded = with_overrides(c, **{"model.logvar_max": 5.0})
+    assert cache._key(bounded)["model"]["logvar_max"] == 5.0 and cache.config_hash(bounded) != cache.config_hash(c)
+    ae = with_overrides(c, **{"model.kind": "ae"})
+    assert cache.config_hash(with_overrides(ae, **{"model.logvar_max": 5.0})) == cache.config_hash(ae)  # no logvar

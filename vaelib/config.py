@@ -37,6 +37,7 @@ DATASETS = ("fashion_mnist", "cifar10", "celeba", "mnist", "digits", "shapes")
 SCHEDULES = ("constant", "warmup", "linear", "cyclic")
 RECON_LOSSES = tuple(LIKELIHOODS)  # the names of vaelib.losses' one likelihood registry
 BACKGROUNDS = ("plain", "textured", "gradient")
+LOGVAR_MAX = 80.0  # model.logvar_max at most: exp(88.7) overflows float32, and the KL holds exp(logvar)
 MODEL_KINDS = ("vae", "ae", "vq")  # model families, each built by vaelib.models.registry.MODELS[kind]
 PRECISIONS = ("fp32", "bf16")
 ADAM_IMPLS = ("auto", "foreach", "fused", "for")
@@ -81,6 +82,9 @@ class ModelConfig:
     #   codebook learns from its loss term instead
     dead_code_threshold: float = 1.0  # kind "vq", with codebook_decay > 0: a code whose EMA count of assignments
     #   per step falls below this, and that no vector of the batch chose, restarts at a badly quantised vector; 0: never
+    logvar_max: float | None = None  # kind "vae": the encoder's log-variance bends smoothly below this bound above
+    #   logvar_max - 1 and is unchanged below it (models.vae.bound_logvar); None: unbounded. A run that leaves it None
+    #   keeps its cache key
 
     def __post_init__(self) -> None:
         check_types("model", self)
@@ -94,6 +98,8 @@ class ModelConfig:
                 refuse("model", "hidden_dims", self.hidden_dims, f"positive integer channel counts <= {MAX_WIDTH}")
         if self.kernel_size not in (3, 4, 5):
             refuse("model", "kernel_size", self.kernel_size, "3, 4 or 5")
+        if self.logvar_max is not None and not 1 <= self.logvar_max <= LOGVAR_MAX:
+            refuse("model", "logvar_max", self.logvar_max, f"None or a number >= 1 and <= {LOGVAR_MAX:g}")
         if not 0 <= self.leaky_slope < 1:
             refuse("model", "leaky_slope", self.leaky_slope, "a value in [0, 1)")
         if not 0 <= self.commitment <= MAX_BETA:
@@ -281,8 +287,9 @@ def comparable(config: Config) -> Config:
 
     Blanked: data.root and data.download (where the files are), train.sync_every (how often the loop reads its
     scalars; every step is recorded either way, tests/test_train.py checks the history is identical),
-    data.shapes_train and data.background unless the dataset is shapes (they do not touch an mnist run), and the
-    codebook's fields unless the model is a VQ-VAE (they do not touch another family).
+    data.shapes_train and data.background unless the dataset is shapes (they do not touch an mnist run), the
+    codebook's fields unless the model is a VQ-VAE (they do not touch another family), and model.logvar_max unless
+    it is the Gaussian VAE (no other family has a log-variance).
     Kept, though they are speed options: channels_last and adam_impl="fused" change the rounding of the
     convolutions and of Adam's update (the validation loss differs in the 5th digit after 2 epochs), so a cached
     run made with them is not the run made without.
@@ -293,6 +300,8 @@ def comparable(config: Config) -> Config:
                                background=config.data.background if shapes else DataConfig.background)
     model = config.model if config.model.kind == "vq" else dataclasses.replace(
         config.model, **{f: getattr(ModelConfig, f) for f in VQ_FIELDS})
+    if model.kind != "vae":  # only the Gaussian VAE has a log-variance to bound
+        model = dataclasses.replace(model, logvar_max=ModelConfig.logvar_max)
     return dataclasses.replace(config, data=data, model=model,
                                train=dataclasses.replace(config.train, sync_every=TrainConfig.sync_every))
 

@@ -35,6 +35,10 @@ KEY_VERSION = 2  # the definition of the run key; a new definition bumps it (too
 # the runs of version 1 to their version-2 folders)
 
 
+UNKEYED_AT_DEFAULT = (("model", "logvar_max"),)  # (section, field): left out of the key at its default, so the
+# runs cached before the field existed keep their keys
+
+
 def config_hash(config: Config) -> str:
     """A short stable hash of everything that shapes the trained model, of KEY_VERSION and of the data's version
     (data.datasets.DATA_VERSION, where it is not 1): the cache key of a run.
@@ -48,6 +52,9 @@ def _key(config: Config) -> dict[str, Any]:
     """What the run key hashes: KEY_VERSION, the comparable config and, for a dataset whose loader has changed the
     images or order of its splits (data.datasets.DATA_VERSION), that version (absent at 1, so no other key changes)."""
     d = {"key_version": KEY_VERSION, **comparable(config).to_dict()}
+    for section, name in UNKEYED_AT_DEFAULT:  # fields added after runs were cached: absent at their default
+        if d[section][name] == getattr(getattr(Config(), section), name):
+            del d[section][name]
     version = DATA_VERSION.get(config.data.dataset, 1)
     if version != 1:
         d["data_version"] = version

@@ -64,10 +64,25 @@ class Encoder(nn.Module):
         flat = math.prod(self.feature_shape)
         self.fc_mu = nn.Linear(flat, m.latent_dim)
         self.fc_logvar = nn.Linear(flat, m.latent_dim)
+        self.logvar_max = m.logvar_max
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.convs(x).flatten(1)  # (B, C' * H' * W')
-        return self.fc_mu(h), self.fc_logvar(h)
+        logvar = self.fc_logvar(h)
+        return self.fc_mu(h), logvar if self.logvar_max is None else bound_logvar(logvar, self.logvar_max)
+
+
+def bound_logvar(logvar: torch.Tensor, limit: float) -> torch.Tensor:
+    """The log-variance unchanged up to limit - 1, then bent by a tanh knee (slope 1 where it starts) towards
+    `limit`, which it never passes: exp(logvar) cannot overflow, and a run whose log-variance stays below
+    limit - 1 computes exactly what it would unbounded.
+
+    Why: at beta = 0 nothing charges the code's variance, and on shapes at the preset's lr the log-variance
+    ran away (past 88 within 17 steps, where exp overflows float32 and the KL with it), so a beta = 0 warmup failed
+    on the implementation's overflow before its recipe could be tested.
+    """
+    knee = limit - 1.0
+    return torch.where(logvar > knee, knee + torch.tanh(logvar - knee), logvar)
 
 
 class Decoder(nn.Module):
