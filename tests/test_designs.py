@@ -168,3 +168,25 @@ def test_a_short_run_takes_the_same_first_steps_as_a_long_one(tiny_config, tiny_
     assert first > 0 and len(h_long.steps) == 3 * first
     assert [s["total"] for s in h_short.steps] == [s["total"] for s in h_long.steps[:first]]
     assert [s["grad_norm"] for s in h_short.steps] == [s["grad_norm"] for s in h_long.steps[:first]]
+
+
+def test_a_short_warmup_run_switches_at_the_same_step_and_cyclic_is_refused(tiny_config, tiny_data):
+    """A warmup cut short keeps its switch in steps (with_epochs would move it to the same share of the shorter run,
+    and the short run would take other steps than the long one)."""
+    from vaelib.config import with_overrides
+    from vaelib.training.trainer import fit
+
+    long = with_overrides(tiny_config, **{"train.epochs": 4, "train.schedule": {"kind": "warmup", "beta": 0.9,
+                                                                                "warmup_epochs": 1.5}})
+    short = stability_ablations.short_runs({"w": long}, 2)["w"]
+    assert short.train.epochs == 2 and short.train.schedule == long.train.schedule
+    n = len(tiny_data[0])
+    assert stability_ablations.switch_step(short, n) == stability_ablations.switch_step(long, n) > 0
+    _, h_long = fit(long, *tiny_data, device="cpu", quiet=True)
+    _, h_short = fit(short, *tiny_data, device="cpu", quiet=True)
+    first = len(h_short.steps)
+    assert [s["beta"] for s in h_short.steps] == [s["beta"] for s in h_long.steps[:first]]
+    assert [s["total"] for s in h_short.steps] == [s["total"] for s in h_long.steps[:first]]
+    cyclic = with_overrides(tiny_config, **{"train.schedule": {"kind": "cyclic", "beta": 1.0, "cycles": 2}})
+    with pytest.raises(ValueError, match=r"configs \['c'\] are invalid: allowed schedules other than cyclic"):
+        stability_ablations.short_runs({"c": cyclic}, 1)

@@ -38,9 +38,14 @@ def ablation_base(config: Config, epochs: int = 0) -> Config:
 def short_runs(configs: dict[str, Config], epochs: int) -> dict[str, Config]:
     """Each config cut to `epochs` epochs (at most its own) and trained no further: for claims that read only the
     first steps of a run, which are the same steps in a short run as in a long one (same seed, same batches, no
-    learning-rate schedule; tests/test_designs.py checks it), so training on would cost time and change nothing
-    they measure."""
-    return {label: with_epochs(c, min(epochs, c.train.epochs)) for label, c in configs.items()}
+    learning-rate schedule, and the beta schedule kept in steps: a warmup switches at the same step, not at the same
+    share of the shorter run; tests/test_designs.py checks both), so training on would cost time and change nothing
+    they measure. A cyclic schedule is laid out over the whole run, so its first steps depend on the length: refused."""
+    if cyclic := [label for label, c in configs.items() if c.train.schedule.kind == "cyclic"]:
+        raise ValueError(f"configs {cyclic} are invalid: allowed schedules other than cyclic (its cycles span the run, "
+                         "so a shorter run takes other first steps)")
+    return {label: with_overrides(c, **{"train.epochs": min(epochs, c.train.epochs)}) if epochs < c.train.epochs
+            else c for label, c in configs.items()}
 
 
 def until_converged(configs: dict[str, Config], tol: float, cap: float = 2.0) -> dict[str, Config]:
