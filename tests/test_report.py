@@ -463,3 +463,31 @@ def test_the_index_lists_the_claims_of_another_stand_in_last_and_says_so():
     assert page.index("a is higher than b") < page.index("c is lower than d")  # declared first, listed last
     assert "across the 1 that were tested" in page and "1 run on their own stand-in, in another report" in page
     assert "another report" not in claims_html([c.as_dict() for c in adjust([tested])])
+
+
+def test_run_notebook_starts_a_kernel_that_died_at_start_once_more(tmp_path, monkeypatch):
+    import papermill
+
+    from vaelib.reporting import report
+
+    calls = []
+
+    def execute(*args, **kwargs):
+        calls.append(args)
+        if len(calls) < fails + 1:
+            raise RuntimeError(report.KERNEL_DIED)
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    fails = 1
+    report.run_notebook(tmp_path / "a.ipynb", tmp_path / "out" / "a.ipynb", {}, 60, True)
+    assert len(calls) == 2  # died once, started again
+    calls.clear()
+    fails = 2
+    with pytest.raises(RuntimeError, match=report.KERNEL_DIED):  # at most KERNEL_STARTS starts
+        report.run_notebook(tmp_path / "a.ipynb", tmp_path / "out" / "a.ipynb", {}, 60, True)
+    assert len(calls) == report.KERNEL_STARTS == 2
+    calls.clear()
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: (calls.append(a), 1 / 0))
+    with pytest.raises(ZeroDivisionError):  # any other error: not retried
+        report.run_notebook(tmp_path / "a.ipynb", tmp_path / "out" / "a.ipynb", {}, 60, True)
+    assert len(calls) == 1

@@ -91,10 +91,16 @@ def notebook_name(notebook: Path) -> str:
     return f"studies/{notebook.stem}" if notebook.parent.name == "studies" else notebook.stem
 
 
+KERNEL_DIED = "Kernel died before replying to kernel_info"  # jupyter_client: the kernel exited while starting
+# (seen when two kernels start at once and one loses the ports it was given); no cell has run, so a second start is
+# the same execution
+KERNEL_STARTS = 2
+
+
 def run_notebook(notebook: Path, output: Path, params: dict[str, Any], timeout: int, quiet: bool,
                  cwd: Path | None = None) -> float:
     """Execute one notebook with papermill (kernel python3, cwd: `cwd`, else the notebook's folder); returns
-    seconds."""
+    seconds. A kernel that dies before it replies (KERNEL_DIED) is started once more."""
     import papermill  # heavy: only executing a notebook needs papermill (and Jupyter)
     from papermill.exceptions import PapermillExecutionError  # heavy: as above
 
@@ -103,9 +109,15 @@ def run_notebook(notebook: Path, output: Path, params: dict[str, Any], timeout: 
     before = os.environ.get(HEADLESS_ENV)
     os.environ[HEADLESS_ENV] = "1"  # the kernel inherits it: no progress bars frozen into the report
     try:
-        papermill.execute_notebook(str(notebook), str(output), parameters=params, kernel_name="python3",
-                                   cwd=str(cwd or notebook.parent), progress_bar=not quiet,
-                                   execution_timeout=timeout)
+        for attempt in range(KERNEL_STARTS):
+            try:
+                papermill.execute_notebook(str(notebook), str(output), parameters=params, kernel_name="python3",
+                                           cwd=str(cwd or notebook.parent), progress_bar=not quiet,
+                                           execution_timeout=timeout)
+                break
+            except RuntimeError as err:  # the kernel died before any cell ran: start it again, at most KERNEL_STARTS
+                if KERNEL_DIED not in str(err) or attempt + 1 == KERNEL_STARTS:
+                    raise
     except PapermillExecutionError as err:
         raise NotebookFailed(f"{notebook.name} failed in cell {err.exec_count} (index {err.cell_index}), no report "
                              f"was replaced: "
