@@ -109,3 +109,24 @@ def test_estimate_reads_numpy_scalars_and_counts_a_missing_value_as_failed():
             {"seed": 2, "converged": False, "k": None}]
     e = estimate(rows, "k")
     assert e.values[:2] == (32.0, 31.0) and math.isnan(e.values[2]) and e.failed == 1
+
+
+def test_a_run_is_judged_on_its_epochs_at_the_final_beta_only():
+    """settled_epoch: the first epoch whose steps (and all later ones) ran at the final beta; the convergence window
+    holds only those epochs, so the ramp of a cyclic schedule's last cycle never decides (issue 40, design 4)."""
+    from vaelib.experiments.evidence import settled_epoch
+
+    def with_steps(curve, betas_per_epoch, spe=4):
+        h = _history(curve)
+        h.steps = [{"beta": b} for b in betas_per_epoch for _ in range(spe)]
+        return h
+
+    flat_end = [100, 60, 50, 45, 44, 43, 42, 41.9, 41.8, 41.8]
+    assert settled_epoch(with_steps(flat_end, [1.0] * 10)) == 0  # a constant beta
+    ramped = with_steps(flat_end, [0.2, 0.6, 1.0, 1.0, 0.2, 0.6, 1.0, 1.0, 0.2, 1.0])  # last ramp in epoch 8
+    assert settled_epoch(ramped) == 9
+    assert convergence(ramped.__class__(epochs=ramped.epochs), settled=9)["converged"]  # one settled epoch: flat
+    assert convergence(_history(flat_end), settled=10)["state"] == "still improving"  # no epoch at the final beta
+    falling = _history([100, 60, 50, 45, 44, 43, 42, 41.9, 41.8, 30])
+    assert not convergence(falling, settled=9)["converged"]  # the settled epoch still fell: still improving
+    assert settled_epoch(History()) == 0

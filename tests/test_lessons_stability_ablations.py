@@ -11,6 +11,7 @@ from vaelib.experiments import cache as runcache
 from vaelib.experiments import measures as runstats
 from vaelib.experiments import runs as runsets
 from vaelib.lessons import failure_gallery, stability_ablations, traces
+from vaelib.schedules import beta_at, layout_epochs
 from vaelib.training.history import History
 from vaelib.training.steps import steps_per_epoch
 from vaelib.training.trainer import NonFiniteLossError
@@ -122,7 +123,7 @@ def test_run_all_trains_caches_and_summarizes(tiny_config, tiny_data, tmp_path):
         assert fig.axes
 
 
-def test_until_converged_extends_every_run_but_cyclic_and_keeps_the_schedules_in_place(tiny_config):
+def test_until_converged_extends_every_run_and_keeps_the_schedules_in_place(tiny_config):
     base = runsets.with_epochs(tiny_config, 10)
     n_train = 64
     configs = {**stability_ablations.annealing_configs(base, beta=0.8, n_train=n_train),
@@ -131,17 +132,19 @@ def test_until_converged_extends_every_run_but_cyclic_and_keeps_the_schedules_in
     assert list(out) == list(configs)
     for label, c in out.items():
         before = configs[label]
-        if before.train.schedule.kind == "cyclic":
-            assert c == before  # its cycles span the nominal run: it cannot stop early
-            continue
         assert (c.train.epochs, c.train.stop_tol, c.train.min_epochs) == (20, 0.05, 10)  # on, never stopping early
-        assert c.train.schedule == before.train.schedule  # the ramp and the warmups keep their nominal place
+        assert c.train.schedule == before.train.schedule  # the ramp, the warmups and the cycles keep their place
+    spe = 64 // tiny_config.train.batch_size
+    cyc, nominal = out["cyclic"], configs["cyclic"]
+    assert layout_epochs(cyc.train) == layout_epochs(nominal.train) == 10  # the cycles: over the nominal 10 epochs
+    assert [beta_at(cyc.train.schedule, t, spe, spe * layout_epochs(cyc.train)) for t in range(10 * spe)] == [
+        beta_at(nominal.train.schedule, t, spe, spe * 10) for t in range(10 * spe)]  # the same first 10 epochs
+    assert {beta_at(cyc.train.schedule, t, spe, spe * 10) for t in range(10 * spe, 20 * spe)} == {0.8}  # then held
     rows = {r["run"]: r for r in stability_ablations.settings(out, n_train)}
-    assert rows["static"]["stop"] == "converged at 0.05, from epoch 10" and rows["cyclic"]["stop"] == "-"
+    assert rows["static"]["stop"] == rows["cyclic"]["stop"] == "converged at 0.05, from epoch 10"
     assert stability_ablations.until_converged(configs, tol=0.0) == configs  # no tolerance: as they were
     short = stability_ablations.until_converged({"a": runsets.with_epochs(tiny_config, 2)}, 0.05, 2.0)
     assert short["a"].train.stop_tol == 0 and short["a"].train.epochs == 2  # 4 epochs could never be judged
-    assert runcache.config_hash(out["cyclic"]) == runcache.config_hash(configs["cyclic"])  # the same run
     for bad in ({"tol": -0.1}, {"tol": 0.05, "cap": 0.5}):
         with pytest.raises(ValueError, match="are invalid"):
             stability_ablations.until_converged(configs, **{"cap": 2.0, **bad})

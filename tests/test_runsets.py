@@ -221,3 +221,22 @@ def test_epochs_to_a_target_counts_epochs_and_censors_a_run_that_never_gets_ther
     assert [epochs_to(run, t) for t in (60.0, 30.0, 25.0, 18.0, 17.9)] == [1.0, 2.0, 3.0, 4.0, 5.0]
     assert math.isnan(epochs_to(run, math.nan))
     assert math.isnan(epochs_to(Run("b", config, None, h, Path("."), failed_step=3, error="non-finite"), 30.0))
+
+
+def test_separates_at_finds_the_first_step_where_two_arms_part(tiny_config):
+    from vaelib.experiments.measures import separates_at
+    from vaelib.experiments.runs import Run
+    from vaelib.training.history import History
+
+    def run(totals):
+        steps = [{"total": v, "kl": 1.0, "recon": v, "beta": 1.0, "grad_norm": 1.0, "lr": 1e-3, "step": i, "epoch": 0}
+                 for i, v in enumerate(totals)]
+        return Run("r", tiny_config, None, History(steps=steps), None)
+
+    same = [100.0, 90.0, 80.0, 70.0, 60.0]
+    assert separates_at(run(same), run(same)) is None  # one run: never apart
+    assert separates_at(run([100.0, 90.5, 80.0, 75.0, 60.0]), run(same)) == 3  # 0.6% at step 1, 7% at step 3
+    assert separates_at(run([100.0, 90.5, 80.0]), run(same), rel=0.005) == 1  # the share is the caller's
+    assert separates_at(run([100.0, float("nan")]), run(same)) == 1  # a non-finite step is apart
+    with pytest.raises(ValueError, match="rel=0 is invalid"):
+        separates_at(run(same), run(same), rel=0)

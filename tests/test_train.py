@@ -425,6 +425,9 @@ def test_stop_tol_waits_for_the_final_beta_and_refuses_cyclic(tiny_config):
         with_overrides(longer, **{"train.min_epochs": 9})
     with pytest.raises(ValueError, match="train.stop_tol=0.1 is invalid: allowed 0 with a cyclic schedule"):
         with_overrides(tiny_config, **{"train.stop_tol": 0.1, "train.schedule.kind": "cyclic"})
+    laid = with_overrides(tiny_config, **{"train.stop_tol": 0.1, "train.schedule.kind": "cyclic", "train.epochs": 4,
+                                          "train.min_epochs": 2})  # cycles over 2 epochs, then beta held
+    assert laid.train.min_epochs == 2
     with pytest.raises(ValueError, match=r"train.stop_tol=1.5 is invalid: allowed 0 \(train every epoch\)"):
         with_overrides(tiny_config, **{"train.stop_tol": 1.5})
 

@@ -176,9 +176,10 @@ class TrainConfig:
         choice("train", "adam_impl", self.adam_impl, ADAM_IMPLS)
         if not 0 <= self.stop_tol < 1:
             refuse("train", "stop_tol", self.stop_tol, "0 (train every epoch) or a value in (0, 1)")
-        if self.stop_tol and self.schedule.kind == "cyclic":
-            refuse("train", "stop_tol", self.stop_tol, "0 with a cyclic schedule (its beta never settles); "
-                    "a constant, warmup or linear schedule stops once at its final beta")
+        if self.stop_tol and self.schedule.kind == "cyclic" and not self.min_epochs:
+            refuse("train", "stop_tol", self.stop_tol, "0 with a cyclic schedule laid over the whole run (its beta "
+                    "never settles), or train.min_epochs > 0: the cycles are laid over those epochs and beta holds "
+                    "after them")
         if not 0 <= self.min_epochs <= self.epochs:
             refuse("train", "min_epochs", self.min_epochs, f"an integer >= 0 and <= train.epochs ({self.epochs})")
         normalise_numbers(self)

@@ -5,14 +5,15 @@
 - warmup:   beta_start for the first `warmup_epochs` epochs, then beta (the CIFAR-10 and CelebA recipes).
 - linear:   beta_start -> beta linearly over `anneal_steps` steps, then beta (Bowman et al., 2016).
 - cyclic:   `cycles` cycles over the run; in each, a linear ramp beta_start -> beta over the first
-            `ratio` of the cycle, then hold at beta (Fu et al., 2019, eq. 7).
+            `ratio` of the cycle, then hold at beta (Fu et al., 2019, eq. 7). A run that may train on past the
+            length its cycles are laid over (train.min_epochs, layout_epochs) holds beta after its last cycle.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from vaelib.config import BetaSchedule
+from vaelib.config import BetaSchedule, TrainConfig
 
 
 def beta_at(schedule: BetaSchedule, step: int, steps_per_epoch: int = 1, total_steps: int = 1) -> float:
@@ -31,11 +32,20 @@ def beta_at(schedule: BetaSchedule, step: int, steps_per_epoch: int = 1, total_s
         frac = min(step / s.anneal_steps, 1.0)
         return float(s.beta_start + (s.beta - s.beta_start) * frac)
     if s.kind == "cyclic":
+        if step >= total_steps:  # past the cycles' layout: the extra epochs of a run trained until converged
+            return float(s.beta)
         period = total_steps / s.cycles
         tau = (step % period) / period  # position inside the current cycle, [0, 1)
         frac = min(tau / s.ratio, 1.0)
         return float(s.beta_start + (s.beta - s.beta_start) * frac)
     raise ValueError(f"schedule.kind={s.kind!r} is invalid: allowed constant, warmup, linear, cyclic")
+
+
+def layout_epochs(train: TrainConfig) -> int:
+    """The epochs a schedule is laid over: a cyclic schedule of a run that may stop once converged (train.min_epochs
+    > 0) lays its cycles over its first min_epochs epochs and holds beta after them, so the epochs it may add are all
+    at its final beta, as a ramp's or a warmup's are; every other run is laid over its train.epochs."""
+    return train.min_epochs if train.schedule.kind == "cyclic" and train.min_epochs else train.epochs
 
 
 def beta_curve(schedule: BetaSchedule, total_steps: int, steps_per_epoch: int = 1) -> np.ndarray:

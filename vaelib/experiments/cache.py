@@ -37,6 +37,7 @@ KEY_VERSION = 2  # the definition of the run key; a new definition bumps it (too
 
 UNKEYED_AT_DEFAULT = (("model", "logvar_max"),)  # (section, field): left out of the key at its default, so the
 # runs cached before the field existed keep their keys
+DEFAULTS = {section: getattr(Config(), section) for section in ("data", "model", "train")}  # built once
 
 
 def config_hash(config: Config) -> str:
@@ -53,7 +54,7 @@ def _key(config: Config) -> dict[str, Any]:
     images or order of its splits (data.datasets.DATA_VERSION), that version (absent at 1, so no other key changes)."""
     d = {"key_version": KEY_VERSION, **comparable(config).to_dict()}
     for section, name in UNKEYED_AT_DEFAULT:  # fields added after runs were cached: absent at their default
-        if d[section][name] == getattr(getattr(Config(), section), name):
+        if d[section][name] == getattr(DEFAULTS[section], name):
             del d[section][name]
     version = DATA_VERSION.get(config.data.dataset, 1)
     if version != 1:

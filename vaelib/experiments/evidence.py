@@ -65,11 +65,14 @@ def learned(value: float, baseline: float) -> bool:
 
 
 def convergence(history: History, tol: float = 0.05, window: float = 0.2, min_window: int = 1,
-                baseline: float | None = None) -> dict[str, Any]:
+                baseline: float | None = None, settled: int = 0) -> dict[str, Any]:
     """{'converged': bool, 'state': one of STATES, 'share': the last `window` of epochs' share of the improvement
     after the first recorded drop, 'improvement': their gain relative to the objective, 'epochs': n}.
 
-    baseline: the ignore-the-input objective; None reads it from the history (ignore_input_objective)."""
+    baseline: the ignore-the-input objective; None reads it from the history (ignore_input_objective).
+    settled: the first epoch from which every step ran at the final beta (settled_epoch): the window holds only
+    those epochs, so a ramp's recovery is never read as convergence or its absence; a run with none of them yet
+    is still improving."""
     if not 0 < tol < 1 or not 0 < window < 1:
         raise ValueError(f"tol={tol!r}, window={window!r} are invalid: allowed values in (0, 1)")
     curve = objective_curve(history)
@@ -79,7 +82,9 @@ def convergence(history: History, tol: float = 0.05, window: float = 0.2, min_wi
         return {**out, "state": "failed"}
     if n < MIN_EPOCHS:
         return {**out, "state": "too short"}
-    w = min(n - 2, max(1, min_window, round(window * n)))
+    w = min(n - 2, max(1, min_window, round(window * n)), n - settled)
+    if w < 1:  # no epoch at the final beta yet to judge the run on
+        return {**out, "state": "still improving"}
     before, best_after, best = curve[:n - w].min(), curve[n - w:].min(), curve.min()  # best so far: not one noisy epoch
     last = max(0.0, float(before - best_after))
     whole = float(curve[1] - best)  # after the first recorded drop, which would make any later gain look small
@@ -215,13 +220,23 @@ def stopped(history: History, config: Config) -> bool:
 DEFAULT_TOL = 0.05  # the tolerance a run without train.stop_tol is judged at
 
 
+def settled_epoch(history: History) -> int:
+    """The first epoch from which every recorded step ran at the run's final beta: 0 for a constant beta, the epoch
+    after a warmup's switch or a ramp's end, and for cyclic annealing the epoch after its last cycle's ramp."""
+    betas = [row["beta"] for row in history.steps]
+    if not betas or not history.epochs:
+        return 0
+    off = [i for i, b in enumerate(betas) if b != betas[-1]]
+    return off[-1] // (len(betas) // len(history.epochs)) + 1 if off else 0
+
+
 def judge_run(history: History, config: Config, tol: float | None = None) -> dict[str, Any]:
     """The one convergence rule of a run: `convergence` of its history at `tol` (default: the run's own
-    train.stop_tol, else DEFAULT_TOL), judged over whole cycles for cyclic annealing (its last window holds at
-    least one cycle, so a cycle's ramp is not read as drift). The stop rule (`stopped`) and the run cache
-    (experiments.cache.run_config, which stores the result in the run folder's marker) both call it, so a run that
-    stopped as converged is recorded as converged; returns convergence's dict plus 'tol' and 'min_window'."""
+    train.stop_tol, else DEFAULT_TOL), its window holding only epochs at the final beta (settled_epoch): for cyclic
+    annealing, the epochs after its last ramp, so neither the recovery from a ramp nor the ramp itself decides.
+    The stop rule (`stopped`) and the run cache (experiments.cache.run_config, which stores the result in the run
+    folder's marker) both call it, so a run that stopped as converged is recorded as converged; returns
+    convergence's dict plus 'tol' and 'settled'."""
     tol = (config.train.stop_tol or DEFAULT_TOL) if tol is None else tol
-    s = config.train.schedule
-    cycle = math.ceil(config.train.epochs / s.cycles) if s.kind == "cyclic" else 1
-    return {**convergence(history, tol, min_window=cycle), "tol": tol, "min_window": cycle}
+    settled = settled_epoch(history)
+    return {**convergence(history, tol, settled=settled), "tol": tol, "settled": settled}

@@ -41,6 +41,18 @@ def volatility(run: Run, key: str = "total", first: int = 100, at_final_beta: bo
     return float(np.diff(np.log(values)).std()) if len(values) > 2 else math.nan
 
 
+def separates_at(run: Run, other: Run, rel: float = 0.01) -> int | None:
+    """The first step at which `run`'s total loss differs from `other`'s by more than `rel` of `other`'s: where two
+    arms that share a seed (same initial weights, batches and noise) stop being the same run. None when they stay
+    within `rel` on every step both recorded (a failed run counts up to its last finite step)."""
+    if not rel > 0:
+        raise ValueError(f"rel={rel!r} is invalid: allowed a share > 0")
+    a, b = trace(run, "total"), trace(other, "total")
+    n = min(len(a), len(b))
+    apart = ~(np.abs(a[:n] - b[:n]) <= rel * np.abs(b[:n]))  # a non-finite step counts as apart
+    return int(np.argmax(apart)) if apart.any() else None
+
+
 def kl_spike(run: Run, start: int, steps: int = 50, median_of: int = 10) -> float:
     """The largest spike of the KL term in steps [start, start + steps): the largest ratio of a step's KL to the
     median KL of the (up to) `median_of` steps before it (1 = no step rose above its recent level). Measured on the
@@ -69,7 +81,7 @@ def run_convergence(run: Run, tol: float = DEFAULT_TOL) -> dict[str, Any]:
     if run.failed:
         return {"converged": False, "share": math.nan, "improvement": math.nan, "state": "failed"}
     stored = run.convergence
-    if stored and stored.get("tol") == tol and stored.get("epochs") == len(run.history.epochs):
+    if stored and stored.get("tol") == tol and stored.get("epochs") == len(run.history.epochs) and "settled" in stored:
         return stored
     return judge_run(run.history, run.config, tol)
 
@@ -87,18 +99,20 @@ def per_seed(runs: dict[str, list[Run]], row: Callable[[Run], dict[str, Any]]) -
     return {label: [row(r) for r in seeds] for label, seeds in runs.items()}
 
 
-def summarize(run: Run, test: Any, last: int = 100, tol: float = DEFAULT_TOL) -> dict[str, Any]:
-    """The table row of a run: convergence (evidence.convergence, tolerance `tol`), the noise of its first
-    `last` steps and the spread of its last ones, and its test metrics (ELBO terms at beta = 1)."""
+def summarize(run: Run, test: Any, last: int = 100, tol: float = DEFAULT_TOL,
+              first: int | None = None) -> dict[str, Any]:
+    """The table row of a run: convergence (evidence.convergence, tolerance `tol`), the noise of its first `first`
+    steps (None: `last`) and the spread of its last `last` ones, and its test metrics (ELBO terms at beta = 1)."""
     conv = run_convergence(run, tol)
+    first = last if first is None else first
     grad = trace(run, "grad_norm")
     final = float(trace(run, "total")[-last:].mean()) if len(grad) else math.nan
     row: dict[str, Any] = {"run": run.label, **run_head(run, tol, conv), "steps": len(grad),
                            "last_20pct_share": conv["share"],
                            "last_20pct_improvement": conv["improvement"],
-                           "early_volatility": volatility(run, "total", last),
-                           "early_kl_volatility": volatility(run, "kl", last),
-                           "kl_volatility_at_final_beta": volatility(run, "kl", last, at_final_beta=True),
+                           "early_volatility": volatility(run, "total", first),
+                           "early_kl_volatility": volatility(run, "kl", first),
+                           "kl_volatility_at_final_beta": volatility(run, "kl", first, at_final_beta=True),
                            "failed_step": run.failed_step,
                            "nonfinite_steps": int(run.failed),  # fit stops at the first non-finite step
                            "loss_spread": loss_spread(run, last), "final_total": final,

@@ -21,7 +21,7 @@ from vaelib.config import Config, with_overrides
 from vaelib.experiments.cache import FAILED, cached_fit, config_hash, run_dir, stored_convergence, trained
 from vaelib.io.files import save_json
 from vaelib.runtime import headless, resolve_device
-from vaelib.schedules import beta_at
+from vaelib.schedules import beta_at, layout_epochs
 from vaelib.training.history import History
 from vaelib.training.jsonfiles import read_failed, read_history
 from vaelib.training.trainer import HISTORY, NonFiniteLossError
@@ -169,7 +169,7 @@ def failure(run: Run) -> str:
     where = f" at step {run.failed_step}" if run.failed_step is not None else ""
     if run.failed_step is not None and h.epochs:  # the steps per epoch, read from the finished epochs
         spe = len(h.steps) // len(h.epochs)
-        where += f" (beta {beta_at(s, run.failed_step, spe, spe * run.config.train.epochs):g})"
+        where += f" (beta {beta_at(s, run.failed_step, spe, spe * layout_epochs(run.config.train)):g})"
     return f"non-finite loss{where}{_frozen_before(h)}"
 
 

@@ -16,7 +16,7 @@ from vaelib.experiments.claims import Claim, ClaimSpec, judge_best, judge_rows
 from vaelib.experiments.evidence import MIN_EPOCHS, estimate
 from vaelib.experiments.measures import per_seed, summarize
 from vaelib.experiments.runs import Run, with_epochs
-from vaelib.schedules import beta_at
+from vaelib.schedules import beta_at, layout_epochs
 from vaelib.training.steps import steps_per_epoch
 
 
@@ -30,8 +30,14 @@ def check_parameters(at_least_zero: dict[str, float] | None = None, above_zero: 
                 raise ValueError(f"{name}={value!r} is invalid: allowed {allowed}")
 
 
-def ablation_base(config: Config, epochs: int = 0) -> Config:
-    """The config every ablation run starts from: at most `epochs` passes (0 = the config's own)."""
+def ablation_base(config: Config, epochs: int = 0, logvar_max: float | None = None) -> Config:
+    """The config every ablation run starts from: at most `epochs` passes (0 = the config's own), and the encoder's
+    log-variance bounded at `logvar_max` (models.vae.bound_logvar; None or 0: unbounded). The studies bound every run
+    at the same value: a beta = 0 warmup needs the bound (its log-variance runs away until exp overflows), and a run
+    at a small beta passes the bound's knee in its first steps too (measured on shapes at beta 0.1, docs/findings.md
+    §8), so a bound on some arms only would change more than the setting each claim compares."""
+    if logvar_max:
+        config = with_overrides(config, **{"model.logvar_max": float(logvar_max)})
     return with_epochs(config, min(epochs, config.train.epochs)) if epochs > 0 else config
 
 
@@ -55,8 +61,9 @@ def until_converged(configs: dict[str, Config], tol: float, cap: float = 2.0) ->
     judged over a window of one or two epochs early on, holds long before the curve has flattened.
 
     The configs are built at their nominal length first, so a ramp or warmup keeps its place in the run (the
-    first half, the first 30%); the cap only adds epochs at the final beta. Cyclic annealing is left at its
-    nominal length: its cycles are laid out over the whole run, so it cannot stop early (fit refuses it).
+    first half, the first 30%) and cyclic annealing its cycles (laid over the first min_epochs epochs,
+    schedules.layout_epochs); the cap only adds epochs at the final beta, and a run is judged on its epochs at the
+    final beta only (evidence.settled_epoch).
     A run shorter than evidence.MIN_EPOCHS even at the cap could never be judged converged: it keeps its length.
     tol = 0 leaves every config as it is.
     """
@@ -64,7 +71,7 @@ def until_converged(configs: dict[str, Config], tol: float, cap: float = 2.0) ->
         raise ValueError(f"tol={tol!r}, cap={cap!r} are invalid: allowed tol >= 0 and cap >= 1")
 
     def extend(c: Config) -> bool:  # a run too short to be judged even at the cap keeps its length
-        return c.train.schedule.kind != "cyclic" and math.ceil(cap * c.train.epochs) >= MIN_EPOCHS
+        return math.ceil(cap * c.train.epochs) >= MIN_EPOCHS
 
     if not tol:
         return dict(configs)
@@ -77,7 +84,7 @@ def until_converged(configs: dict[str, Config], tol: float, cap: float = 2.0) ->
 def switch_step(config: Config, n_train: int) -> int:
     """The first optimiser step at the schedule's final beta (0 for a constant beta; after a warmup, its switch)."""
     spe = steps_per_epoch(config, n_train)
-    total = spe * config.train.epochs
+    total = spe * layout_epochs(config.train)
     s = config.train.schedule
     return next((t for t in range(total) if beta_at(s, t, spe, total) == s.beta), total)
 
@@ -166,15 +173,15 @@ def settings(configs: dict[str, Config], n_train: int, at: tuple[float, ...] = (
     rows = []
     for label, c in configs.items():
         spe = steps_per_epoch(c, n_train)
-        total = spe * c.train.epochs
+        total, laid = spe * c.train.epochs, spe * layout_epochs(c.train)
         row = {"run": label, "latent": c.model.latent_dim, "lr": c.train.lr, "clip": c.train.grad_clip,
                "free_bits": c.train.free_bits,
                "epochs": c.train.epochs, "steps": total, "schedule": c.train.schedule.kind,
                "stop": f"converged at {c.train.stop_tol:g}, from epoch {c.train.min_epochs}" if c.train.stop_tol
                else "-"}
         for f in at:
-            step = min(int(f * total), total - 1)
-            row[f"beta@{step}"] = beta_at(c.train.schedule, step, spe, total)
+            step = min(int(f * laid), laid - 1)  # fractions of the length the schedule is laid over
+            row[f"beta@{step}"] = beta_at(c.train.schedule, step, spe, laid)
         rows.append(row)
     return rows
 
@@ -213,9 +220,10 @@ def away(config: Config) -> dict[str, str]:
 
 
 def seed_rows(runs: dict[str, list[Run]], test: Any, last: int, tol: float,
-              extra: Any = None) -> dict[str, list[dict[str, Any]]]:
-    """summarize() every seed of every setting; `extra(run)` may add columns (e.g. sharpness)."""
-    return per_seed(runs, lambda run: {**summarize(run, test, last=last, tol=tol),
+              extra: Any = None, first: int | None = None) -> dict[str, list[dict[str, Any]]]:
+    """summarize() every seed of every setting (early noise over the first `first` steps, None: `last`); `extra(run)`
+    may add columns (e.g. sharpness)."""
+    return per_seed(runs, lambda run: {**summarize(run, test, last=last, tol=tol, first=first),
                                        **(extra(run) if extra and run.model is not None else {})})
 
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from vaelib.config import Config
 from vaelib.runtime import autocast, to_float
-from vaelib.schedules import beta_at
+from vaelib.schedules import beta_at, layout_epochs
 from vaelib.training import distributed
 from vaelib.training.history import History
 
@@ -115,7 +115,7 @@ def train_epoch(s: RunState, epoch: int, bar: Any) -> None:
     model.train()
     for i in range(plan.steps_per_epoch):
         step = epoch * plan.steps_per_epoch + i
-        beta = beta_at(tc.schedule, step, plan.steps_per_epoch, plan.total_steps)
+        beta = beta_at(tc.schedule, step, plan.steps_per_epoch, plan.steps_per_epoch * layout_epochs(tc))
         idx = perm[i * bs + rank * local:i * bs + (rank + 1) * local]
         x = to_float(x_train[idx], channels_last=tc.channels_last)  # (B / world, C, H, W)
         eps = model.noise(bs, gen, device)  # the global batch's noise (None for a deterministic family)

@@ -22,6 +22,7 @@ from vaelib.models.base import check_images
 from vaelib.models.perceptual import perceptual_distance
 from vaelib.models.registry import build_model, family
 from vaelib.runtime import adam_impl, bf16_supported, mean_image, resolve_device
+from vaelib.schedules import layout_epochs
 from vaelib.training import distributed
 from vaelib.training.checkpoint import (
     check_checkpoint,
@@ -74,11 +75,11 @@ def _resume(path: Path, config: Config, model, opt, gen, device) -> tuple[Histor
     if comparable(same_but_epochs) != comparable(config):
         raise ValueError(f"checkpoint {str(path)!r} was made with a different config; "
                          "allowed: the same config (epochs may grow), another out_dir, or resume=False")
-    if saved.train.schedule.kind == "cyclic" and saved.train.epochs != config.train.epochs:
+    if saved.train.schedule.kind == "cyclic" and layout_epochs(saved.train) != layout_epochs(config.train):
         raise ValueError(f"checkpoint {str(path)!r} was trained with a cyclic beta schedule laid over "
-                         f"{saved.train.epochs} epochs; with --epochs {config.train.epochs} (train.epochs) its cycles "
-                         "would span another length, and the resumed run would not be the run it claims: allowed "
-                         f"--epochs {saved.train.epochs}, another --out (out_dir), or resume=False")
+                         f"{layout_epochs(saved.train)} epochs; with --epochs {config.train.epochs} (train.epochs) its "
+                         "cycles would span another length, and the resumed run would not be the run it claims: "
+                         f"allowed --epochs {saved.train.epochs}, another --out (out_dir), or resume=False")
     check_checkpoint(state, path, model, optimizer=opt, generator=gen)
     if state["epoch"] > config.train.epochs:
         raise ValueError(f"checkpoint {str(path)!r} has {state['epoch']} epochs, --epochs {config.train.epochs} is "
