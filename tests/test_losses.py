@@ -88,3 +88,16 @@ def test_the_likelihood_registry_is_the_one_the_config_and_the_bound_use(monkeyp
     with pytest.raises(ValueError, match=r"likelihood='perceptual' is not a normalised density \(a feature-space "
                                          r"distance\): no importance-weighted bound"):
         metrics.iw_nll(Model(), x, likelihood="perceptual")
+
+
+def test_a_target_rate_charges_the_distance_of_the_kl_from_it():
+    """train.target_rate (Burgess et al., 2018): the optimised total charges beta * |KL - target|; kl stays the KL."""
+    x, logits = torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2)
+    mu = torch.tensor([[0.0, 2.0]])  # KL 0 and 2 nats: 2 in all
+    for target, charged in ((5.0, 3.0), (0.5, 1.5), (2.0, 0.0)):
+        t = elbo(x, logits, mu, torch.zeros(1, 2), beta=10.0, target_rate=target)
+        assert t.kl.item() == pytest.approx(2.0) and t.kl_used.item() == pytest.approx(charged)
+        assert t.total.item() == pytest.approx(t.recon.item() + 10.0 * charged)
+    mu.requires_grad_(True)
+    elbo(x, logits, mu, torch.zeros(1, 2), beta=1.0, target_rate=5.0).total.backward()
+    assert mu.grad[0, 1].item() < 0  # below the target: the gradient raises the KL (descent moves mu up)

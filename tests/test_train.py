@@ -456,3 +456,27 @@ def test_an_empty_out_dir_is_refused_not_taken_as_the_current_folder(tiny_config
         with pytest.raises(ValueError, match=r"^out_dir='\s*' is invalid: allowed a folder's path, or None"):
             fit(tiny_config, *tiny_data, device="cpu", out_dir=empty, quiet=True)
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_a_target_rate_run_records_the_kl_term_as_optimised_and_is_keyed_apart(tiny_config, tiny_data):
+    """A run with train.target_rate records the KL term as optimised (|KL - target|, val_kl_used), the model that
+    ignores its input is charged the target (KL 0), its key differs from the ELBO run's, and None keeps every key."""
+    from vaelib.experiments import cache
+    from vaelib.experiments.evidence import ignore_input_objective
+    from vaelib.models.registry import build_model
+
+    target = with_overrides(tiny_config, **{"train.target_rate": 3.0, "train.schedule.beta": 1.0})
+    _, h = fit(target, *tiny_data, quiet=True, device="cpu")
+    for e in h.epochs:
+        assert e["val_kl_used"] == pytest.approx(abs(e["val_kl"] - 3.0), abs=1e-4)
+        assert e["val_total"] == pytest.approx(e["val_recon"] + e["beta"] * e["val_kl"], rel=1e-5)  # the true ELBO
+    assert h.options["ignore_input"]["val_kl_used"] == 3.0
+    assert ignore_input_objective(h) == pytest.approx(h.options["ignore_input"]["val_recon"] + 3.0)
+    assert cache.config_hash(target) != cache.config_hash(with_overrides(target, **{"train.target_rate": None}))
+    assert "target_rate" not in cache._key(tiny_config)["train"]  # absent at None: every cached run keeps its key
+    with pytest.raises(ValueError, match=r"train\.target_rate=-1\.0 is invalid: allowed None or a number > 0"):
+        with_overrides(tiny_config, **{"train.target_rate": -1.0})
+    with pytest.raises(ValueError, match=r"train\.target_rate=3\.0 is invalid: allowed None with free_bits > 0"):
+        with_overrides(target, **{"train.free_bits": 0.5})
+    with pytest.raises(ValueError, match=r"train\.target_rate=3 is invalid for model\.kind='ae'.*allowed None"):
+        build_model(with_overrides(target, **{"model.kind": "ae"}))

@@ -37,6 +37,7 @@ DATASETS = ("fashion_mnist", "cifar10", "celeba", "mnist", "digits", "shapes")
 SCHEDULES = ("constant", "warmup", "linear", "cyclic")
 RECON_LOSSES = tuple(LIKELIHOODS)  # the names of vaelib.losses' one likelihood registry
 BACKGROUNDS = ("plain", "textured", "gradient")
+MAX_TARGET_RATE = 1e6  # train.target_rate at most, nats per image
 LOGVAR_MAX = 80.0  # model.logvar_max at most: exp(88.7) overflows float32, and the KL holds exp(logvar)
 MODEL_KINDS = ("vae", "ae", "vq")  # model families, each built by vaelib.models.registry.MODELS[kind]
 PRECISIONS = ("fp32", "bf16")
@@ -157,6 +158,9 @@ class TrainConfig:
     compile: bool = False  # opt-in torch.compile of the model
     stop_tol: float = 0.0  # > 0: stop once the run has converged by evidence.convergence at this tol (epochs = cap)
     min_epochs: int = 0  # with stop_tol: never stop before this many epochs (train on, not stop early)
+    target_rate: float | None = None  # kind "vae": nats per image the KL term is held at, charged as
+    #   beta * |KL - target_rate| instead of beta * KL (Burgess et al., 2018), so runs of two likelihoods can be
+    #   trained to the same rate; None: the ELBO's KL. A run that leaves it None keeps its run key
 
     def __post_init__(self) -> None:
         check_types("train", self)
@@ -180,6 +184,12 @@ class TrainConfig:
             refuse("train", "stop_tol", self.stop_tol, "0 with a cyclic schedule laid over the whole run (its beta "
                     "never settles), or train.min_epochs > 0: the cycles are laid over those epochs and beta holds "
                     "after them")
+        if self.target_rate is not None and not 0 < self.target_rate <= MAX_TARGET_RATE:
+            refuse("train", "target_rate", self.target_rate, f"None or a number > 0 and <= {MAX_TARGET_RATE:g} "
+                   "(nats per image)")
+        if self.target_rate is not None and self.free_bits > 0:
+            refuse("train", "target_rate", self.target_rate, "None with free_bits > 0 (each shapes the KL term: "
+                   "choose one)")
         if not 0 <= self.min_epochs <= self.epochs:
             refuse("train", "min_epochs", self.min_epochs, f"an integer >= 0 and <= train.epochs ({self.epochs})")
         normalise_numbers(self)

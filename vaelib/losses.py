@@ -29,7 +29,8 @@ class ELBOTerms:
     kl: torch.Tensor  # () KL(q(z|x) || N(0, I)), nats per image (before free bits)
     kl_per_dim: torch.Tensor  # (latent_dim,) KL of each dimension, averaged over the batch
     beta: float
-    kl_used: torch.Tensor  # () the KL term as optimised: each dimension floored at free_bits (= kl without)
+    kl_used: torch.Tensor  # () the KL term as optimised: each dimension floored at free_bits, or |kl - target_rate|
+    #   (= kl without either)
 
 
 @dataclass
@@ -165,14 +166,18 @@ def constant_image_nll(mean: torch.Tensor, x: torch.Tensor, kind: str = "mse", c
 
 def elbo(x: torch.Tensor, recon_logits: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
          beta: float = 1.0, kind: str = "mse", free_bits: float = 0.0,
-         distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> ELBOTerms:
+         distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+         target_rate: float | None = None) -> ELBOTerms:
     """Negative ELBO terms, each averaged over the batch (nats per image), computed in fp32.
 
     free_bits > 0 floors each dimension's batch-mean KL at that many nats in the optimised
-    total (Kingma et al., 2016, eq. 15); the reported `kl` is always the true KL.
+    total (Kingma et al., 2016, eq. 15); target_rate charges |KL - target_rate| instead of the KL (Burgess et al.,
+    2018: with a large enough beta the rate is held at the target). The reported `kl` is always the true KL.
     """
     recon = reconstruction(recon_logits.float(), x.float(), kind, distance).mean()
     kl_dims = kl_per_dim(mu.float(), logvar.float()).mean(0)  # (D,)
     kl = kl_dims.sum()
     kl_used = torch.clamp(kl_dims, min=free_bits).sum() if free_bits > 0 else kl
+    if target_rate is not None:
+        kl_used = (kl - target_rate).abs()
     return ELBOTerms(total=recon + beta * kl_used, recon=recon, kl=kl, kl_per_dim=kl_dims, beta=beta, kl_used=kl_used)

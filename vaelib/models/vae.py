@@ -178,7 +178,8 @@ class VAE(Family):
         logits, mu, logvar = outputs
         tc = self.config.train
         t = elbo(x, logits, mu, logvar, beta=beta, kind=tc.recon if recon is None else recon,
-                 free_bits=tc.free_bits if free_bits is None else free_bits, distance=self.perceptual)
+                 free_bits=tc.free_bits if free_bits is None else free_bits, distance=self.perceptual,
+                 target_rate=tc.target_rate)
         return Loss(total=t.total, terms={"recon": t.recon, "kl": t.kl}, rate="kl", rate_used=t.kl_used)
 
     @torch.no_grad()
@@ -220,3 +221,6 @@ def refuse_free_bits(config: Config, has: str) -> None:
     if config.train.free_bits > 0:
         raise ValueError(f"train.free_bits={config.train.free_bits:g} is invalid for model.kind="
                          f"{config.model.kind!r}: {has} has no KL term to floor; allowed 0")
+    if config.train.target_rate is not None:
+        raise ValueError(f"train.target_rate={config.train.target_rate:g} is invalid for model.kind="
+                         f"{config.model.kind!r}: {has} has no KL term to hold; allowed None")

@@ -38,7 +38,7 @@ class Epoch(TypedDict):
     val_total: float
     val_recon: float
     val_kl: float
-    val_kl_used: NotRequired[float]  # runs with free bits only: the KL term as optimised (each dimension floored)
+    val_kl_used: NotRequired[float]  # runs with free bits or a target rate only: the KL term as optimised
     threads: NotRequired[int]  # torch's CPU threads during the epoch (a resumed run may use others); absent in
     #   histories of an earlier vaelib, which recorded only options["threads"], the count the run started with
 
@@ -59,7 +59,7 @@ def epoch_fields(terms: tuple[str, ...] = DEFAULT_TERMS, stats: tuple[str, ...] 
 
 
 def optional_epoch_fields(rate: str | None = DEFAULT_RATE) -> tuple[str, ...]:
-    """The epoch fields of runs with free bits only: the rate as optimised (val_kl_used)."""
+    """The epoch fields of runs with free bits or a target rate only: the rate as optimised (val_kl_used)."""
     return (f"val_{rate}_used",) if rate is not None else ()
 
 

@@ -101,8 +101,9 @@ def ignore_input_terms(x_train: torch.Tensor, x_val: torch.Tensor, config: Confi
         distance = perceptual_distance(config)
     recon = constant_image_nll(mean_image(x_train, chunk).float(), x_val, config.train.recon, chunk, distance)
     rate = family(config.model.kind).RATE
-    return {"val_recon": recon, **({f"val_{rate}_used": config.train.free_bits * config.model.latent_dim}
-                                   if rate is not None else {})}
+    tc = config.train  # KL 0: free bits charge free_bits per dimension, a target rate |0 - target_rate|
+    used = tc.target_rate if tc.target_rate is not None else tc.free_bits * config.model.latent_dim
+    return {"val_recon": recon, **({f"val_{rate}_used": used} if rate is not None else {})}
 
 
 def fit(config: Config, train: Any = None, val: Any = None, *, device: str | torch.device | None = None,

@@ -20,13 +20,14 @@ def evaluate(model: nn.Module, images: torch.Tensor, config: Config, beta: float
     family's named terms (a VAE: recon, kl), under config.train's likelihood.
 
     `total` is the true objective at beta (a VAE: recon + beta * kl, the negative ELBO at beta). With
-    train.free_bits > 0 it also returns `kl_used` (the rate as training optimises it: each dimension's batch-mean
-    KL floored at the free bits).
+    train.free_bits > 0 or a train.target_rate it also returns `kl_used` (the rate as training optimises it: each
+    dimension's batch-mean KL floored at the free bits, or |KL - target_rate|).
     """
     device = model_device(model)
     beta = config.train.schedule.beta if beta is None else beta
     free_bits = config.train.free_bits
-    names = ("total", *model.TERMS, *((f"{model.RATE}_used",) if free_bits > 0 and model.RATE else ()))
+    shaped = free_bits > 0 or config.train.target_rate is not None  # the rate as optimised is not the rate
+    names = ("total", *model.TERMS, *((f"{model.RATE}_used",) if shaped and model.RATE else ()))
     gen = torch.Generator(device=device).manual_seed(seed)
     sums = torch.zeros(len(names), dtype=torch.float64, device=device)
     with eval_mode(model):
