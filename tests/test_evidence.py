@@ -125,8 +125,34 @@ def test_a_run_is_judged_on_its_epochs_at_the_final_beta_only():
     assert settled_epoch(with_steps(flat_end, [1.0] * 10)) == 0  # a constant beta
     ramped = with_steps(flat_end, [0.2, 0.6, 1.0, 1.0, 0.2, 0.6, 1.0, 1.0, 0.2, 1.0])  # last ramp in epoch 8
     assert settled_epoch(ramped) == 9
-    assert convergence(ramped.__class__(epochs=ramped.epochs), settled=9)["converged"]  # one settled epoch: flat
-    assert convergence(_history(flat_end), settled=10)["state"] == "still improving"  # no epoch at the final beta
-    falling = _history([100, 60, 50, 45, 44, 43, 42, 41.9, 41.8, 30])
-    assert not convergence(falling, settled=9)["converged"]  # the settled epoch still fell: still improving
+    assert convergence(_history(flat_end))["converged"]  # flat over its last 2 epochs (20% of 10)
+    assert convergence(_history(flat_end), settled=8)["converged"]  # the window, epochs 8-9, is settled
+    judged = convergence(_history(flat_end), settled=9)  # epoch 8 of the window still ramped: train on
+    assert judged["state"] == "still improving" and judged["share"] < 0.05  # flat, but not yet judged at the beta
+    longer = _history(flat_end + [41.8] * 2)  # two more epochs at the final beta: the window (2 of 12) is settled
+    assert convergence(longer, settled=9)["converged"]
+    assert convergence(_history([50, 52, 55, 60, 70, 80, 95, 110, 130, 150]), settled=9)["state"] == "frozen"
     assert settled_epoch(History()) == 0
+
+
+def test_a_converged_run_far_above_its_seeds_best_end_is_on_a_plateau():
+    """evidence.plateaus: one flat curve cannot tell a plateau from the end of training; the seeds beside it can.
+    A run that converged but ends above the best seed's end by more than tol of its own gain is not counted as
+    converged, with why (issue 40, design 4: a shapes seed stuck at 56 nats had counted as converged)."""
+    from vaelib.experiments.evidence import plateaus
+
+    def row(seed, end, converged=True, gain=100.0, tol=0.05, **kw):
+        return {"seed": seed, "converged": converged, "state": "converged" if converged else "still improving",
+                "failure": "", "objective_end": end, "plateau_margin": tol * gain, "x": float(seed), **kw}
+
+    stuck = [row(0, 56.0), row(1, 41.0, converged=False), row(2, 43.0, converged=False)]
+    assert plateaus(stuck) == {0: "plateau (ends at 56, where seed 1 ends at 41)"}  # 15 above, margin 5
+    e = estimate(stuck, "x")
+    assert e.converged == 0 and e.unsettled[0] == "seed 0: plateau (ends at 56, where seed 1 ends at 41)"
+    alike = [row(0, 41.5), row(1, 41.0), row(2, 45.9)]  # 4.9 above: within 5% of a gain of 100
+    assert plateaus(alike) == {} and estimate(alike, "x").converged == 3
+    assert plateaus([row(0, 60.0), row(1, 40.0, gain=10.0)]) == {0: "plateau (ends at 60, where seed 1 ends at 40)"}
+    assert plateaus([row(0, 56.0)]) == {}  # one seed: nothing to compare with
+    assert plateaus([{"seed": 0, "converged": True}, {"seed": 1, "converged": True}]) == {}  # not measured
+    failed = [row(0, 56.0), row(1, float("nan"), converged=False, failure="non-finite loss at step 3")]
+    assert plateaus(failed) == {} and estimate(failed, "x").converged == 1

@@ -428,6 +428,14 @@ def test_stop_tol_waits_for_the_final_beta_and_refuses_cyclic(tiny_config):
     laid = with_overrides(tiny_config, **{"train.stop_tol": 0.1, "train.schedule.kind": "cyclic", "train.epochs": 4,
                                           "train.min_epochs": 2})  # cycles over 2 epochs, then beta held
     assert laid.train.min_epochs == 2
+    trivial = {"ignore_input": {"val_recon": 9.0, "val_kl_used": 0.0}}  # flat at 10, above the trivial model's 9
+    assert stopped(History(epochs=after.epochs, options=trivial), warm)  # derailed and flat: trains no further
+    assert not stopped(History(epochs=after.epochs[:6], options=trivial), longer)  # not before min_epochs
+    assert stopped(History(epochs=after.epochs[:7], options=trivial), longer)
+    falling = History(epochs=[{**e, "val_total": v, "val_recon": v} for e, v in
+                              zip(after.epochs, [30.0, 25.0, 22.0, 20.0, 18.0, 16.0, 14.0, 13.0, 12.0, 11.0])],
+                      options=trivial)
+    assert not stopped(falling, with_overrides(warm, **{"train.stop_tol": 0.05}))  # still falling: trains on
     with pytest.raises(ValueError, match=r"train.stop_tol=1.5 is invalid: allowed 0 \(train every epoch\)"):
         with_overrides(tiny_config, **{"train.stop_tol": 1.5})
 

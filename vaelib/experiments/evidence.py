@@ -7,6 +7,10 @@ summary. The verdicts on claims are vaelib.experiments.claims'. The rules are wr
   it does not end well above its best (*drifting*); and the last 20% of its epochs brought less than `tol` of its
   improvement after the first recorded drop (the value after epoch 2 onwards), else it is *still improving*.
   The objective is val_recon + beta_final * val_kl (val_kl_used with free bits), nats per image.
+- **Plateau**: among the seeds of one setting, a run that converged by that rule but ends above the best seed's end
+  by more than `tol` of its own improvement after the first recorded drop has settled where its setting need not:
+  it is counted as not converged (`estimate`, `plateaus`), because one flat curve cannot tell a plateau from the
+  end of training and the seeds beside it can.
 """
 
 from __future__ import annotations
@@ -70,9 +74,9 @@ def convergence(history: History, tol: float = 0.05, window: float = 0.2, min_wi
     after the first recorded drop, 'improvement': their gain relative to the objective, 'epochs': n}.
 
     baseline: the ignore-the-input objective; None reads it from the history (ignore_input_objective).
-    settled: the first epoch from which every step ran at the final beta (settled_epoch): the window holds only
-    those epochs, so a ramp's recovery is never read as convergence or its absence; a run with none of them yet
-    is still improving."""
+    settled: the first epoch from which every step ran at the final beta (settled_epoch): a run converges only once
+    its whole window lies in those epochs (else it is still improving), so neither a ramp nor the recovery from it
+    is read as convergence."""
     if not 0 < tol < 1 or not 0 < window < 1:
         raise ValueError(f"tol={tol!r}, window={window!r} are invalid: allowed values in (0, 1)")
     curve = objective_curve(history)
@@ -82,13 +86,12 @@ def convergence(history: History, tol: float = 0.05, window: float = 0.2, min_wi
         return {**out, "state": "failed"}
     if n < MIN_EPOCHS:
         return {**out, "state": "too short"}
-    w = min(n - 2, max(1, min_window, round(window * n)), n - settled)
-    if w < 1:  # no epoch at the final beta yet to judge the run on
-        return {**out, "state": "still improving"}
+    w = min(n - 2, max(1, min_window, round(window * n)))
     before, best_after, best = curve[:n - w].min(), curve[n - w:].min(), curve.min()  # best so far: not one noisy epoch
     last = max(0.0, float(before - best_after))
     whole = float(curve[1] - best)  # after the first recorded drop, which would make any later gain look small
-    out |= {"share": last / whole if whole > 0 else 0.0, "improvement": last / abs(before)}
+    out |= {"share": last / whole if whole > 0 else 0.0, "improvement": last / abs(before),
+            "end": float(curve[-1]), "gain": whole}
     baseline = ignore_input_objective(history) if baseline is None else baseline
     if not learned(float(curve[-1]), baseline):
         state = "derailed"
@@ -96,7 +99,7 @@ def convergence(history: History, tol: float = 0.05, window: float = 0.2, min_wi
         state = "frozen"
     elif curve[-1] - best > tol * max(float(curve[0] - best), abs(best)):
         state = "drifting"
-    elif out["share"] >= tol:
+    elif out["share"] >= tol or n - w < settled:  # still falling, or its window holds epochs before the final beta
         state = "still improving"
     else:
         state = "converged"
@@ -176,10 +179,28 @@ class Estimate:
         return f"{self._value()} ({self.n} seeds{failed}, {self.converged} converged)"
 
 
+def plateaus(rows: Sequence[dict[str, Any]]) -> dict[int, str]:
+    """{index of a row: why} for the converged runs of one setting that ended on a plateau: above the best end
+    among its seeds (`objective_end`, the validation objective's last value, measures.run_head) by more than their
+    own `plateau_margin` (the convergence tolerance times their improvement). Rows without those keys: none."""
+    def num(r: dict[str, Any], k: str) -> float:
+        v = r.get(k)
+        return float(v) if isinstance(v, (int, float)) else math.nan
+
+    ends = [(num(r, "objective_end"), r.get("seed", "?")) for r in rows]
+    finite = [(e, s) for e, s in ends if math.isfinite(e)]
+    if len(finite) < 2:
+        return {}
+    best, best_seed = min(finite, key=lambda t: t[0])
+    return {i: f"plateau (ends at {e:.4g}, where seed {best_seed} ends at {best:.4g})"
+            for i, (r, (e, _)) in enumerate(zip(rows, ends))
+            if r.get("converged") and math.isfinite(e) and e - best > num(r, "plateau_margin")}
+
+
 def estimate(rows: Sequence[dict[str, Any]], key: str) -> Estimate:
     """The Estimate of `key` over per-seed rows (measures.summarize, failure_gallery.seed_measures): each has `seed`,
     `converged` and, where the run did not converge, `state` and `failure`; a row without `key` (a failed
-    run) contributes nan."""
+    run) contributes nan. A converged run on a plateau (`plateaus`) counts as not converged, with why."""
     def value(r: dict[str, Any]) -> float:
         try:
             return float(r[key])  # numpy scalars too
@@ -188,9 +209,10 @@ def estimate(rows: Sequence[dict[str, Any]], key: str) -> Estimate:
 
     seeds = tuple(int(r["seed"]) for r in rows) if all("seed" in r for r in rows) else ()
     failures = tuple(f"seed {r.get('seed', '?')}: {r['failure']}" for r in rows if r.get("failure"))
-    unsettled = tuple(f"seed {r.get('seed', '?')}: {r.get('state', 'not converged')}" for r in rows
-                      if not r.get("converged") and not r.get("failure"))
-    return Estimate(tuple(value(r) for r in rows), sum(bool(r.get("converged")) for r in rows), seeds,
+    flat = plateaus(rows)
+    unsettled = tuple(f"seed {r.get('seed', '?')}: {flat.get(i) or r.get('state', 'not converged')}"
+                      for i, r in enumerate(rows) if (not r.get("converged") or i in flat) and not r.get("failure"))
+    return Estimate(tuple(value(r) for r in rows), sum(bool(r.get("converged")) for r in rows) - len(flat), seeds,
                     unsettled, failures)
 
 
@@ -207,14 +229,19 @@ class StopWhenConverged:
 
 def stopped(history: History, config: Config) -> bool:
     """With train.stop_tol > 0: the run has converged (`judge_run` at that tol) at its schedule's final beta, after
-    at least train.min_epochs epochs, so fit trains no further epoch. Read from the history alone, so a resumed run
-    stops where it did."""
+    at least train.min_epochs epochs, so fit trains no further epoch; or it has derailed and stopped improving by
+    then (it ends no better than the model that ignores its input, and its last 20% of epochs brought less than
+    stop_tol of its gain): the epochs past min_epochs are for runs that learn but have not settled, and a run flat at
+    the trivial model's level reports that, derailed at that length. A derailed run still falling trains on (a
+    slow start can beat the trivial model later). Read from the history alone, so a resumed run stops where it
+    did."""
     tol = config.train.stop_tol
     if not tol or len(history.epochs) < max(1, config.train.min_epochs):
         return False  # not asked, or not yet the least number of epochs
     if history.epochs[-1]["beta"] != config.train.schedule.beta:
         return False  # a warmup or ramp still under way
-    return judge_run(history, config)["converged"]
+    judged = judge_run(history, config)
+    return judged["converged"] or (judged["state"] == "derailed" and judged["share"] < tol)
 
 
 DEFAULT_TOL = 0.05  # the tolerance a run without train.stop_tol is judged at
@@ -232,8 +259,8 @@ def settled_epoch(history: History) -> int:
 
 def judge_run(history: History, config: Config, tol: float | None = None) -> dict[str, Any]:
     """The one convergence rule of a run: `convergence` of its history at `tol` (default: the run's own
-    train.stop_tol, else DEFAULT_TOL), its window holding only epochs at the final beta (settled_epoch): for cyclic
-    annealing, the epochs after its last ramp, so neither the recovery from a ramp nor the ramp itself decides.
+    train.stop_tol, else DEFAULT_TOL), converged only once its window lies in epochs at the final beta
+    (settled_epoch): for cyclic annealing, after its last ramp, so neither the ramp nor the recovery from it decides.
     The stop rule (`stopped`) and the run cache (experiments.cache.run_config, which stores the result in the run
     folder's marker) both call it, so a run that stopped as converged is recorded as converged; returns
     convergence's dict plus 'tol' and 'settled'."""

@@ -81,17 +81,21 @@ def run_convergence(run: Run, tol: float = DEFAULT_TOL) -> dict[str, Any]:
     if run.failed:
         return {"converged": False, "share": math.nan, "improvement": math.nan, "state": "failed"}
     stored = run.convergence
-    if stored and stored.get("tol") == tol and stored.get("epochs") == len(run.history.epochs) and "settled" in stored:
+    if stored and stored.get("tol") == tol and stored.get("epochs") == len(run.history.epochs) and "settled" in stored \
+            and ("end" in stored or not stored.get("converged")):
         return stored
     return judge_run(run.history, run.config, tol)
 
 
 def run_head(run: Run, tol: float = DEFAULT_TOL, conv: dict[str, Any] | None = None) -> dict[str, Any]:
     """What every per-seed row starts with: the seed, whether the run converged (run_convergence, tolerance
-    `tol`; or `conv` already computed), its state and what became of it if it failed (experiments.runs.failure)."""
+    `tol`; or `conv` already computed), its state, what became of it if it failed (experiments.runs.failure), and
+    where its validation objective ended with the margin above its seeds' best end that makes it a plateau
+    (evidence.plateaus: `tol` of its improvement; nan where not measured)."""
     conv = run_convergence(run, tol) if conv is None else conv
     return {"seed": run.config.train.seed, "converged": bool(conv["converged"]), "state": conv["state"],
-            "failure": failure(run)}
+            "failure": failure(run), "objective_end": conv.get("end", math.nan),
+            "plateau_margin": conv.get("tol", tol) * conv.get("gain", math.nan)}
 
 
 def per_seed(runs: dict[str, list[Run]], row: Callable[[Run], dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

@@ -63,7 +63,8 @@ def until_converged(configs: dict[str, Config], tol: float, cap: float = 2.0) ->
     The configs are built at their nominal length first, so a ramp or warmup keeps its place in the run (the
     first half, the first 30%) and cyclic annealing its cycles (laid over the first min_epochs epochs,
     schedules.layout_epochs); the cap only adds epochs at the final beta, and a run is judged on its epochs at the
-    final beta only (evidence.settled_epoch).
+    final beta only (evidence.settled_epoch). A run flat at the level of the model that ignores its input by its own
+    epochs trains no further (evidence.stopped): it reports derailed at that length.
     A run shorter than evidence.MIN_EPOCHS even at the cap could never be judged converged: it keeps its length.
     tol = 0 leaves every config as it is.
     """
@@ -133,16 +134,18 @@ def collapse_configs(base: Config, beta: float, free_bits: float, n_train: int) 
 
 
 def background_configs(budget: str, seed: int, epochs: int = 0, image_size: int | None = None,
-                       data_root: str = "data", fix_beta: float = 0.1, fix_latent: int = 32) -> dict[str, Config]:
+                       data_root: str = "data", fix_beta: float = 0.1, fix_latent: int = 32,
+                       logvar_max: float | None = None) -> dict[str, Config]:
     """shapes on a gradient background at this budget: the preset, and one factor changed at a time: more latent
-    units (at the preset's beta), a lower beta (at the preset's latent size).
+    units (at the preset's beta), a lower beta (at the preset's latent size); the log-variance bounded at
+    `logvar_max` as in ablation_base (None: unbounded).
 
     The gradient (a colour ramp set by 7 numbers per image) and not the texture (27 random numbers per image): a
     code of the preset's size can hold the ramp, so how much of it a model keeps depends on what it spends its
     code on, which the claims ask; the texture was beyond every setting's reach, and a floor decided them."""
     c = with_overrides(notebook_config("shapes", budget, seed, image_size=image_size, data_root=data_root),
                        **{"data.background": "gradient"})
-    c = ablation_base(c, epochs)
+    c = ablation_base(c, epochs, logvar_max)
     wide = with_overrides(c, **{"model.latent_dim": max(fix_latent, c.model.latent_dim)})
     low = schedule_config(c, BetaSchedule("constant", beta=fix_beta))
     name = lambda x: f"latent {x.model.latent_dim}, beta {x.train.schedule.beta:g}"  # noqa: E731
@@ -228,8 +231,9 @@ def seed_rows(runs: dict[str, list[Run]], test: Any, last: int, tol: float,
 
 
 def seeds_table(rows: dict[str, list[dict[str, Any]]], keys: list[str]) -> list[dict[str, Any]]:
-    """One row per setting: seeds, how many converged, and each key as 'mean ± std' over the seeds."""
-    return [{"run": label, "seeds": len(rs), "converged": f"{sum(r['converged'] for r in rs)}/{len(rs)}",
+    """One row per setting: seeds, how many converged (a run on a plateau among its seeds not counted,
+    evidence.plateaus), and each key as 'mean ± std' over the seeds."""
+    return [{"run": label, "seeds": len(rs), "converged": f"{estimate(rs, 'seed').converged}/{len(rs)}",
              **{k: str(estimate(rs, k)) for k in keys}} for label, rs in rows.items()]
 
 
