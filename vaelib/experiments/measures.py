@@ -90,12 +90,10 @@ def run_convergence(run: Run, tol: float = DEFAULT_TOL) -> dict[str, Any]:
 def run_head(run: Run, tol: float = DEFAULT_TOL, conv: dict[str, Any] | None = None) -> dict[str, Any]:
     """What every per-seed row starts with: the seed, whether the run converged (run_convergence, tolerance
     `tol`; or `conv` already computed), its state, what became of it if it failed (experiments.runs.failure), and
-    where its validation objective ended with the margin above its seeds' best end that makes it a plateau
-    (evidence.plateaus: `tol` of its improvement; nan where not measured)."""
+    where its validation objective ended (evidence.plateaus compares it with its seeds'; nan where not measured)."""
     conv = run_convergence(run, tol) if conv is None else conv
     return {"seed": run.config.train.seed, "converged": bool(conv["converged"]), "state": conv["state"],
-            "failure": failure(run), "objective_end": conv.get("end", math.nan),
-            "plateau_margin": conv.get("tol", tol) * conv.get("gain", math.nan)}
+            "failure": failure(run), "objective_end": conv.get("end", math.nan)}
 
 
 def per_seed(runs: dict[str, list[Run]], row: Callable[[Run], dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
