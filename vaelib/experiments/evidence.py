@@ -186,11 +186,7 @@ def plateaus(rows: Sequence[dict[str, Any]], share: float = PLATEAU_SHARE) -> di
     """{index of a row: why} for the converged runs of one setting that ended on a plateau: more than `share` of
     the best end among its seeds above it (`objective_end`, the validation objective's last value at the final
     beta, measures.run_head). Rows without it: none."""
-    def num(r: dict[str, Any], k: str) -> float:
-        v = r.get(k)
-        return float(v) if isinstance(v, (int, float)) else math.nan
-
-    ends = [(num(r, "objective_end"), r.get("seed", "?")) for r in rows]
+    ends = [(_number(r, "objective_end"), r.get("seed", "?")) for r in rows]
     finite = [(e, s) for e, s in ends if math.isfinite(e)]
     if len(finite) < 2:
         return {}
@@ -200,23 +196,25 @@ def plateaus(rows: Sequence[dict[str, Any]], share: float = PLATEAU_SHARE) -> di
             if r.get("converged") and math.isfinite(e) and e - best > share * abs(best)}
 
 
+def _number(row: dict[str, Any], key: str) -> float:
+    """row[key] as a float (numpy scalars too); nan where it is missing or not a number (a failed run's row)."""
+    try:
+        return float(row[key])
+    except (KeyError, TypeError, ValueError):
+        return math.nan
+
+
 def estimate(rows: Sequence[dict[str, Any]], key: str) -> Estimate:
     """The Estimate of `key` over per-seed rows (measures.summarize, failure_gallery.seed_measures): each has `seed`,
     `converged` and, where the run did not converge, `state` and `failure`; a row without `key` (a failed
     run) contributes nan. A converged run on a plateau (`plateaus`) counts as not converged, with why."""
-    def value(r: dict[str, Any]) -> float:
-        try:
-            return float(r[key])  # numpy scalars too
-        except (KeyError, TypeError, ValueError):
-            return math.nan
-
     seeds = tuple(int(r["seed"]) for r in rows) if all("seed" in r for r in rows) else ()
     failures = tuple(f"seed {r.get('seed', '?')}: {r['failure']}" for r in rows if r.get("failure"))
     flat = plateaus(rows)
     unsettled = tuple(f"seed {r.get('seed', '?')}: {flat.get(i) or r.get('state', 'not converged')}"
                       for i, r in enumerate(rows) if (not r.get("converged") or i in flat) and not r.get("failure"))
-    return Estimate(tuple(value(r) for r in rows), sum(bool(r.get("converged")) for r in rows) - len(flat), seeds,
-                    unsettled, failures)
+    converged = sum(bool(r.get("converged")) for r in rows) - len(flat)
+    return Estimate(tuple(_number(r, key) for r in rows), converged, seeds, unsettled, failures)
 
 
 class StopWhenConverged:
