@@ -124,6 +124,26 @@ def test_notebook_runs_with_shapes_16_tiny(wheel_report, notebook):
     assert injected and 'dataset = "shapes"' in injected[0].source and "image_size = 16" in injected[0].source
 
 
+def test_the_collapse_claim_is_tested_only_where_a_scan_found_an_early_collapse(wheel_report):
+    """The failure-modes study's scan (failure_gallery.early_collapse_scan) stops at its first static collapse, and
+    the annealing claim is tested at that beta only when a run there beat the model that ignores its input."""
+    entry = next(e for e in wheel_report[1]["notebooks"] if e["notebook"] == "studies/failure_modes")
+    section = entry["metrics"]["sections"]["collapse"]
+    scan, at = section["scan"], section["test_beta"]
+    betas = sorted({r["beta"] for r in scan})
+    assert scan and betas[0] == 8 and {r["run"] for r in scan} == {"static", "cyclic"}
+    static_collapsed = [r["beta"] for r in scan if r["run"] == "static" and r["collapsed"]]
+    assert static_collapsed in ([], [betas[-1]])  # no beta trained past the first collapse
+    claim = next(c for c in entry["metrics"]["claims"] if c["claim"].startswith("cyclic KL annealing prevents"))
+    beaten = any(r["beats ignoring"] for r in scan if r["beta"] == betas[-1])
+    if at is None:
+        assert claim["decision"] == "untestable here" and "scan" in claim["reason"] and claim["n"] == [0, 0]
+        assert not (static_collapsed and beaten)
+    else:
+        assert static_collapsed == [at] and beaten and claim["n"][0] >= 2
+        assert [v["setting"] for v in claim["values"]] == [f"cyclic to beta {at:g}", f"beta {at:g}"]
+
+
 def _result_sentences(path):
     """Per code cell (by position, papermill's injected cell left out), the lines of its outputs (streams and
     Markdown displays) that state a verdict: a claim's finding is one line, its verdict, claim and numbers

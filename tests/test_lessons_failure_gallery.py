@@ -211,3 +211,59 @@ def test_objective_at_prices_a_run_on_a_static_beta_objective():
     rows = [{"test_recon": 10.0, "kl_total": 2.0}, {"seed": 1}]  # the second run failed: no measurements
     got = D.objective_at(rows, 16.0)
     assert got[0] == 42.0 and math.isnan(got[1])
+
+
+def test_scan_betas_climb_to_the_collapse_beta_and_refuse_a_bad_ladder():
+    assert D.scan_betas(8, 2, 16) == [8, 10, 12, 14, 16]
+    assert D.scan_betas(8, 3, 16) == [8, 11, 14, 16]
+    assert D.scan_betas(16, 2, 16) == [16]
+    with pytest.raises(ValueError, match=r"scan start=20 is invalid: allowed 0 < start <= 16"):
+        D.scan_betas(20, 2, 16)
+    with pytest.raises(ValueError, match=r"scan step=0 is invalid"):
+        D.scan_betas(8, 0, 16)
+
+
+def _scan_row(explained, recon, kl):
+    return {"explained": explained, "test_recon": recon, "kl_total": kl}
+
+
+def _scanner(table):
+    """rows_at for early_collapse_scan from {beta: (static row, cyclic row)}, recording the betas it trains."""
+    asked = []
+
+    def rows_at(beta):
+        asked.append(beta)
+        static, cyclic = table[beta]
+        return {"static": static, "cyclic": cyclic}
+    return rows_at, asked
+
+
+def test_early_collapse_scan_stops_at_the_first_static_collapse_and_tests_there_if_a_run_beats_ignoring():
+    ignore = 76.0
+    table = {8: (_scan_row(0.15, 70.0, 0.8), _scan_row(0.2, 66.0, 1.0)),  # neither collapsed: 76.4, 74
+             10: (_scan_row(0.01, 76.5, 0.05), _scan_row(0.2, 66.0, 0.8)),  # static collapsed; cyclic 74 < 75.24
+             12: (_scan_row(0.0, 77.0, 0.0), _scan_row(0.0, 77.0, 0.0))}
+    rows_at, asked = _scanner(table)
+    rows, beta, why = D.early_collapse_scan([8, 10, 12], rows_at, ignore)
+    assert (beta, why, asked) == (10, "", [8, 10])  # 12 is never trained
+    assert [(r["beta"], r["run"], r["collapsed"], r["beats ignoring"]) for r in rows] == [
+        (8, "static", False, False), (8, "cyclic", False, True), (10, "static", True, False),
+        (10, "cyclic", False, True)]
+    assert rows[3]["objective"] == pytest.approx(66.0 + 10 * 0.8)
+
+
+def test_early_collapse_scan_is_untestable_where_no_run_beats_ignoring_by_the_margin_or_nothing_collapses():
+    ignore = 76.0  # the margin: 1% of it, so 75.3 does not count as beating it
+    table = {8: (_scan_row(0.15, 70.0, 0.8), _scan_row(0.2, 66.0, 1.0)),
+             10: (_scan_row(0.01, 76.5, 0.05), _scan_row(0.1, 71.3, 0.4))}
+    rows_at, asked = _scanner(table)
+    rows, beta, why = D.early_collapse_scan([8, 10, 16], rows_at, ignore)
+    assert beta is None and asked == [8, 10]
+    assert "collapses is 10," in why and "nothing shows that the collapse is not the optimum" in why
+    assert "best run 75.3" in why and "first beta" not in why
+    rows_at, asked = _scanner({8: (_scan_row(0.15, 70.0, 0.8), _scan_row(0.2, 66.0, 1.0))} | {
+        b: (_scan_row(0.06, 70.0, 0.5), _scan_row(0.2, 66.0, 1.0)) for b in (10, 12)})
+    rows, beta, why = D.early_collapse_scan([8, 10, 12], rows_at, ignore)
+    assert beta is None and asked == [8, 10, 12] and why.startswith("no static run of the scan (8, 10, 12;")
+    rows_at, _ = _scanner({8: (_scan_row(0.0, 77.0, 0.0), _scan_row(0.0, 77.0, 0.0))})
+    assert "the scan's first beta" in D.early_collapse_scan([8], rows_at, ignore)[2]

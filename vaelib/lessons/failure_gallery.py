@@ -7,7 +7,8 @@ name says otherwise. Every function works on CPU tensors and returns CPU results
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -20,7 +21,7 @@ from torch import nn
 from vaelib.data.shapes import render_shapes
 from vaelib.evaluation.metrics import active_units, image_batch, laplacian_variance, reconstructions, test_elbo
 from vaelib.evaluation.plots import show, tile
-from vaelib.experiments.evidence import learned, objective_curve
+from vaelib.experiments.evidence import MIN_GAIN, learned, objective_curve
 from vaelib.experiments.measures import per_seed, run_head
 from vaelib.experiments.runs import Run
 from vaelib.losses import constant_image_nll
@@ -298,6 +299,59 @@ def objective_at(rows: list[dict[str, Any]], beta: float) -> list[float]:
     """Each seed's test objective recon + beta * KL (nats per image, true KL: no free bits) from collapse_measure
     rows: what that run would score on the objective of a static beta (nan for a failed run)."""
     return [r["test_recon"] + beta * r["kl_total"] if "test_recon" in r else float("nan") for r in rows]
+
+
+SCAN_SEED_OFFSET = 100  # the early-collapse scan's seed is the study's first seed + this: no plan adds it (at most 30)
+COLLAPSED_BELOW = 0.05  # a run that removes less than this share of the data-mean image's error has collapsed
+
+
+def scan_betas(start: float, step: float, stop: float) -> list[float]:
+    """The early-collapse scan's ladder: start, start + step, ... below stop, then stop."""
+    if not 0 < start <= stop:
+        raise ValueError(f"scan start={start!r} is invalid: allowed 0 < start <= {stop!r} (the collapse beta)")
+    if not step > 0:
+        raise ValueError(f"scan step={step!r} is invalid: allowed a value > 0")
+    n = math.ceil((stop - start) / step - 1e-9)
+    return [*(round(start + i * step, 10) for i in range(n)), stop]
+
+
+def early_collapse_scan(betas: Sequence[float], rows_at: Callable[[float], dict[str, dict[str, Any]]],
+                        ignore: float, below: float = COLLAPSED_BELOW, gain: float = MIN_GAIN
+                        ) -> tuple[list[dict[str, Any]], float | None, str]:
+    """Where an annealing schedule could prevent a collapse: up the ladder `betas`, `rows_at(beta)` trains (or
+    loads) a static run and an annealed one at that beta and returns their collapse_measure rows ({"static": row,
+    "cyclic": row}, each with `explained`, `test_recon`, `kl_total`). The scan stops at the first beta whose static
+    run has collapsed (explained < `below`). That beta is the test point when some run there beats the model that
+    ignores its input (test objective `ignore`, KL 0) on that beta's objective by `gain` of it: the collapse is then
+    not the objective's optimum, so a schedule has something to prevent and something to gain. Where no run there
+    beats it, nothing shows that the collapse is not the optimum, and no higher beta can show it: the best objective
+    any model reaches only rises with beta while the ignoring model's stays put.
+
+    Returns the table (one row per beta and run), the beta to test at or None, and why there is none ("" if one)."""
+    table = []
+    for beta in betas:
+        rows = rows_at(beta)
+        marks = {}
+        for label, row in rows.items():
+            value = row.get("explained", math.nan)
+            price = objective_at([row], beta)[0]
+            marks[label] = (value < below, price < ignore * (1 - gain))
+            table.append({"beta": beta, "run": label, "explained": value, "kl_total": row.get("kl_total", math.nan),
+                          "objective": price, "collapsed": marks[label][0], "beats ignoring": marks[label][1]})
+        if not marks.get("static", (False,))[0]:
+            continue
+        if any(beats for _, beats in marks.values()):
+            return table, beta, ""
+        best = min(r["objective"] for r in table if r["beta"] == beta)
+        first = " (the scan's first beta: no lower one was tried)" if beta == betas[0] else ""
+        return table, None, (
+            f"the lowest beta of the scan ({', '.join(f'{b:g}' for b in betas)}; seed of its own) at which the static "
+            f"run collapses is {beta:g}{first}, and there no run beats the model that ignores its input on that "
+            f"beta's objective ({ignore:.1f} nats per image; the best run {best:.1f}): nothing shows that the "
+            "collapse is not the optimum there, and a higher beta only favours it more, so the scan found no beta "
+            "where a schedule has a collapse to prevent that its objective does not prefer")
+    return table, None, (f"no static run of the scan ({', '.join(f'{b:g}' for b in betas)}; seed of its own) "
+                         "collapsed, so there is no collapse here for a schedule to prevent")
 
 
 def early_objective(run: Run, epoch: int) -> dict[str, float]:

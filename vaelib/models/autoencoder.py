@@ -17,7 +17,7 @@ from vaelib.config import Config
 from vaelib.losses import Loss, reconstruction
 from vaelib.models.base import Family
 from vaelib.models.perceptual import perceptual_distance
-from vaelib.models.vae import Decoder, conv_stack, prior_draw, refuse_free_bits
+from vaelib.models.vae import Decoder, conv_stack, prior_draw, refuse_kl_settings
 
 
 class Autoencoder(Family):
@@ -29,7 +29,7 @@ class Autoencoder(Family):
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        refuse_free_bits(config, "an autoencoder")
+        refuse_kl_settings(config, "an autoencoder")
         self.convs, feature_shape = conv_stack(config)
         self.fc = nn.Linear(math.prod(feature_shape), self.latent_dim)
         self.decoder = Decoder(config, feature_shape)

@@ -215,9 +215,9 @@ class VAE(Family):
         return shapes
 
 
-def refuse_free_bits(config: Config, has: str) -> None:
-    """Refuse, in one line, free bits for a family with no KL term to floor (`has`: what the family is, e.g. "an
-    autoencoder"), before anything is built."""
+def refuse_kl_settings(config: Config, has: str) -> None:
+    """Refuse, in one line, the settings that act on a KL term (free bits, a target rate) for a family with none
+    (`has`: what the family is, e.g. "an autoencoder"), before anything is built."""
     if config.train.free_bits > 0:
         raise ValueError(f"train.free_bits={config.train.free_bits:g} is invalid for model.kind="
                          f"{config.model.kind!r}: {has} has no KL term to floor; allowed 0")

@@ -26,7 +26,7 @@ from vaelib.config import Config
 from vaelib.losses import Loss, reconstruction
 from vaelib.models.base import Family, eval_mode, model_device
 from vaelib.models.perceptual import perceptual_distance
-from vaelib.models.vae import Decoder, conv_stack, refuse_free_bits
+from vaelib.models.vae import Decoder, conv_stack, refuse_kl_settings
 from vaelib.runtime import to_float
 
 
@@ -40,7 +40,7 @@ class VQVAE(Family):
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        refuse_free_bits(config, "a VQ-VAE")
+        refuse_kl_settings(config, "a VQ-VAE")
         m = config.model
         self.codebook_size = m.codebook_size
         self.convs, self.feature_shape = conv_stack(config)
