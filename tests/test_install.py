@@ -98,8 +98,8 @@ def test_vaelib_report_runs_from_the_wheel(installed, wheel_report):
     assert after == before  # nothing written there
     assert f"report written to {report}/index.html" in out
     lessons = [p.stem for p in numbered_notebooks()]  # the wheel's lessons are the checkout's, in order
-    assert [e["notebook"] for e in summary["notebooks"]] == [*lessons, "studies/failure_modes", "studies/future_work",
-                                                                  "studies/stability"]
+    assert [e["notebook"] for e in summary["notebooks"]] == [*lessons, "studies/batchnorm", "studies/failure_modes",
+                                                                  "studies/future_work", "studies/stability"]
     assert lessons[:7] == ["00_vae_from_scratch", "01_datasets", "02_architecture", "03_stability_ablations",
                            "04_failure_gallery", "05_latent_explorer", "06_beyond_the_gaussian_vae"]
     assert summary["dataset"] == "shapes" and (work / "runs").is_dir()  # runs/ beside the reports, in the cwd

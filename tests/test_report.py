@@ -167,7 +167,8 @@ def test_unknown_parameters_are_refused_before_any_work(tmp_path):
 def test_every_notebook_declares_the_common_parameters():
     notebooks = numbered_notebooks()
     assert [p.name[:3] for p in notebooks] == [f"{i:02d}_" for i in range(len(notebooks))]  # 00, 01, ...: no gap
-    assert [notebook_name(p) for p in report_notebooks()[len(notebooks):]] == ["studies/failure_modes",
+    assert [notebook_name(p) for p in report_notebooks()[len(notebooks):]] == ["studies/batchnorm",
+                                                                               "studies/failure_modes",
                                                                                "studies/future_work",
                                                                                "studies/stability"]
     for nb in report_notebooks():

@@ -60,7 +60,8 @@ KEY_FIGURES = {"00_vae_from_scratch": "elbo_gap.png", "01_datasets": "samples.pn
                "02_architecture": "reparameterisation_graph.png", "03_stability_ablations": "rate_distortion.png",
                "04_failure_gallery": "blur_reconstructions.png", "05_latent_explorer": "explorer_first_state.png",
                "06_beyond_the_gaussian_vae": "samples.png", "studies/stability": "rate_distortion.png",
-               "studies/failure_modes": "blur_spectrum.png", "studies/future_work": "reconstructions.png"}
+               "studies/failure_modes": "blur_spectrum.png", "studies/future_work": "reconstructions.png",
+               "studies/batchnorm": "batchnorm_loss.png"}
 
 
 def key_figure(folder: str | Path, notebook: str) -> str | None:
