@@ -204,8 +204,8 @@ REPORT_CASES = [
     (["-p", "image_size", "-3"], r"-p image_size -3 is invalid \(00_vae_from_scratch.ipynb declares image_size: "
      r"int\): allowed an integer >= 0$"),
     (["-p", "image_size", "4"], r"data.image_size=4 is invalid: allowed an integer >= 8"),
-    (["-p", "seeds", "two"], r"-p seeds 'two' is invalid \((batchnorm|failure_modes|future_work|stability).ipynb declares seeds: "
-     r"int\): allowed an integer > 0$"),
+    (["-p", "seeds", "two"], r"-p seeds 'two' is invalid \((batchnorm|failure_modes|future_work|stability).ipynb "
+     r"declares seeds: int\): allowed an integer > 0$"),
     (["-p", "seeds", "0"], r"-p seeds 0 is invalid .*allowed a value >= 2$"),  # the comment: (at least 2)
     (["-p", "betas", "[0.1, -1]"], r"-p betas \[0.1, -1\] is invalid .*allowed a non-empty JSON list of finite "
      r"numbers > 0"),

@@ -228,42 +228,39 @@ def _scan_row(explained, recon, kl):
 
 
 def _scanner(table):
-    """rows_at for early_collapse_scan from {beta: (static row, cyclic row)}, recording the betas it trains."""
+    """row_at for early_collapse_scan from {beta: (static row, cyclic row)}, recording the runs it trains."""
     asked = []
 
-    def rows_at(beta):
-        asked.append(beta)
-        static, cyclic = table[beta]
-        return {"static": static, "cyclic": cyclic}
-    return rows_at, asked
+    def row_at(beta, label):
+        asked.append((beta, label))
+        return dict(zip(("static", "cyclic"), table[beta]))[label]
+    return row_at, asked
 
 
 def test_early_collapse_scan_stops_at_the_first_static_collapse_and_tests_there_if_a_run_beats_ignoring():
     ignore = 76.0
-    table = {8: (_scan_row(0.15, 70.0, 0.8), _scan_row(0.2, 66.0, 1.0)),  # neither collapsed: 76.4, 74
+    table = {8: (_scan_row(0.15, 70.0, 0.8), _scan_row(0.2, 66.0, 1.0)),  # static not collapsed: cyclic not trained
              10: (_scan_row(0.01, 76.5, 0.05), _scan_row(0.2, 66.0, 0.8)),  # static collapsed; cyclic 74 < 75.24
              12: (_scan_row(0.0, 77.0, 0.0), _scan_row(0.0, 77.0, 0.0))}
-    rows_at, asked = _scanner(table)
-    rows, beta, why = D.early_collapse_scan([8, 10, 12], rows_at, ignore)
-    assert (beta, why, asked) == (10, "", [8, 10])  # 12 is never trained
+    row_at, asked = _scanner(table)
+    rows, beta, why = D.early_collapse_scan([8, 10, 12], row_at, ignore)
+    assert (beta, why) == (10, "") and asked == [(8, "static"), (10, "static"), (10, "cyclic")]  # 12: never
     assert [(r["beta"], r["run"], r["collapsed"], r["beats ignoring"]) for r in rows] == [
-        (8, "static", False, False), (8, "cyclic", False, True), (10, "static", True, False),
-        (10, "cyclic", False, True)]
-    assert rows[3]["objective"] == pytest.approx(66.0 + 10 * 0.8)
+        (8, "static", False, False), (10, "static", True, False), (10, "cyclic", False, True)]
+    assert rows[2]["objective"] == pytest.approx(66.0 + 10 * 0.8)
 
 
 def test_early_collapse_scan_is_untestable_where_no_run_beats_ignoring_by_the_margin_or_nothing_collapses():
     ignore = 76.0  # the margin: 1% of it, so 75.3 does not count as beating it
     table = {8: (_scan_row(0.15, 70.0, 0.8), _scan_row(0.2, 66.0, 1.0)),
              10: (_scan_row(0.01, 76.5, 0.05), _scan_row(0.1, 71.3, 0.4))}
-    rows_at, asked = _scanner(table)
-    rows, beta, why = D.early_collapse_scan([8, 10, 16], rows_at, ignore)
-    assert beta is None and asked == [8, 10]
+    row_at, asked = _scanner(table)
+    rows, beta, why = D.early_collapse_scan([8, 10, 16], row_at, ignore)
+    assert beta is None and asked == [(8, "static"), (10, "static"), (10, "cyclic")]
     assert "collapses is 10," in why and "nothing shows that the collapse is not the optimum" in why
-    assert "best run 75.3" in why and "first beta" not in why
-    rows_at, asked = _scanner({8: (_scan_row(0.15, 70.0, 0.8), _scan_row(0.2, 66.0, 1.0))} | {
-        b: (_scan_row(0.06, 70.0, 0.5), _scan_row(0.2, 66.0, 1.0)) for b in (10, 12)})
-    rows, beta, why = D.early_collapse_scan([8, 10, 12], rows_at, ignore)
-    assert beta is None and asked == [8, 10, 12] and why.startswith("no static run of the scan (8, 10, 12;")
-    rows_at, _ = _scanner({8: (_scan_row(0.0, 77.0, 0.0), _scan_row(0.0, 77.0, 0.0))})
-    assert "the scan's first beta" in D.early_collapse_scan([8], rows_at, ignore)[2]
+    assert "the static run 77.0, the cyclic run 75.3" in why and "first beta" not in why
+    row_at, asked = _scanner({b: (_scan_row(0.06, 70.0, 0.5), _scan_row(0.2, 66.0, 1.0)) for b in (8, 10, 12)})
+    rows, beta, why = D.early_collapse_scan([8, 10, 12], row_at, ignore)
+    assert beta is None and [b for b, _ in asked] == [8, 10, 12] and why.startswith("no static run of the scan (8,")
+    row_at, _ = _scanner({8: (_scan_row(0.0, 77.0, 0.0), _scan_row(0.0, 77.0, 0.0))})
+    assert "the scan's first beta" in D.early_collapse_scan([8], row_at, ignore)[2]

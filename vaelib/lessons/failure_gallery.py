@@ -315,43 +315,47 @@ def scan_betas(start: float, step: float, stop: float) -> list[float]:
     return [*(round(start + i * step, 10) for i in range(n)), stop]
 
 
-def early_collapse_scan(betas: Sequence[float], rows_at: Callable[[float], dict[str, dict[str, Any]]],
+def early_collapse_scan(betas: Sequence[float], row_at: Callable[[float, str], dict[str, Any]],
                         ignore: float, below: float = COLLAPSED_BELOW, gain: float = MIN_GAIN
                         ) -> tuple[list[dict[str, Any]], float | None, str]:
-    """Where an annealing schedule could prevent a collapse: up the ladder `betas`, `rows_at(beta)` trains (or
-    loads) a static run and an annealed one at that beta and returns their collapse_measure rows ({"static": row,
-    "cyclic": row}, each with `explained`, `test_recon`, `kl_total`). The scan stops at the first beta whose static
-    run has collapsed (explained < `below`). That beta is the test point when some run there beats the model that
-    ignores its input (test objective `ignore`, KL 0) on that beta's objective by `gain` of it: the collapse is then
-    not the objective's optimum, so a schedule has something to prevent and something to gain. Where no run there
-    beats it, nothing shows that the collapse is not the optimum, and no higher beta can show it: the best objective
-    any model reaches only rises with beta while the ignoring model's stays put.
+    """Where an annealing schedule could prevent a collapse: up the ladder `betas`, `row_at(beta, "static")` trains
+    (or loads) a static run at that beta and returns its collapse_measure row (with `explained`, `test_recon`,
+    `kl_total`). The scan stops at the first beta whose static run has collapsed (explained < `below`), and only
+    there trains the annealed run too (`row_at(beta, "cyclic")`): the runs at lower betas cannot change where it
+    stops. That beta is the test point when either run there beats the model that ignores its input (test objective
+    `ignore`, KL 0) on that beta's objective by `gain` of it: the collapse is then not the objective's optimum, so a
+    schedule has something to prevent and something to gain. Where neither beats it, nothing shows that the
+    collapse is not the optimum, and no higher beta can show it: the best objective any model reaches only rises
+    with beta while the ignoring model's stays put.
 
     Returns the table (one row per beta and run), the beta to test at or None, and why there is none ("" if one)."""
-    table = []
+    table: list[dict[str, Any]] = []
+
+    def measured(beta: float, label: str) -> dict[str, Any]:
+        row = row_at(beta, label)
+        value, price = row.get("explained", math.nan), objective_at([row], beta)[0]
+        table.append({"beta": beta, "run": label, "explained": value, "kl_total": row.get("kl_total", math.nan),
+                      "objective": price, "collapsed": value < below, "beats ignoring": price < ignore * (1 - gain)})
+        return table[-1]
+
+    ladder = ", ".join(f"{b:g}" for b in betas)
     for beta in betas:
-        rows = rows_at(beta)
-        marks = {}
-        for label, row in rows.items():
-            value = row.get("explained", math.nan)
-            price = objective_at([row], beta)[0]
-            marks[label] = (value < below, price < ignore * (1 - gain))
-            table.append({"beta": beta, "run": label, "explained": value, "kl_total": row.get("kl_total", math.nan),
-                          "objective": price, "collapsed": marks[label][0], "beats ignoring": marks[label][1]})
-        if not marks.get("static", (False,))[0]:
+        static = measured(beta, "static")
+        if not static["collapsed"]:
             continue
-        if any(beats for _, beats in marks.values()):
+        cyclic = measured(beta, "cyclic")
+        if static["beats ignoring"] or cyclic["beats ignoring"]:
             return table, beta, ""
-        best = min(r["objective"] for r in table if r["beta"] == beta)
         first = " (the scan's first beta: no lower one was tried)" if beta == betas[0] else ""
         return table, None, (
-            f"the lowest beta of the scan ({', '.join(f'{b:g}' for b in betas)}; seed of its own) at which the static "
-            f"run collapses is {beta:g}{first}, and there no run beats the model that ignores its input on that "
-            f"beta's objective ({ignore:.1f} nats per image; the best run {best:.1f}): nothing shows that the "
-            "collapse is not the optimum there, and a higher beta only favours it more, so the scan found no beta "
-            "where a schedule has a collapse to prevent that its objective does not prefer")
-    return table, None, (f"no static run of the scan ({', '.join(f'{b:g}' for b in betas)}; seed of its own) "
-                         "collapsed, so there is no collapse here for a schedule to prevent")
+            f"the lowest beta of the scan ({ladder}; seed of its own) at which the static run collapses is "
+            f"{beta:g}{first}, and there no run beats the model that ignores its input on that beta's objective by "
+            f"{gain:.0%} ({ignore:.1f} nats per image; the static run {static['objective']:.1f}, the cyclic run "
+            f"{cyclic['objective']:.1f}): nothing shows that the collapse is not the optimum there, and a higher beta "
+            "only favours it more, so the scan found no beta where a schedule has a collapse to prevent that its "
+            "objective does not prefer")
+    return table, None, (f"no static run of the scan ({ladder}; seed of its own) collapsed, so there is no "
+                         "collapse here for a schedule to prevent")
 
 
 def early_objective(run: Run, epoch: int) -> dict[str, float]:
