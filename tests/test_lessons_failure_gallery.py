@@ -217,10 +217,13 @@ def test_scan_betas_climb_to_the_collapse_beta_and_refuse_a_bad_ladder():
     assert D.scan_betas(8, 2, 16) == [8, 10, 12, 14, 16]
     assert D.scan_betas(8, 3, 16) == [8, 11, 14, 16]
     assert D.scan_betas(16, 2, 16) == [16]
-    with pytest.raises(ValueError, match=r"scan start=20 is invalid: allowed 0 < start <= 16"):
+    with pytest.raises(ValueError, match=r"scan_from=20 is invalid: allowed 0 < scan_from <= collapse_beta \(16\)"):
         D.scan_betas(20, 2, 16)
-    with pytest.raises(ValueError, match=r"scan step=0 is invalid"):
+    with pytest.raises(ValueError, match=r"scan_step=0 is invalid"):
         D.scan_betas(8, 0, 16)
+    assert len(D.scan_betas(1, 0.8, 16)) == 20  # 1, 1.8, ..., 16: the most rungs allowed
+    with pytest.raises(ValueError, match=r"scan_step=0.01 is invalid: .* in at most 20 runs"):
+        D.scan_betas(8, 0.01, 16)
 
 
 def _scan_row(explained, recon, kl):
@@ -257,10 +260,27 @@ def test_early_collapse_scan_is_untestable_where_no_run_beats_ignoring_by_the_ma
     row_at, asked = _scanner(table)
     rows, beta, why = D.early_collapse_scan([8, 10, 16], row_at, ignore)
     assert beta is None and asked == [(8, "static"), (10, "static"), (10, "cyclic")]
-    assert "collapses is 10," in why and "nothing shows that the collapse is not the optimum" in why
+    assert "collapses is 10," in why and "nothing here shows that the collapse is not the optimum" in why
     assert "the static run 77.0, the cyclic run 75.3" in why and "first beta" not in why
     row_at, asked = _scanner({b: (_scan_row(0.06, 70.0, 0.5), _scan_row(0.2, 66.0, 1.0)) for b in (8, 10, 12)})
     rows, beta, why = D.early_collapse_scan([8, 10, 12], row_at, ignore)
     assert beta is None and [b for b, _ in asked] == [8, 10, 12] and why.startswith("no static run of the scan (8,")
     row_at, _ = _scanner({8: (_scan_row(0.0, 77.0, 0.0), _scan_row(0.0, 77.0, 0.0))})
     assert "the scan's first beta" in D.early_collapse_scan([8], row_at, ignore)[2]
+
+
+def test_early_collapse_scan_stops_at_a_failed_static_run_and_names_a_failed_cyclic_one():
+    ignore = 76.0
+    row_at, asked = _scanner({8: (_scan_row(0.15, 70.0, 0.8), None), 10: ({}, None)})
+    rows, beta, why = D.early_collapse_scan([8, 10, 12], row_at, ignore)
+    assert beta is None and asked == [(8, "static"), (10, "static")] and rows[-1]["failed"]
+    assert why.startswith("the static run of the scan (8, 10, 12; seed of its own) at beta 10 failed")
+    row_at, _ = _scanner({8: (_scan_row(0.01, 76.5, 0.05), {})})
+    rows, beta, why = D.early_collapse_scan([8], row_at, ignore)
+    assert beta is None and rows[-1]["failed"] and not rows[-1]["beats ignoring"]
+    assert "the static run 76.9, the cyclic run failed" in why
+
+
+def test_a_collapsed_static_run_that_still_beats_ignoring_makes_the_test_point():
+    row_at, _ = _scanner({8: (_scan_row(0.04, 70.0, 0.1), _scan_row(0.0, 77.0, 0.0))})  # 70.8 < 75.24
+    assert D.early_collapse_scan([8], row_at, 76.0)[1:] == (8, "")

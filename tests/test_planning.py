@@ -97,6 +97,7 @@ def test_without_more_seeds_a_plan_above_the_pilot_is_not_tested():
     spec = _spec("moderate", "base", min_effect=1.0)
     [c], _ = planning.powered([spec], _rows(pilot), n_cap=8, family_size=10)
     assert c.verdict == FULL_BUDGET and "most 3" in c.reason
+    assert c.reason.endswith(f"it runs with -p seeds {c.n_planned}")
 
 
 def test_a_plan_beyond_the_cap_names_the_budgets_cap_even_when_no_seed_is_added():
@@ -105,7 +106,19 @@ def test_a_plan_beyond_the_cap_names_the_budgets_cap_even_when_no_seed_is_added(
     [c], _ = planning.powered([_spec("noisy", "base", min_effect=0.1)], _rows(pilot), n_cap=8, family_size=10,
                               more=lambda need: more_calls.append(need) or {})
     assert c.verdict == FULL_BUDGET and not more_calls
-    assert "this budget runs at most 8" in c.reason, c.reason  # the budget's cap, not the pilot's 3
+    assert "this run takes at most 8" in c.reason, c.reason  # the budget's cap, not the pilot's 3
+    assert c.reason.endswith("it runs at --budget full") or c.reason.endswith("no budget here runs that many")
+
+
+def test_finish_says_what_runs_a_plan_it_cannot_test():
+    same = judge_rows(_spec("a", "b", min_effect=1.0), _rows({"a": [1.0, 2.0], "b": [1.0, 2.0]}))
+    p = planning.plan_record(same, _spec("a", "b", min_effect=1.0), 26)  # a sign test: 11 pairs
+    assert planning.finish(same, p, 6).reason.endswith("this run takes at most 6: not tested here, it runs at "
+                                                       "--budget full")
+    assert planning.finish(same, p, 3, "with -p seeds {n}").reason.endswith("it runs with -p seeds 11")
+    never = planning.plan_record(same, _spec("a", "b", min_effect=1.0), 10**40, n_max=10)  # more than 10 pairs
+    assert never.n_planned is None
+    assert planning.finish(same, never, 3, "with -p seeds {n}").reason.endswith("no budget here runs that many")
 
 
 def test_seed_cap_and_bad_budgets():

@@ -305,28 +305,31 @@ SCAN_SEED_OFFSET = 100  # the early-collapse scan's seed is the study's first se
 COLLAPSED_BELOW = 0.05  # a run that removes less than this share of the data-mean image's error has collapsed
 
 
-def scan_betas(start: float, step: float, stop: float) -> list[float]:
-    """The early-collapse scan's ladder: start, start + step, ... below stop, then stop."""
+def scan_betas(start: float, step: float, stop: float, most: int = 20) -> list[float]:
+    """The early-collapse scan's ladder: start, start + step, ... below stop, then stop (at most `most` rungs)."""
     if not 0 < start <= stop:
-        raise ValueError(f"scan start={start!r} is invalid: allowed 0 < start <= {stop!r} (the collapse beta)")
-    if not step > 0:
-        raise ValueError(f"scan step={step!r} is invalid: allowed a value > 0")
+        raise ValueError(f"scan_from={start!r} is invalid: allowed 0 < scan_from <= collapse_beta ({stop!r})")
+    if not step > 0 or math.ceil((stop - start) / step - 1e-9) + 1 > most:
+        raise ValueError(f"scan_step={step!r} is invalid: allowed a value > 0 that climbs from {start!r} to "
+                         f"{stop!r} in at most {most} runs")
     n = math.ceil((stop - start) / step - 1e-9)
     return [*(round(start + i * step, 10) for i in range(n)), stop]
 
 
 def early_collapse_scan(betas: Sequence[float], row_at: Callable[[float, str], dict[str, Any]],
-                        ignore: float, below: float = COLLAPSED_BELOW, gain: float = MIN_GAIN
+                        ignore: float, below: float = COLLAPSED_BELOW
                         ) -> tuple[list[dict[str, Any]], float | None, str]:
     """Where an annealing schedule could prevent a collapse: up the ladder `betas`, `row_at(beta, "static")` trains
     (or loads) a static run at that beta and returns its collapse_measure row (with `explained`, `test_recon`,
-    `kl_total`). The scan stops at the first beta whose static run has collapsed (explained < `below`), and only
-    there trains the annealed run too (`row_at(beta, "cyclic")`): the runs at lower betas cannot change where it
-    stops. That beta is the test point when either run there beats the model that ignores its input (test objective
-    `ignore`, KL 0) on that beta's objective by `gain` of it: the collapse is then not the objective's optimum, so a
-    schedule has something to prevent and something to gain. Where neither beats it, nothing shows that the
-    collapse is not the optimum, and no higher beta can show it: the best objective any model reaches only rises
-    with beta while the ignoring model's stays put.
+    `kl_total`; a failed run's row has none). The scan stops at the first beta whose static run has collapsed
+    (explained < `below`), and only there trains the annealed run too (`row_at(beta, "cyclic")`): the runs at lower
+    betas cannot change where it stops. That beta is the test point when either run there beats the model that
+    ignores its input (test objective `ignore`, KL 0) on that beta's objective (evidence.learned: by MIN_GAIN of it):
+    the collapse is then not the objective's optimum, so a schedule has something to prevent and something to gain.
+    Where neither beats it, nothing here shows that the collapse is not the optimum, and the optimum only moves
+    towards the collapse at a higher beta (the best objective any model reaches rises with beta; the ignoring
+    model's stays put). A static run that failed (no measurements) stops the scan: where it would have collapsed is
+    unknown.
 
     Returns the table (one row per beta and run), the beta to test at or None, and why there is none ("" if one)."""
     table: list[dict[str, Any]] = []
@@ -334,25 +337,31 @@ def early_collapse_scan(betas: Sequence[float], row_at: Callable[[float, str], d
     def measured(beta: float, label: str) -> dict[str, Any]:
         row = row_at(beta, label)
         value, price = row.get("explained", math.nan), objective_at([row], beta)[0]
-        table.append({"beta": beta, "run": label, "explained": value, "kl_total": row.get("kl_total", math.nan),
-                      "objective": price, "collapsed": value < below, "beats ignoring": price < ignore * (1 - gain)})
+        table.append({"beta": beta, "run": label, "failed": "explained" not in row, "explained": value,
+                      "kl_total": row.get("kl_total", math.nan), "objective": price, "collapsed": value < below,
+                      "beats ignoring": learned(price, ignore)})
         return table[-1]
 
     ladder = ", ".join(f"{b:g}" for b in betas)
     for beta in betas:
         static = measured(beta, "static")
+        if static["failed"]:
+            return table, None, (f"the static run of the scan ({ladder}; seed of its own) at beta {beta:g} failed, "
+                                 "so where a static run first collapses is unknown")
         if not static["collapsed"]:
             continue
         cyclic = measured(beta, "cyclic")
         if static["beats ignoring"] or cyclic["beats ignoring"]:
             return table, beta, ""
         first = " (the scan's first beta: no lower one was tried)" if beta == betas[0] else ""
+        scored = "failed" if cyclic["failed"] else f"{cyclic['objective']:.1f}"
         return table, None, (
             f"the lowest beta of the scan ({ladder}; seed of its own) at which the static run collapses is "
             f"{beta:g}{first}, and there no run beats the model that ignores its input on that beta's objective by "
-            f"{gain:.0%} ({ignore:.1f} nats per image; the static run {static['objective']:.1f}, the cyclic run "
-            f"{cyclic['objective']:.1f}): nothing shows that the collapse is not the optimum there, and a higher beta "
-            "only favours it more, so the scan found no beta where a schedule has a collapse to prevent that its "
+            f"{MIN_GAIN:.0%} ({ignore:.1f} nats per image; the static run {static['objective']:.1f}, the cyclic run "
+            f"{scored}): "
+            "nothing here shows that the collapse is not the optimum there, and at a higher beta the optimum only "
+            "moves towards it, so the scan found no beta where a schedule has a collapse to prevent that its "
             "objective does not prefer")
     return table, None, (f"no static run of the scan ({ladder}; seed of its own) collapsed, so there is no "
                          "collapse here for a schedule to prevent")
