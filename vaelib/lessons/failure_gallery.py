@@ -309,10 +309,10 @@ def scan_betas(start: float, step: float, stop: float, most: int = 20) -> list[f
     """The early-collapse scan's ladder: start, start + step, ... below stop, then stop (at most `most` rungs)."""
     if not 0 < start <= stop:
         raise ValueError(f"scan_from={start!r} is invalid: allowed 0 < scan_from <= collapse_beta ({stop!r})")
-    if not step > 0 or math.ceil((stop - start) / step - 1e-9) + 1 > most:
+    n = math.ceil((stop - start) / step - 1e-9) if step > 0 else math.inf  # rungs below stop
+    if n + 1 > most:
         raise ValueError(f"scan_step={step!r} is invalid: allowed a value > 0 that climbs from {start!r} to "
                          f"{stop!r} in at most {most} runs")
-    n = math.ceil((stop - start) / step - 1e-9)
     return [*(round(start + i * step, 10) for i in range(n)), stop]
 
 
