@@ -134,15 +134,18 @@ def test_the_collapse_claim_is_tested_only_where_a_scan_found_an_early_collapse(
     assert scan and betas[0] == 6 and [r["beta"] for r in scan if r["run"] == "static"] == betas
     static_collapsed = [r["beta"] for r in scan if r["run"] == "static" and r["collapsed"]]
     assert static_collapsed in ([], [betas[-1]])  # no beta trained past the first collapse
-    assert [r["beta"] for r in scan if r["run"] == "cyclic"] == static_collapsed  # annealed only where it stops
-    claim = next(c for c in entry["metrics"]["claims"] if c["claim"].startswith("cyclic KL annealing prevents"))
+    assert section["schedules"] == ["linear", "cyclic"]
+    for kind in section["schedules"]:  # annealed only where it stops
+        assert [r["beta"] for r in scan if r["run"] == kind] == static_collapsed
     beaten = any(r["beats ignoring"] for r in scan if r["beta"] == betas[-1])
-    if at is None:
-        assert claim["decision"] == "untestable here" and "scan" in claim["reason"] and claim["n"] == [0, 0]
-        assert not (static_collapsed and beaten)
-    else:
-        assert static_collapsed == [at] and beaten and claim["n"][0] >= 2
-        assert [v["setting"] for v in claim["values"]] == [f"cyclic to beta {at:g}", f"beta {at:g}"]
+    for kind, start in (("linear", "KL annealing from 0 (a linear ramp) prevents"), ("cyclic", "cyclic KL annealing")):
+        claim = next(c for c in entry["metrics"]["claims"] if c["claim"].startswith(start))
+        if at is None:
+            assert claim["decision"] == "untestable here" and "scan" in claim["reason"] and claim["n"] == [0, 0]
+            assert not (static_collapsed and beaten)
+        else:
+            assert static_collapsed == [at] and beaten and claim["n"][0] >= 2
+            assert [v["setting"] for v in claim["values"]] == [f"{kind} to beta {at:g}", f"beta {at:g}"]
 
 
 def _result_sentences(path):

@@ -121,6 +121,25 @@ def test_finish_says_what_runs_a_plan_it_cannot_test():
     assert planning.finish(same, never, 3, "with -p seeds {n}").reason.endswith("no budget here runs that many")
 
 
+def test_planned_tests_a_claim_of_its_own_estimates_only_where_the_pilot_holds_its_seeds():
+    """planning.planned: a claim with no rows to add seeds to (a pick per pilot seed) is planned against the pilot."""
+    spec = _spec("a", "b", min_effect=0.5)
+    wide = judge_rows(spec, _rows({"a": [1.0, 2.0, 0.5], "b": [2.0, 2.2, 2.1]}))  # paired differences spread widely
+    c = planning.planned(wide, spec, 10, 3)
+    assert c.verdict == FULL_BUDGET and c.n_planned > 3 and c.reason.endswith(f"it runs with -p seeds {c.n_planned}")
+    tight = judge_rows(spec, _rows({"a": [1.0, 1.1, 0.9, 1.0, 1.05], "b": [2.0, 2.1, 1.9, 2.0, 2.06]}))
+    c = planning.planned(tight, spec, 10, 5)  # 1 lower on every seed, sd 0.005: a few seeds are enough
+    assert c.n_planned is not None and c.n_planned <= 5 and c.test is not None and c.verdict != FULL_BUDGET
+
+
+def test_moved_records_a_claim_of_another_stand_in_and_none_that_runs_here():
+    from vaelib.experiments.claims import ELSEWHERE
+
+    spec = ClaimSpec("b is lower than c", "a source §2", "shapes for CelebA", "m (units)", ("b", "c"), "lower", key="m")
+    assert planning.moved(spec, {"shapes for CelebA": "shapes"}).verdict == ELSEWHERE
+    assert planning.moved(spec, {"mnist for Fashion-MNIST": "mnist"}) is None and planning.moved(spec, None) is None
+
+
 def test_seed_cap_and_bad_budgets():
     assert planning.seed_cap("small", 3) == planning.SEED_CAP["small"] and planning.seed_cap("tiny", 5) == 5
     with pytest.raises(ValueError, match="budget='huge' is invalid: allowed tiny, small, full"):

@@ -316,30 +316,39 @@ def scan_betas(start: float, step: float, stop: float, most: int = 20) -> list[f
     return [*(round(start + i * step, 10) for i in range(n)), stop]
 
 
+def collapsed(row: dict[str, Any], below: float = COLLAPSED_BELOW) -> bool:
+    """Whether a collapse_measure row's run has collapsed: it removes less than `below` of the data-mean image's
+    error (`explained`). A failed run (no `explained`) has not: where it would have collapsed is unknown."""
+    return row.get("explained", math.nan) < below
+
+
 def early_collapse_scan(betas: Sequence[float], row_at: Callable[[float, str], dict[str, Any]],
-                        ignore: float, below: float = COLLAPSED_BELOW
+                        ignore: float, below: float = COLLAPSED_BELOW, annealed: Sequence[str] = ("annealed",)
                         ) -> tuple[list[dict[str, Any]], float | None, str]:
     """Where an annealing schedule could prevent a collapse: up the ladder `betas`, `row_at(beta, "static")` trains
     (or loads) a static run at that beta and returns its collapse_measure row (with `explained`, `test_recon`,
     `kl_total`; a failed run's row has none). The scan stops at the first beta whose static run has collapsed
-    (explained < `below`), and only there trains the annealed run too (`row_at(beta, "cyclic")`): the runs at lower
-    betas cannot change where it stops. That beta is the test point when either run there beats the model that
-    ignores its input (test objective `ignore`, KL 0) on that beta's objective (evidence.learned: by MIN_GAIN of it):
-    the collapse is then not the objective's optimum, so a schedule has something to prevent and something to gain.
-    Where neither beats it, nothing here shows that the collapse is not the optimum, and the optimum only moves
-    towards the collapse at a higher beta (the best objective any model reaches rises with beta; the ignoring
-    model's stays put). A static run that failed (no measurements) stops the scan: where it would have collapsed is
-    unknown.
+    (`collapsed`), and only there trains each annealed run too (`row_at(beta, label)` for each label of
+    `annealed`): the runs at lower betas cannot change where it stops. That beta is the test point when any run
+    there beats the model that ignores its input (test objective `ignore`, KL 0) on that beta's objective
+    (evidence.learned: by MIN_GAIN of it): the collapse is then not the objective's optimum, so a schedule has
+    something to prevent and something to gain. Where none beats it, nothing here shows that the collapse is not the
+    optimum, and the optimum only moves towards the collapse at a higher beta (the best objective any model reaches
+    rises with beta; the ignoring model's stays put). A static run that failed (no measurements) stops the scan:
+    where it would have collapsed is unknown.
 
     Returns the table (one row per beta and run), the beta to test at or None, and why there is none ("" if one)."""
+    if not annealed or "static" in annealed or len(set(annealed)) < len(annealed):
+        raise ValueError(f"annealed={list(annealed)!r} is invalid: allowed distinct labels other than 'static', "
+                         "at least one")
     table: list[dict[str, Any]] = []
 
     def measured(beta: float, label: str) -> dict[str, Any]:
         row = row_at(beta, label)
-        value, price = row.get("explained", math.nan), objective_at([row], beta)[0]
-        table.append({"beta": beta, "run": label, "failed": "explained" not in row, "explained": value,
-                      "kl_total": row.get("kl_total", math.nan), "objective": price, "collapsed": value < below,
-                      "beats ignoring": learned(price, ignore)})
+        price = objective_at([row], beta)[0]
+        table.append({"beta": beta, "run": label, "failed": "explained" not in row,
+                      "explained": row.get("explained", math.nan), "kl_total": row.get("kl_total", math.nan),
+                      "objective": price, "collapsed": collapsed(row, below), "beats ignoring": learned(price, ignore)})
         return table[-1]
 
     ladder = ", ".join(f"{b:g}" for b in betas)
@@ -350,16 +359,16 @@ def early_collapse_scan(betas: Sequence[float], row_at: Callable[[float, str], d
                                  "so where a static run first collapses is unknown")
         if not static["collapsed"]:
             continue
-        cyclic = measured(beta, "cyclic")
-        if static["beats ignoring"] or cyclic["beats ignoring"]:
+        runs = [static, *(measured(beta, label) for label in annealed)]
+        if any(r["beats ignoring"] for r in runs):
             return table, beta, ""
         first = " (the scan's first beta: no lower one was tried)" if beta == betas[0] else ""
-        scored = "failed" if cyclic["failed"] else f"{cyclic['objective']:.1f}"
+        scored = ", ".join(f"the {r['run']} run {'failed' if r['failed'] else format(r['objective'], '.1f')}"
+                           for r in runs)
         return table, None, (
             f"the lowest beta of the scan ({ladder}; seed of its own) at which the static run collapses is "
             f"{beta:g}{first}, and there no run beats the model that ignores its input on that beta's objective by "
-            f"{MIN_GAIN:.0%} ({ignore:.1f} nats per image; the static run {static['objective']:.1f}, the cyclic run "
-            f"{scored}): "
+            f"{MIN_GAIN:.0%} ({ignore:.1f} nats per image; {scored}): "
             "nothing here shows that the collapse is not the optimum there, and at a higher beta the optimum only "
             "moves towards it, so the scan found no beta where a schedule has a collapse to prevent that its "
             "objective does not prefer")

@@ -126,11 +126,10 @@ def warmup_configs(base: Config) -> dict[str, Config]:
             "CelebA warmup": schedule_config(base, BetaSchedule("warmup", beta=0.9, warmup_epochs=round(0.1 * e, 2)))}
 
 
-def collapse_configs(base: Config, beta: float, free_bits: float, n_train: int) -> dict[str, Config]:
-    """A static high beta (collapse), the same with free bits, and cyclic annealing to that beta."""
+def collapse_configs(base: Config, beta: float, free_bits: float) -> dict[str, Config]:
+    """A static high beta (collapse) and the same with free bits (the annealed runs to that beta: annealing_configs)."""
     static = schedule_config(base, BetaSchedule("constant", beta=beta))
-    return {f"beta {beta:g}": static, "+ free bits": with_overrides(static, **{"train.free_bits": free_bits}),
-            "cyclic": annealing_configs(base, beta, n_train)["cyclic"]}
+    return {f"beta {beta:g}": static, "+ free bits": with_overrides(static, **{"train.free_bits": free_bits})}
 
 
 def background_configs(budget: str, seed: int, epochs: int = 0, image_size: int | None = None,
