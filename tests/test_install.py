@@ -124,14 +124,16 @@ def test_notebook_runs_with_shapes_16_tiny(wheel_report, notebook):
     assert injected and 'dataset = "shapes"' in injected[0].source and "image_size = 16" in injected[0].source
 
 
-def test_the_collapse_claim_is_tested_only_where_a_scan_found_an_early_collapse(wheel_report):
+def test_the_annealing_claims_are_tested_only_where_a_scan_found_an_early_collapse(wheel_report):
     """The failure-modes study's scan (failure_gallery.early_collapse_scan) stops at its first static collapse, and
-    the annealing claim is tested at that beta only when a run there beat the model that ignores its input."""
+    both annealing claims (the linear ramp, the cycles) are tested at that beta only when a run there beat the model
+    that ignores its input."""
     entry = next(e for e in wheel_report[1]["notebooks"] if e["notebook"] == "studies/failure_modes")
     section = entry["metrics"]["sections"]["collapse"]
     scan, at = section["scan"], section["test_beta"]
     betas = sorted({r["beta"] for r in scan})
     assert scan and betas[0] == 6 and [r["beta"] for r in scan if r["run"] == "static"] == betas
+    assert all(b - a == 1 for a, b in zip(betas, betas[1:]))  # scan_step 1: no beta of the ladder skipped
     static_collapsed = [r["beta"] for r in scan if r["run"] == "static" and r["collapsed"]]
     assert static_collapsed in ([], [betas[-1]])  # no beta trained past the first collapse
     assert section["schedules"] == ["linear", "cyclic"]

@@ -231,14 +231,17 @@ def _scan_row(explained, recon, kl):
 
 
 def _scanner(table):
-    """row_at for early_collapse_scan from {beta: (static row, cyclic row[, linear row])}, recording the runs it
-    trains."""
+    """row_at for early_collapse_scan from {beta: {label: row}}, recording the runs it trains."""
     asked = []
 
     def row_at(beta, label):
         asked.append((beta, label))
-        return dict(zip(("static", "cyclic", "linear"), table[beta]))[label]
+        return table[beta][label]
     return row_at, asked
+
+
+def _pair(static, cyclic, linear=None):
+    return {"static": static, "cyclic": cyclic, "linear": linear}
 
 
 def _scan(betas, row_at, ignore, annealed=("cyclic",)):
@@ -247,9 +250,9 @@ def _scan(betas, row_at, ignore, annealed=("cyclic",)):
 
 def test_early_collapse_scan_stops_at_the_first_static_collapse_and_tests_there_if_a_run_beats_ignoring():
     ignore = 76.0
-    table = {8: (_scan_row(0.15, 70.0, 0.8), _scan_row(0.2, 66.0, 1.0)),  # static not collapsed: cyclic not trained
-             10: (_scan_row(0.01, 76.5, 0.05), _scan_row(0.2, 66.0, 0.8)),  # static collapsed; cyclic 74 < 75.24
-             12: (_scan_row(0.0, 77.0, 0.0), _scan_row(0.0, 77.0, 0.0))}
+    table = {8: _pair(_scan_row(0.15, 70.0, 0.8), _scan_row(0.2, 66.0, 1.0)),  # not collapsed: cyclic not trained
+             10: _pair(_scan_row(0.01, 76.5, 0.05), _scan_row(0.2, 66.0, 0.8)),  # static collapsed; cyclic 74 < 75.24
+             12: _pair(_scan_row(0.0, 77.0, 0.0), _scan_row(0.0, 77.0, 0.0))}
     row_at, asked = _scanner(table)
     rows, beta, why = _scan([8, 10, 12], row_at, ignore)
     assert (beta, why) == (10, "") and asked == [(8, "static"), (10, "static"), (10, "cyclic")]  # 12: never
@@ -260,27 +263,27 @@ def test_early_collapse_scan_stops_at_the_first_static_collapse_and_tests_there_
 
 def test_early_collapse_scan_is_untestable_where_no_run_beats_ignoring_by_the_margin_or_nothing_collapses():
     ignore = 76.0  # the margin: 1% of it, so 75.3 does not count as beating it
-    table = {8: (_scan_row(0.15, 70.0, 0.8), _scan_row(0.2, 66.0, 1.0)),
-             10: (_scan_row(0.01, 76.5, 0.05), _scan_row(0.1, 71.3, 0.4))}
+    table = {8: _pair(_scan_row(0.15, 70.0, 0.8), _scan_row(0.2, 66.0, 1.0)),
+             10: _pair(_scan_row(0.01, 76.5, 0.05), _scan_row(0.1, 71.3, 0.4))}
     row_at, asked = _scanner(table)
     rows, beta, why = _scan([8, 10, 16], row_at, ignore)
     assert beta is None and asked == [(8, "static"), (10, "static"), (10, "cyclic")]
     assert "collapses is 10," in why and "nothing here shows that the collapse is not the optimum" in why
     assert "(76.0 nats per image; the static run 77.0, the cyclic run 75.3)" in why and "first beta" not in why
-    row_at, asked = _scanner({b: (_scan_row(0.06, 70.0, 0.5), _scan_row(0.2, 66.0, 1.0)) for b in (8, 10, 12)})
+    row_at, asked = _scanner({b: _pair(_scan_row(0.06, 70.0, 0.5), _scan_row(0.2, 66.0, 1.0)) for b in (8, 10, 12)})
     rows, beta, why = _scan([8, 10, 12], row_at, ignore)
     assert beta is None and [b for b, _ in asked] == [8, 10, 12] and why.startswith("no static run of the scan (8,")
-    row_at, _ = _scanner({8: (_scan_row(0.0, 77.0, 0.0), _scan_row(0.0, 77.0, 0.0))})
+    row_at, _ = _scanner({8: _pair(_scan_row(0.0, 77.0, 0.0), _scan_row(0.0, 77.0, 0.0))})
     assert "the scan's first beta" in _scan([8], row_at, ignore)[2]
 
 
 def test_early_collapse_scan_stops_at_a_failed_static_run_and_names_a_failed_cyclic_one():
     ignore = 76.0
-    row_at, asked = _scanner({8: (_scan_row(0.15, 70.0, 0.8), None), 10: ({}, None)})
+    row_at, asked = _scanner({8: _pair(_scan_row(0.15, 70.0, 0.8), None), 10: _pair({}, None)})
     rows, beta, why = _scan([8, 10, 12], row_at, ignore)
     assert beta is None and asked == [(8, "static"), (10, "static")] and rows[-1]["failed"]
     assert why.startswith("the static run of the scan (8, 10, 12; seed of its own) at beta 10 failed")
-    row_at, _ = _scanner({8: (_scan_row(0.01, 76.5, 0.05), {})})
+    row_at, _ = _scanner({8: _pair(_scan_row(0.01, 76.5, 0.05), {})})
     rows, beta, why = _scan([8], row_at, ignore)
     assert beta is None and rows[-1]["failed"] and not rows[-1]["beats ignoring"]
     assert "the static run 76.9, the cyclic run failed" in why
@@ -288,14 +291,14 @@ def test_early_collapse_scan_stops_at_a_failed_static_run_and_names_a_failed_cyc
 
 def test_early_collapse_scan_trains_every_annealed_run_where_it_stops_and_any_may_make_the_test_point():
     ignore = 76.0
-    table = {8: (_scan_row(0.15, 70.0, 0.8), None, None),
-             10: (_scan_row(0.01, 76.5, 0.05), _scan_row(0.0, 77.0, 0.0), _scan_row(0.2, 66.0, 0.8))}  # linear: 74
+    table = {8: _pair(_scan_row(0.15, 70.0, 0.8), None, None),
+             10: _pair(_scan_row(0.01, 76.5, 0.05), _scan_row(0.0, 77.0, 0.0), _scan_row(0.2, 66.0, 0.8))}  # linear: 74
     row_at, asked = _scanner(table)
     rows, beta, why = _scan([8, 10, 12], row_at, ignore, annealed=("linear", "cyclic"))
     assert (beta, why) == (10, "") and asked == [(8, "static"), (10, "static"), (10, "linear"), (10, "cyclic")]
     assert [(r["run"], r["beats ignoring"]) for r in rows[1:]] == [("static", False), ("linear", True),
                                                                    ("cyclic", False)]
-    table[10] = (_scan_row(0.01, 76.5, 0.05), _scan_row(0.0, 77.0, 0.0), {})  # the linear run failed
+    table[10] = _pair(_scan_row(0.01, 76.5, 0.05), _scan_row(0.0, 77.0, 0.0), {})  # the linear run failed
     rows, beta, why = _scan([10], _scanner(table)[0], ignore, annealed=("linear", "cyclic"))
     assert beta is None and "the static run 77.0, the linear run failed, the cyclic run 77.0)" in why
 
@@ -312,5 +315,5 @@ def test_collapsed_reads_explained_and_a_failed_run_has_not_collapsed():
 
 
 def test_a_collapsed_static_run_that_still_beats_ignoring_makes_the_test_point():
-    row_at, _ = _scanner({8: (_scan_row(0.04, 70.0, 0.1), _scan_row(0.0, 77.0, 0.0))})  # 70.8 < 75.24
+    row_at, _ = _scanner({8: _pair(_scan_row(0.04, 70.0, 0.1), _scan_row(0.0, 77.0, 0.0))})  # 70.8 < 75.24
     assert _scan([8], row_at, 76.0)[1:] == (8, "")

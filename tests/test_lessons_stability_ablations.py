@@ -59,6 +59,26 @@ def test_recipes_and_their_beta_values(tiny_config):
     assert [c.train.schedule for c in sweep.values()] == [BetaSchedule(beta=0.5), BetaSchedule(beta=2)]
 
 
+def test_the_early_collapse_runs_each_get_the_static_runs_epochs_at_the_target_beta(tiny_config):
+    """held_at_target: an annealed run trains on past its ramp (linear: the first half of the base's epochs; cyclic:
+    its cycles laid over them, the last ramp ending 7/8 of the way) for as many epochs at beta as the static run has,
+    its schedule where it was."""
+    base = with_overrides(tiny_config, **{"train.epochs": 8})  # 64 images, batch 16: 4 steps per epoch
+    runs = stability_ablations.early_collapse_configs(base, 8.0, 64)
+    assert {k: (c.train.epochs, stability_ablations.ramp_epochs(c, 64)) for k, c in runs.items()} == {
+        "static": (8, 0), "linear": (12, 4), "cyclic": (15, 7)}
+    for label, c in runs.items():
+        spe, ramp = 4, stability_ablations.ramp_epochs(c, 64)
+        total = spe * layout_epochs(c.train)
+        betas = [beta_at(c.train.schedule, step, spe, total) for step in range(spe * c.train.epochs)]
+        assert all(b == 8.0 for b in betas[spe * ramp:]) and len(betas[spe * ramp:]) == spe * 8, label
+        assert ramp == 0 or betas[spe * ramp - 1] < 8.0  # the ramp ends inside its last epoch, not before
+    assert layout_epochs(runs["cyclic"].train) == 8  # the cycles keep their place: laid over the base's 8 epochs
+    warm = with_overrides(base, **{"train.schedule": {"kind": "warmup", "beta": 0.9, "warmup_epochs": 2.5}})
+    assert stability_ablations.ramp_epochs(warm, 64) == 3  # a warmup ending mid-epoch counts that epoch
+    assert stability_ablations.held_at_target({"w": warm}, 5, 64)["w"].train.epochs == 8
+
+
 def test_loss_spread_is_the_std_of_the_last_steps():
     run = _run([100.0, 100.0, 1.0, 3.0, 1.0, 3.0])
     assert runstats.loss_spread(run, last=4) == pytest.approx(1.0)

@@ -323,7 +323,7 @@ def collapsed(row: dict[str, Any], below: float = COLLAPSED_BELOW) -> bool:
 
 
 def early_collapse_scan(betas: Sequence[float], row_at: Callable[[float, str], dict[str, Any]],
-                        ignore: float, below: float = COLLAPSED_BELOW, annealed: Sequence[str] = ("annealed",)
+                        ignore: float, *, annealed: Sequence[str], below: float = COLLAPSED_BELOW
                         ) -> tuple[list[dict[str, Any]], float | None, str]:
     """Where an annealing schedule could prevent a collapse: up the ladder `betas`, `row_at(beta, "static")` trains
     (or loads) a static run at that beta and returns its collapse_measure row (with `explained`, `test_recon`,

@@ -111,6 +111,39 @@ def annealing_configs(base: Config, beta: float, n_train: int, cycles: int = 4) 
             "cyclic": schedule_config(base, BetaSchedule("cyclic", beta=beta, cycles=cycles, ratio=0.5))}
 
 
+def ramp_epochs(config: Config, n_train: int) -> int:
+    """The epochs a config's schedule takes before it holds its final beta for good, counted to the end of the epoch
+    that holds its last step below it: 0 for a constant beta, a ramp's or a warmup's epochs, and for cyclic
+    annealing the epochs up to the end of its last cycle's ramp."""
+    spe = steps_per_epoch(config, n_train)
+    total = spe * layout_epochs(config.train)
+    s = config.train.schedule
+    last = next((step for step in range(total - 1, -1, -1) if beta_at(s, step, spe, total) != s.beta), None)
+    return 0 if last is None else last // spe + 1
+
+
+def held_at_target(configs: dict[str, Config], epochs: int, n_train: int) -> dict[str, Config]:
+    """Each config trained for `epochs` epochs at its final beta once its schedule has settled: the ramp, warmup or
+    cycles keep their place (laid over the config's own epochs) and the run goes on at the final beta until it has
+    had `epochs` of them (ramp_epochs + epochs in all; a constant beta: `epochs`). A claim read where the runs end
+    (a collapse, prevented or not) then compares them after the same training at the target beta: an annealed run
+    stopped at the static run's length would have had fewer epochs at it, and a collapse only delayed would pass
+    for one prevented."""
+    out = {}
+    for label, c in configs.items():
+        ramp = ramp_epochs(c, n_train)
+        layout = {"train.min_epochs": layout_epochs(c.train)} if c.train.schedule.kind == "cyclic" else {}
+        out[label] = with_overrides(c, **{"train.epochs": ramp + epochs, **layout})
+    return out
+
+
+def early_collapse_configs(base: Config, beta: float, n_train: int) -> dict[str, Config]:
+    """The early-collapse test's runs at beta: static, a linear ramp from 0 over the first half of base's epochs
+    (the CelebA report's proposal, §6) and cyclic annealing laid over them (annealing_configs), each trained for
+    base's epochs at beta after its schedule (held_at_target)."""
+    return held_at_target(annealing_configs(base, beta, n_train), base.train.epochs, n_train)
+
+
 def beta_sweep_configs(base: Config, betas: tuple[float, ...]) -> dict[str, Config]:
     """One static-beta run per beta."""
     return {f"beta {b:g}": schedule_config(base, BetaSchedule("constant", beta=b)) for b in betas}
