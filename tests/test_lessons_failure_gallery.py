@@ -303,10 +303,22 @@ def test_early_collapse_scan_trains_every_annealed_run_where_it_stops_and_any_ma
     assert beta is None and "the static run 77.0, the linear run failed, the cyclic run 77.0)" in why
 
 
-@pytest.mark.parametrize("annealed", [(), ("static",), ("linear", "linear")])
+@pytest.mark.parametrize("annealed", [(), ("static",), ("linear", "linear"), "linear"])
 def test_early_collapse_scan_refuses_annealed_labels_it_cannot_tell_apart(annealed):
     with pytest.raises(ValueError, match=r"annealed=.* is invalid: allowed distinct labels other than 'static'"):
         D.early_collapse_scan([8], _scanner({})[0], 76.0, annealed=annealed)
+
+
+def test_no_collapse_shown_unless_the_static_run_collapses_on_more_than_half_the_study_seeds():
+    rows = [{"seed": 0, "explained": 0.01}, {"seed": 1, "explained": 0.02}, {"seed": 2, "explained": 0.3}]
+    assert D.no_collapse_shown(rows, 8) == ""  # 2 of 3 collapsed: there is a collapse to prevent
+    why = D.no_collapse_shown(rows[:1] + [{"seed": 1, "explained": 0.1}, {"seed": 2}], 8)  # 1 of 3; seed 2 failed
+    assert why.startswith("the static run collapsed at beta 8 on the scan's seed, but only on seeds [0] of the "
+                          "study's seeds [0, 1, 2] (explained 0.010, 0.100, nan; collapsed below 0.05), and failed "
+                          "on [2]: no collapse is shown"), why
+    assert "but on none of the study's seeds [0, 1]" in D.no_collapse_shown(
+        [{"seed": 0, "explained": 0.2}, {"seed": 1, "explained": 0.1}], 7)
+    assert D.no_collapse_shown(rows[:2] + [{"seed": 2, "explained": 0.3}, {"seed": 3, "explained": 0.4}], 8)  # 2 of 4
 
 
 def test_collapsed_reads_explained_and_a_failed_run_has_not_collapsed():

@@ -79,6 +79,17 @@ def test_the_early_collapse_runs_each_get_the_static_runs_epochs_at_the_target_b
     assert stability_ablations.held_at_target({"w": warm}, 5, 64)["w"].train.epochs == 8
 
 
+def test_ramp_epochs_reads_the_schedules_own_end_even_past_the_run_and_within_rounding(tiny_config):
+    base = with_overrides(tiny_config, **{"train.epochs": 4})  # 64 images, batch 16: 4 steps per epoch
+    long = with_overrides(base, **{"train.schedule": {"kind": "linear", "beta": 1.0, "anneal_steps": 30}})
+    assert stability_ablations.ramp_epochs(long, 64) == 8  # a ramp longer than the 4-epoch run: its own 8 epochs
+    assert stability_ablations.held_at_target({"l": long}, 2, 64)["l"].train.epochs == 10
+    odd = with_overrides(base, **{"train.schedule": {"kind": "cyclic", "beta": 0.9, "beta_start": 0.2, "cycles": 2}})
+    assert stability_ablations.ramp_epochs(odd, 64) == 3  # 0.2 -> 0.9 lands within rounding of 0.9: reached
+    flat = with_overrides(base, **{"train.schedule": {"kind": "linear", "beta": 0.5, "beta_start": 0.5}})
+    assert stability_ablations.ramp_epochs(flat, 64) == 0  # a ramp from the target to itself is no ramp
+
+
 def test_loss_spread_is_the_std_of_the_last_steps():
     run = _run([100.0, 100.0, 1.0, 3.0, 1.0, 3.0])
     assert runstats.loss_spread(run, last=4) == pytest.approx(1.0)

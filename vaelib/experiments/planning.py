@@ -49,7 +49,8 @@ from vaelib.experiments.claims import (
 from vaelib.experiments.runs import Run, run_seeds
 
 # Every claim the studies can test, by the source's data it is about, counted at their most (a claim that a dataset
-# cannot carry, e.g. MIG without ground-truth factors, is still counted; a claim recorded as untestable here is not).
+# cannot carry, e.g. MIG without ground-truth factors, is still counted, and so is one the data leave untestable;
+# one that no design here can test, recorded with `recorded`, is not).
 # A report's family holds the claims that run on its data (runs_here): its size, fixed before any run, is
 # family_size(dataset). tests/test_planning.py checks that each committed report's study records exactly that many.
 STUDY_CLAIMS = {"studies/stability": {"fashion_mnist": 8, "cifar10": 1, "celeba": 5},

@@ -338,7 +338,7 @@ def early_collapse_scan(betas: Sequence[float], row_at: Callable[[float, str], d
     where it would have collapsed is unknown.
 
     Returns the table (one row per beta and run), the beta to test at or None, and why there is none ("" if one)."""
-    if not annealed or "static" in annealed or len(set(annealed)) < len(annealed):
+    if isinstance(annealed, str) or not annealed or "static" in annealed or len(set(annealed)) < len(annealed):
         raise ValueError(f"annealed={list(annealed)!r} is invalid: allowed distinct labels other than 'static', "
                          "at least one")
     table: list[dict[str, Any]] = []
@@ -374,6 +374,22 @@ def early_collapse_scan(betas: Sequence[float], row_at: Callable[[float, str], d
             "objective does not prefer")
     return table, None, (f"no static run of the scan ({ladder}; seed of its own) collapsed, so there is no "
                          "collapse here for a schedule to prevent")
+
+
+def no_collapse_shown(rows: Sequence[dict[str, Any]], beta: float, below: float = COLLAPSED_BELOW) -> str:
+    """Why a schedule has no collapse to prevent on the study's seeds at the scan's test point `beta`, or "" where
+    it has one: the static run's collapse_measure rows (one per seed) must show a collapse on more than half of the
+    seeds (`collapsed`); a failed run shows none. The reason names the seeds and their `explained`."""
+    fell = [r["seed"] for r in rows if collapsed(r, below)]
+    if 2 * len(fell) > len(rows):
+        return ""
+    seeds = [r["seed"] for r in rows]
+    failed = [r["seed"] for r in rows if "explained" not in r]
+    on = f"only on seeds {fell}" if fell else "on none"
+    shares = ", ".join(f"{r.get('explained', math.nan):.3f}" for r in rows)
+    return (f"the static run collapsed at beta {beta:g} on the scan's seed, but {on} of the study's seeds {seeds} "
+            f"(explained {shares}; collapsed below {below:g})" + (f", and failed on {failed}" if failed else "")
+            + ": no collapse is shown on most of them for a schedule to prevent")
 
 
 def early_objective(run: Run, epoch: int) -> dict[str, float]:

@@ -113,13 +113,22 @@ def annealing_configs(base: Config, beta: float, n_train: int, cycles: int = 4) 
 
 def ramp_epochs(config: Config, n_train: int) -> int:
     """The epochs a config's schedule takes before it holds its final beta for good, counted to the end of the epoch
-    that holds its last step below it: 0 for a constant beta, a ramp's or a warmup's epochs, and for cyclic
-    annealing the epochs up to the end of its last cycle's ramp."""
+    that holds its last step below it: 0 for a constant beta, a warmup's epochs, a linear ramp's (anneal_steps, even
+    past the run's end), and for cyclic annealing the epochs up to the end of its last cycle's ramp (within the
+    epochs its cycles are laid over). A step counts as at the final beta when it is within rounding of it."""
     spe = steps_per_epoch(config, n_train)
-    total = spe * layout_epochs(config.train)
     s = config.train.schedule
-    last = next((step for step in range(total - 1, -1, -1) if beta_at(s, step, spe, total) != s.beta), None)
-    return 0 if last is None else last // spe + 1
+    if s.kind == "constant" or math.isclose(s.beta_start, s.beta):
+        return 0
+    if s.kind == "warmup":
+        last = math.ceil(s.warmup_epochs * spe) - 1
+    elif s.kind == "linear":
+        last = s.anneal_steps - 1
+    else:  # cyclic: the last step of its last ramp, within the epochs its cycles are laid over
+        total = spe * layout_epochs(config.train)
+        last = next((step for step in range(total - 1, -1, -1)
+                     if not math.isclose(beta_at(s, step, spe, total), s.beta)), -1)
+    return 0 if last < 0 else last // spe + 1
 
 
 def held_at_target(configs: dict[str, Config], epochs: int, n_train: int) -> dict[str, Config]:
