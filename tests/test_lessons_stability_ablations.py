@@ -90,6 +90,16 @@ def test_ramp_epochs_reads_the_schedules_own_end_even_past_the_run_and_within_ro
     assert stability_ablations.ramp_epochs(flat, 64) == 0  # a ramp from the target to itself is no ramp
 
 
+def test_switch_step_finds_a_ramps_end_within_rounding(tiny_config):
+    base = with_overrides(tiny_config, **{"train.epochs": 4})  # 64 images, batch 16: 16 steps
+    ramp = with_overrides(base, **{"train.schedule": {"kind": "linear", "beta": 0.9, "beta_start": 0.2,
+                                                      "anneal_steps": 10}})
+    assert beta_at(ramp.train.schedule, 10, 4, 16) != 0.9  # 0.2 + 0.7 * 1.0 is not 0.9 in floating point
+    assert stability_ablations.switch_step(ramp, 64) == 10
+    warm = with_overrides(base, **{"train.schedule": {"kind": "warmup", "beta": 0.9, "warmup_epochs": 1}})
+    assert stability_ablations.switch_step(warm, 64) == 4
+
+
 def test_loss_spread_is_the_std_of_the_last_steps():
     run = _run([100.0, 100.0, 1.0, 3.0, 1.0, 3.0])
     assert runstats.loss_spread(run, last=4) == pytest.approx(1.0)

@@ -83,11 +83,12 @@ def until_converged(configs: dict[str, Config], tol: float, cap: float = 2.0) ->
 
 
 def switch_step(config: Config, n_train: int) -> int:
-    """The first optimiser step at the schedule's final beta (0 for a constant beta; after a warmup, its switch)."""
+    """The first optimiser step at the schedule's final beta, within rounding (0 for a constant beta; after a warmup,
+    its switch; after a ramp, its end)."""
     spe = steps_per_epoch(config, n_train)
     total = spe * layout_epochs(config.train)
     s = config.train.schedule
-    return next((t for t in range(total) if beta_at(s, t, spe, total) == s.beta), total)
+    return next((t for t in range(total) if math.isclose(beta_at(s, t, spe, total), s.beta)), total)
 
 
 def schedule_config(base: Config, schedule: BetaSchedule, **overrides: Any) -> Config:
