@@ -176,12 +176,12 @@ def powered(specs: Sequence[ClaimSpec], rows: Rows, *, n_cap: int, family_size: 
     are recorded in place, not judged (claims.elsewhere), and their arms need no rows. Returns the claims, in the
     order declared, and the rows they were judged on (the pilot's plus the added)."""
     away = away or {}
-    moved = {i: elsewhere(s, away[s.stand_in]) for i, s in enumerate(specs) if s.stand_in in away}
-    if moved:
+    away_records = {i: r for i, s in enumerate(specs) if (r := moved(s, away)) is not None}
+    if away_records:
         kept, rows = powered([s for s in specs if s.stand_in not in away], rows, n_cap=n_cap,
                              family_size=family_size, more=more, judge=judge, how=how)
         it = iter(kept)
-        return [moved[i] if i in moved else next(it) for i in range(len(specs))], rows
+        return [away_records[i] if i in away_records else next(it) for i in range(len(specs))], rows
     rows = {k: list(v) for k, v in rows.items()}
     pilot = [judge(s, rows) for s in specs]
     plans = [plan_record(c, s, family_size) for c, s in zip(pilot, specs)]
