@@ -27,6 +27,14 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: getattr(item, "path", None) is None or item.path.name not in SLOW_FIRST)  # stable
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Every test's figures are closed after it: pyplot keeps each open figure (and warns past 20) otherwise."""
+    yield
+    import matplotlib.pyplot as plt  # after matplotlib.use("Agg") above
+    plt.close("all")
+
+
 @pytest.fixture
 def tiny_config() -> Config:
     """A 1x16x16 VAE small enough to train in a second."""

@@ -143,3 +143,54 @@ def test_logvar_max_is_refused_outside_its_range_and_keeps_the_run_keys_at_none(
     assert cache._key(bounded)["model"]["logvar_max"] == 5.0 and cache.config_hash(bounded) != cache.config_hash(c)
     ae = with_overrides(c, **{"model.kind": "ae"})
     assert cache.config_hash(with_overrides(ae, **{"model.logvar_max": 5.0})) == cache.config_hash(ae)  # no logvar
+
+
+def test_output_bias_is_refused_outside_its_choices_and_keeps_the_run_keys_at_zero():
+    from vaelib.config import with_overrides
+    from vaelib.experiments import cache
+
+    with pytest.raises(ValueError, match=r"model\.output_bias.*'mean'.*zero.*data_mean"):
+        ModelConfig(output_bias="mean")
+    c = PRESETS["shapes"]
+    assert "output_bias" not in cache._key(c)["model"]  # absent at "zero": every run cached before it keeps its key
+    started = with_overrides(c, **{"model.output_bias": "data_mean"})
+    assert cache._key(started)["model"]["output_bias"] == "data_mean"
+    assert cache.config_hash(started) != cache.config_hash(c)
+
+
+@pytest.mark.parametrize("kind", ["vae", "ae", "vq"])
+def test_init_output_bias_starts_every_familys_output_at_the_datas_mean_colour(kind):
+    from vaelib.config import with_overrides
+    from vaelib.models.base import init_output_bias
+    from vaelib.models.registry import build_model
+
+    c = with_overrides(PRESETS["shapes"], **{"model.kind": kind, "model.hidden_dims": (8, 16)})
+    images = torch.zeros(10, 3, 32, 32, dtype=torch.uint8)
+    images[:, 0] = 51  # red 0.2 everywhere, green 0, blue 1.0 on half of the images
+    images[:5, 2] = 255
+    torch.manual_seed(0)
+    model = build_model(c)
+    mean = init_output_bias(model, images)
+    assert torch.allclose(mean, torch.tensor([0.2, 0.0, 0.5], dtype=torch.float64))
+    bias = model.decoder.deconvs[-1].bias
+    assert torch.allclose(torch.sigmoid(bias), torch.tensor([0.2, 1e-3, 0.5]), atol=1e-6)  # 0 clamped to 1e-3
+    with pytest.raises(ValueError, match=r"images of shape \(10, 1, 32, 32\).*\(N, 3, H, W\)"):
+        init_output_bias(model, images[:, :1])
+    with pytest.raises(ValueError, match=r"output_bias='data_mean' is invalid for Linear.*allowed 'zero'"):
+        init_output_bias(torch.nn.Linear(2, 2), images)
+
+
+def test_fit_starts_the_decoder_at_the_data_mean_only_when_asked(tiny_config, tiny_data):
+    from vaelib.config import with_overrides
+    from vaelib.training.trainer import fit
+
+    train, val = tiny_data
+    never = lambda history: True  # noqa: E731 - stops before the first step: the model fit built, untrained
+    asked = with_overrides(tiny_config, **{"model.output_bias": "data_mean"})
+    started, _ = fit(asked, train, val, quiet=True, stop=never)
+    plain, _ = fit(tiny_config, train, val, quiet=True, stop=never)
+    want = torch.logit(train.double().mean() / 255).float()
+    assert torch.allclose(started.decoder.deconvs[-1].bias, want.reshape(1), atol=1e-5)
+    assert not torch.allclose(plain.decoder.deconvs[-1].bias, want.reshape(1), atol=1e-2)
+    for (name, a), b in zip(started.state_dict().items(), plain.state_dict().values()):  # the one change
+        assert torch.equal(a, b) == (name != "decoder.deconvs.1.bias"), name

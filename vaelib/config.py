@@ -39,6 +39,7 @@ RECON_LOSSES = tuple(LIKELIHOODS)  # the names of vaelib.losses' one likelihood 
 BACKGROUNDS = ("plain", "textured", "gradient")
 MAX_TARGET_RATE = 1e6  # train.target_rate at most, nats per image
 LOGVAR_MAX = 80.0  # model.logvar_max at most: exp(88.7) overflows float32, and the KL holds exp(logvar)
+OUTPUT_BIASES = ("zero", "data_mean")  # model.output_bias: how the decoder's last bias starts
 MODEL_KINDS = ("vae", "ae", "vq")  # model families, each built by vaelib.models.registry.MODELS[kind]
 PRECISIONS = ("fp32", "bf16")
 ADAM_IMPLS = ("auto", "foreach", "fused", "for")
@@ -86,10 +87,15 @@ class ModelConfig:
     logvar_max: float | None = None  # kind "vae": the encoder's log-variance bends smoothly below this bound above
     #   logvar_max - 1 and is unchanged below it (models.vae.bound_logvar); None: unbounded. A run that leaves it None
     #   keeps its cache key
+    output_bias: str = "zero"  # how the decoder's last bias starts: "zero" (PyTorch's default draw, every output
+    #   near 0.5) or "data_mean" (each channel's logit of the training images' mean, set by fit before the first
+    #   step: the output starts at the data's mean colour instead of mid-grey; models.base.init_output_bias). A run
+    #   that leaves it "zero" keeps its cache key
 
     def __post_init__(self) -> None:
         check_types("model", self)
         choice("model", "kind", self.kind, MODEL_KINDS)
+        choice("model", "output_bias", self.output_bias, OUTPUT_BIASES)
         object.__setattr__(self, "hidden_dims", tuple(self.hidden_dims))
         check_ranges("model", self)
         if not 1 <= len(self.hidden_dims) <= MAX_LAYERS:

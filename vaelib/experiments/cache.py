@@ -35,8 +35,8 @@ KEY_VERSION = 2  # the definition of the run key; a new definition bumps it (too
 # the runs of version 1 to their version-2 folders)
 
 
-UNKEYED_AT_DEFAULT = (("model", "logvar_max"), ("train", "target_rate"))  # (section, field): left out of the key
-# at its default, so the runs cached before the field existed keep their keys
+# (section, field): left out of the key at its default, so the runs cached before the field existed keep their keys
+UNKEYED_AT_DEFAULT = (("model", "logvar_max"), ("model", "output_bias"), ("train", "target_rate"))
 DEFAULTS = {section: getattr(Config(), section) for section in ("data", "model", "train")}  # built once
 
 

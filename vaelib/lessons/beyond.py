@@ -28,13 +28,17 @@ from vaelib.models.latent_priors import fit_code_prior, fit_latent_flow
 from vaelib.models.vqvae import codebook_usage
 from vaelib.runtime import to_float
 
-VQ = {"model.kind": "vq", "model.codebook_size": 64}  # a small codebook: its prior learns in seconds
+# A small codebook (its prior learns in seconds), the decoder's output starting at the data's mean colour: from
+# mid-grey, the squared error through the sigmoid drove two shapes seeds of three to an all-black output they never
+# left (docs/findings.md, "Future work"; model.output_bias)
+VQ = {"model.kind": "vq", "model.codebook_size": 64, "model.output_bias": "data_mean"}
 
 
 def model_configs(base: Config) -> dict[str, Config]:
     """The three trained models: the base Gaussian VAE, a VQ-VAE of the same encoder and decoder (64 codes of
-    latent_dim values at every position), and the VAE with the perceptual term where a feature network for the data
-    ships with vaelib (mnist, shapes; elsewhere it needs LPIPS, a download, and is left out)."""
+    latent_dim values at every position, its decoder's output started at the data's mean colour: VQ), and the VAE
+    with the perceptual term where a feature network for the data ships with vaelib (mnist, shapes; elsewhere it
+    needs LPIPS, a download, and is left out)."""
     out = {"Gaussian VAE": base, "VQ-VAE": with_overrides(base, **VQ)}
     if base.data.dataset in JUDGED:
         out["perceptual VAE"] = with_overrides(base, **{"train.recon": "perceptual"})

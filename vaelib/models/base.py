@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from vaelib.config import Config
-from vaelib.runtime import to_float
+from vaelib.runtime import mean_image, to_float
 
 
 class Family(nn.Module):
@@ -47,6 +47,28 @@ class Family(nn.Module):
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+@torch.no_grad()
+def init_output_bias(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Set the last bias of the model's decoder to each channel's logit of the mean of `images` (N, C, H, W), uint8
+    or float in [0, 1] (clamped to [1e-3, 1 - 1e-3]): the untrained decoder's output starts at the data's mean colour
+    instead of mid-grey (model.output_bias = "data_mean"; fit calls it before the first step). Returns the means.
+
+    Why: with the squared error through the sigmoid, a decoder that starts at 0.5 on mostly black images first drives
+    every output towards black, where the sigmoid saturates and the error's gradient, (p - x) p (1 - p), nearly
+    vanishes; on shapes two VQ-VAE seeds of three stayed there, every output black (docs/findings.md)."""
+    decoder = getattr(model, "decoder", None)
+    last = decoder.deconvs[-1] if decoder is not None and hasattr(decoder, "deconvs") else None
+    if last is None or getattr(last, "bias", None) is None:
+        raise ValueError(f"model.output_bias='data_mean' is invalid for {type(model).__name__}: it has no decoder "
+                         "whose last layer has a bias; allowed 'zero'")
+    if images.dim() != 4 or images.shape[1] != last.bias.numel() or not len(images):
+        raise ValueError(f"images of shape {tuple(images.shape)} are invalid: allowed (N, {last.bias.numel()}, H, W) "
+                         "with N >= 1")
+    mean = mean_image(images).mean((1, 2))  # (C,), float64
+    last.bias.copy_(torch.logit(mean.clamp(1e-3, 1 - 1e-3)).to(last.bias))
+    return mean
 
 
 def check_images(images: torch.Tensor, config: Config, subject: str, rows: str = "N", empty_ok: bool = False,

@@ -18,7 +18,7 @@ from vaelib.config_checks import refuse_argument
 from vaelib.data.datasets import load_from_config
 from vaelib.io.files import save_json
 from vaelib.losses import constant_image_nll
-from vaelib.models.base import check_images
+from vaelib.models.base import check_images, init_output_bias
 from vaelib.models.perceptual import perceptual_distance
 from vaelib.models.registry import build_model, family
 from vaelib.runtime import adam_impl, bf16_supported, mean_image, resolve_device
@@ -199,6 +199,8 @@ def _setup(config: Config, train: Any, val: Any, device: str | torch.device | No
         torch.backends.cudnn.benchmark = True  # shapes are fixed (full batches only): autotune once
     torch.manual_seed(tc.seed)
     model = build_model(config).to(device)
+    if config.model.output_bias == "data_mean":  # a resumed run's checkpoint replaces it below
+        init_output_bias(model, x_train)
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = _optimizer(model, config, device)
