@@ -55,9 +55,10 @@ def init_output_bias(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     or float in [0, 1] (clamped to [1e-3, 1 - 1e-3]): the untrained decoder's output starts at the data's mean colour
     instead of mid-grey (model.output_bias = "data_mean"; fit calls it before the first step). Returns the means.
 
-    Why: with the squared error through the sigmoid, a decoder that starts at 0.5 on mostly black images first drives
-    every output towards black, where the sigmoid saturates and the error's gradient, (p - x) p (1 - p), nearly
-    vanishes; on shapes two VQ-VAE seeds of three stayed there, every output black (docs/findings.md)."""
+    Why: with the squared error through the sigmoid, a decoder that starts at 0.5 on mostly black images pushes every
+    logit down at once, and can overshoot far past black into the sigmoid's flat tail, where the error's gradient,
+    (p - x) p (1 - p), is nil: on shapes two VQ-VAE seeds of three ended with every output black (seed 0: median
+    logit -137, none above -12), and started here all three learn (docs/findings.md)."""
     decoder = getattr(model, "decoder", None)
     last = decoder.deconvs[-1] if decoder is not None and hasattr(decoder, "deconvs") else None
     if last is None or getattr(last, "bias", None) is None:
