@@ -20,6 +20,8 @@ def test_the_models_are_the_three_families_and_the_perceptual_one_only_with_a_fe
     digits = beyond.model_configs(notebook_config("digits", "tiny"))
     assert list(digits) == ["Gaussian VAE", "VQ-VAE"]  # no shipped feature network: the perceptual term needs LPIPS
     assert digits["VQ-VAE"].model.kind == "vq" and digits["VQ-VAE"].model.codebook_size == 64
+    # the VQ-VAE's decoder output starts at the data's mean colour; the Gaussian VAE keeps the preset's start
+    assert digits["VQ-VAE"].model.output_bias == "data_mean" and digits["Gaussian VAE"].model.output_bias == "zero"
 
 
 def test_each_model_beats_the_data_mean_and_the_samplers_and_measures_cover_every_row(tmp_path):

@@ -194,3 +194,21 @@ def test_fit_starts_the_decoder_at_the_data_mean_only_when_asked(tiny_config, ti
     assert not torch.allclose(plain.decoder.deconvs[-1].bias, want.reshape(1), atol=1e-2)
     for (name, a), b in zip(started.state_dict().items(), plain.state_dict().values()):  # the one change
         assert torch.equal(a, b) == (name != "decoder.deconvs.1.bias"), name
+
+
+def test_a_resumed_data_mean_run_keeps_its_trained_bias_and_another_start_is_refused(tiny_config, tiny_data,
+                                                                                       tmp_path):
+    from vaelib.config import with_overrides
+    from vaelib.training.trainer import fit
+
+    train, val = tiny_data
+    asked = with_overrides(tiny_config, **{"model.output_bias": "data_mean", "train.epochs": 1})
+    first, _ = fit(asked, train, val, out_dir=tmp_path, quiet=True)
+    trained = first.decoder.deconvs[-1].bias.detach().clone()
+    assert not torch.allclose(trained, torch.logit(train.double().mean() / 255).float().reshape(1))  # it learned
+    never = lambda history: True  # noqa: E731 - loads the checkpoint and trains no further
+    again, _ = fit(with_overrides(asked, **{"train.epochs": 2}), train, val, out_dir=tmp_path, quiet=True,
+                   stop=never)
+    assert torch.equal(again.decoder.deconvs[-1].bias, trained)  # the checkpoint's, not the data mean's again
+    with pytest.raises(ValueError, match="was made with a different config"):  # the start is part of the run
+        fit(with_overrides(tiny_config, **{"train.epochs": 2}), train, val, out_dir=tmp_path, quiet=True)

@@ -448,6 +448,12 @@ def test_the_report_records_the_config_its_notebooks_recorded_and_names_one_that
     recorded, differs = reported_config([*entries, {"notebook": "02_b", "metrics": {"config": other}}], "data")
     assert recorded["train"]["lr"] == 0.001 and differs == {"02_b": "train.lr"}
     assert reported_config([{"notebook": "00_a", "metrics": {}}], "data") == (None, {})
+    # a field a notebook did not record (executed before it existed) counts at its default, not as a difference
+    later = {**config, "model": {"output_bias": "zero"}}
+    assert reported_config([*entries, {"notebook": "06_c", "metrics": {"config": later}}], "data")[1] == {}
+    started = {**config, "model": {"output_bias": "data_mean"}}
+    assert reported_config([*entries, {"notebook": "06_c", "metrics": {"config": started}}], "data")[1] == {
+        "06_c": "model.output_bias"}
 
 
 def test_the_index_lists_the_claims_of_another_stand_in_last_and_says_so():

@@ -24,6 +24,7 @@ def test_key_version_1_is_reproduced():
     assert config_hash(c) != M.v1_hash(c)
     assert M.v1_hash(with_overrides(c, **{"model.kind": "vq"})) is None  # retrained: see v1_hash
     assert M.v1_hash(with_overrides(c, **{"model.res_blocks": 1})) is None  # no such run then
+    assert M.v1_hash(with_overrides(c, **{"model.output_bias": "data_mean"})) is None  # no such run then
 
 
 def test_a_run_under_key_version_1_is_renamed_and_then_loaded_not_retrained(tiny_config, tiny_data, tmp_path):

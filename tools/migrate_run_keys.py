@@ -25,15 +25,15 @@ V1_LEFT_OUT = {("train", "stop_tol"): 0.0, ("train", "min_epochs"): 0, ("model",
                ("model", "codebook_size"): 512, ("model", "commitment"): 0.25}
 # Fields version 1 did not have at all: dropped from its hash. Only res_blocks = 0 behaves as version 1 did.
 V1_ABSENT = (("model", "codebook_decay"), ("model", "dead_code_threshold"), ("model", "res_blocks"),
-             ("model", "logvar_max"), ("train", "target_rate"))  # logvar_max, target_rate: only None behaves as
-#   version 1 did
+             ("model", "logvar_max"), ("model", "output_bias"), ("train", "target_rate"))  # logvar_max,
+#   target_rate: only None behaves as version 1 did; output_bias: only "zero"
 
 
 def v1_hash(config: Config) -> str | None:
     """The run key of `config` under key version 1; None where no run of version 1 can be this config, and for
     every VQ-VAE (version 1's had neither EMA nor restarts, and its checkpoints do not say so: retrained)."""
     if (config.model.kind == "vq" or config.model.res_blocks != 0 or config.model.logvar_max is not None
-            or config.train.target_rate is not None):
+            or config.model.output_bias != "zero" or config.train.target_rate is not None):
         return None
     d = comparable(config).to_dict()
     for part, name in V1_ABSENT:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vaelib.config import Config
 from vaelib.data.datasets import load_from_config
 from vaelib.experiments.budgets import BUDGETS, notebook_config
 from vaelib.experiments.claims import Claim, adjust
@@ -245,8 +246,18 @@ def reported_config(entries: list[dict[str, Any]], data_root: str) -> tuple[dict
     if not recorded:
         return None, {}
     first = recorded[0][1]
-    differs = {name: field for name, c in recorded[1:] if (field := _first_difference(first, c)) is not None}
+    differs = {name: field for name, c in recorded[1:]
+               if (field := _first_difference(_filled(first), _filled(c))) is not None}
     return first, differs
+
+
+def _filled(recorded: dict[str, Any]) -> dict[str, Any]:
+    """A recorded config with every field, those it lacks at their defaults (a notebook executed before a field
+    existed recorded none: it did not differ there); as recorded where it is not a config vaelib can read."""
+    try:
+        return Config.from_dict(recorded).to_dict()
+    except (ValueError, TypeError):
+        return recorded
 
 
 def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
