@@ -196,6 +196,21 @@ def test_fit_starts_the_decoder_at_the_data_mean_only_when_asked(tiny_config, ti
         assert torch.equal(a, b) == (name != "decoder.deconvs.1.bias"), name
 
 
+def test_fit_reads_the_training_mean_once_for_the_start_and_the_baseline(tiny_config, tiny_data):
+    from vaelib.config import with_overrides
+    from vaelib.runtime import mean_image
+    from vaelib.training.trainer import fit, ignore_input_terms
+
+    train, val = tiny_data
+    asked = with_overrides(tiny_config, **{"model.output_bias": "data_mean"})
+    _, history = fit(asked, train, val, quiet=True, stop=lambda h: True)
+    assert history.options["ignore_input"] == ignore_input_terms(train, val, asked)  # the baseline of its own mean
+    given = ignore_input_terms(train, val, asked, mean=mean_image(train))
+    assert given == ignore_input_terms(train, val, asked)
+    other = ignore_input_terms(train, val, asked, mean=torch.zeros_like(mean_image(train)))  # an all-black image
+    assert other["val_recon"] != given["val_recon"]  # the mean given is the one used
+
+
 def test_a_resumed_data_mean_run_keeps_its_trained_bias_and_another_start_is_refused(tiny_config, tiny_data,
                                                                                        tmp_path):
     from vaelib.config import with_overrides

@@ -92,14 +92,17 @@ def _resume(path: Path, config: Config, model, opt, gen, device) -> tuple[Histor
 
 @torch.no_grad()
 def ignore_input_terms(x_train: torch.Tensor, x_val: torch.Tensor, config: Config, chunk: int = 1024,
-                       distance: nn.Module | None = None) -> dict[str, float]:
+                       distance: nn.Module | None = None, mean: torch.Tensor | None = None) -> dict[str, float]:
     """The validation terms of the model that ignores its input: every image decoded to the training mean, the
     posterior at the prior (KL 0, which free bits charge as free_bits per dimension). evidence.convergence calls a
     run that ends no better than it derailed. Nats per image, summed in chunks (the data may be large).
-    distance: the model's perceptual distance (model.perceptual), built from the config when not given."""
+    distance: the model's perceptual distance (model.perceptual), built from the config when not given.
+    mean: mean_image(x_train) when the caller has it already (fit: the output's start reads it too)."""
     if distance is None:
         distance = perceptual_distance(config)
-    recon = constant_image_nll(mean_image(x_train, chunk).float(), x_val, config.train.recon, chunk, distance)
+    if mean is None:
+        mean = mean_image(x_train, chunk)
+    recon = constant_image_nll(mean.float(), x_val, config.train.recon, chunk, distance)
     rate = family(config.model.kind).RATE
     tc = config.train  # KL 0: free bits charge free_bits per dimension, a target rate |0 - target_rate|
     used = tc.target_rate if tc.target_rate is not None else tc.free_bits * config.model.latent_dim
@@ -199,8 +202,9 @@ def _setup(config: Config, train: Any, val: Any, device: str | torch.device | No
         torch.backends.cudnn.benchmark = True  # shapes are fixed (full batches only): autotune once
     torch.manual_seed(tc.seed)
     model = build_model(config).to(device)
+    train_mean = mean_image(x_train)  # (C, H, W): the output's start (data_mean) and the baseline below
     if config.model.output_bias == "data_mean":  # a resumed run's checkpoint replaces it below
-        init_output_bias(model, x_train)
+        init_output_bias(model, train_mean[None])
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = _optimizer(model, config, device)
@@ -211,7 +215,7 @@ def _setup(config: Config, train: Any, val: Any, device: str | torch.device | No
     if ckpt is not None and resume and ckpt.exists():
         history, start_epoch = _resume(ckpt, config, model, opt, gen, device)
     history.options["ignore_input"] = ignore_input_terms(x_train, x_val, config,  # what the run must beat
-                                                         distance=getattr(model, "perceptual", None))
+                                                         distance=getattr(model, "perceptual", None), mean=train_mean)
     run_model = _wrap(model, config, device, world_size)
 
     steps = steps_per_epoch(config, len(x_train))  # drop the last partial batch: fixed shapes, equal weights
