@@ -14,8 +14,9 @@ DATASET_PRESET = {"mnist": "mnist", "digits": "digits", "shapes": "shapes", "fas
 _BUDGET = {"tiny": {"max_train": 256, "epochs": 2, "shapes_train": 512},
            "small": {"max_train": 5000, "epochs": 5, "shapes_train": 2000},
            "full": {"max_train": None, "epochs": None, "shapes_train": 10_000}}
-# The embedded sets are small: more passes per run. Each small report (about 60 runs of 3 seeds) must finish in 30
-# minutes on a 2-core CPU; every ablation run trains on past these epochs until it has converged (up to 2x).
+# The embedded sets are small: more passes per run. Each small report must finish in 45 minutes on a 2-core CPU
+# of the slower kind (README, Quick start); every study run trains on past these epochs until it has converged
+# (up to 2x).
 _SMALL_EPOCHS = {"mnist": 20, "digits": 20, "shapes": 16}
 
 
